@@ -1,0 +1,1 @@
+"""HTTP adapter: the FastAPI app, its error mapping and routes."""

@@ -1,0 +1,43 @@
+"""The one place that maps errors to HTTP responses: always {"error", "detail"} JSON."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+def _body(error: str, detail: str) -> dict[str, str]:
+    return {"error": error, "detail": detail}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every refusal as {"error", "detail"} with the right status; never a bare 500."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            _body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONResponse(_body("invalid_request", detail), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(_body("internal", type(exc).__name__), status_code=500)

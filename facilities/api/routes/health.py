@@ -1,0 +1,38 @@
+"""GET /healthz and GET /metrics."""
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from facilities.api.deps import ServiceDep
+from facilities.api.errors import ErrorBody
+
+router = APIRouter()
+
+
+class HealthBody(BaseModel):
+    status: str
+    broker: str
+    database: str
+
+
+@router.get(
+    "/healthz",
+    response_model=HealthBody,
+    responses={503: {"model": ErrorBody, "description": "broker link or database down"}},
+    summary="200 once subscribed to the broker with the database open; 503 with the reason",
+)
+async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
+    health = await service.health()
+    if not health.ok:
+        return JSONResponse(
+            status_code=503,
+            content={"error": "unavailable", "detail": "; ".join(health.reasons)},
+        )
+    return HealthBody(status="ok", broker=service.broker_url.display(), database="ok")
+
+
+@router.get("/metrics", include_in_schema=True, summary="Prometheus text exposition")
+def metrics(service: ServiceDep) -> Response:
+    return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Charging stations: wire payloads (and, later, live state and rules)."""

@@ -1,0 +1,62 @@
+"""Wire models of what charging stations publish (PROTOCOL.md, charging stations)."""
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from facilities.wire import DeviceTime, NonNegative, Seq, Text, WireModel
+
+
+class PortState(StrEnum):
+    IDLE = "idle"
+    CHARGING = "charging"
+    FULL = "full"
+    FAULT = "fault"
+    DISABLED = "disabled"
+
+
+class StationEventType(StrEnum):
+    PLUG_IN = "plug_in"
+    UNPLUG = "unplug"
+    CHARGE_COMPLETE = "charge_complete"
+    FAULT = "fault"
+    FAULT_CLEARED = "fault_cleared"
+    BUTTON = "button"
+
+
+class PortReading(WireModel):
+    """One port in a telemetry message."""
+
+    port: int = Field(ge=1, description="port number, from 1")
+    state: PortState
+    voltage_v: float | None = Field(None, description="supply voltage at the port")
+    current_a: NonNegative | None = Field(None, description="current drawn")
+    power_w: NonNegative | None = Field(None, description="power drawn")
+    energy_wh: NonNegative | None = Field(None, description="energy of the session so far")
+    temp_c: float | None = Field(None, description="port (socket) temperature")
+
+
+class StationTelemetry(WireModel):
+    """`facilities/charging/{station}/telemetry`, every 10 s by default."""
+
+    seq: Seq
+    ts: DeviceTime
+    temp_c: float | None = Field(None, description="cabinet temperature")
+    leakage_ma: NonNegative | None = Field(None, description="residual (leakage) current")
+    smoke: bool | None = Field(None, description="the cabinet's smoke detector")
+    ports: list[PortReading] = Field(
+        default_factory=list, max_length=64, description="all ports, or those that changed"
+    )
+
+    def extra_field_count(self) -> int:
+        return super().extra_field_count() + sum(p.extra_field_count() for p in self.ports)
+
+
+class StationEvent(WireModel):
+    """`facilities/charging/{station}/event`, when something happens."""
+
+    seq: Seq
+    ts: DeviceTime
+    type: StationEventType
+    port: int | None = Field(None, ge=1, description="absent for station-wide events")
+    code: Text | None = Field(None, description="with `fault`: the vendor's fault code")

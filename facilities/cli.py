@@ -1,0 +1,223 @@
+"""The `facilities` command (CLI.md): every option also reads FACILITIES_<OPTION>."""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from facilities.errors import OperatorError, SiteError
+from facilities.settings import (
+    DEFAULT_BROKER,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_DB,
+    DEFAULT_LISTEN,
+    DEFAULT_SITE,
+    Listen,
+    Settings,
+)
+from facilities.site import load_site
+
+log = logging.getLogger("facilities")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FACILITIES_{name.upper().replace('-', '_')}", default)
+
+
+def _option(parser: argparse.ArgumentParser, name: str, default: str, help_text: str) -> None:
+    env = f"FACILITIES_{name.upper().replace('-', '_')}"
+    parser.add_argument(
+        f"--{name}",
+        default=_env(name, default),
+        help=f"{help_text} (env {env}; default %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facilities",
+        description="E-bike charging stations and bicycle garages: ingest, rules, API.",
+    )
+    parser.add_argument("--log-level", default=_env("log-level", "INFO"), help="DEBUG, INFO, ...")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the service: ingest and HTTP API in one process")
+    _option(run, "site", DEFAULT_SITE, "site file")
+    _option(run, "broker", DEFAULT_BROKER, "mqtt://user:password@host:port")
+    _option(run, "db", DEFAULT_DB, "SQLite file")
+    _option(run, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT")
+    _option(run, "connect-timeout", str(DEFAULT_CONNECT_TIMEOUT_S), "seconds to reach the broker")
+    _option(run, "client-id", DEFAULT_CLIENT_ID, "MQTT client id of the persistent session")
+    _option(run, "topic-prefix", "facilities", "MQTT topic prefix")
+
+    demo = commands.add_parser("demo", help="private broker + service + simulators")
+    _option(demo, "site", DEFAULT_SITE, "site file")
+    _option(demo, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT (port 0: any free port)")
+    _option(demo, "speed", "60", "simulated time runs this many times faster")
+    _option(demo, "run-for", "0", "stop after this many seconds (0: run until Ctrl-C)")
+    _option(demo, "db", "./var/demo.db", "SQLite file of the demo")
+
+    simulate = commands.add_parser("simulate", help="device simulators only")
+    _option(simulate, "site", DEFAULT_SITE, "site file")
+    _option(simulate, "broker", DEFAULT_BROKER, "mqtt://host:port (user/password: see below)")
+    _option(simulate, "credentials", "", "TOML file of device passwords from broker-config")
+    _option(simulate, "scenario", "normal", "normal, or a fault scenario")
+    _option(simulate, "speed", "1", "simulated time runs this many times faster")
+    _option(simulate, "run-for", "0", "stop after this many seconds (0: run until Ctrl-C)")
+    _option(simulate, "topic-prefix", "facilities", "MQTT topic prefix")
+
+    broker = commands.add_parser("broker-config", help="Mosquitto password file and ACL")
+    broker.add_argument("--site", default=_env("site", DEFAULT_SITE), help="site file")
+    broker.add_argument("--out", required=True, help="directory to write passwd and acl into")
+    _option(broker, "topic-prefix", "facilities", "MQTT topic prefix")
+
+    check = commands.add_parser("check-site", help="validate a site file")
+    check.add_argument("path", help="site file")
+
+    schemas = commands.add_parser("schemas", help="write the payloads' JSON Schemas")
+    schemas.add_argument("--out", default="docs/schemas", help="directory (default %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except (OperatorError, BaseExceptionGroup) as exc:
+        found = _operator_error(exc)
+        if found is None:
+            raise
+        return _report(found)
+
+
+def _operator_error(exc: BaseException) -> OperatorError | None:
+    """The operator's mistake behind `exc`, looking inside task-group exception groups."""
+    if isinstance(exc, OperatorError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _operator_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _report(exc: OperatorError) -> int:
+    """One line on stderr per problem: what and where."""
+    if isinstance(exc, SiteError):
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"facilities: {exc}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        timeout = float(args.connect_timeout)
+    except ValueError:
+        raise OperatorError(f"--connect-timeout {args.connect_timeout!r}: not a number") from None
+    return Settings(
+        site=Path(args.site),
+        broker=args.broker,
+        db=Path(args.db),
+        listen=Listen.parse(args.listen),
+        connect_timeout_s=timeout,
+        client_id=args.client_id,
+        topic_prefix=args.topic_prefix,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from facilities.server import serve
+
+    settings = _settings(args)
+    site = load_site(settings.site)
+    asyncio.run(serve(settings, site))
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from facilities.demo import run_demo
+
+    asyncio.run(
+        run_demo(
+            site_path=Path(args.site),
+            listen=Listen.parse(args.listen),
+            db=Path(args.db),
+            speed=float(args.speed),
+            run_for_s=float(args.run_for),
+        )
+    )
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from simulators.fleet import run_fleet
+
+    site = load_site(args.site)
+    asyncio.run(
+        run_fleet(
+            site,
+            broker=args.broker,
+            credentials_path=Path(args.credentials) if args.credentials else None,
+            scenario=args.scenario,
+            speed=float(args.speed),
+            run_for_s=float(args.run_for),
+            topic_prefix=args.topic_prefix,
+        )
+    )
+    return EXIT_OK
+
+
+def _broker_config(args: argparse.Namespace) -> int:
+    from facilities.broker_config import write_broker_config
+
+    site = load_site(args.site)
+    credentials = write_broker_config(site, Path(args.out), topic_prefix=args.topic_prefix)
+    print(f"# wrote {Path(args.out) / 'passwd'} and {Path(args.out) / 'acl'}", file=sys.stderr)
+    print("# device credentials, shown once: keep this file (facilities simulate --credentials)")
+    for user, password in credentials.items():
+        print(f'{user} = "{password}"')
+    return EXIT_OK
+
+
+def _check_site(args: argparse.Namespace) -> int:
+    site = load_site(args.path)
+    print(
+        f"{args.path}: ok ({len(site.communities)} communities, {len(site.garages)} garages, "
+        f"{len(site.stations)} stations)"
+    )
+    return EXIT_OK
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from facilities.schemas import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": _run,
+    "demo": _demo,
+    "simulate": _simulate,
+    "broker-config": _broker_config,
+    "check-site": _check_site,
+    "schemas": _schemas,
+}

@@ -1,0 +1,1 @@
+"""Garages and their gates: wire payloads (and, later, live state and rules)."""

@@ -1,0 +1,1 @@
+"""MQTT adapter: topics, the broker session, ingest."""

@@ -1,0 +1,104 @@
+"""Topic + payload bytes → an accepted message or a rejection with its reason. No I/O."""
+
+from pydantic import ValidationError
+
+from facilities.charging.payloads import StationEvent, StationTelemetry
+from facilities.garage.payloads import GarageTelemetry, GateEvent
+from facilities.messages import (
+    STATION_KINDS,
+    Accepted,
+    DevicePayload,
+    MessageKind,
+    Rejected,
+    RejectReason,
+    Route,
+)
+from facilities.mqtt.topics import OWN_KINDS, Topics
+from facilities.site import Site
+from facilities.wire import MAX_PAYLOAD_BYTES, Availability, CommandAck, WireModel
+
+_MODELS: dict[MessageKind, type[WireModel]] = {
+    MessageKind.STATION_TELEMETRY: StationTelemetry,
+    MessageKind.STATION_EVENT: StationEvent,
+    MessageKind.STATION_ACK: CommandAck,
+    MessageKind.GARAGE_TELEMETRY: GarageTelemetry,
+    MessageKind.GATE_EVENT: GateEvent,
+    MessageKind.GATE_ACK: CommandAck,
+}
+_AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
+_DETAIL_CHARS = 300  # enough for the first few validation errors, short enough to log
+
+
+class Decoder:
+    """Decodes what the broker delivers, against the site's devices."""
+
+    def __init__(self, site: Site, topics: Topics) -> None:
+        self._site = site
+        self._topics = topics
+
+    def decode(self, topic: str, raw: bytes, received_at: float) -> Accepted | Rejected | None:
+        """Accepted or Rejected; None for the service's own commands heard back."""
+        route = self._topics.parse(topic)
+        if route is None:
+            return Rejected(
+                topic, raw, RejectReason.UNKNOWN_TOPIC, "not a protocol topic", received_at
+            )
+        if route.kind in OWN_KINDS:
+            return None
+        if not self._known(route):
+            return Rejected(
+                topic,
+                raw,
+                RejectReason.UNKNOWN_DEVICE,
+                f"{route.device} is not in the site file",
+                received_at,
+            )
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            return Rejected(
+                topic,
+                raw,
+                RejectReason.TOO_LARGE,
+                f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}",
+                received_at,
+            )
+        if route.kind in _AVAILABILITY_KINDS:
+            try:
+                return Accepted(route, Availability(raw.decode("ascii")), received_at)
+            except (UnicodeDecodeError, ValueError):
+                return Rejected(
+                    topic,
+                    raw,
+                    RejectReason.SCHEMA_MISMATCH,
+                    "availability must be `online` or `offline`",
+                    received_at,
+                )
+        try:
+            payload = _MODELS[route.kind].model_validate_json(raw)
+        except ValidationError as exc:
+            reason, detail = _classify(exc)
+            return Rejected(topic, raw, reason, detail, received_at)
+        assert isinstance(payload, DevicePayload)  # _MODELS only holds device payload models
+        return Accepted(route, payload, received_at, payload.extra_field_count())
+
+    def _known(self, route: Route) -> bool:
+        if route.kind in STATION_KINDS:
+            return route.device in self._site.stations
+        if route.gate is not None:
+            return self._site.has_gate(route.device, route.gate)
+        return route.device in self._site.garages
+
+
+def _classify(exc: ValidationError) -> tuple[RejectReason, str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    types = {error["type"] for error in errors}
+    if "json_invalid" in types or "json_type" in types:
+        reason = RejectReason.MALFORMED_JSON
+    elif "finite_number" in types:
+        reason = RejectReason.NON_FINITE_NUMBER
+    else:
+        reason = RejectReason.SCHEMA_MISMATCH
+    detail = "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or '(payload)'}: {error['msg']}"
+        for error in errors
+    )
+    return reason, detail[:_DETAIL_CHARS]

@@ -1,0 +1,247 @@
+"""Decode → batch → commit → ack. A message is acknowledged only once it is in SQLite."""
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiosqlite
+
+from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
+from facilities.metrics import IngestMetrics
+from facilities.mqtt.decode import Decoder
+from facilities.store.telemetry import BatchRows, last_availability, write_batch
+from facilities.wire import Availability
+
+log = logging.getLogger(__name__)
+
+# Flush when this many messages wait (executemany of ~1,000 rows is where SQLite's per-row
+# cost flattens out: 233k rows/s measured) ...
+BATCH_MAX = 1000
+# ... or when the oldest has waited this long. The issue asks for at most 100 ms; 50 ms keeps
+# ack lag low while batching a 2,000 msg/s district load ~100 to a commit.
+FLUSH_INTERVAL_S = 0.05
+_LOG_PAYLOAD_CHARS = 120
+_LOG_PER_REASON_PER_MINUTE = 10
+
+_AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
+_ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
+
+
+class Acker(Protocol):
+    def ack(self, items: Sequence[tuple[int, int]]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    message: Accepted | Rejected | None  # None: our own command heard back, only acked
+    mid: int
+    generation: int
+
+
+Listener = Callable[[Accepted], None]
+
+
+class Ingest:
+    """Batches what the broker delivers into SQLite and acknowledges it after each commit.
+
+    `on_message` runs on paho's network thread: it decodes (pure, no I/O) and queues.
+    `run` is the asyncio writer: it commits batches and then acks them.
+    """
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        decoder: Decoder,
+        *,
+        metrics: IngestMetrics,
+        clock: Callable[[], float] = time.time,
+        batch_max: int = BATCH_MAX,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+    ) -> None:
+        self._conn = conn
+        self._decoder = decoder
+        self._metrics = metrics
+        self._clock = clock
+        self._batch_max = batch_max
+        self._flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._inbox: list[_Pending] = []
+        self._oldest = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._stopping = False
+        self._availability: dict[str, str] = {}
+        self._log_budget: dict[RejectReason, tuple[float, int]] = {}
+        self.listeners: list[Listener] = []
+        self.committed = 0
+        self.quarantined = 0
+
+    async def start(self) -> None:
+        """Bind to the running loop and load what was last known (availability)."""
+        self._loop = asyncio.get_running_loop()
+        self._availability = await last_availability(self._conn)
+
+    # -- network thread ----------------------------------------------------------------------
+
+    def on_message(self, topic: str, raw: bytes, mid: int, generation: int) -> None:
+        """Called by the broker link for every delivery; never raises, never blocks on I/O."""
+        now = self._clock()
+        try:
+            message = self._decoder.decode(topic, raw, now)
+        except Exception as exc:  # a decoder bug must not lose the message or stop ingest
+            log.exception("decoder failed on %s", topic)
+            message = Rejected(topic, raw, RejectReason.SCHEMA_MISMATCH, repr(exc), now)
+        with self._lock:
+            self._inbox.append(_Pending(message, mid, generation))
+            size = len(self._inbox)
+            if size == 1:
+                self._oldest = now
+        if (size == 1 or size == self._batch_max) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._signal, size)
+
+    def _signal(self, size: int) -> None:
+        self._arrived.set()
+        if size >= self._batch_max:
+            self._full.set()
+
+    # -- writer ------------------------------------------------------------------------------
+
+    async def run(self, acker: Acker) -> None:
+        """Commit and ack batches until `stop()`; then commit and ack what is left."""
+        while not self._stopping:
+            await self._wait_for_batch()
+            await self.flush(acker)
+        await self.flush(acker)
+
+    def stop(self) -> None:
+        """Finish the batch in hand and return from `run`."""
+        self._stopping = True
+        self._arrived.set()
+        self._full.set()
+
+    async def _wait_for_batch(self) -> None:
+        # Bounded waits: a lost wake-up costs at most a second, never a stall.
+        try:
+            await asyncio.wait_for(self._arrived.wait(), 1.0)
+        except TimeoutError:
+            return
+        self._arrived.clear()
+        with self._lock:
+            size, oldest = len(self._inbox), self._oldest
+        linger = self._flush_interval_s - (self._clock() - oldest)
+        if size and size < self._batch_max and linger > 0 and not self._stopping:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), linger)
+
+    async def flush(self, acker: Acker) -> int:
+        """Commit everything received so far, then ack it; return the number of messages."""
+        with self._lock:
+            pending, self._inbox = self._inbox, []
+        if not pending:
+            return 0
+        self._metrics.pending.set(len(pending))
+        rows = BatchRows()
+        kinds: Counter[str] = Counter()
+        extra: Counter[str] = Counter()
+        rejected: list[Rejected] = []
+        for item in pending:
+            message = item.message
+            if isinstance(message, Accepted):
+                self._add(rows, message)
+                kinds[message.route.kind.value] += 1
+                if message.extra_fields:
+                    extra[message.route.kind.value] += message.extra_fields
+            elif isinstance(message, Rejected):
+                rows.add_rejected(message)
+                rejected.append(message)
+        started = time.perf_counter()
+        inserted = await write_batch(self._conn, rows)
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        acked = acker.ack([(item.mid, item.generation) for item in pending])
+        self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - self._oldest_of(pending)))
+        self._count(rows, inserted, kinds, extra, rejected, len(pending))
+        self._notify(pending)
+        if acked < len(pending):
+            log.info(
+                "%d committed messages left for redelivery (link changed)", len(pending) - acked
+            )
+        self._metrics.pending.set(0)
+        return len(pending)
+
+    def _add(self, rows: BatchRows, message: Accepted) -> None:
+        kind = message.route.kind
+        if kind in _ACK_KINDS:
+            return  # command acks are matched by the command sender, not stored as telemetry
+        if kind in _AVAILABILITY_KINDS:
+            assert isinstance(message.payload, Availability)
+            status = message.payload.value
+            if self._availability.get(message.route.device) != status:
+                self._availability[message.route.device] = status
+                rows.add_availability(message)
+                log.info("%s is %s", message.route.device, status)
+            return
+        rows.add(message)
+
+    def _count(
+        self,
+        rows: BatchRows,
+        inserted: int,
+        kinds: Counter[str],
+        extra: Counter[str],
+        rejected: list[Rejected],
+        total: int,
+    ) -> None:
+        m = self._metrics
+        m.batch_size.observe(total)
+        m.duplicates.inc(rows.message_rows() - inserted)
+        for kind, count in kinds.items():
+            m.ingested.labels(kind).inc(count)
+        for kind, count in extra.items():
+            m.unknown_fields.labels(kind).inc(count)
+        for message in rejected:
+            m.rejected.labels(message.reason.value).inc()
+            self._log_rejected(message)
+        self.committed += total
+        self.quarantined += len(rejected)
+
+    def _notify(self, pending: list[_Pending]) -> None:
+        for item in pending:
+            if isinstance(item.message, Accepted):
+                for listener in self.listeners:
+                    listener(item.message)
+
+    @staticmethod
+    def _oldest_of(pending: list[_Pending]) -> float:
+        first = pending[0].message
+        return first.received_at if first is not None else time.time()
+
+    def _log_rejected(self, message: Rejected) -> None:
+        """Log each quarantined message once, truncated; at most 10 a minute per reason."""
+        window_start, count = self._log_budget.get(message.reason, (0.0, 0))
+        now = time.monotonic()
+        if now - window_start >= 60:
+            if count > _LOG_PER_REASON_PER_MINUTE:
+                log.warning(
+                    "%d more %s messages quarantined in the last minute",
+                    count - _LOG_PER_REASON_PER_MINUTE,
+                    message.reason,
+                )
+            window_start, count = now, 0
+        count += 1
+        self._log_budget[message.reason] = (window_start, count)
+        if count <= _LOG_PER_REASON_PER_MINUTE:
+            log.warning(
+                "quarantined %s on %s (%s): %r",
+                message.reason,
+                message.topic,
+                message.detail,
+                message.raw[:_LOG_PAYLOAD_CHARS],
+            )

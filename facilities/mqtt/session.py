@@ -1,0 +1,272 @@
+"""The broker link: paho in its own network thread, persistent session, manual ack, reconnect."""
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from facilities.errors import BrokerAuthError, BrokerError, OperatorError
+from facilities.mqtt.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# CONNACK reason codes that retrying will not fix (MQTT 5 §3.2.2.2; paho maps the 3.1.1
+# return codes 4 and 5 onto 134 and 135).
+_AUTH_FAILURES = frozenset({134, 135})
+KEEPALIVE_S = 30
+CONNACK_TIMEOUT_S = 10.0
+# Reconnect backoff: full jitter over an exponential range capped at 30 s, so a broker that
+# restarts is not met by every client of the district at the same instant.
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 30.0
+
+MessageHandler = Callable[[str, bytes, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """`mqtt://user:password@host:port`, parsed."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> "BrokerUrl":
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise OperatorError(f"broker URL {url!r}: expected mqtt://[user:password@]host[:port]")
+        try:
+            port = parts.port or 1883
+        except ValueError:
+            raise OperatorError(f"broker URL {url!r}: bad port") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def display(self) -> str:
+        """The URL without its password, for logs and error messages."""
+        user = f"{self.username}@" if self.username else ""
+        return f"mqtt://{user}{self.host}:{self.port}"
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait before reconnect `attempt` (0-based): full jitter, capped."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+class BrokerLink:
+    """One MQTT connection with a persistent session whose messages we acknowledge ourselves.
+
+    paho runs its network loop in its own thread (`loop_start`); `on_message` is called there.
+    Acks may come from any thread: with the loop thread running, paho only queues them and
+    wakes the loop. Each connection has a generation number: a message is acked only on the
+    connection that delivered it, since packet ids mean nothing on the next connection (the
+    broker redelivers what was not acked, MQTT 3.1.1 §4.4).
+    """
+
+    def __init__(
+        self,
+        url: BrokerUrl,
+        *,
+        client_id: str,
+        topics: Topics,
+        on_message: MessageHandler,
+        subscriptions: Sequence[str] = (),
+    ) -> None:
+        self.url = url
+        self.topics = topics
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self.generation = 0
+        self.connected = False
+        self.subscribed = False
+        self.reconnects = 0
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._lost = asyncio.Event()
+        self._closing = False
+        self.last_error = "not connected yet"
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=False,  # persistent session: the broker queues for us while we are away
+            protocol=MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+            reconnect_on_failure=False,  # we reconnect ourselves, with jitter
+        )
+        if url.username:
+            self._client.username_pw_set(url.username, url.password)
+        self._client.will_set(topics.service_status(), "offline", qos=1, retain=True)
+        self._client.max_queued_messages_set(0)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_subscribe = self._handle_subscribe
+        self._client.on_message = self._handle_message
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def connect(self, *, timeout_s: float) -> None:
+        """Connect, retrying with backoff for up to `timeout_s`; raise BrokerError after."""
+        self._loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout_s
+        attempt = 0
+        while True:
+            try:
+                await self._connect_once()
+                return
+            except BrokerAuthError:
+                raise
+            except BrokerError as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerError(f"cannot reach broker {self.url.display()}: {exc}") from None
+                delay = min(remaining, max(0.2, backoff_delay(attempt)))
+                log.info("broker %s not reachable (%s), retrying", self.url.display(), exc)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _connect_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._connack = loop.create_future()
+        self._lost.clear()
+        try:
+            await asyncio.to_thread(self._client.connect, self.url.host, self.url.port, KEEPALIVE_S)
+        except OSError as exc:
+            self.last_error = exc.strerror or str(exc)
+            raise BrokerError(self.last_error) from None
+        self._client.loop_start()
+        try:
+            code = await asyncio.wait_for(self._connack, CONNACK_TIMEOUT_S)
+        except TimeoutError:
+            await self._stop_loop()
+            self.last_error = "no CONNACK"
+            raise BrokerError(f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s") from None
+        if code.is_failure:
+            await self._stop_loop()
+            self.last_error = str(code)
+            if code.value in _AUTH_FAILURES:
+                raise BrokerAuthError(
+                    f"broker {self.url.display()} refused the credentials: {code}"
+                )
+            raise BrokerError(f"broker refused the connection: {code}")
+
+    async def run(self) -> None:
+        """Keep the link up for ever: on loss, reconnect with capped, jittered backoff."""
+        while True:
+            await self._lost.wait()
+            if self._closing:
+                return
+            await self._stop_loop()
+            log.warning("lost the broker %s: %s", self.url.display(), self.last_error)
+            attempt = 0
+            while not self._closing:
+                await asyncio.sleep(backoff_delay(attempt))
+                try:
+                    await self._connect_once()
+                except BrokerAuthError:
+                    raise
+                except BrokerError as exc:
+                    log.debug("reconnect %d failed: %s", attempt + 1, exc)
+                    attempt = min(attempt + 1, 16)
+                    continue
+                self.reconnects += 1
+                log.info("reconnected to the broker %s", self.url.display())
+                break
+
+    async def close(self, *, timeout_s: float = 2.0) -> None:
+        """Say we are going offline, let queued acks out, and disconnect."""
+        self._closing = True
+        self._lost.set()
+        if self.connected:
+            info = self._client.publish(self.topics.service_status(), "offline", 1, retain=True)
+            await asyncio.to_thread(info.wait_for_publish, timeout_s)
+            self._client.disconnect()
+        await self._stop_loop()
+
+    async def _stop_loop(self) -> None:
+        await asyncio.to_thread(self._client.loop_stop)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def ack(self, items: Sequence[tuple[int, int]]) -> int:
+        """Acknowledge (mid, generation) pairs delivered on the current connection; return
+        how many were sent. Others are left for the broker to redeliver."""
+        sent = 0
+        with self._lock:
+            generation, connected = self.generation, self.connected
+        if not connected:
+            return 0
+        for mid, gen in items:
+            if gen == generation:
+                self._client.ack(mid, 1)
+                sent += 1
+        return sent
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
+        """Publish with QoS 1; paho keeps it in its queue across a reconnect."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------
+
+    def _handle_connect(
+        self, client: paho.Client, _userdata: Any, _flags: Any, code: ReasonCode, _props: Any
+    ) -> None:
+        if not code.is_failure:
+            with self._lock:
+                self.generation += 1
+                self.connected = True
+            if self._subscriptions:
+                client.subscribe([(topic, 1) for topic in self._subscriptions])
+            else:
+                self.subscribed = True
+            client.publish(self.topics.service_status(), "online", qos=1, retain=True)
+        self._call_soon(self._resolve_connack, code)
+
+    def _handle_disconnect(
+        self, _client: paho.Client, _userdata: Any, _flags: Any, code: ReasonCode, _props: Any
+    ) -> None:
+        with self._lock:
+            self.connected = False
+            self.subscribed = False
+        if not self._closing:
+            self.last_error = str(code)
+        self._call_soon(self._lost.set)
+
+    def _handle_subscribe(
+        self, _client: paho.Client, _userdata: Any, _mid: int, codes: list[ReasonCode], _p: Any
+    ) -> None:
+        refused = [str(code) for code in codes if code.is_failure]
+        if refused:
+            log.error("broker refused subscriptions %s: %s", self._subscriptions, refused)
+        self.subscribed = not refused
+
+    def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = msg._topic.decode("utf-8", "replace")
+        payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
+        self._on_message(topic, payload, msg.mid, self.generation)
+
+    def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _resolve_connack(self, code: ReasonCode) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)

@@ -1,0 +1,1 @@
+"""Rules: thresholds now; the engine arrives with the rules issue."""

@@ -1,0 +1,94 @@
+"""`facilities run`: the service and its HTTP API in one process, stopped by SIGTERM/Ctrl-C."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from facilities.api.app import create_app
+from facilities.app import Service
+from facilities.errors import OperatorError
+from facilities.settings import Listen, Settings
+from facilities.site import Site
+
+log = logging.getLogger(__name__)
+
+# CLI.md: SIGTERM exits within 5 s. Open HTTP streams get 2 s; the last batch the rest.
+HTTP_GRACE_S = 2.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: `serve` below owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(listen: Listen) -> socket.socket:
+    """Bind the HTTP socket first, so a taken port is one clear line before anything starts."""
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((listen.host, listen.port))
+    except OSError as exc:
+        sock.close()
+        raise OperatorError(
+            f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
+        ) from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then finish the batch in hand and return."""
+    sock = bind(settings.listen)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service = Service(settings, site)
+    try:
+        async with service.running():
+            await serve_http(service, sock, stop, started=started)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        sock.close()
+    log.info("stopped")
+
+
+async def serve_http(
+    service: Service,
+    sock: socket.socket,
+    stop: asyncio.Event,
+    *,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve the HTTP API on `sock` until `stop` is set (the service is already running)."""
+    config = uvicorn.Config(
+        create_app(service, run_service=False),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(HTTP_GRACE_S),
+        lifespan="on",
+    )
+    server = _Server(config)
+    http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    host, port = sock.getsockname()[:2]
+    log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
+    if started is not None:
+        started.set()
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopping.cancel()
+        await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)

@@ -1,0 +1,39 @@
+"""Settings of `facilities run`, from flags or FACILITIES_* environment variables."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from facilities.errors import OperatorError
+from facilities.mqtt.topics import DEFAULT_PREFIX
+
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+DEFAULT_DB = "./var/facilities.db"
+DEFAULT_LISTEN = "127.0.0.1:8000"
+DEFAULT_SITE = "site.example.toml"
+DEFAULT_CLIENT_ID = "facilities"
+# CLI.md: an unreachable broker is retried for up to 30 s at start.
+DEFAULT_CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Listen":
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise OperatorError(f"--listen {text!r}: expected HOST:PORT")
+        return cls(host.strip("[]") or "127.0.0.1", int(port))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    site: Path = Path(DEFAULT_SITE)
+    broker: str = DEFAULT_BROKER
+    db: Path = Path(DEFAULT_DB)
+    listen: Listen = Listen("127.0.0.1", 8000)
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    client_id: str = DEFAULT_CLIENT_ID
+    topic_prefix: str = DEFAULT_PREFIX

@@ -1,0 +1,1 @@
+"""SQLite store: connection, migrations, and one module per table family."""

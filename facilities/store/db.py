@@ -1,0 +1,80 @@
+"""Open the SQLite database: pragmas, and migrations by PRAGMA user_version."""
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+
+from facilities.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+# A writer waits this long for another connection's lock (the CLI adding a resident while the
+# service ingests) before failing; 5 s is far above any batch commit measured here.
+BUSY_TIMEOUT_MS = 5000
+
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """The numbered SQL files shipped in `store/migrations`, in order."""
+    found = []
+    for entry in resources.files("facilities.store").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    return found
+
+
+async def open_db(path: str | Path) -> aiosqlite.Connection:
+    """Open (creating if needed) and migrate the database at `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except (OSError, aiosqlite.Error) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from None
+    try:
+        await _configure(conn)
+        await migrate(conn)
+    except aiosqlite.Error as exc:
+        await conn.close()
+        raise StoreError(f"cannot use database {path}: {exc}") from None
+    return conn
+
+
+async def _configure(conn: aiosqlite.Connection) -> None:
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    # FULL: a batch is acknowledged to the broker only after its commit, so the commit must
+    # survive a power cut too, not just a crash of this process. Batching makes it cheap.
+    await conn.execute("PRAGMA synchronous = FULL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Apply every migration newer than the database's user_version; return the version."""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    current = int(row[0]) if row else 0
+    for migration in migrations():
+        if migration.version <= current:
+            continue
+        log.info("applying migration %s", migration.name)
+        # executescript commits first; the migration then runs in its own transaction.
+        await conn.executescript(
+            f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
+        )
+        current = migration.version
+    return current
