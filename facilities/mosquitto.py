@@ -1,6 +1,7 @@
 """A private Mosquitto on a free loopback port, from the shipped config (demo, tests, bench)."""
 
 import getpass
+import secrets
 import shutil
 import socket
 import subprocess
@@ -8,7 +9,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facilities.broker_config import SERVICE_USER, render_mosquitto_conf, write_broker_config
+from facilities.broker_config import (
+    SERVICE_USER,
+    hash_password,
+    render_mosquitto_conf,
+    write_broker_config,
+)
 from facilities.errors import BrokerError
 from facilities.site import Site
 
@@ -40,6 +46,9 @@ class PrivateBroker:
     site: Site
     port: int = 0
     credentials: dict[str, str] = field(default_factory=dict)
+    # Users beyond the site's devices, each with its ACL lines (tests: an observer that reads
+    # everything, a rogue client that writes anywhere under the prefix).
+    extra_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "PrivateBroker":
@@ -47,6 +56,7 @@ class PrivateBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.credentials:
             self.credentials = write_broker_config(self.site, self.workdir)
+            self._add_extra_users()
         if not self.port:
             self.port = free_port()
         data = self.workdir / "data"
@@ -64,6 +74,14 @@ class PrivateBroker:
         log.close()
         self._wait_ready()
         return self
+
+    def _add_extra_users(self) -> None:
+        with (self.workdir / "passwd").open("a") as passwd, (self.workdir / "acl").open("a") as acl:
+            for user, lines in self.extra_users.items():
+                password = secrets.token_urlsafe(12)
+                self.credentials[user] = password
+                passwd.write(f"{user}:{hash_password(password)}\n")
+                acl.write(f"\nuser {user}\n" + "".join(f"{line}\n" for line in lines))
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -87,6 +105,13 @@ class PrivateBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     def url(self, user: str = SERVICE_USER) -> str:

@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Both set up what they need first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup system lint bench clean schemas
+
+demo: setup
+	$(BIN)/facilities demo
+
+test: setup lint
+	$(BIN)/pytest
+
+setup: system $(STAMP)
+
+system:
+	@PY=$(PY) scripts/setup-system.sh
+
+# Reinstalled when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy facilities simulators
+
+# Payload JSON Schemas for integrators (docs/schemas); a test fails when they are stale.
+schemas: setup
+	$(BIN)/facilities schemas --out docs/schemas
+
+# Benchmarks run on demand, never in `make test`.
+bench: setup
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

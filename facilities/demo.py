@@ -1,0 +1,91 @@
+"""`facilities demo`: a private broker, the service and every device simulated, in one command."""
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from facilities.app import Service
+from facilities.errors import OperatorError
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from facilities.server import bind, serve_http
+from facilities.settings import Listen, Settings
+from facilities.site import load_site
+from simulators.fleet import Fleet
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0
+
+
+async def run_demo(
+    *, site_path: Path, listen: Listen, db: Path, speed: float, run_for_s: float = 0.0
+) -> None:
+    """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress."""
+    site = load_site(site_path)
+    broker = PrivateBroker(db.parent / "demo-broker", site)
+    await asyncio.to_thread(broker.start)
+    try:
+        sock = _bind_or_any(listen)
+        settings = Settings(
+            site=site_path, broker=broker.url(), db=db, listen=listen, client_id="facilities-demo"
+        )
+        service = Service(settings, site)
+        fleet = Fleet(
+            site, BrokerUrl.parse(broker.url()), credentials=broker.credentials, speed=speed
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if run_for_s > 0:
+            loop.call_later(run_for_s, stop.set)
+        async with service.running():
+            await asyncio.to_thread(fleet.connect)
+            try:
+                host, port = sock.getsockname()[:2]
+                _say(
+                    f"broker   mqtt://127.0.0.1:{broker.port} (private, config in "
+                    f"{broker.workdir})\n"
+                    f"service  http://{host}:{port}/healthz\n"
+                    f"metrics  http://{host}:{port}/metrics\n"
+                    f"database {db}\n"
+                    f"{len(fleet.clients)} devices simulated, time x{speed:g}. Ctrl-C stops."
+                )
+                async with asyncio.TaskGroup() as tasks:
+                    sim = tasks.create_task(fleet.run(), name="simulators")
+                    progress = tasks.create_task(_progress(service), name="progress")
+                    await serve_http(service, sock, stop)
+                    sim.cancel()
+                    progress.cancel()
+                stored = service.ingest.committed
+            finally:
+                fleet.close()
+        _say(f"stopped: {stored} messages stored in {db}")
+    finally:
+        await asyncio.to_thread(broker.stop)
+
+
+def _bind_or_any(listen: Listen) -> socket.socket:
+    try:
+        return bind(listen)
+    except OperatorError:
+        log.warning("port %d is taken; the demo listens on a free port instead", listen.port)
+        return bind(Listen(listen.host, 0))
+
+
+async def _progress(service: Service) -> None:
+    last = 0
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY_S)
+        stored = service.ingest.committed
+        quarantined = service.ingest.quarantined
+        rate = (stored - last) / PROGRESS_EVERY_S
+        _say(f"stored {stored} messages ({rate:.0f}/s), {quarantined} quarantined")
+        last = stored
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stdout, flush=True)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# What `make demo` and `make test` need from the system: Python >= 3.11 with venv, and
+# Mosquitto (broker + clients). Installed with apt-get when missing and we are root;
+# otherwise one line says what to install.
+set -euo pipefail
+
+PY=${PY:-python3}
+need=()
+
+if ! command -v "$PY" >/dev/null 2>&1; then
+    need+=(python3 python3-venv)
+elif ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "setup: $PY is $("$PY" -V 2>&1); facilities needs Python >= 3.11 (set PY=python3.11)" >&2
+    exit 1
+elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need+=(python3-venv)
+fi
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing ${need[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # Debian starts a system broker on 1883 after installing; ours use free ports anyway.
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+    echo "setup: missing ${need[*]}: run 'sudo apt-get install ${need[*]}' and retry" >&2
+    exit 1
+fi

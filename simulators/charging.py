@@ -1,0 +1,161 @@
+"""A charging station's physics: e-bike batteries charging on its ports through the day."""
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from facilities.charging.payloads import (
+    PortReading,
+    PortState,
+    StationEvent,
+    StationEventType,
+    StationTelemetry,
+)
+
+# E-bike chargers in Shanghai's communities: 48 V packs of 12-24 Ah (~0.5-1.2 kWh), chargers
+# of 2-4 A at the pack (~150-350 W at the socket). Constant current to ~80 %, then the charger
+# tapers to a trickle of a few watts once full (the charger's own stop is what 充满自停 checks).
+PACK_WH = (500.0, 1200.0)
+CC_POWER_W = (150.0, 350.0)
+CV_FROM_SOC = 0.8
+TRICKLE_W = (1.0, 4.0)
+# Plug-ins per hour per free port by hour of day: residents come home in the evening.
+_PLUG_RATE = [0.02] * 6 + [
+    0.06,
+    0.1,
+    0.08,
+    0.05,
+    0.05,
+    0.06,
+    0.08,
+    0.05,
+    0.04,
+    0.04,
+    0.05,
+    0.1,
+    0.25,
+    0.3,
+    0.25,
+    0.18,
+    0.1,
+    0.05,
+]
+# Hours a bike stays plugged in after it is full (collected next morning, or soon after).
+_STAY_AFTER_FULL_H = (0.2, 6.0)
+
+
+@dataclass(slots=True)
+class PortModel:
+    port: int
+    state: PortState = PortState.IDLE
+    pack_wh: float = 0.0
+    soc: float = 0.0
+    cc_power_w: float = 0.0
+    energy_wh: float = 0.0
+    power_w: float = 0.0
+    temp_c: float = 26.0
+    unplug_in_s: float = 0.0
+
+    def plug_in(self, rng: random.Random) -> None:
+        self.state = PortState.CHARGING
+        self.pack_wh = rng.uniform(*PACK_WH)
+        self.soc = rng.uniform(0.05, 0.6)
+        self.cc_power_w = rng.uniform(*CC_POWER_W)
+        self.energy_wh = 0.0
+
+    def unplug(self) -> None:
+        self.state = PortState.IDLE
+        self.energy_wh = self.power_w = 0.0
+
+    def charge_power(self) -> float:
+        if self.soc < CV_FROM_SOC:
+            return self.cc_power_w
+        # linear taper from full power at 80 % to a trickle at 100 %
+        remaining = max(0.0, (1.0 - self.soc) / (1.0 - CV_FROM_SOC))
+        return max(TRICKLE_W[1], self.cc_power_w * remaining)
+
+
+@dataclass(slots=True)
+class StationModel:
+    """Ports and cabinet of one station; `advance` moves it on by simulated seconds."""
+
+    station: str
+    ports: list[PortModel]
+    ambient_c: float = 24.0
+    seq_telemetry: int = 0
+    seq_event: int = 0
+    pending_events: list[tuple[int | None, StationEventType]] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, station: str, ports: int, rng: random.Random, hour: float) -> "StationModel":
+        model = cls(station, [PortModel(n) for n in range(1, ports + 1)])
+        busy_share = 0.5 if hour >= 19 or hour < 7 else 0.25
+        for port in model.ports:
+            if rng.random() < busy_share:
+                port.plug_in(rng)
+                port.soc = rng.uniform(0.2, 0.95)
+        return model
+
+    def advance(self, dt_s: float, hour: float, rng: random.Random) -> None:
+        """Simulate `dt_s` seconds at `hour` of the day (0-24)."""
+        rate_per_s = _PLUG_RATE[int(hour) % 24] / 3600.0
+        for port in self.ports:
+            if port.state is PortState.IDLE:
+                port.power_w = 0.0
+                if rng.random() < 1.0 - math.exp(-rate_per_s * dt_s):
+                    port.plug_in(rng)
+                    self.pending_events.append((port.port, StationEventType.PLUG_IN))
+            elif port.state is PortState.CHARGING:
+                port.power_w = port.charge_power() * rng.uniform(0.97, 1.03)
+                delivered = port.power_w * dt_s / 3600.0
+                port.energy_wh += delivered
+                port.soc = min(1.0, port.soc + delivered * 0.9 / port.pack_wh)  # 90 % efficient
+                if port.soc >= 1.0:
+                    port.state = PortState.FULL
+                    port.unplug_in_s = rng.uniform(*_STAY_AFTER_FULL_H) * 3600
+                    self.pending_events.append((port.port, StationEventType.CHARGE_COMPLETE))
+            elif port.state is PortState.FULL:
+                port.power_w = rng.uniform(*TRICKLE_W)
+                port.energy_wh += port.power_w * dt_s / 3600.0
+                port.unplug_in_s -= dt_s
+                if port.unplug_in_s <= 0:
+                    port.unplug()
+                    self.pending_events.append((port.port, StationEventType.UNPLUG))
+            # the socket warms with the current through it and cools towards ambient
+            target = self.ambient_c + port.power_w / 35.0
+            port.temp_c += (target - port.temp_c) * min(1.0, dt_s / 300.0)
+
+    def telemetry(self, ts: float, rng: random.Random) -> StationTelemetry:
+        total_w = sum(p.power_w for p in self.ports)
+        readings = []
+        for p in self.ports:
+            voltage = rng.uniform(222.0, 232.0)
+            readings.append(
+                PortReading(
+                    port=p.port,
+                    state=p.state,
+                    voltage_v=round(voltage, 1),
+                    current_a=round(p.power_w / voltage, 3),
+                    power_w=round(p.power_w, 1),
+                    energy_wh=round(p.energy_wh, 1),
+                    temp_c=round(p.temp_c, 1),
+                )
+            )
+        message = StationTelemetry(
+            seq=self.seq_telemetry,
+            ts=ts,
+            temp_c=round(self.ambient_c + 3.0 + total_w / 700.0, 1),
+            leakage_ma=round(rng.uniform(0.5, 4.0), 1),
+            smoke=False,
+            ports=readings,
+        )
+        self.seq_telemetry += 1
+        return message
+
+    def take_events(self, ts: float) -> list[StationEvent]:
+        events = []
+        for port, kind in self.pending_events:
+            events.append(StationEvent(seq=self.seq_event, ts=ts, type=kind, port=port))
+            self.seq_event += 1
+        self.pending_events.clear()
+        return events

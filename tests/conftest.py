@@ -1,0 +1,100 @@
+"""Shared fixtures: a real Mosquitto on a free port, real SQLite files, the real service."""
+
+import asyncio
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from facilities.app import Service
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from facilities.settings import Settings
+from facilities.site import Site, load_site
+from simulators.client import DeviceClient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_SITE = ROOT / "site.example.toml"
+
+# Test-only users: an observer that reads everything, and a rogue client that may write
+# anything under the prefix (what a stale ACL or a misconfigured broker would let through).
+EXTRA_USERS = {
+    "observer": ("topic read facilities/#",),
+    "rogue": ("topic write facilities/#",),
+}
+
+
+@pytest.fixture(scope="session")
+def site() -> Site:
+    return load_site(EXAMPLE_SITE)
+
+
+def start_broker(workdir: Path, site: Site) -> PrivateBroker:
+    return PrivateBroker(workdir, site, extra_users=dict(EXTRA_USERS)).start()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[PrivateBroker]:
+    """One broker for the session, from the shipped mosquitto.conf, on a free port."""
+    running = start_broker(tmp_path_factory.mktemp("broker"), site)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, broker: PrivateBroker) -> Settings:
+    return Settings(
+        site=EXAMPLE_SITE,
+        broker=broker.url(),
+        db=tmp_path / "facilities.db",
+        client_id=f"facilities-test-{uuid.uuid4().hex[:8]}",
+        connect_timeout_s=5.0,
+    )
+
+
+@pytest.fixture
+async def service(settings: Settings, site: Site) -> AsyncIterator[Service]:
+    """The service running against the session broker, with a fresh database."""
+    running = Service(settings, site)
+    async with running.running():
+        await wait_for(lambda: running.link.subscribed, what="subscription")
+        yield running
+
+
+DeviceFactory = Callable[..., DeviceClient]
+
+
+@pytest.fixture
+def device(broker: PrivateBroker) -> Iterator[DeviceFactory]:
+    """Connect as a device (or test user) with its own credentials; closed at teardown."""
+    clients: list[DeviceClient] = []
+
+    def connect(user: str, *, client_id: str | None = None) -> DeviceClient:
+        url = BrokerUrl.parse(broker.url(user))
+        client = DeviceClient(url, client_id=client_id or f"{user}-{uuid.uuid4().hex[:6]}")
+        clients.append(client.connect())
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+async def wait_for(
+    condition: Callable[[], bool], *, timeout_s: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll a condition that a real broker or service will make true; fail after a timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def query(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Read the service's database from outside, as an operator would."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(sql, params).fetchall()

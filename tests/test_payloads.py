@@ -1,0 +1,208 @@
+"""Wire models and the decoder: what devices may send, and why the rest is refused."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from facilities.charging.payloads import PortState, StationTelemetry
+from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
+from facilities.mqtt.decode import Decoder
+from facilities.mqtt.topics import Topics
+from facilities.schemas import render_schemas
+from facilities.wire import Availability
+from tests.conftest import ROOT
+
+NOW = 1_764_400_000.0
+TELEMETRY = "facilities/charging/cs-01/telemetry"
+GOOD = {
+    "seq": 1042,
+    "ts": 1764400000.5,
+    "temp_c": 31.5,
+    "leakage_ma": 2.1,
+    "smoke": False,
+    "ports": [
+        {
+            "port": 1,
+            "state": "charging",
+            "voltage_v": 229.8,
+            "current_a": 1.42,
+            "power_w": 326.1,
+            "energy_wh": 512.4,
+            "temp_c": 33.0,
+        },
+        {
+            "port": 2,
+            "state": "idle",
+            "voltage_v": 230.1,
+            "current_a": 0.0,
+            "power_w": 0.0,
+            "energy_wh": 0.0,
+            "temp_c": 29.0,
+        },
+    ],
+}
+
+
+@pytest.fixture
+def decoder(site) -> Decoder:
+    return Decoder(site, Topics())
+
+
+def _decode(decoder: Decoder, topic: str, payload: bytes | str) -> Accepted | Rejected | None:
+    raw = payload.encode() if isinstance(payload, str) else payload
+    return decoder.decode(topic, raw, NOW)
+
+
+def test_the_protocol_example_is_accepted(decoder: Decoder) -> None:
+    result = _decode(decoder, TELEMETRY, json.dumps(GOOD))
+    assert isinstance(result, Accepted)
+    assert result.route.kind is MessageKind.STATION_TELEMETRY
+    assert result.route.device == "cs-01"
+    assert isinstance(result.payload, StationTelemetry)
+    assert result.payload.ports[0].state is PortState.CHARGING
+    assert result.payload.ports[0].power_w == 326.1
+    assert result.extra_fields == 0
+
+
+def _with(**changes: object) -> str:
+    return json.dumps({**GOOD, **changes})
+
+
+def _port(**changes: object) -> str:
+    return json.dumps({**GOOD, "ports": [{**GOOD["ports"][0], **changes}]})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("{bad json", RejectReason.MALFORMED_JSON),
+        (b"\xff\xfe\x00", RejectReason.MALFORMED_JSON),
+        ("", RejectReason.MALFORMED_JSON),
+        ("[1, 2]", RejectReason.SCHEMA_MISMATCH),
+        (_with(seq="1042"), RejectReason.SCHEMA_MISMATCH),  # wrong type
+        (_with(seq=1.5), RejectReason.SCHEMA_MISMATCH),
+        (_with(seq=-1), RejectReason.SCHEMA_MISMATCH),
+        (json.dumps({"ts": 1.0}), RejectReason.SCHEMA_MISMATCH),  # missing seq
+        (_with(smoke="no"), RejectReason.SCHEMA_MISMATCH),
+        (_port(state="charged"), RejectReason.SCHEMA_MISMATCH),
+        (_port(power_w=-5.0), RejectReason.SCHEMA_MISMATCH),  # negative power
+        (_port(energy_wh=-0.1), RejectReason.SCHEMA_MISMATCH),  # negative energy
+        (_with(leakage_ma=-1), RejectReason.SCHEMA_MISMATCH),
+        (_port(port=0), RejectReason.SCHEMA_MISMATCH),
+        (_with(temp_c=float("nan")), RejectReason.NON_FINITE_NUMBER),  # json.dumps writes NaN
+        (_port(power_w=float("inf")), RejectReason.NON_FINITE_NUMBER),
+        ('{"seq": 1, "ts": 1e999}', RejectReason.NON_FINITE_NUMBER),
+        (json.dumps({**GOOD, "pad": "x" * 70_000}), RejectReason.TOO_LARGE),
+    ],
+)
+def test_bad_payloads_are_rejected_with_their_reason(
+    decoder: Decoder, payload: str | bytes, reason: RejectReason
+) -> None:
+    result = _decode(decoder, TELEMETRY, payload)
+    assert isinstance(result, Rejected)
+    assert result.reason is reason
+    assert result.detail
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("facilities/charging/cs-99/telemetry", RejectReason.UNKNOWN_DEVICE),
+        ("facilities/garage/g-zz/telemetry", RejectReason.UNKNOWN_DEVICE),
+        ("facilities/garage/g-cq4/gate/west/event", RejectReason.UNKNOWN_DEVICE),  # no such gate
+        ("facilities/charging/cs-01/status", RejectReason.UNKNOWN_TOPIC),
+        ("facilities/charging/CS-01/telemetry", RejectReason.UNKNOWN_TOPIC),  # id pattern
+        ("facilities/parking/p-1/telemetry", RejectReason.UNKNOWN_TOPIC),
+        ("facilities/garage/g-cq4/gate/north/telemetry", RejectReason.UNKNOWN_TOPIC),
+        ("other/charging/cs-01/telemetry", RejectReason.UNKNOWN_TOPIC),
+    ],
+)
+def test_bad_topics_are_rejected(decoder: Decoder, topic: str, reason: RejectReason) -> None:
+    result = _decode(decoder, topic, json.dumps(GOOD))
+    assert isinstance(result, Rejected)
+    assert result.reason is reason
+
+
+def test_unknown_fields_are_ignored_and_counted(decoder: Decoder) -> None:
+    payload = {**GOOD, "firmware": "2.1", "ports": [{**GOOD["ports"][0], "relay": "ok"}]}  # type: ignore[dict-item]
+    result = _decode(decoder, TELEMETRY, json.dumps(payload))
+    assert isinstance(result, Accepted)
+    assert result.extra_fields == 2
+
+
+def test_every_other_device_message(decoder: Decoder) -> None:
+    cases = {
+        "facilities/charging/cs-01/event": '{"seq": 78, "ts": 1764400200.0, "port": 3, '
+        '"type": "fault", "code": "over_current"}',
+        "facilities/charging/cs-01/command/ack": '{"id": "5b0f", "ok": false, "error": "jammed"}',
+        "facilities/garage/g-hc3/telemetry": '{"seq": 1, "ts": 1764400300.0, "occupancy": 57, '
+        '"temp_c": 24.0, "smoke": false}',
+        "facilities/garage/g-hc3/gate/north/event": '{"seq": 9, "ts": 1764400300.2, '
+        '"type": "entry", "credential": "card:04A1B2C3"}',
+        "facilities/garage/g-hc3/gate/north/command/ack": '{"id": "5b0f", "ok": true}',
+    }
+    for topic, payload in cases.items():
+        assert isinstance(_decode(decoder, topic, payload), Accepted), topic
+    bad_credential = '{"seq": 9, "ts": 1.0, "type": "entry", "credential": "pin:1234"}'
+    result = _decode(decoder, "facilities/garage/g-hc3/gate/north/event", bad_credential)
+    assert isinstance(result, Rejected) and result.reason is RejectReason.SCHEMA_MISMATCH
+
+
+def test_availability_is_plain_text(decoder: Decoder) -> None:
+    online = _decode(decoder, "facilities/charging/cs-01/availability", "online")
+    assert isinstance(online, Accepted) and online.payload is Availability.ONLINE
+    bad = _decode(decoder, "facilities/garage/g-cq4/availability", '{"status": "online"}')
+    assert isinstance(bad, Rejected) and bad.reason is RejectReason.SCHEMA_MISMATCH
+
+
+def test_our_own_commands_heard_back_are_skipped(decoder: Decoder) -> None:
+    command = '{"id": "x", "ts": 1.0, "action": "power_off", "port": 1}'
+    assert _decode(decoder, "facilities/charging/cs-01/command", command) is None
+    assert _decode(decoder, "facilities/garage/g-cq4/gate/north/command", command) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    topic=st.one_of(
+        st.text(max_size=60),
+        st.sampled_from(
+            [
+                TELEMETRY,
+                "facilities/charging/cs-01/event",
+                "facilities/garage/g-cq4/gate/north/event",
+                "facilities/garage/g-cq4/telemetry",
+            ]
+        ),
+    ),
+    raw=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.dictionaries(
+                    st.sampled_from(
+                        ["seq", "ts", "ports", "port", "state", "type", "power_w", "smoke", "x"]
+                    ),
+                    children,
+                    max_size=6,
+                )
+            ),
+            max_leaves=12,
+        ).map(lambda value: json.dumps(value).encode()),
+    ),
+)
+def test_the_decoder_never_raises(site, topic: str, raw: bytes) -> None:
+    result = Decoder(site, Topics()).decode(topic, raw, NOW)
+    assert result is None or isinstance(result, Accepted | Rejected)
+
+
+def test_json_schemas_in_docs_are_up_to_date() -> None:
+    stale = []
+    for name, text in render_schemas().items():
+        path = ROOT / "docs" / "schemas" / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            stale.append(name)
+    assert not stale, f"run `make schemas`: {stale} out of date"

@@ -1,0 +1,130 @@
+"""Site file: the shipped district loads; every error names its line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facilities.errors import SiteError
+from facilities.site import parse_site
+from tests.conftest import EXAMPLE_SITE
+
+GOOD = """\
+[[community]]
+id = "cq4"
+name = "长桥四村"
+name_en = "Changqiao No.4 Village"
+
+[[garage]]
+id = "g-cq4"
+community = "cq4"
+capacity = 120
+gates = ["north", "south"]
+
+[[station]]
+id = "cs-01"
+community = "cq4"
+garage = "g-cq4"
+ports = 10
+port_max_w = 1000
+station_max_w = 7000
+"""
+
+
+def test_the_shipped_site_is_the_changqiao_district(site) -> None:
+    assert len(site.stations) == 20
+    assert set(site.garages) == {"g-cq4", "g-cq8", "g-hc3", "g-hc4", "g-hc5"}
+    garage_communities = {site.communities[g.community].name for g in site.garages.values()}
+    assert garage_communities == {"长桥四村", "长桥八村", "惠城三村", "惠城四村", "惠城五村"}
+    assert all(s.ports == 10 for s in site.stations.values())
+    in_garages = [s for s in site.stations.values() if s.garage]
+    assert 0 < len(in_garages) < 20
+    assert all(site.garages[s.garage].community == s.community for s in in_garages if s.garage)
+    assert all(c.name and c.name_en for c in site.communities.values())
+
+
+def test_defaults_and_overrides_of_thresholds() -> None:
+    text = GOOD + "\n[station.rules]\nport_temp_max_c = 55\n\n[rules]\nleakage_max_ma = 25\n"
+    site = parse_site(text)
+    station = site.stations["cs-01"]
+    assert station.thresholds.port_temp_max_c == 55  # per station
+    assert station.thresholds.leakage_max_ma == 25  # from [rules]
+    assert site.garages["g-cq4"].thresholds.leakage_max_ma == 25
+    assert station.thresholds.charge_complete_s == 7200  # RULES.md default
+
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(SiteError) as caught:
+        parse_site(text)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (("ports = 10", "ports = 10\nport = 3"), "line 17: station.port: unknown key"),
+        (
+            ('community = "cq4"\ngarage', 'community = "zz"\ngarage'),
+            "line 14: station.community: no community with id 'zz'",
+        ),
+        (('id = "g-cq4"', 'id = "cs-01"'), "line 13: station.id: duplicate device id 'cs-01'"),
+        (("capacity = 120\n", ""), "line 6: garage: required key capacity is missing"),
+        (
+            ("ports = 10", 'ports = "ten"'),
+            "line 16: station.ports: Input should be a valid integer",
+        ),
+        (('id = "cs-01"', 'id = "CS 01"'), "line 13: station.id: String should match pattern"),
+        (("gates = [", 'gates = ["North", '), "line 10: garage.gates: gate id 'North'"),
+    ],
+)
+def test_each_error_names_its_line(change: tuple[str, str], expected: str) -> None:
+    old, new = change
+    assert old in GOOD
+    problems = _errors(GOOD.replace(old, new, 1))
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_unknown_threshold_names_its_line() -> None:
+    problems = _errors(GOOD + "\n[station.rules]\nport_temp_max = 55\n")
+    assert problems == ["line 21: station.rules.port_temp_max: unknown rule threshold"]
+
+
+def test_toml_syntax_error_names_its_line() -> None:
+    problems = _errors(GOOD.replace("ports = 10", "ports = = 10"))
+    assert "line 16" in problems[0]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    text = GOOD.replace("capacity = 120", "capacity = -1").replace("ports = 10", "ports = 0")
+    problems = _errors(text)
+    assert [p.split(":")[0] for p in problems] == ["line 9", "line 16"]
+
+
+def test_cross_references_are_checked_once_the_shapes_are_right() -> None:
+    text = GOOD.replace('community = "cq4"\ngarage', 'community = "zz"\ngarage').replace(
+        "capacity = 120", "capacity = -1"
+    )
+    problems = _errors(text)
+    assert len(problems) == 1 and problems[0].startswith("line 9: garage.capacity")
+
+
+def test_check_site_command(tmp_path: Path) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-m", "facilities", "check-site", str(EXAMPLE_SITE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0
+    assert "20 stations" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace("ports = 10", "ports = 10\nport = 3"), encoding="utf-8")
+    refused = subprocess.run(
+        [sys.executable, "-m", "facilities", "check-site", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == f"{bad}: line 17: station.port: unknown key"
