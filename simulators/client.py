@@ -45,6 +45,9 @@ class DeviceClient:
         if availability_topic:
             self._client.will_set(availability_topic, "offline", qos=1, retain=True)
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._subacked: dict[int, threading.Event] = {}
+        self._subacked_lock = threading.Lock()
 
     def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
         self._connect_code = code
@@ -81,14 +84,25 @@ class DeviceClient:
         """Publish a wire model as JSON, QoS 1."""
         return self.publish_raw(topic, payload.model_dump_json(exclude_none=True))
 
-    def subscribe(self, topic: str, callback: Any) -> None:
-        """Subscribe with QoS 1; `callback(topic, payload)` runs on paho's thread."""
+    def subscribe(self, topic: str, callback: Any, *, timeout_s: float = 5.0) -> None:
+        """Subscribe with QoS 1 and wait for the SUBACK; `callback(topic, payload)` runs on
+        paho's thread."""
 
         def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
             callback(msg.topic, bytes(msg.payload))
 
         self._client.message_callback_add(topic, on_message)
-        self._client.subscribe(topic, qos=1)
+        _rc, mid = self._client.subscribe(topic, qos=1)
+        if mid is None:
+            raise BrokerError(f"{self.client_id}: cannot subscribe to {topic}: not connected")
+        with self._subacked_lock:
+            done = self._subacked.setdefault(mid, threading.Event())
+        if not done.wait(timeout_s):
+            raise BrokerError(f"{self.client_id}: no SUBACK for {topic} in {timeout_s} s")
+
+    def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, _codes: Any, _p: Any) -> None:
+        with self._subacked_lock:
+            self._subacked.setdefault(mid, threading.Event()).set()
 
     def close(self, *, clean: bool = True) -> None:
         """Disconnect; with `clean`, say `offline` first (a dead device leaves it to its Will)."""
