@@ -1,0 +1,82 @@
+"""Simulated devices: realistic curves, valid payloads, their own credentials."""
+
+import asyncio
+import random
+
+from facilities.app import Service
+from facilities.charging.payloads import PortState, StationEventType
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from simulators.charging import PortModel, StationModel
+from simulators.fleet import Fleet
+from simulators.garage import GarageModel
+from tests.conftest import query, wait_for
+
+
+def test_a_charge_tapers_from_a_few_hundred_watts_to_a_trickle() -> None:
+    rng = random.Random(7)
+    model = StationModel("cs-01", [PortModel(1)])
+    model.ports[0].plug_in(rng)
+    model.ports[0].soc = 0.1
+    powers, states = [], []
+    for _ in range(24 * 360):  # a day in 10 s steps
+        model.advance(10.0, 20.0, rng)
+        powers.append(model.ports[0].power_w)
+        states.append(model.ports[0].state)
+        if model.ports[0].state is PortState.IDLE:
+            break
+    charging = [p for p, s in zip(powers, states, strict=True) if s is PortState.CHARGING]
+    assert 140 <= max(charging) <= 370  # a few hundred watts
+    assert min(charging) < max(charging) / 2  # tapering near full
+    full = [p for p, s in zip(powers, states, strict=True) if s is PortState.FULL]
+    assert full and max(full) < 5  # a trickle once full
+    kinds = [kind for _port, kind in model.pending_events]
+    assert kinds == [StationEventType.CHARGE_COMPLETE, StationEventType.UNPLUG]
+
+
+def test_evenings_are_busier_than_mornings() -> None:
+    def plug_ins(hour: float) -> int:
+        rng = random.Random(1)
+        model = StationModel("cs-01", [PortModel(n) for n in range(1, 11)])
+        count = 0
+        for _ in range(100):
+            for port in model.ports:
+                port.unplug()
+            model.advance(600.0, hour, rng)
+            count += sum(1 for e in model.take_events(1.0) if e.type is StationEventType.PLUG_IN)
+        return count
+
+    assert plug_ins(20.0) > 2 * plug_ins(4.0)
+
+
+def test_garage_occupancy_follows_the_day_and_stays_in_bounds() -> None:
+    rng = random.Random(3)
+    garage = GarageModel.new("g-cq4", 120, ("north", "south"), hour=3.0)
+    night = garage.occupancy
+    for _ in range(360):  # from 03:00 to 09:00 in 1 min steps
+        garage.advance(60.0, 3.0 + _ / 60.0, rng)
+        assert 0 <= garage.occupancy <= 120
+    assert garage.occupancy < night
+    events = garage.take_events(1.0)
+    assert {e.type.value for _g, e in events} >= {"exit", "opened", "closed"}
+
+
+async def test_the_fleet_publishes_valid_messages_as_each_device(
+    broker: PrivateBroker, service: Service, site
+) -> None:
+    fleet = Fleet(site, BrokerUrl.parse(broker.url()), credentials=broker.credentials,
+                  speed=100.0, seed=5)
+    await asyncio.to_thread(fleet.connect)
+    try:
+        runner = asyncio.create_task(fleet.run())
+        await wait_for(lambda: service.ingest.committed >= 150, timeout_s=30, what="150 messages")
+        runner.cancel()
+    finally:
+        fleet.close()
+    db = service.settings.db
+    assert service.ingest.quarantined == 0
+    stations = query(db, "SELECT count(DISTINCT station) FROM station_samples")[0][0]
+    garages = query(db, "SELECT count(DISTINCT garage) FROM garage_samples")[0][0]
+    assert (stations, garages) == (20, 5)
+    ports = query(db, "SELECT count(DISTINCT port) FROM port_samples WHERE station = 'cs-01'")
+    assert ports == [(10,)]
