@@ -19,7 +19,13 @@ def test_the_demo_runs_everything_and_counts_what_it_stores(tmp_path: Path) -> N
         port = taken.getsockname()[1]
         db = tmp_path / "demo.db"
         result = run_cli(
-            "demo", "--run-for", "7", "--db", str(db), "--listen", f"127.0.0.1:{port}",
+            "demo",
+            "--run-for",
+            "7",
+            "--db",
+            str(db),
+            "--listen",
+            f"127.0.0.1:{port}",
             timeout_s=60,
         )
     assert result.returncode == 0, result.stderr[-2000:]

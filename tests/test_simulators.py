@@ -64,8 +64,9 @@ def test_garage_occupancy_follows_the_day_and_stays_in_bounds() -> None:
 async def test_the_fleet_publishes_valid_messages_as_each_device(
     broker: PrivateBroker, service: Service, site
 ) -> None:
-    fleet = Fleet(site, BrokerUrl.parse(broker.url()), credentials=broker.credentials,
-                  speed=100.0, seed=5)
+    fleet = Fleet(
+        site, BrokerUrl.parse(broker.url()), credentials=broker.credentials, speed=100.0, seed=5
+    )
     await asyncio.to_thread(fleet.connect)
     try:
         runner = asyncio.create_task(fleet.run())

@@ -42,6 +42,7 @@ class _Pending:
     message: Accepted | Rejected | None  # None: our own command heard back, only acked
     mid: int
     generation: int
+    received_at: float
 
 
 Listener = Callable[[Accepted], None]
@@ -72,7 +73,6 @@ class Ingest:
         self._flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
         self._inbox: list[_Pending] = []
-        self._oldest = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
@@ -99,10 +99,8 @@ class Ingest:
             log.exception("decoder failed on %s", topic)
             message = Rejected(topic, raw, RejectReason.SCHEMA_MISMATCH, repr(exc), now)
         with self._lock:
-            self._inbox.append(_Pending(message, mid, generation))
+            self._inbox.append(_Pending(message, mid, generation, now))
             size = len(self._inbox)
-            if size == 1:
-                self._oldest = now
         if (size == 1 or size == self._batch_max) and self._loop is not None:
             self._loop.call_soon_threadsafe(self._signal, size)
 
@@ -118,7 +116,14 @@ class Ingest:
         while not self._stopping:
             await self._wait_for_batch()
             await self.flush(acker)
-        await self.flush(acker)
+        # What is in hand at the stop, and no more: under a flood, new arrivals would keep the
+        # loop going past the 5 s a SIGTERM allows. The broker redelivers the rest.
+        in_hand, _ = self._inbox_state()
+        while in_hand > 0:
+            flushed = await self.flush(acker)
+            if not flushed:
+                break
+            in_hand -= flushed
 
     def stop(self) -> None:
         """Finish the batch in hand and return from `run`."""
@@ -127,27 +132,34 @@ class Ingest:
         self._full.set()
 
     async def _wait_for_batch(self) -> None:
-        # Bounded waits: a lost wake-up costs at most a second, never a stall.
-        try:
-            await asyncio.wait_for(self._arrived.wait(), 1.0)
-        except TimeoutError:
-            return
-        self._arrived.clear()
-        with self._lock:
-            size, oldest = len(self._inbox), self._oldest
+        """Return when a batch is due: `batch_max` waiting, or the oldest is `flush_interval_s`
+        old. Bounded waits: a lost wake-up costs at most a second, never a stall."""
+        size, oldest = self._inbox_state()
+        if size == 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), 1.0)
+            except TimeoutError:
+                return
+            size, oldest = self._inbox_state()
         linger = self._flush_interval_s - (self._clock() - oldest)
-        if size and size < self._batch_max and linger > 0 and not self._stopping:
+        if 0 < size < self._batch_max and linger > 0 and not self._stopping:
             self._full.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), linger)
 
-    async def flush(self, acker: Acker) -> int:
-        """Commit everything received so far, then ack it; return the number of messages."""
+    def _inbox_state(self) -> tuple[int, float]:
         with self._lock:
-            pending, self._inbox = self._inbox, []
+            size = len(self._inbox)
+            return size, self._inbox[0].received_at if size else 0.0
+
+    async def flush(self, acker: Acker) -> int:
+        """Commit up to `batch_max` waiting messages, then ack them; return how many."""
+        with self._lock:
+            pending = self._inbox[: self._batch_max]
+            del self._inbox[: self._batch_max]
         if not pending:
             return 0
-        self._metrics.pending.set(len(pending))
         rows = BatchRows()
         kinds: Counter[str] = Counter()
         extra: Counter[str] = Counter()
@@ -166,14 +178,14 @@ class Ingest:
         inserted = await write_batch(self._conn, rows)
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         acked = acker.ack([(item.mid, item.generation) for item in pending])
-        self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - self._oldest_of(pending)))
+        self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - pending[0].received_at))
         self._count(rows, inserted, kinds, extra, rejected, len(pending))
         self._notify(pending)
         if acked < len(pending):
             log.info(
                 "%d committed messages left for redelivery (link changed)", len(pending) - acked
             )
-        self._metrics.pending.set(0)
+        self._metrics.pending.set(self._inbox_state()[0])
         return len(pending)
 
     def _add(self, rows: BatchRows, message: Accepted) -> None:
@@ -217,11 +229,6 @@ class Ingest:
             if isinstance(item.message, Accepted):
                 for listener in self.listeners:
                     listener(item.message)
-
-    @staticmethod
-    def _oldest_of(pending: list[_Pending]) -> float:
-        first = pending[0].message
-        return first.received_at if first is not None else time.time()
 
     def _log_rejected(self, message: Rejected) -> None:
         """Log each quarantined message once, truncated; at most 10 a minute per reason."""
