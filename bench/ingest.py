@@ -299,8 +299,9 @@ def main() -> int:
     )
     try:
         for ports in args.ports:
-            size = len(__import__("bench.publisher", fromlist=["payload"]).payload(0, ports))
+            size = len(payload(0, ports))
             raw = bench.raw_flood(ports)
+            publish_rate = bench.last_publish_rate
             profile = (
                 workdir / f"profile-{ports}.txt"
                 if args.profile and ports == max(args.ports)
@@ -309,7 +310,7 @@ def main() -> int:
             svc, rss = service_flood(bench, ports, profile=profile)
             print(
                 f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {rss:>10.0f}",
+                f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
                 flush=True,
             )
             raw = bench.raw_backlog(ports)
