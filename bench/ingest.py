@@ -145,6 +145,46 @@ class Bench:
         return self.messages / (time.perf_counter() - started)
 
 
+def paho_backlog(bench: Bench, ports: int) -> float:
+    """The ceiling of any paho-based consumer: drain the backlog, ack in on_message, no work."""
+    import threading
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client_id = f"paho-backlog-{ports}-{time.time_ns()}"
+
+    def client() -> paho.Client:
+        made = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            clean_session=False,
+        )
+        made.username_pw_set("bench", bench.broker.credentials["bench"])
+        return made
+
+    subprocess.run(bench.sub_argv(client_id, "-E"), check=True)  # create the session
+    bench.publish(ports)
+    done, count = threading.Event(), [0]
+
+    def on_message(_c: paho.Client, _u: object, _m: paho.MQTTMessage) -> None:
+        count[0] += 1
+        if count[0] >= bench.messages:
+            done.set()
+
+    consumer = client()
+    consumer.on_message = on_message
+    started = time.perf_counter()
+    consumer.connect("127.0.0.1", bench.broker.port)
+    consumer.loop_start()
+    done.wait(300)
+    elapsed = time.perf_counter() - started
+    consumer.disconnect()
+    consumer.loop_stop()
+    return bench.messages / elapsed
+
+
 class Service:
     """`facilities run` as a subprocess, with its own database and persistent session."""
 
@@ -314,10 +354,12 @@ def main() -> int:
                 flush=True,
             )
             raw = bench.raw_backlog(ports)
+            ceiling = paho_backlog(bench, ports)
             svc, startup = service_backlog(bench, ports)
             print(
                 f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {'':>10}  (service start-up {startup:.1f} s, not counted)",
+                f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
+                f"service start-up {startup:.1f} s, not counted)",
                 flush=True,
             )
             if profile is not None:

@@ -30,11 +30,20 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(f"FACILITIES_{name.upper().replace('-', '_')}", default)
 
 
-def _option(parser: argparse.ArgumentParser, name: str, default: str, help_text: str) -> None:
+def _option(
+    parser: argparse.ArgumentParser,
+    name: str,
+    default: str,
+    help_text: str,
+    *,
+    kind: Callable[[str], object] = str,
+) -> None:
+    """`--name`, defaulting to FACILITIES_NAME; argparse converts (and refuses, exit 2)."""
     env = f"FACILITIES_{name.upper().replace('-', '_')}"
     parser.add_argument(
         f"--{name}",
         default=_env(name, default),
+        type=kind,
         help=f"{help_text} (env {env}; default %(default)s)",
     )
 
@@ -52,15 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     _option(run, "broker", DEFAULT_BROKER, "mqtt://user:password@host:port")
     _option(run, "db", DEFAULT_DB, "SQLite file")
     _option(run, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT")
-    _option(run, "connect-timeout", str(DEFAULT_CONNECT_TIMEOUT_S), "seconds to reach the broker")
+    _option(
+        run,
+        "connect-timeout",
+        str(DEFAULT_CONNECT_TIMEOUT_S),
+        "seconds to reach the broker",
+        kind=float,
+    )
     _option(run, "client-id", DEFAULT_CLIENT_ID, "MQTT client id of the persistent session")
     _option(run, "topic-prefix", "facilities", "MQTT topic prefix")
 
     demo = commands.add_parser("demo", help="private broker + service + simulators")
     _option(demo, "site", DEFAULT_SITE, "site file")
     _option(demo, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT (port 0: any free port)")
-    _option(demo, "speed", "60", "simulated time runs this many times faster")
-    _option(demo, "run-for", "0", "stop after this many seconds (0: run until Ctrl-C)")
+    _option(demo, "speed", "60", "simulated time runs this many times faster", kind=float)
+    _option(demo, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
     _option(demo, "db", "./var/demo.db", "SQLite file of the demo")
 
     simulate = commands.add_parser("simulate", help="device simulators only")
@@ -68,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(simulate, "broker", DEFAULT_BROKER, "mqtt://host:port (user/password: see below)")
     _option(simulate, "credentials", "", "TOML file of device passwords from broker-config")
     _option(simulate, "scenario", "normal", "normal, or a fault scenario")
-    _option(simulate, "speed", "1", "simulated time runs this many times faster")
-    _option(simulate, "run-for", "0", "stop after this many seconds (0: run until Ctrl-C)")
+    _option(simulate, "speed", "1", "simulated time runs this many times faster", kind=float)
+    _option(simulate, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
     _option(simulate, "topic-prefix", "facilities", "MQTT topic prefix")
 
     broker = commands.add_parser("broker-config", help="Mosquitto password file and ACL")
@@ -127,16 +142,12 @@ def _report(exc: OperatorError) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    try:
-        timeout = float(args.connect_timeout)
-    except ValueError:
-        raise OperatorError(f"--connect-timeout {args.connect_timeout!r}: not a number") from None
     return Settings(
         site=Path(args.site),
         broker=args.broker,
         db=Path(args.db),
         listen=Listen.parse(args.listen),
-        connect_timeout_s=timeout,
+        connect_timeout_s=args.connect_timeout,
         client_id=args.client_id,
         topic_prefix=args.topic_prefix,
     )
@@ -159,8 +170,8 @@ def _demo(args: argparse.Namespace) -> int:
             site_path=Path(args.site),
             listen=Listen.parse(args.listen),
             db=Path(args.db),
-            speed=float(args.speed),
-            run_for_s=float(args.run_for),
+            speed=args.speed,
+            run_for_s=args.run_for,
         )
     )
     return EXIT_OK
@@ -176,8 +187,8 @@ def _simulate(args: argparse.Namespace) -> int:
             broker=args.broker,
             credentials_path=Path(args.credentials) if args.credentials else None,
             scenario=args.scenario,
-            speed=float(args.speed),
-            run_for_s=float(args.run_for),
+            speed=args.speed,
+            run_for_s=args.run_for,
             topic_prefix=args.topic_prefix,
         )
     )

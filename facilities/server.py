@@ -48,12 +48,12 @@ def bind(listen: Listen) -> socket.socket:
 
 async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then finish the batch in hand and return."""
+    service = Service(settings, site)
     sock = bind(settings.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    service = Service(settings, site)
     try:
         async with service.running():
             await serve_http(service, sock, stop, started=started)

@@ -128,3 +128,12 @@ def test_check_site_command(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert refused.stderr.strip() == f"{bad}: line 17: station.port: unknown key"
+
+
+def test_every_threshold_is_documented() -> None:
+    from facilities.rules.thresholds import Thresholds
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "site.md").read_text(encoding="utf-8")
+    missing = [name for name in Thresholds.model_fields if f"| `{name}` |" not in doc]
+    assert not missing

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import aiosqlite
 
+from facilities.errors import StoreError
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
@@ -175,7 +176,11 @@ class Ingest:
                 rows.add_rejected(message)
                 rejected.append(message)
         started = time.perf_counter()
-        inserted = await write_batch(self._conn, rows)
+        try:
+            inserted = await write_batch(self._conn, rows)
+        except aiosqlite.Error as exc:
+            # Nothing of the batch is acknowledged: the broker keeps it for the next start.
+            raise StoreError(f"cannot write to the database: {exc}") from exc
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         acked = acker.ack([(item.mid, item.generation) for item in pending])
         self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - pending[0].received_at))

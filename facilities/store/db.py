@@ -43,7 +43,9 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path, isolation_level=None)
-    except (OSError, aiosqlite.Error) as exc:
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
+    except aiosqlite.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from None
     try:
         await _configure(conn)

@@ -28,7 +28,8 @@ CREATE TABLE port_samples (
     temp_c      REAL,
     PRIMARY KEY (station, ts, seq, port)    -- dedup; a station's messages with their ports
 ) STRICT, WITHOUT ROWID;
--- latest state of one port, and one port's history by time range
+-- latest state of one port, and one port's history by time range (queries name it with
+-- INDEXED BY: without ANALYZE statistics the planner would take the primary key)
 CREATE INDEX port_samples_by_port ON port_samples (station, port, ts);
 
 CREATE TABLE charging_events (
