@@ -3,7 +3,7 @@
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Garage:
     capacity: int
     gates: tuple[str, ...]
     thresholds: Thresholds
+    stations: tuple[str, ...] = ()  # the charging stations that stand inside
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +267,9 @@ def _cross_check(parsed: SiteFile, problem: Any) -> Site | None:
             station_max_w=s.station_max_w,
             thresholds=_thresholds(site_thresholds, s.rules, ("station", i, "rules"), problem),
         )
+    for garage_id, garage in garages.items():
+        inside = tuple(s.id for s in stations.values() if s.garage == garage_id)
+        garages[garage_id] = replace(garage, stations=inside)
     return Site(
         communities=communities, garages=garages, stations=stations, thresholds=site_thresholds
     )

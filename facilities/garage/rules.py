@@ -1,0 +1,137 @@
+"""Garage rules of RULES.md: pure functions of live state, thresholds and the time."""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from facilities.garage.state import GarageLive
+from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict, over
+from facilities.site import Garage
+
+GarageRule = Callable[[GarageLive, Garage, datetime], list[Verdict]]
+
+
+def gate_subject(garage: str, gate: str) -> str:
+    return f"{garage}/{gate}"
+
+
+def smoke(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    """Smoke in a garage: every station inside off (fire linkage) and, when
+    `fire_release_gates`, every gate open for evacuation."""
+    if live.smoke is None:
+        return []
+    actions: tuple[Action, ...] = ()
+    if live.smoke:
+        actions = tuple(Action(ActionKind.POWER_OFF_STATION, s) for s in spec.stations)
+        if spec.thresholds.fire_release_gates:
+            actions += tuple(Action(ActionKind.OPEN_GATE, spec.id, gate=g) for g in spec.gates)
+    return [
+        Verdict("smoke", spec.id, firing=live.smoke, severity=Severity.CRITICAL, actions=actions)
+    ]
+
+
+def over_temperature(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    t = spec.thresholds
+    return over(
+        "over_temperature",
+        spec.id,
+        live.temp_c,
+        t.garage_temp_max_c,
+        severity=Severity.WARNING,
+        hysteresis=t.hysteresis,
+    )
+
+
+def over_capacity(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    """More bicycles than bays (occupancy > capacity)."""
+    if live.occupancy is None or spec.capacity == 0:
+        return []
+    return over(
+        "over_capacity",
+        spec.id,
+        float(live.occupancy),
+        float(spec.capacity),
+        severity=Severity.WARNING,
+        hysteresis=spec.thresholds.hysteresis,
+        inclusive=False,
+    )
+
+
+def gate_held_open(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    """A gate opened and not closed within `gate_held_open_s`."""
+    limit = spec.thresholds.gate_held_open_s
+    verdicts = []
+    for gate in live.gates.values():
+        held = (now - gate.since).total_seconds() if gate.open and gate.since else 0.0
+        verdicts.append(
+            Verdict(
+                "gate_held_open", gate_subject(spec.id, gate.gate), firing=held >= limit, value=held
+            )
+        )
+    return verdicts
+
+
+def gate_forced(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    """A `forced_open` event: fires for `clear_after_s` after each one, then may clear."""
+    window = timedelta(seconds=spec.thresholds.clear_after_s)
+    return [
+        Verdict(
+            "gate_forced",
+            gate_subject(spec.id, gate.gate),
+            severity=Severity.CRITICAL,
+            firing=gate.forced_at is not None and now - gate.forced_at <= window,
+        )
+        for gate in live.gates.values()
+    ]
+
+
+def access_denied_burst(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    """`denied_burst_count` refusals at one gate within `denied_burst_window_s`."""
+    t = spec.thresholds
+    window = timedelta(seconds=t.denied_burst_window_s)
+    verdicts = []
+    for gate in live.gates.values():
+        recent = sum(1 for at in gate.denied if now - at <= window)
+        verdicts.append(
+            Verdict(
+                "access_denied_burst",
+                gate_subject(spec.id, gate.gate),
+                firing=recent >= t.denied_burst_count,
+                value=float(recent),
+            )
+        )
+    return verdicts
+
+
+def offline(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    t = spec.thresholds
+    if live.online is None and live.last_seen is None:
+        return []
+    silent_s = (now - live.last_seen).total_seconds() if live.last_seen else None
+    stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
+    return [Verdict("offline", spec.id, firing=live.online is False or stale, value=silent_s)]
+
+
+def clock_skew(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
+    if live.clock_skew_s is None:
+        return []
+    return [
+        Verdict(
+            "clock_skew",
+            spec.id,
+            severity=Severity.INFO,
+            value=live.clock_skew_s,
+            firing=abs(live.clock_skew_s) > spec.thresholds.clock_skew_s,
+        )
+    ]
+
+
+GARAGE_RULES: tuple[GarageRule, ...] = (
+    smoke,
+    over_temperature,
+    over_capacity,
+    gate_held_open,
+    gate_forced,
+    access_denied_burst,
+    offline,
+    clock_skew,
+)

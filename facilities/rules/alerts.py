@@ -1,0 +1,132 @@
+"""The alert lifecycle: one open alert per (rule, subject); active → acknowledged → cleared."""
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+from facilities.rules.verdicts import Action, Severity, Verdict
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class AlertState(StrEnum):
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+class Change(StrEnum):
+    RAISED = "raised"
+    UPDATED = "updated"
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    rule: str
+    subject: str
+    severity: Severity
+    state: AlertState
+    raised_at: datetime
+    updated_at: datetime
+    value: float | None = None
+    peak: float | None = None
+    count: int = 1
+    clear_since: datetime | None = None  # condition false (below hysteresis) since
+    cleared_at: datetime | None = None
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.rule, self.subject)
+
+    @property
+    def open(self) -> bool:
+        return self.state is not AlertState.CLEARED
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What happened to an alert, and the actions to take because of it."""
+
+    change: Change
+    alert: Alert
+    actions: tuple[Action, ...] = ()
+
+
+def _peak(peak: float | None, value: float | None) -> float | None:
+    if value is None:
+        return peak
+    return value if peak is None else max(peak, value)
+
+
+def judge(
+    alert: Alert | None,
+    verdict: Verdict,
+    now: datetime,
+    *,
+    clear_after_s: float,
+    evidence: bool,
+) -> Transition | None:
+    """The next step of one (rule, subject) given a fresh verdict. `evidence`: the verdict
+    comes from a new message (counted), not from a clock tick."""
+    if verdict.firing:
+        if alert is None or not alert.open:
+            raised = Alert(
+                verdict.rule,
+                verdict.subject,
+                verdict.severity,
+                AlertState.ACTIVE,
+                raised_at=now,
+                updated_at=now,
+                value=verdict.value,
+                peak=verdict.value,
+            )
+            return Transition(Change.RAISED, raised, verdict.actions)
+        escalated = _RANK[verdict.severity] > _RANK[alert.severity]
+        if not (evidence or escalated or alert.clear_since is not None):
+            return None
+        updated = replace(
+            alert,
+            severity=verdict.severity if escalated else alert.severity,
+            state=AlertState.ACTIVE if escalated else alert.state,
+            updated_at=now,
+            value=verdict.value,
+            peak=_peak(alert.peak, verdict.value),
+            count=alert.count + (1 if evidence else 0),
+            clear_since=None,
+        )
+        if escalated:
+            return Transition(Change.ESCALATED, updated, verdict.actions)
+        return Transition(Change.UPDATED, updated)
+    if alert is None or not alert.open:
+        return None
+    if not verdict.clearable:
+        if alert.clear_since is None:
+            return None
+        return Transition(Change.UPDATED, replace(alert, clear_since=None, value=verdict.value))
+    if alert.clear_since is None:
+        return Transition(Change.UPDATED, replace(alert, clear_since=now, value=verdict.value))
+    if (now - alert.clear_since).total_seconds() >= clear_after_s:
+        cleared = replace(
+            alert, state=AlertState.CLEARED, cleared_at=now, updated_at=now, value=verdict.value
+        )
+        return Transition(Change.CLEARED, cleared)
+    return None
+
+
+def acknowledge(alert: Alert, who: str, now: datetime) -> Transition | None:
+    """Staff acknowledge an active alert (who and when are kept)."""
+    if alert.state is not AlertState.ACTIVE:
+        return None
+    acked = replace(
+        alert,
+        state=AlertState.ACKNOWLEDGED,
+        acknowledged_by=who,
+        acknowledged_at=now,
+        updated_at=now,
+    )
+    return Transition(Change.ACKNOWLEDGED, acked)

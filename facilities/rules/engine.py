@@ -1,0 +1,112 @@
+"""State → verdicts → alert transitions and actions. Pure: time comes in, nothing goes out."""
+
+from datetime import UTC, datetime
+
+from facilities.charging import state as charging
+from facilities.charging.payloads import StationEvent, StationTelemetry
+from facilities.charging.rules import CHARGING_RULES
+from facilities.garage import state as garage
+from facilities.garage.payloads import GarageTelemetry, GateEvent
+from facilities.garage.rules import GARAGE_RULES
+from facilities.messages import STATION_KINDS, Accepted
+from facilities.rules.alerts import Alert, Transition, acknowledge, judge
+from facilities.rules.verdicts import Verdict
+from facilities.site import Site
+from facilities.wire import Availability
+
+
+class Engine:
+    """Holds the live state of every device and the open alerts; evaluates the rules."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        stations: dict[str, charging.StationLive] | None = None,
+        garages: dict[str, garage.GarageLive] | None = None,
+        alerts: dict[tuple[str, str], Alert] | None = None,
+    ) -> None:
+        self.site = site
+        self.stations = {
+            s.id: charging.StationLive.new(s.id, s.ports) for s in site.stations.values()
+        }
+        self.stations.update(stations or {})
+        self.garages = {g.id: garage.GarageLive.new(g.id, g.gates) for g in site.garages.values()}
+        self.garages.update(garages or {})
+        self.alerts: dict[tuple[str, str], Alert] = dict(alerts or {})
+
+    def observe(self, message: Accepted) -> list[Transition]:
+        """Fold a message into the live state and evaluate that device's rules at once
+        (safety cut-offs act on the first evidence)."""
+        at = datetime.fromtimestamp(message.received_at, UTC)
+        device, payload = message.route.device, message.payload
+        if message.route.kind in STATION_KINDS:
+            live = self.stations.get(device)
+            if live is None:
+                return []
+            spec = self.site.stations[device]
+            if isinstance(payload, StationTelemetry):
+                charging.apply_telemetry(live, payload, at, spec.thresholds)
+            elif isinstance(payload, StationEvent):
+                charging.apply_event(live, payload, at)
+            elif isinstance(payload, Availability):
+                charging.apply_availability(live, payload is Availability.ONLINE, at)
+            else:
+                return []
+            return self._station(device, at, evidence=True)
+        glive = self.garages.get(device)
+        if glive is None:
+            return []
+        if isinstance(payload, GarageTelemetry):
+            garage.apply_telemetry(glive, payload, at)
+        elif isinstance(payload, GateEvent) and message.route.gate is not None:
+            garage.apply_gate_event(glive, message.route.gate, payload, at)
+        elif isinstance(payload, Availability):
+            garage.apply_availability(glive, payload is Availability.ONLINE, at)
+        else:
+            return []
+        return self._garage(device, at, evidence=True)
+
+    def tick(self, now: datetime) -> list[Transition]:
+        """Evaluate every rule on the server's clock (timers, silence, clearing)."""
+        transitions = []
+        for station in self.stations:
+            transitions += self._station(station, now, evidence=False)
+        for garage_id in self.garages:
+            transitions += self._garage(garage_id, now, evidence=False)
+        return transitions
+
+    def acknowledge(self, key: tuple[str, str], who: str, now: datetime) -> Transition | None:
+        alert = self.alerts.get(key)
+        transition = acknowledge(alert, who, now) if alert else None
+        if transition:
+            self.alerts[key] = transition.alert
+        return transition
+
+    def _station(self, station: str, now: datetime, *, evidence: bool) -> list[Transition]:
+        spec, live = self.site.stations[station], self.stations[station]
+        verdicts = [v for rule in CHARGING_RULES for v in rule(live, spec, now)]
+        return self._judge(verdicts, now, spec.thresholds.clear_after_s, evidence)
+
+    def _garage(self, garage_id: str, now: datetime, *, evidence: bool) -> list[Transition]:
+        spec, live = self.site.garages[garage_id], self.garages[garage_id]
+        verdicts = [v for rule in GARAGE_RULES for v in rule(live, spec, now)]
+        return self._judge(verdicts, now, spec.thresholds.clear_after_s, evidence)
+
+    def _judge(
+        self, verdicts: list[Verdict], now: datetime, clear_after_s: float, evidence: bool
+    ) -> list[Transition]:
+        transitions = []
+        for verdict in verdicts:
+            key = (verdict.rule, verdict.subject)
+            transition = judge(
+                self.alerts.get(key), verdict, now, clear_after_s=clear_after_s, evidence=evidence
+            )
+            if transition is None:
+                continue
+            if transition.alert.open:
+                self.alerts[key] = transition.alert
+            else:
+                self.alerts.pop(key, None)
+            transitions.append(transition)
+        return transitions

@@ -1,0 +1,72 @@
+"""What a rule says about one subject at one moment, and what it asks to be done."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class ActionKind(StrEnum):
+    POWER_OFF_PORT = "power_off_port"
+    POWER_OFF_STATION = "power_off_station"
+    OPEN_GATE = "open_gate"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A command a rule asks for: power a port or a station off, open a gate."""
+
+    kind: ActionKind
+    device: str  # station or garage id
+    port: int | None = None
+    gate: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's reading of one subject (`cs-07`, `cs-07/3`, `g-hc3`, `g-hc3/north`).
+
+    `firing`: the condition holds now. `clearable`: it is far enough from the limit (below
+    the hysteresis band) for an open alert to start counting down to cleared. A verdict that
+    neither fires nor is clearable holds an open alert as it is.
+    """
+
+    rule: str
+    subject: str
+    firing: bool
+    severity: Severity = Severity.WARNING
+    clearable: bool = True
+    value: float | None = None
+    actions: tuple[Action, ...] = ()
+
+
+def over(
+    rule: str,
+    subject: str,
+    value: float | None,
+    limit: float,
+    *,
+    severity: Severity,
+    hysteresis: float,
+    actions: tuple[Action, ...] = (),
+    inclusive: bool = True,
+) -> list[Verdict]:
+    """A numeric threshold: fires at (or above) `limit`, clears below `hysteresis` × limit."""
+    if value is None:
+        return []
+    firing = value >= limit if inclusive else value > limit
+    return [
+        Verdict(
+            rule,
+            subject,
+            firing=firing,
+            severity=severity,
+            clearable=value < hysteresis * limit,
+            value=value,
+            actions=actions if firing else (),
+        )
+    ]
