@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
+from facilities.charging.state import Session
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
 from facilities.rules.alerts import Transition
@@ -24,10 +25,13 @@ class Feed:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.seq = 0
+        self.sessions: list[Session] = []
 
     def _send(self, route: Route, payload: Any, t: float) -> list[Transition]:
         self.seq += 1
-        return self.engine.observe(Accepted(route, payload, at(t).timestamp()))
+        observation = self.engine.observe(Accepted(route, payload, at(t).timestamp()))
+        self.sessions += observation.sessions
+        return observation.transitions
 
     def station(
         self, station: str, t: float, *, ports: list[dict[str, Any]] | None = None, **fields: Any

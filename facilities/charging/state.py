@@ -3,6 +3,7 @@
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from facilities.charging.payloads import (
     PortReading,
@@ -20,6 +21,31 @@ TEMPERATURE_HISTORY = timedelta(minutes=10)
 FAULT_CRITICAL_CODES = frozenset({"over_current", "ground_fault", "over_temperature"})
 
 
+class EndReason(StrEnum):
+    """Why a charging session ended."""
+
+    UNPLUG = "unplug"
+    FULL = "full"
+    NO_LOAD = "no_load"
+    OVERLOAD = "overload"
+    REMOTE = "remote"
+    TOO_LONG = "too_long"
+    FAULT = "fault"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A finished charging session of one port."""
+
+    station: str
+    port: int
+    started_at: datetime
+    ended_at: datetime
+    energy_wh: float
+    peak_w: float
+    end_reason: EndReason
+
+
 @dataclass(slots=True)
 class PortLive:
     port: int
@@ -32,6 +58,10 @@ class PortLive:
     temps: deque[tuple[datetime, float]] = field(default_factory=deque)
     session_started: datetime | None = None
     session_peak_w: float = 0.0
+    session_energy_wh: float = 0.0
+    # Why the port is about to go off, when the service itself switched it off (a rule's
+    # power_off): the session then ends with that reason rather than `remote`.
+    end_hint: EndReason | None = None
     low_power_since: datetime | None = None  # charge_complete: drawing < charge_complete_w
     no_load_since: datetime | None = None  # no_load: on, < no_load_w, < no_load_wh
     fault_code: str | None = None  # an open `fault` event on this port
@@ -64,8 +94,9 @@ def _remember(history: deque[tuple[datetime, float]], at: datetime, value: float
 
 def apply_telemetry(
     live: StationLive, message: StationTelemetry, at: datetime, thresholds: Thresholds
-) -> None:
-    """Fold one telemetry message, received `at` (server clock), into the live state."""
+) -> list[Session]:
+    """Fold one telemetry message, received `at` (server clock), into the live state;
+    return the charging sessions it ended."""
     live.last_seen = at
     live.online = True
     live.clock_skew_s = message.ts - at.timestamp()
@@ -76,19 +107,34 @@ def apply_telemetry(
         live.leakage_ma = message.leakage_ma
     if message.smoke is not None:
         live.smoke = message.smoke
+    ended = []
     for reading in message.ports:
         port = live.ports.setdefault(reading.port, PortLive(reading.port))
-        _apply_port(port, reading, at, thresholds)
+        session = _apply_port(live.station, port, reading, at, thresholds)
+        if session is not None:
+            ended.append(session)
     live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
+    return ended
 
 
-def _apply_port(port: PortLive, reading: PortReading, at: datetime, t: Thresholds) -> None:
+_STATE_END_REASON = {
+    PortState.IDLE: EndReason.UNPLUG,
+    PortState.DISABLED: EndReason.REMOTE,
+    PortState.FAULT: EndReason.FAULT,
+}
+
+
+def _apply_port(
+    station: str, port: PortLive, reading: PortReading, at: datetime, t: Thresholds
+) -> Session | None:
+    ended = None
     if reading.state is not port.state or port.since is None:
-        if reading.state is PortState.CHARGING and port.state is not PortState.FULL:
-            port.session_started = port.session_started or at
-        if reading.state in (PortState.IDLE, PortState.DISABLED, PortState.FAULT):
-            port.session_started = None
-            port.session_peak_w = 0.0
+        if reading.state is PortState.CHARGING and port.session_started is None:
+            start_session(port, at)
+        default_reason = _STATE_END_REASON.get(reading.state)
+        if default_reason is not None:
+            reason = default_reason if reading.state is PortState.FAULT else None
+            ended = end_session(station, port, at, reason or port.end_hint or default_reason)
         port.state, port.since = reading.state, at
     port.power_w = reading.power_w
     port.energy_wh = reading.energy_wh
@@ -99,6 +145,8 @@ def _apply_port(port: PortLive, reading: PortReading, at: datetime, t: Threshold
     port.powers.append(power)
     if port.session_started is not None:
         port.session_peak_w = max(port.session_peak_w, power)
+        if reading.energy_wh is not None:
+            port.session_energy_wh = reading.energy_wh
     plugged = port.state in (PortState.CHARGING, PortState.FULL)
     port.low_power_since = (
         (port.low_power_since or at) if plugged and power < t.charge_complete_w else None
@@ -109,16 +157,45 @@ def _apply_port(port: PortLive, reading: PortReading, at: datetime, t: Threshold
         and (reading.energy_wh or 0.0) < t.no_load_wh
     )
     port.no_load_since = (port.no_load_since or at) if unloaded else None
+    return ended
 
 
-def apply_event(live: StationLive, message: StationEvent, at: datetime) -> None:
-    """Fold one station event into the live state."""
+def start_session(port: PortLive, at: datetime) -> None:
+    port.session_started = at
+    port.session_peak_w = 0.0
+    port.session_energy_wh = 0.0
+    port.end_hint = None
+
+
+def end_session(station: str, port: PortLive, at: datetime, reason: EndReason) -> Session | None:
+    """Close the port's session, if one is open; its energy is the last `energy_wh` seen."""
+    if port.session_started is None:
+        return None
+    session = Session(
+        station,
+        port.port,
+        port.session_started,
+        at,
+        port.session_energy_wh,
+        port.session_peak_w,
+        reason,
+    )
+    port.session_started = None
+    port.session_peak_w = port.session_energy_wh = 0.0
+    port.end_hint = None
+    return session
+
+
+def apply_event(live: StationLive, message: StationEvent, at: datetime) -> list[Session]:
+    """Fold one station event into the live state; return the sessions it ended."""
     live.last_seen = at
     port = live.ports.setdefault(message.port, PortLive(message.port)) if message.port else None
+    ended = None
     if message.type is StationEventType.FAULT:
         code = message.code or "fault"
         if port is not None:
             port.fault_code = code
+            ended = end_session(live.station, port, at, EndReason.FAULT)
         else:
             live.fault_code = code
     elif message.type is StationEventType.FAULT_CLEARED:
@@ -127,10 +204,11 @@ def apply_event(live: StationLive, message: StationEvent, at: datetime) -> None:
         else:
             live.fault_code = None
     elif port is not None and message.type is StationEventType.PLUG_IN:
-        port.session_started = port.session_started or at
+        if port.session_started is None:
+            start_session(port, at)
     elif port is not None and message.type is StationEventType.UNPLUG:
-        port.session_started = None
-        port.session_peak_w = 0.0
+        ended = end_session(live.station, port, at, port.end_hint or EndReason.UNPLUG)
+    return [ended] if ended else []
 
 
 def apply_availability(live: StationLive, online: bool, at: datetime) -> None:

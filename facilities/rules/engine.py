@@ -1,5 +1,6 @@
 """State → verdicts → alert transitions and actions. Pure: time comes in, nothing goes out."""
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from facilities.charging import state as charging
@@ -10,9 +11,26 @@ from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
 from facilities.messages import STATION_KINDS, Accepted
 from facilities.rules.alerts import Alert, Transition, acknowledge, judge
-from facilities.rules.verdicts import Verdict
+from facilities.rules.verdicts import ActionKind, Severity, Verdict
 from facilities.site import Site
 from facilities.wire import Availability
+
+# The reason a session ends when a rule switched its port off.
+_END_REASONS = {
+    "charge_complete": charging.EndReason.FULL,
+    "no_load": charging.EndReason.NO_LOAD,
+    "port_overload": charging.EndReason.OVERLOAD,
+    "station_overload": charging.EndReason.OVERLOAD,
+    "session_too_long": charging.EndReason.TOO_LONG,
+}
+
+
+@dataclass(slots=True)
+class Observation:
+    """What one message caused: alert transitions (with actions) and finished sessions."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    sessions: list[charging.Session] = field(default_factory=list)
 
 
 class Engine:
@@ -35,7 +53,7 @@ class Engine:
         self.garages.update(garages or {})
         self.alerts: dict[tuple[str, str], Alert] = dict(alerts or {})
 
-    def observe(self, message: Accepted) -> list[Transition]:
+    def observe(self, message: Accepted) -> Observation:
         """Fold a message into the live state and evaluate that device's rules at once
         (safety cut-offs act on the first evidence)."""
         at = datetime.fromtimestamp(message.received_at, UTC)
@@ -43,20 +61,21 @@ class Engine:
         if message.route.kind in STATION_KINDS:
             live = self.stations.get(device)
             if live is None:
-                return []
+                return Observation()
             spec = self.site.stations[device]
             if isinstance(payload, StationTelemetry):
-                charging.apply_telemetry(live, payload, at, spec.thresholds)
+                sessions = charging.apply_telemetry(live, payload, at, spec.thresholds)
             elif isinstance(payload, StationEvent):
-                charging.apply_event(live, payload, at)
+                sessions = charging.apply_event(live, payload, at)
             elif isinstance(payload, Availability):
                 charging.apply_availability(live, payload is Availability.ONLINE, at)
+                sessions = []
             else:
-                return []
-            return self._station(device, at, evidence=True)
+                return Observation()
+            return Observation(self._station(device, at, evidence=True), sessions)
         glive = self.garages.get(device)
         if glive is None:
-            return []
+            return Observation()
         if isinstance(payload, GarageTelemetry):
             garage.apply_telemetry(glive, payload, at)
         elif isinstance(payload, GateEvent) and message.route.gate is not None:
@@ -64,8 +83,8 @@ class Engine:
         elif isinstance(payload, Availability):
             garage.apply_availability(glive, payload is Availability.ONLINE, at)
         else:
-            return []
-        return self._garage(device, at, evidence=True)
+            return Observation()
+        return Observation(self._garage(device, at, evidence=True))
 
     def tick(self, now: datetime) -> list[Transition]:
         """Evaluate every rule on the server's clock (timers, silence, clearing)."""
@@ -81,6 +100,17 @@ class Engine:
         transition = acknowledge(alert, who, now) if alert else None
         if transition:
             self.alerts[key] = transition.alert
+        return transition
+
+    def command_failed(self, subject: str, detail: str, now: datetime) -> Transition:
+        """A command got no ack after its tries, or was refused: raise (or update) the
+        `command_failed` alert of the command's subject. It stays until acknowledged and
+        is not cleared by a timer: nothing re-checks the device on its own."""
+        verdict = Verdict("command_failed", subject, firing=True, severity=Severity.CRITICAL)
+        key = (verdict.rule, subject)
+        transition = judge(self.alerts.get(key), verdict, now, clear_after_s=0, evidence=True)
+        assert transition is not None  # a firing verdict always raises or updates
+        self.alerts[key] = transition.alert
         return transition
 
     def _station(self, station: str, now: datetime, *, evidence: bool) -> list[Transition]:
@@ -108,5 +138,19 @@ class Engine:
                 self.alerts[key] = transition.alert
             else:
                 self.alerts.pop(key, None)
+            self._hint_end_reasons(transition)
             transitions.append(transition)
         return transitions
+
+    def _hint_end_reasons(self, transition: Transition) -> None:
+        """Ports a rule switches off end their sessions with the rule's reason."""
+        reason = _END_REASONS.get(transition.alert.rule, charging.EndReason.FAULT)
+        for action in transition.actions:
+            live = self.stations.get(action.device)
+            if live is None:
+                continue
+            if action.kind is ActionKind.POWER_OFF_PORT and action.port in live.ports:
+                live.ports[action.port].end_hint = reason
+            elif action.kind is ActionKind.POWER_OFF_STATION:
+                for port in live.ports.values():
+                    port.end_hint = reason
