@@ -3,20 +3,26 @@
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import aiosqlite
 from prometheus_client import CollectorRegistry
 
 from facilities.metrics import IngestMetrics
+from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.rules.engine import Engine
+from facilities.rules.runtime import RulesRuntime
 from facilities.settings import Settings
 from facilities.site import Site
-from facilities.store.db import open_db
+from facilities.store import rules as rules_store
+from facilities.store.db import SharedWriter, open_db
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +38,12 @@ class Health:
 class Service:
     """Ingest, broker link and store of one process; the HTTP app reads from it."""
 
-    def __init__(self, settings: Settings, site: Site) -> None:
+    def __init__(
+        self, settings: Settings, site: Site, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.site = site
+        self.clock = clock  # Unix seconds; tests move it instead of sleeping
         self.topics = Topics(settings.topic_prefix)
         self.registry = CollectorRegistry()
         self.ingest_metrics = IngestMetrics(self.registry)
@@ -42,12 +51,22 @@ class Service:
         self._conn: aiosqlite.Connection | None = None
         self._link: BrokerLink | None = None
         self._ingest: Ingest | None = None
+        self._rules: RulesRuntime | None = None
 
     @property
     def ingest(self) -> Ingest:
         if self._ingest is None:
             raise RuntimeError("the service is not running")
         return self._ingest
+
+    @property
+    def rules(self) -> RulesRuntime:
+        if self._rules is None:
+            raise RuntimeError("the service is not running")
+        return self._rules
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     @property
     def link(self) -> BrokerLink:
@@ -60,9 +79,15 @@ class Service:
         """Open the store, connect to the broker, run ingest; on exit, finish the batch in
         hand, commit it, acknowledge it and disconnect."""
         conn = await open_db(self.settings.db)
+        rules_conn = await open_db(self.settings.db)  # its own writer: never inside a batch
         self._conn = conn
         try:
-            ingest = Ingest(conn, Decoder(self.site, self.topics), metrics=self.ingest_metrics)
+            ingest = Ingest(
+                conn,
+                Decoder(self.site, self.topics),
+                metrics=self.ingest_metrics,
+                clock=self.clock,
+            )
             await ingest.start()
             link = BrokerLink(
                 self.broker_url,
@@ -71,23 +96,37 @@ class Service:
                 on_message=ingest.on_message,
                 subscriptions=self.topics.subscriptions(),
             )
-            self._ingest, self._link = ingest, link
+            stations, garages = await rules_store.load_live_state(rules_conn)
+            engine = Engine(
+                self.site,
+                stations=stations,
+                garages=garages,
+                alerts=await rules_store.load_open_alerts(rules_conn),
+            )
+            rules_db = SharedWriter(rules_conn)
+            commands = CommandSender(link, rules_db, clock=self.clock)
+            rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
+            ingest.observers.append(rules.observe)
+            self._ingest, self._link, self._rules = ingest, link, rules
             await link.connect(timeout_s=self.settings.connect_timeout_s)
             log.info("connected to %s, ingesting into %s", link.url.display(), self.settings.db)
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(link.run(), name="broker-link")
                     writer = tasks.create_task(ingest.run(link), name="ingest-writer")
+                    rules_task = tasks.create_task(rules.run(), name="rules")
                     try:
                         yield self
                     finally:
                         ingest.stop()
                         await asyncio.wait_for(asyncio.shield(writer), 3.0)
+                        rules_task.cancel()  # saves the live state on its way out
                         await link.close()
             finally:
-                await link.close()
+                await link.close()  # idempotent: also when the task group failed
         finally:
-            self._ingest = self._link = self._conn = None
+            self._ingest = self._link = self._conn = self._rules = None
+            await rules_conn.close()
             await conn.close()
 
     async def health(self) -> Health:

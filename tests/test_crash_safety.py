@@ -88,7 +88,7 @@ async def test_20000_messages_survive_two_sigkills_exactly_once(tmp_path: Path, 
         assert publisher.acked == 20_000
         await _until(lambda: _stored(db) >= 20_000, "all 20,000 stored")
         code, seconds = service.terminate()
-        assert code == 0
+        assert code == 0, service.log.read_text()[-3000:]
         assert seconds < 5
         assert query(db, "SELECT count(*), count(DISTINCT seq) FROM station_samples") == [
             (20_000, 20_000)
@@ -114,7 +114,7 @@ async def test_sigterm_under_load_commits_acks_and_exits_within_5_s(
         publisher.start()
         await _until(lambda: _stored(db) >= 1_000, "1,000 stored")
         code, seconds = service.terminate()
-        assert code == 0
+        assert code == 0, service.log.read_text()[-3000:]
         assert seconds < 5
         assert "stopped" in service.log.read_text()
         publisher.join(60)

@@ -1,8 +1,9 @@
 """Charging rules of RULES.md: pure functions of live state, thresholds and the time."""
 
+import functools
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from facilities.charging.payloads import PortState
 from facilities.charging.state import FAULT_CRITICAL_CODES, PortLive, StationLive
@@ -12,14 +13,17 @@ from facilities.site import Station
 ChargingRule = Callable[[StationLive, Station, datetime], list[Verdict]]
 
 
+@functools.cache
 def port_subject(station: str, port: int) -> str:
     return f"{station}/{port}"
 
 
+@functools.cache
 def _port_off(station: str, port: int) -> tuple[Action, ...]:
     return (Action(ActionKind.POWER_OFF_PORT, station, port=port),)
 
 
+@functools.cache
 def _station_off(station: str) -> tuple[Action, ...]:
     return (Action(ActionKind.POWER_OFF_STATION, station),)
 
@@ -131,26 +135,22 @@ def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Ve
     )
 
 
-def _rise(history: deque[tuple[datetime, float]], now: datetime, window: timedelta) -> float:
-    """How far the last reading is above the lowest one within `window` before it."""
-    if not history:
-        return 0.0
-    last_at, last = history[-1]
-    recent = [value for at, value in history if last_at - at <= window]
-    return last - min(recent)
+def _rise(history: deque[tuple[datetime, float]]) -> float:
+    """How far the last reading is above the lowest one within the window before it (the
+    history keeps the window's rising minima: see charging.state._remember)."""
+    return history[-1][1] - history[0][1] if history else 0.0
 
 
 def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """A port or the cabinet warming by `temp_rise_c` within `temp_rise_window_s`."""
     t = spec.thresholds
-    window = timedelta(seconds=t.temp_rise_window_s)
     verdicts = []
     for port in live.ports.values():
         if port.temps:
             verdicts += over(
                 "temperature_rise",
                 port_subject(spec.id, port.port),
-                _rise(port.temps, now, window),
+                _rise(port.temps),
                 t.temp_rise_c,
                 severity=Severity.CRITICAL,
                 hysteresis=t.hysteresis,
@@ -160,7 +160,7 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
         verdicts += over(
             "temperature_rise",
             spec.id,
-            _rise(live.temps, now, window),
+            _rise(live.temps),
             t.temp_rise_c,
             severity=Severity.CRITICAL,
             hysteresis=t.hysteresis,
@@ -311,7 +311,8 @@ def clock_skew(live: StationLive, spec: Station, now: datetime) -> list[Verdict]
     ]
 
 
-CHARGING_RULES: tuple[ChargingRule, ...] = (
+# Evaluated on every message from the station: what a message can make true at once.
+EVIDENCE_RULES: tuple[ChargingRule, ...] = (
     port_overload,
     station_overload,
     port_over_temperature,
@@ -319,10 +320,10 @@ CHARGING_RULES: tuple[ChargingRule, ...] = (
     temperature_rise,
     leakage,
     smoke,
-    charge_complete,
-    no_load,
-    session_too_long,
     device_fault,
     offline,
     clock_skew,
 )
+# Timers: only the clock makes them true, so the tick (every second) evaluates them.
+TIMER_RULES: tuple[ChargingRule, ...] = (charge_complete, no_load, session_too_long)
+CHARGING_RULES: tuple[ChargingRule, ...] = EVIDENCE_RULES + TIMER_RULES

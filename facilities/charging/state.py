@@ -14,10 +14,11 @@ from facilities.charging.payloads import (
 )
 from facilities.rules.thresholds import Thresholds
 
-# Short histories the rules read: the last few power samples (overload needs 2 in a row)
-# and temperatures over a window a little longer than temperature_rise's 60 s.
+# Short histories the rules read: the last few power samples (overload needs 2 in a row),
+# and for temperature_rise the rising minima of the last window (see `_remember`), capped so
+# that a device flooding telemetry cannot make the state grow.
 POWER_SAMPLES_KEPT = 10
-TEMPERATURE_HISTORY = timedelta(minutes=10)
+TEMPERATURES_KEPT = 256
 FAULT_CRITICAL_CODES = frozenset({"over_current", "ground_fault", "over_temperature"})
 
 
@@ -55,7 +56,9 @@ class PortLive:
     energy_wh: float | None = None
     temp_c: float | None = None
     powers: deque[float] = field(default_factory=lambda: deque(maxlen=POWER_SAMPLES_KEPT))
-    temps: deque[tuple[datetime, float]] = field(default_factory=deque)
+    temps: deque[tuple[datetime, float]] = field(
+        default_factory=lambda: deque(maxlen=TEMPERATURES_KEPT)
+    )
     session_started: datetime | None = None
     session_peak_w: float = 0.0
     session_energy_wh: float = 0.0
@@ -77,7 +80,9 @@ class StationLive:
     leakage_ma: float | None = None
     smoke: bool | None = None
     total_powers: deque[float] = field(default_factory=lambda: deque(maxlen=POWER_SAMPLES_KEPT))
-    temps: deque[tuple[datetime, float]] = field(default_factory=deque)
+    temps: deque[tuple[datetime, float]] = field(
+        default_factory=lambda: deque(maxlen=TEMPERATURES_KEPT)
+    )
     fault_code: str | None = None  # an open station-wide `fault` event
     clock_skew_s: float | None = None  # device ts minus server time, last telemetry
 
@@ -85,10 +90,26 @@ class StationLive:
     def new(cls, station: str, ports: int) -> "StationLive":
         return cls(station, {n: PortLive(n) for n in range(1, ports + 1)})
 
+    def restored(self) -> "StationLive":
+        """Put back the bounds that a JSON round trip loses (deque maxlen)."""
+        self.total_powers = deque(self.total_powers, maxlen=POWER_SAMPLES_KEPT)
+        self.temps = deque(self.temps, maxlen=TEMPERATURES_KEPT)
+        for port in self.ports.values():
+            port.powers = deque(port.powers, maxlen=POWER_SAMPLES_KEPT)
+            port.temps = deque(port.temps, maxlen=TEMPERATURES_KEPT)
+        return self
 
-def _remember(history: deque[tuple[datetime, float]], at: datetime, value: float) -> None:
+
+def _remember(
+    history: deque[tuple[datetime, float]], at: datetime, value: float, window: timedelta
+) -> None:
+    """Keep the minima of the last `window`, rising from front to back (a monotonic queue):
+    the front is the lowest reading within the window, the back the newest reading, so the
+    rise within the window is back − front, whatever the message rate."""
+    while history and history[-1][1] >= value:
+        history.pop()
     history.append((at, value))
-    while history and at - history[0][0] > TEMPERATURE_HISTORY:
+    while at - history[0][0] > window:
         history.popleft()
 
 
@@ -102,7 +123,7 @@ def apply_telemetry(
     live.clock_skew_s = message.ts - at.timestamp()
     if message.temp_c is not None:
         live.temp_c = message.temp_c
-        _remember(live.temps, at, message.temp_c)
+        _remember(live.temps, at, message.temp_c, timedelta(seconds=thresholds.temp_rise_window_s))
     if message.leakage_ma is not None:
         live.leakage_ma = message.leakage_ma
     if message.smoke is not None:
@@ -140,7 +161,7 @@ def _apply_port(
     port.energy_wh = reading.energy_wh
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
-        _remember(port.temps, at, reading.temp_c)
+        _remember(port.temps, at, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:

@@ -80,7 +80,9 @@ class Ingest:
         self._stopping = False
         self._availability: dict[str, str] = {}
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
-        self.listeners: list[Listener] = []
+        self.listeners: list[Listener] = []  # after the commit, on the writer
+        # Before the commit, on paho's thread: the rules see the first evidence at once.
+        self.observers: list[Listener] = []
         self.committed = 0
         self.quarantined = 0
 
@@ -99,6 +101,12 @@ class Ingest:
         except Exception as exc:  # a decoder bug must not lose the message or stop ingest
             log.exception("decoder failed on %s", topic)
             message = Rejected(topic, raw, RejectReason.SCHEMA_MISMATCH, repr(exc), now)
+        if isinstance(message, Accepted):
+            for observer in self.observers:
+                try:
+                    observer(message)
+                except Exception:  # storing the message goes on; the failure is loud
+                    log.exception("rules failed on %s", topic)
         with self._lock:
             self._inbox.append(_Pending(message, mid, generation, now))
             size = len(self._inbox)

@@ -1,8 +1,9 @@
 """The alert lifecycle: one open alert per (rule, subject); active → acknowledged → cleared."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from uuid import uuid4
 
 from facilities.rules.verdicts import Action, Severity, Verdict
 
@@ -38,6 +39,7 @@ class Alert:
     cleared_at: datetime | None = None
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+    id: str = field(default_factory=lambda: uuid4().hex)
 
     @property
     def key(self) -> tuple[str, str]:

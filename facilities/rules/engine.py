@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 from facilities.charging import state as charging
 from facilities.charging.payloads import StationEvent, StationTelemetry
-from facilities.charging.rules import CHARGING_RULES
+from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES
 from facilities.garage import state as garage
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
@@ -115,7 +115,8 @@ class Engine:
 
     def _station(self, station: str, now: datetime, *, evidence: bool) -> list[Transition]:
         spec, live = self.site.stations[station], self.stations[station]
-        verdicts = [v for rule in CHARGING_RULES for v in rule(live, spec, now)]
+        rules = EVIDENCE_RULES if evidence else CHARGING_RULES
+        verdicts = [v for rule in rules for v in rule(live, spec, now)]
         return self._judge(verdicts, now, spec.thresholds.clear_after_s, evidence)
 
     def _garage(self, garage_id: str, now: datetime, *, evidence: bool) -> list[Transition]:
@@ -129,6 +130,8 @@ class Engine:
         transitions = []
         for verdict in verdicts:
             key = (verdict.rule, verdict.subject)
+            if not verdict.firing and key not in self.alerts:
+                continue  # the common case: nothing wrong, nothing open
             transition = judge(
                 self.alerts.get(key), verdict, now, clear_after_s=clear_after_s, evidence=evidence
             )

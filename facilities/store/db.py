@@ -1,7 +1,10 @@
 """Open the SQLite database: pragmas, and migrations by PRAGMA user_version."""
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -80,3 +83,26 @@ async def migrate(conn: aiosqlite.Connection) -> int:
         )
         current = migration.version
     return current
+
+
+class SharedWriter:
+    """One connection that several tasks write through: one transaction at a time, so that
+    one task's statements never land in (or commit, or roll back) another's transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                yield self.conn
+                await self.conn.commit()
+            except BaseException:
+                # Also when cancelled mid-way: aiosqlite runs its calls in order on its own
+                # thread, so this rollback comes after whatever was already queued (even a
+                # BEGIN whose await was cancelled) and before the next transaction.
+                await asyncio.shield(self.conn.rollback())
+                raise

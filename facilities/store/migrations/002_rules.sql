@@ -42,7 +42,7 @@ CREATE TABLE commands (
     action      TEXT NOT NULL,
     reason      TEXT NOT NULL,
     requested_by TEXT NOT NULL,          -- 'rules' or who asked (staff, a resident)
-    alert_id    TEXT REFERENCES alerts (id),
+    alert_id    TEXT,                     -- the alert it acts on (no FK: the command goes out first)
     sent_at     REAL NOT NULL,
     tries       INTEGER NOT NULL,
     outcome     TEXT NOT NULL CHECK (outcome IN ('pending', 'acked', 'refused', 'timeout')),

@@ -1,0 +1,189 @@
+"""Send a command, await its ack, retry, and keep the audit trail (PROTOCOL.md, Commands)."""
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from facilities.mqtt.session import BrokerLink
+from facilities.store.db import SharedWriter
+from facilities.wire import Command, CommandAck, CommandAction
+
+log = logging.getLogger(__name__)
+
+# PROTOCOL.md: a command that gets no ack within its timeout (default 5 s) is reported as such;
+# RULES.md: retried, 3 tries, then command_failed.
+ACK_TIMEOUT_S = 5.0
+TRIES = 3
+
+
+class Outcome(StrEnum):
+    ACKED = "acked"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a command goes: a station (optionally one port) or a gate."""
+
+    device: str
+    port: int | None = None
+    gate: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """The alert subject of this target (`cs-07`, `cs-07/3`, `g-hc3/north`)."""
+        if self.gate is not None:
+            return f"{self.device}/{self.gate}"
+        return f"{self.device}/{self.port}" if self.port is not None else self.device
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    id: str
+    target: Target
+    action: CommandAction
+    outcome: Outcome
+    tries: int
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class CommandSender:
+    """Publishes commands on the broker link and matches the devices' acks to them."""
+
+    def __init__(
+        self,
+        link: BrokerLink,
+        db: SharedWriter,
+        *,
+        timeout_s: float = ACK_TIMEOUT_S,
+        tries: int = TRIES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._link = link
+        self._db = db
+        self._timeout_s = timeout_s
+        self._tries = tries
+        self._clock = clock
+        self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def send(
+        self,
+        target: Target,
+        action: CommandAction,
+        *,
+        reason: str,
+        requested_by: str = "rules",
+        alert_id: str | None = None,
+        resident: str | None = None,
+    ) -> Result:
+        """Send, await the ack (timeout, retries), store the outcome; never raises for a
+        device that is silent or refuses."""
+        self._loop = asyncio.get_running_loop()
+        command_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        sent_at = self._clock()
+        await self._audit_start(command_id, target, action, reason, requested_by, alert_id, sent_at)
+        future: asyncio.Future[CommandAck] = self._loop.create_future()
+        self._pending[command_id] = (target, future)
+        tries, outcome, error = 0, Outcome.TIMEOUT, None
+        try:
+            while tries < self._tries:
+                tries += 1
+                # The same id on every try: a device that got an earlier copy can tell.
+                command = Command(
+                    id=command_id,
+                    ts=self._clock(),
+                    action=action,
+                    port=target.port,
+                    reason=reason,
+                    resident=resident,
+                )
+                self._link.publish(self._topic(target), command.model_dump_json(exclude_none=True))
+                try:
+                    ack = await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+                except TimeoutError:
+                    log.warning(
+                        "no ack for %s %s (try %d of %d)",
+                        action,
+                        target.subject,
+                        tries,
+                        self._tries,
+                    )
+                    continue
+                outcome = Outcome.ACKED if ack.ok else Outcome.REFUSED
+                error = ack.error
+                break
+        finally:
+            self._pending.pop(command_id, None)
+        result = Result(
+            command_id, target, action, outcome, tries, error, time.perf_counter() - started
+        )
+        await self._audit_end(result)
+        if outcome is not Outcome.ACKED:
+            log.error("%s %s %s: %s", action, target.subject, outcome, error or "no ack")
+        return result
+
+    def on_ack(self, device: str, gate: str | None, ack: CommandAck) -> None:
+        """An ack heard on the broker (paho's thread): resolve the waiting command."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._resolve, device, gate, ack)
+
+    def _resolve(self, device: str, gate: str | None, ack: CommandAck) -> None:
+        pending = self._pending.get(ack.id)
+        if pending is None:
+            return  # a late ack after the last try, or not ours
+        target, future = pending
+        if (target.device, target.gate) != (device, gate):
+            log.warning("ack for %s came from %s: ignored", ack.id, device)
+            return
+        if not future.done():
+            future.set_result(ack)
+
+    def _topic(self, target: Target) -> str:
+        topics = self._link.topics
+        if target.gate is not None:
+            return topics.gate(target.device, target.gate, "command")
+        return topics.station(target.device, "command")
+
+    async def _audit_start(
+        self,
+        command_id: str,
+        target: Target,
+        action: CommandAction,
+        reason: str,
+        requested_by: str,
+        alert_id: str | None,
+        sent_at: float,
+    ) -> None:
+        row = (
+            command_id,
+            target.device,
+            target.port,
+            target.gate,
+            action.value,
+            reason,
+            requested_by,
+            alert_id,
+            sent_at,
+        )
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO commands (id, device, port, gate, action, reason, requested_by,"
+                " alert_id, sent_at, tries, outcome)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
+                row,
+            )
+
+    async def _audit_end(self, result: Result) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE commands SET tries = ?, outcome = ?, error = ?, done_at = ? WHERE id = ?",
+                (result.tries, result.outcome.value, result.error, self._clock(), result.id),
+            )

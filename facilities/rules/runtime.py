@@ -1,0 +1,232 @@
+"""Runs the pure rules engine inside the service: feeds it, ticks it, acts on what it says."""
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from facilities.messages import Accepted, MessageKind
+from facilities.mqtt.commands import CommandSender, Outcome, Target
+from facilities.mqtt.session import BrokerLink
+from facilities.rules.alerts import Alert, Change, Transition
+from facilities.rules.engine import Engine, Observation
+from facilities.rules.verdicts import Action, ActionKind
+from facilities.store import rules as store
+from facilities.store.db import SharedWriter
+from facilities.wire import CommandAck, CommandAction
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # time-based rules are evaluated every second on the server's clock
+SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdown
+
+_COMMANDS = {
+    ActionKind.POWER_OFF_PORT: CommandAction.POWER_OFF,
+    ActionKind.POWER_OFF_STATION: CommandAction.POWER_OFF,
+    ActionKind.OPEN_GATE: CommandAction.OPEN,
+}
+_ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RulesRuntime:
+    """The engine's adapter: paho's thread feeds it (before the batch commits, so a safety
+    cut-off never waits for a flush); asyncio tasks tick it, persist what changed, publish
+    alerts and send the commands it asks for."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        db: SharedWriter,
+        link: BrokerLink,
+        commands: CommandSender,
+        *,
+        clock: Clock = utc_now,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.engine = engine
+        self._db = db
+        self._link = link
+        self._commands = commands
+        self._clock = clock
+        self._tick_s = tick_s
+        self._lock = threading.Lock()  # the engine is fed from paho's thread and ticked here
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue()
+        self._last_seen: dict[tuple[str, MessageKind, str | None], tuple[int, float]] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self.commands_sent = 0
+
+    # -- paho's thread -----------------------------------------------------------------------
+
+    def observe(self, message: Accepted) -> None:
+        """Called for every accepted message, on paho's thread, before it is committed."""
+        route, payload = message.route, message.payload
+        if route.kind in _ACK_KINDS:
+            assert isinstance(payload, CommandAck)
+            self._commands.on_ack(route.device, route.gate, payload)
+            return
+        seq, ts = getattr(payload, "seq", None), getattr(payload, "ts", None)
+        if seq is not None and ts is not None:  # a redelivered duplicate is not new evidence
+            key, mark = (route.device, route.kind, route.gate), (seq, ts)
+            if self._last_seen.get(key) == mark:
+                return
+            self._last_seen[key] = mark
+        with self._lock:
+            observation = self.engine.observe(message)
+        if (observation.transitions or observation.sessions) and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, observation)
+
+    # -- asyncio -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Tick, persist, publish and act until cancelled; save the live state on the way out."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                tasks.create_task(self._ticker(), name="rules-tick")
+                tasks.create_task(self._snapshots(), name="rules-snapshot")
+                tasks.create_task(self._process(), name="rules-process")
+        finally:
+            self._tasks = None
+            await self.save_state()
+
+    async def tick(self) -> None:
+        """One evaluation of every rule at the clock's now (the ticker calls it every second)."""
+        now = self._clock()
+        with self._lock:
+            transitions = self.engine.tick(now)
+        if transitions:
+            await self._handle(Observation(transitions))
+
+    async def acknowledge(self, key: tuple[str, str], who: str) -> Alert | None:
+        with self._lock:
+            transition = self.engine.acknowledge(key, who, self._clock())
+        if transition is None:
+            return None
+        await self._handle(Observation([transition]))
+        return transition.alert
+
+    async def save_state(self) -> None:
+        """Snapshot the live state: serialised under the lock, written outside it."""
+        with self._lock:
+            rows = store.live_state_rows(
+                self.engine.stations.values(), self.engine.garages.values(), self._clock()
+            )
+        async with self._db.transaction() as conn:
+            await store.write_live_state(conn, rows)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            await self.tick()
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_EVERY_S)
+            await self.save_state()
+
+    async def _process(self) -> None:
+        while True:
+            merged = await self._queue.get()
+            # Whatever else is waiting goes in the same transaction: a device repeating the
+            # same evidence many times a second must not cost a commit each time.
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                merged.transitions += more.transitions
+                merged.sessions += more.sessions
+            await self._handle(merged)
+
+    async def _handle(self, observation: Observation) -> None:
+        # Commands first: a power-off must not wait for the database.
+        for transition in observation.transitions:
+            for action in transition.actions:
+                self._start_command(action, transition.alert)
+        changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
+        for transition in changes:
+            self._publish(transition)
+            self._log(transition)
+        async with self._db.transaction() as conn:
+            await store.save_transitions(conn, observation.transitions)
+            await store.save_sessions(conn, observation.sessions)
+
+    def _start_command(self, action: Action, alert: Alert) -> None:
+        target = Target(action.device, port=action.port, gate=action.gate)
+        coroutine = self._command(target, _COMMANDS[action.kind], alert)
+        name = f"command-{action.kind}-{target.subject}"
+        if self._tasks is None:
+            coroutine.close()
+            raise RuntimeError("the rules runtime is not running")
+        self._tasks.create_task(coroutine, name=name)
+
+    async def _command(self, target: Target, action: CommandAction, alert: Alert) -> None:
+        self.commands_sent += 1
+        result = await self._commands.send(target, action, reason=alert.rule, alert_id=alert.id)
+        if result.outcome is Outcome.ACKED:
+            return
+        detail = f"{action} {target.subject}: {result.error or result.outcome}"
+        with self._lock:
+            transition = self.engine.command_failed(target.subject, detail, self._clock())
+        await self._handle(Observation([transition]))
+
+    def _publish(self, transition: Transition) -> None:
+        """`facilities/alerts/{rule}/{subject}`: retained while open, for displays that come
+        and go; a clear is published, then the retained message is removed. Updates (more
+        evidence for an open alert) are stored, not published."""
+        alert = transition.alert
+        topic = f"{self._link.topics.prefix}/alerts/{alert.rule}/{alert.subject}"
+        body = json.dumps(alert_payload(transition), ensure_ascii=False)
+        if alert.open:
+            self._link.publish(topic, body, retain=True)
+        else:
+            self._link.publish(topic, body)
+            self._link.publish(topic, b"", retain=True)
+
+    @staticmethod
+    def _log(transition: Transition) -> None:
+        alert = transition.alert
+        log.warning(
+            "alert %s %s %s (%s, value %s)",
+            transition.change,
+            alert.rule,
+            alert.subject,
+            alert.severity,
+            alert.value,
+        )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+def alert_payload(transition: Transition) -> dict[str, object]:
+    """The JSON of an alert as published on `facilities/alerts/…`."""
+    a = transition.alert
+    return {
+        "id": a.id,
+        "rule": a.rule,
+        "subject": a.subject,
+        "severity": a.severity.value,
+        "state": a.state.value,
+        "change": transition.change.value,
+        "raised_at": _iso(a.raised_at),
+        "updated_at": _iso(a.updated_at),
+        "cleared_at": _iso(a.cleared_at),
+        "value": a.value,
+        "peak": a.peak,
+        "count": a.count,
+        "acknowledged_by": a.acknowledged_by,
+        "acknowledged_at": _iso(a.acknowledged_at),
+        "actions": [
+            {"action": act.kind.value, "device": act.device, "port": act.port, "gate": act.gate}
+            for act in transition.actions
+        ],
+    }

@@ -1,0 +1,173 @@
+"""Alerts and their history, commands, charging sessions and live-state snapshots."""
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import aiosqlite
+from pydantic import TypeAdapter
+
+from facilities.charging.state import Session, StationLive
+from facilities.garage.state import GarageLive
+from facilities.rules.alerts import Alert, AlertState, Change, Transition
+from facilities.rules.verdicts import Severity
+
+_STATION_STATE = TypeAdapter(StationLive)
+_GARAGE_STATE = TypeAdapter(GarageLive)
+
+_UPSERT_ALERT = """
+INSERT INTO alerts (id, rule, subject, severity, state, raised_at, updated_at, cleared_at,
+                    value, peak, count, clear_since, acknowledged_by, acknowledged_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    severity = excluded.severity, state = excluded.state, updated_at = excluded.updated_at,
+    cleared_at = excluded.cleared_at, value = excluded.value, peak = excluded.peak,
+    count = excluded.count, clear_since = excluded.clear_since,
+    acknowledged_by = excluded.acknowledged_by, acknowledged_at = excluded.acknowledged_at
+"""
+
+
+def _ts(when: datetime | None) -> float | None:
+    return when.timestamp() if when else None
+
+
+def _dt(value: float | None) -> datetime | None:
+    return datetime.fromtimestamp(value, UTC) if value is not None else None
+
+
+def _alert_row(a: Alert) -> tuple[object, ...]:
+    return (
+        a.id,
+        a.rule,
+        a.subject,
+        a.severity.value,
+        a.state.value,
+        _ts(a.raised_at),
+        _ts(a.updated_at),
+        _ts(a.cleared_at),
+        a.value,
+        a.peak,
+        a.count,
+        _ts(a.clear_since),
+        a.acknowledged_by,
+        _ts(a.acknowledged_at),
+    )
+
+
+async def save_transitions(conn: aiosqlite.Connection, transitions: Iterable[Transition]) -> None:
+    """Upsert each alert (its latest version) and append its changes of state to the history
+    (raised, escalated, acknowledged, cleared; updates only move the alert row). Call it
+    inside a transaction (`SharedWriter.transaction`), as every writer here."""
+    transitions = list(transitions)
+    if not transitions:
+        return
+    latest = {tr.alert.id: tr.alert for tr in transitions}
+    history = [
+        (
+            tr.alert.id,
+            tr.change.value,
+            _ts(tr.alert.updated_at),
+            tr.alert.severity.value,
+            tr.alert.state.value,
+            tr.alert.value,
+        )
+        for tr in transitions
+        if tr.change is not Change.UPDATED
+    ]
+    await conn.executemany(_UPSERT_ALERT, [_alert_row(a) for a in latest.values()])
+    if history:
+        await conn.executemany(
+            "INSERT INTO alert_events (alert_id, change, at, severity, state, value)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            history,
+        )
+
+
+async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], Alert]:
+    sql = (
+        "SELECT id, rule, subject, severity, state, raised_at, updated_at, value, peak, count,"
+        " clear_since, acknowledged_by, acknowledged_at FROM alerts WHERE state != 'cleared'"
+    )
+    alerts = {}
+    async with conn.execute(sql) as cursor:
+        async for row in cursor:
+            alert = Alert(
+                id=str(row[0]),
+                rule=str(row[1]),
+                subject=str(row[2]),
+                severity=Severity(row[3]),
+                state=AlertState(row[4]),
+                raised_at=_dt(row[5]) or datetime.now(UTC),
+                updated_at=_dt(row[6]) or datetime.now(UTC),
+                value=row[7],
+                peak=row[8],
+                count=int(row[9]),
+                clear_since=_dt(row[10]),
+                acknowledged_by=row[11],
+                acknowledged_at=_dt(row[12]),
+            )
+            alerts[alert.key] = alert
+    return alerts
+
+
+async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session]) -> None:
+    rows = [
+        (
+            s.station,
+            s.port,
+            s.started_at.timestamp(),
+            s.ended_at.timestamp(),
+            s.energy_wh,
+            s.peak_w,
+            s.end_reason.value,
+        )
+        for s in sessions
+    ]
+    if rows:
+        await conn.executemany(
+            "INSERT OR IGNORE INTO charging_sessions (station, port, started_at, ended_at,"
+            " energy_wh, peak_w, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+LiveRow = tuple[str, str, str, float]
+
+
+def live_state_rows(
+    stations: Iterable[StationLive], garages: Iterable[GarageLive], now: datetime
+) -> list[LiveRow]:
+    """The live state as rows to save (timers included), so a restart carries on."""
+    rows = [
+        (s.station, "station", _STATION_STATE.dump_json(s).decode(), now.timestamp())
+        for s in stations
+    ]
+    rows += [
+        (g.garage, "garage", _GARAGE_STATE.dump_json(g).decode(), now.timestamp()) for g in garages
+    ]
+    return rows
+
+
+async def write_live_state(conn: aiosqlite.Connection, rows: list[LiveRow]) -> None:
+    if rows:
+        await conn.executemany(
+            "INSERT INTO live_state (device, kind, state, saved_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (device) DO UPDATE SET state = excluded.state,"
+            " saved_at = excluded.saved_at",
+            rows,
+        )
+
+
+async def load_live_state(
+    conn: aiosqlite.Connection,
+) -> tuple[dict[str, StationLive], dict[str, GarageLive]]:
+    stations: dict[str, StationLive] = {}
+    garages: dict[str, GarageLive] = {}
+    async with conn.execute("SELECT kind, state FROM live_state") as cursor:
+        async for kind, state in cursor:
+            if kind == "station":
+                station = _STATION_STATE.validate_json(state).restored()
+                stations[station.station] = station
+            else:
+                garage = _GARAGE_STATE.validate_json(state)
+                garages[garage.garage] = garage
+    return stations, garages
