@@ -3,6 +3,7 @@
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from facilities.charging.payloads import (
     PortReading,
@@ -42,6 +43,12 @@ _PLUG_RATE = [0.02] * 6 + [
 ]
 # Hours a bike stays plugged in after it is full (collected next morning, or soon after).
 _STAY_AFTER_FULL_H = (0.2, 6.0)
+
+
+class Noise(Protocol):
+    """Where measurement noise comes from: a `random.Random`, or something steadier."""
+
+    def uniform(self, a: float, b: float) -> float: ...
 
 
 @dataclass(slots=True)
@@ -125,7 +132,21 @@ class StationModel:
             target = self.ambient_c + port.power_w / 35.0
             port.temp_c += (target - port.temp_c) * min(1.0, dt_s / 300.0)
 
-    def telemetry(self, ts: float, rng: random.Random) -> StationTelemetry:
+    def power_off(self, port: int | None) -> None:
+        """A `power_off` command: the port (or every port) is switched off, `disabled`."""
+        for p in self.ports:
+            if port is None or p.port == port:
+                p.state = PortState.DISABLED
+                p.power_w = 0.0
+
+    def power_on(self, port: int | None) -> None:
+        """A `power_on` command: switched-off ports come back, free."""
+        for p in self.ports:
+            if (port is None or p.port == port) and p.state is PortState.DISABLED:
+                p.state = PortState.IDLE
+                p.energy_wh = 0.0
+
+    def telemetry(self, ts: float, rng: "Noise") -> StationTelemetry:
         total_w = sum(p.power_w for p in self.ports)
         readings = []
         for p in self.ports:

@@ -14,6 +14,7 @@ from facilities.mqtt.topics import Topics
 from facilities.site import Site
 from simulators.charging import StationModel
 from simulators.client import DeviceClient
+from simulators.devices import SimulatedGarage, SimulatedStation
 from simulators.garage import GarageModel
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Fleet:
         self.interval_s = max(MIN_REAL_INTERVAL_S, TELEMETRY_INTERVAL_S / speed)
         self.published = 0
         self.clients: dict[str, DeviceClient] = {}
+        self.stations: dict[str, SimulatedStation] = {}
+        self.garages: dict[str, SimulatedGarage] = {}
 
     def _url_for(self, device: str) -> BrokerUrl:
         if self.credentials is None:

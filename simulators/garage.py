@@ -82,11 +82,15 @@ class GarageModel:
         self.seq_telemetry += 1
         return message
 
+    def take_pending(self) -> list[tuple[str, GateEventType, str | None]]:
+        """What happened at the gates since the last call: (gate, event type, credential)."""
+        pending, self.pending = self.pending, []
+        return pending
+
     def take_events(self, ts: float) -> list[tuple[str, GateEvent]]:
         events = []
-        for gate, kind, credential in self.pending:
+        for gate, kind, credential in self.take_pending():
             seq = self.seq_gate.get(gate, 0)
             self.seq_gate[gate] = seq + 1
             events.append((gate, GateEvent(seq=seq, ts=ts, type=kind, credential=credential)))
-        self.pending.clear()
         return events

@@ -82,20 +82,23 @@ class CommandSender:
         requested_by: str = "rules",
         alert_id: str | None = None,
         resident: str | None = None,
+        timeout_s: float | None = None,
+        tries: int | None = None,
     ) -> Result:
         """Send, await the ack (timeout, retries), store the outcome; never raises for a
-        device that is silent or refuses."""
+        device that is silent or refuses. The command is published before it is audited:
+        a power-off must not wait for the database."""
         self._loop = asyncio.get_running_loop()
         command_id = uuid.uuid4().hex
         started = time.perf_counter()
-        sent_at = self._clock()
-        await self._audit_start(command_id, target, action, reason, requested_by, alert_id, sent_at)
         future: asyncio.Future[CommandAck] = self._loop.create_future()
         self._pending[command_id] = (target, future)
-        tries, outcome, error = 0, Outcome.TIMEOUT, None
+        wait_s = timeout_s or self._timeout_s
+        max_tries = tries or self._tries
+        attempt, outcome, error = 0, Outcome.TIMEOUT, None
         try:
-            while tries < self._tries:
-                tries += 1
+            while attempt < max_tries:
+                attempt += 1
                 # The same id on every try: a device that got an earlier copy can tell.
                 command = Command(
                     id=command_id,
@@ -106,15 +109,19 @@ class CommandSender:
                     resident=resident,
                 )
                 self._link.publish(self._topic(target), command.model_dump_json(exclude_none=True))
+                if attempt == 1:
+                    await self._audit_start(
+                        command_id, target, action, reason, requested_by, alert_id, command.ts
+                    )
                 try:
-                    ack = await asyncio.wait_for(asyncio.shield(future), self._timeout_s)
+                    ack = await asyncio.wait_for(asyncio.shield(future), wait_s)
                 except TimeoutError:
                     log.warning(
                         "no ack for %s %s (try %d of %d)",
                         action,
                         target.subject,
-                        tries,
-                        self._tries,
+                        attempt,
+                        max_tries,
                     )
                     continue
                 outcome = Outcome.ACKED if ack.ok else Outcome.REFUSED
@@ -123,7 +130,7 @@ class CommandSender:
         finally:
             self._pending.pop(command_id, None)
         result = Result(
-            command_id, target, action, outcome, tries, error, time.perf_counter() - started
+            command_id, target, action, outcome, attempt, error, time.perf_counter() - started
         )
         await self._audit_end(result)
         if outcome is not Outcome.ACKED:

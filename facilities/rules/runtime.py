@@ -169,7 +169,18 @@ class RulesRuntime:
 
     async def _command(self, target: Target, action: CommandAction, alert: Alert) -> None:
         self.commands_sent += 1
-        result = await self._commands.send(target, action, reason=alert.rule, alert_id=alert.id)
+        spec = self.engine.site.stations.get(target.device) or self.engine.site.garages.get(
+            target.device
+        )
+        thresholds = spec.thresholds if spec else self.engine.site.thresholds
+        result = await self._commands.send(
+            target,
+            action,
+            reason=alert.rule,
+            alert_id=alert.id,
+            timeout_s=thresholds.command_timeout_s,
+            tries=thresholds.command_tries,
+        )
         if result.outcome is Outcome.ACKED:
             return
         detail = f"{action} {target.subject}: {result.error or result.outcome}"

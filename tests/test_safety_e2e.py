@@ -1,0 +1,246 @@
+"""Each safety rule end to end, through the real broker: a device publishes the telemetry
+that trips it; the service raises the alert and sends power_off; the simulated station
+obeys, acks, and reports the port disabled."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from facilities.app import Service
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.topics import Topics
+from facilities.settings import Settings
+from facilities.site import Site
+from simulators.charging import PortModel, StationModel
+from simulators.client import DeviceClient
+from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation
+from tests.conftest import query, wait_for
+
+Port = dict[str, object]
+
+
+@pytest.fixture
+def devices(broker: PrivateBroker) -> AsyncIterator[Callable[..., SimulatedStation]]:
+    made: list[DeviceClient] = []
+
+    def station(station_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedStation:
+        client = DeviceClient(BrokerUrl.parse(broker.url(station_id)), client_id=station_id)
+        made.append(client.connect())
+        model = StationModel(station_id, [PortModel(n) for n in range(1, 11)])
+        return SimulatedStation(client, model, Topics(), behaviour=behaviour)
+
+    yield station  # type: ignore[misc]
+    for client in made:
+        client.close()
+
+
+def _telemetry(seq: int, ports: list[Port] | None = None, **fields: object) -> dict[str, object]:
+    return {"seq": seq, "ts": time.time(), "ports": ports or [], **fields}
+
+
+def _charging(port: int, **fields: object) -> Port:
+    return {
+        "port": port,
+        "state": "charging",
+        "voltage_v": 230.0,
+        "power_w": 300.0,
+        "energy_wh": 20.0,
+        "temp_c": 30.0,
+        **fields,
+    }
+
+
+async def _until(
+    db: Path, sql: str, expected: list[tuple[object, ...]], what: str, timeout_s: float = 10.0
+) -> None:
+    await wait_for(lambda: query(db, sql) == expected, timeout_s=timeout_s, what=what)
+
+
+async def _assert_cut(
+    service: Service, station: SimulatedStation, rule: str, subject: str, port: int | None
+) -> None:
+    db = service.settings.db
+    await _until(
+        db,
+        f"SELECT rule, subject, severity, state FROM alerts WHERE rule = '{rule}'",
+        [(rule, subject, "critical", "active")],
+        f"{rule} alert",
+    )
+    await wait_for(
+        lambda: any(c.action.value == "power_off" and c.port == port for c in station.commands),
+        what="power_off at the station",
+    )
+    await _until(
+        db,
+        f"SELECT action, port, outcome FROM commands WHERE reason = '{rule}'",
+        [("power_off", port, "acked")],
+        "the ack",
+    )
+    checked = [port] if port is not None else list(range(1, 11))
+    for n in checked:
+        await _until(
+            db,
+            "SELECT state FROM port_samples INDEXED BY port_samples_by_port"
+            f" WHERE station = '{station.model.station}' AND port = {n}"
+            " ORDER BY ts DESC LIMIT 1",
+            [("disabled",)],
+            f"port {n} reported disabled",
+        )
+
+
+SAFETY = [
+    # (rule, station, messages, subject, port switched off (None: the whole station))
+    (
+        "port_overload",
+        "cs-05",
+        [
+            _telemetry(1, [_charging(3, power_w=1200.0)]),
+            _telemetry(2, [_charging(3, power_w=1210.0)]),
+        ],
+        "cs-05/3",
+        3,
+    ),
+    (
+        "station_overload",
+        "cs-06",
+        [_telemetry(s, [_charging(n, power_w=950.0) for n in range(1, 9)]) for s in (1, 2)],
+        "cs-06",
+        8,
+    ),
+    ("port_over_temperature", "cs-07", [_telemetry(1, [_charging(2, temp_c=65.0)])], "cs-07/2", 2),
+    ("over_temperature", "cs-08", [_telemetry(1, [_charging(1)], temp_c=62.0)], "cs-08", None),
+    (
+        "temperature_rise",
+        "cs-09",
+        [_telemetry(1, [_charging(1, temp_c=30.0)]), _telemetry(2, [_charging(1, temp_c=41.0)])],
+        "cs-09/1",
+        1,
+    ),
+    ("leakage", "cs-10", [_telemetry(1, [_charging(1)], leakage_ma=35.0)], "cs-10", None),
+    ("smoke", "cs-11", [_telemetry(1, [_charging(1)], smoke=True)], "cs-11", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("rule", "station_id", "messages", "subject", "port"), SAFETY, ids=[s[0] for s in SAFETY]
+)
+async def test_a_safety_rule_cuts_power(
+    service: Service, devices, rule, station_id, messages, subject, port
+) -> None:
+    station = devices(station_id)
+    for body in messages:
+        station.publish_raw(body)
+    await _assert_cut(service, station, rule, subject, port)
+
+
+async def test_garage_smoke_cuts_its_stations_and_opens_its_gates(
+    service: Service, devices, broker: PrivateBroker
+) -> None:
+    inside = [devices("cs-01"), devices("cs-02")]
+    outside = devices("cs-03")  # in the same community, not in the garage
+    client = DeviceClient(BrokerUrl.parse(broker.url("g-cq4")), client_id="g-cq4").connect()
+    try:
+        garage = SimulatedGarage(client, "g-cq4", ("north", "south"), Topics())
+        client.publish_raw(
+            "facilities/garage/g-cq4/telemetry",
+            '{"seq": 1, "ts": %f, "smoke": true, "occupancy": 80}' % time.time(),
+        )
+        db = service.settings.db
+        await _until(
+            db,
+            "SELECT rule, subject FROM alerts WHERE rule = 'smoke'",
+            [("smoke", "g-cq4")],
+            "garage smoke alert",
+        )
+        for station in inside:
+            await wait_for(
+                lambda s=station: any(c.port is None for c in s.commands),
+                what=f"{station.model.station} powered off",
+            )
+        await wait_for(
+            lambda: (
+                {c.action.value for c in garage.commands} == {"open"} and len(garage.commands) == 2
+            ),
+            what="both gates opened",
+        )
+        await _until(
+            db,
+            "SELECT device, gate, outcome FROM commands WHERE action = 'open' ORDER BY gate",
+            [("g-cq4", "north", "acked"), ("g-cq4", "south", "acked")],
+            "gate acks",
+        )
+        assert outside.commands == []
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def impatient(settings: Settings, site: Site, tmp_path: Path) -> AsyncIterator[Service]:
+    """The service with cs-12's and cs-13's commands timing out after 0.2 s (3 tries)."""
+    stations = dict(site.stations)
+    for sid in ("cs-12", "cs-13"):
+        fast = stations[sid].thresholds.merged({"command_timeout_s": 0.2})
+        stations[sid] = replace(stations[sid], thresholds=fast)
+    quick = replace(site, stations=stations)
+    running = Service(replace(settings, client_id=f"impatient-{uuid.uuid4().hex[:6]}"), quick)
+    async with running.running():
+        await wait_for(lambda: running.link.subscribed, what="subscription")
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("station_id", "behaviour", "outcome", "tries"),
+    [
+        ("cs-12", Behaviour.IGNORE, "timeout", 3),
+        ("cs-13", Behaviour.REFUSE, "refused", 1),
+    ],
+)
+async def test_a_command_that_is_not_carried_out_raises_command_failed(
+    impatient: Service, devices, station_id, behaviour, outcome, tries
+) -> None:
+    station = devices(station_id, behaviour)
+    station.publish_raw(_telemetry(1, [_charging(1)], leakage_ma=40.0))
+    db = impatient.settings.db
+    await _until(
+        db,
+        "SELECT rule, subject, severity FROM alerts WHERE rule = 'command_failed'",
+        [("command_failed", station_id, "critical")],
+        "command_failed alert",
+    )
+    assert query(db, "SELECT outcome, tries FROM commands") == [(outcome, tries)]
+    assert len(station.commands) == tries
+    assert len({c.id for c in station.commands}) == 1  # retries carry the same id
+
+
+async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -> None:
+    import json as _json
+
+    seen: list[tuple[str, bytes]] = []
+    observer = DeviceClient(
+        BrokerUrl.parse(broker.url("observer")), client_id=f"obs-{uuid.uuid4().hex[:6]}"
+    ).connect()
+    try:
+        observer.subscribe("facilities/alerts/#", lambda t, p: seen.append((t, p)))
+        station = devices("cs-14")
+        station.publish_raw(_telemetry(1, [_charging(1)], smoke=True))
+        await wait_for(
+            lambda: any(t == "facilities/alerts/smoke/cs-14" for t, _ in seen), what="alert on MQTT"
+        )
+        body = _json.loads(next(p for t, p in seen if t == "facilities/alerts/smoke/cs-14"))
+        assert (body["rule"], body["subject"], body["severity"], body["state"], body["change"]) == (
+            "smoke",
+            "cs-14",
+            "critical",
+            "active",
+            "raised",
+        )
+        assert body["actions"] == [
+            {"action": "power_off_station", "device": "cs-14", "port": None, "gate": None}
+        ]
+    finally:
+        observer.close()
