@@ -2,6 +2,7 @@
 that trips it; the service raises the alert and sends power_off; the simulated station
 obeys, acks, and reports the port disabled."""
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -56,9 +57,9 @@ def _charging(port: int, **fields: object) -> Port:
 
 
 async def _until(
-    db: Path, sql: str, expected: list[tuple[object, ...]], what: str, timeout_s: float = 10.0
+    db: Path, sql: str, params: tuple[object, ...], expected: list[tuple[object, ...]], what: str
 ) -> None:
-    await wait_for(lambda: query(db, sql) == expected, timeout_s=timeout_s, what=what)
+    await wait_for(lambda: query(db, sql, *params) == expected, what=what)
 
 
 async def _assert_cut(
@@ -67,7 +68,8 @@ async def _assert_cut(
     db = service.settings.db
     await _until(
         db,
-        f"SELECT rule, subject, severity, state FROM alerts WHERE rule = '{rule}'",
+        "SELECT rule, subject, severity, state FROM alerts WHERE rule = ?",
+        (rule,),
         [(rule, subject, "critical", "active")],
         f"{rule} alert",
     )
@@ -77,7 +79,8 @@ async def _assert_cut(
     )
     await _until(
         db,
-        f"SELECT action, port, outcome FROM commands WHERE reason = '{rule}'",
+        "SELECT action, port, outcome FROM commands WHERE reason = ?",
+        (rule,),
         [("power_off", port, "acked")],
         "the ack",
     )
@@ -86,8 +89,8 @@ async def _assert_cut(
         await _until(
             db,
             "SELECT state FROM port_samples INDEXED BY port_samples_by_port"
-            f" WHERE station = '{station.model.station}' AND port = {n}"
-            " ORDER BY ts DESC LIMIT 1",
+            " WHERE station = ? AND port = ? ORDER BY ts DESC LIMIT 1",
+            (station.model.station, n),
             [("disabled",)],
             f"port {n} reported disabled",
         )
@@ -148,12 +151,13 @@ async def test_garage_smoke_cuts_its_stations_and_opens_its_gates(
         garage = SimulatedGarage(client, "g-cq4", ("north", "south"), Topics())
         client.publish_raw(
             "facilities/garage/g-cq4/telemetry",
-            '{"seq": 1, "ts": %f, "smoke": true, "occupancy": 80}' % time.time(),
+            json.dumps({"seq": 1, "ts": time.time(), "smoke": True, "occupancy": 80}),
         )
         db = service.settings.db
         await _until(
             db,
             "SELECT rule, subject FROM alerts WHERE rule = 'smoke'",
+            (),
             [("smoke", "g-cq4")],
             "garage smoke alert",
         )
@@ -171,6 +175,7 @@ async def test_garage_smoke_cuts_its_stations_and_opens_its_gates(
         await _until(
             db,
             "SELECT device, gate, outcome FROM commands WHERE action = 'open' ORDER BY gate",
+            (),
             [("g-cq4", "north", "acked"), ("g-cq4", "south", "acked")],
             "gate acks",
         )
@@ -209,6 +214,7 @@ async def test_a_command_that_is_not_carried_out_raises_command_failed(
     await _until(
         db,
         "SELECT rule, subject, severity FROM alerts WHERE rule = 'command_failed'",
+        (),
         [("command_failed", station_id, "critical")],
         "command_failed alert",
     )
