@@ -112,7 +112,7 @@ def test_charging_rules_never_raise_and_are_pure(site, messages, later) -> None:
             spec.thresholds,
         )
     now = T0 + timedelta(seconds=elapsed + later)
-    for rule in CHARGING_RULES:
+    for rule in CHARGING_RULES.values():
         assert rule(live, spec, now) == rule(live, spec, now)
 
 
@@ -126,5 +126,5 @@ def test_garage_rules_never_raise_and_are_pure(site, messages, later) -> None:
             live, GarageTelemetry.model_validate_json(json.dumps(body)), T0 + timedelta(seconds=n)
         )
     now = T0 + timedelta(seconds=len(messages) + later)
-    for rule in GARAGE_RULES:
+    for rule in GARAGE_RULES.values():
         assert rule(live, spec, now) == rule(live, spec, now)

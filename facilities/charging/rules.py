@@ -1,4 +1,9 @@
-"""Charging rules of RULES.md: pure functions of live state, thresholds and the time."""
+"""Charging rules of RULES.md: pure functions of live state, thresholds and the time.
+
+A rule reports the subjects it finds firing, or within the hysteresis band of a limit (which
+holds an open alert); every other subject of the station it evaluated is clear. Reporting
+nothing in the common case keeps evaluation cheap: it runs on every message.
+"""
 
 import functools
 from collections import deque
@@ -29,49 +34,62 @@ def _station_off(station: str) -> tuple[Action, ...]:
 
 
 def _last_n_over(samples: deque[float], n: int, limit: float) -> bool:
-    return len(samples) >= n and all(s > limit for s in list(samples)[-n:])
+    if len(samples) < n:
+        return False
+    return all(samples[-i] > limit for i in range(1, n + 1))
+
+
+def _sustained(
+    rule: str,
+    subject: str,
+    samples: deque[float],
+    spec_limit: float,
+    spec: Station,
+    actions: Callable[[], tuple[Action, ...]],
+) -> list[Verdict]:
+    """Over `spec_limit` in `overload_samples` samples in a row (RULES.md: "2 in a row")."""
+    t = spec.thresholds
+    if not samples or samples[-1] < t.hysteresis * spec_limit:
+        return []
+    firing = _last_n_over(samples, t.overload_samples, spec_limit)
+    return [
+        Verdict(
+            rule,
+            subject,
+            firing,
+            Severity.CRITICAL,
+            clearable=False,
+            value=samples[-1],
+            actions=actions() if firing else (),
+        )
+    ]
 
 
 def port_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """A port over its rated power in `overload_samples` samples in a row: power it off."""
-    t = spec.thresholds
     verdicts = []
     for port in live.ports.values():
-        if not port.powers:
-            continue
-        firing = _last_n_over(port.powers, t.overload_samples, spec.port_max_w)
-        verdicts.append(
-            Verdict(
-                "port_overload",
-                port_subject(spec.id, port.port),
-                firing=firing,
-                severity=Severity.CRITICAL,
-                clearable=port.powers[-1] < t.hysteresis * spec.port_max_w,
-                value=port.powers[-1],
-                actions=_port_off(spec.id, port.port) if firing else (),
-            )
+        verdicts += _sustained(
+            "port_overload",
+            port_subject(spec.id, port.port),
+            port.powers,
+            spec.port_max_w,
+            spec,
+            functools.partial(_port_off, spec.id, port.port),
         )
     return verdicts
 
 
 def station_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The station over its supply in 2 samples in a row: shed ports, newest session first."""
-    t = spec.thresholds
-    if not live.total_powers:
-        return []
-    total = live.total_powers[-1]
-    firing = _last_n_over(live.total_powers, t.overload_samples, spec.station_max_w)
-    return [
-        Verdict(
-            "station_overload",
-            spec.id,
-            firing=firing,
-            severity=Severity.CRITICAL,
-            clearable=total < t.hysteresis * spec.station_max_w,
-            value=total,
-            actions=shed_load(live, spec.station_max_w) if firing else (),
-        )
-    ]
+    return _sustained(
+        "station_overload",
+        spec.id,
+        live.total_powers,
+        spec.station_max_w,
+        spec,
+        lambda: shed_load(live, spec.station_max_w),
+    )
 
 
 def shed_load(live: StationLive, limit_w: float) -> tuple[Action, ...]:
@@ -113,9 +131,7 @@ def port_over_temperature(live: StationLive, spec: Station, now: datetime) -> li
 def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The cabinet: a warning from `cabinet_temp_warn_c`, critical (power off) from max."""
     t = spec.thresholds
-    if live.temp_c is None:
-        return []
-    if live.temp_c >= t.cabinet_temp_max_c:
+    if live.temp_c is not None and live.temp_c >= t.cabinet_temp_max_c:
         return over(
             "over_temperature",
             spec.id,
@@ -185,145 +201,134 @@ def leakage(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
 
 def smoke(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The cabinet's smoke detector: station off."""
-    if live.smoke is None:
+    if not live.smoke:
         return []
-    return [
-        Verdict(
-            "smoke",
-            spec.id,
-            firing=live.smoke,
-            severity=Severity.CRITICAL,
-            actions=_station_off(spec.id) if live.smoke else (),
-        )
-    ]
+    return [Verdict("smoke", spec.id, True, Severity.CRITICAL, actions=_station_off(spec.id))]
 
 
-def _timer(
+def _timers(
     rule: str,
+    live: StationLive,
     spec: Station,
-    port: PortLive,
-    started: datetime | None,
+    started: Callable[[PortLive], datetime | None],
     after_s: float,
     now: datetime,
     severity: Severity,
     *,
     strictly: bool = False,
-) -> Verdict:
-    elapsed = (now - started).total_seconds() if started else 0.0
-    firing = started is not None and (elapsed > after_s if strictly else elapsed >= after_s)
-    return Verdict(
-        rule,
-        port_subject(spec.id, port.port),
-        firing=firing,
-        severity=severity,
-        value=elapsed,
-        actions=_port_off(spec.id, port.port) if firing else (),
-    )
+) -> list[Verdict]:
+    verdicts = []
+    for port in live.ports.values():
+        since = started(port)
+        if since is None:
+            continue
+        elapsed = (now - since).total_seconds()
+        if elapsed > after_s or (elapsed == after_s and not strictly):
+            verdicts.append(
+                Verdict(
+                    rule,
+                    port_subject(spec.id, port.port),
+                    True,
+                    severity,
+                    value=elapsed,
+                    actions=_port_off(spec.id, port.port),
+                )
+            )
+    return verdicts
 
 
 def charge_complete(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Plugged in and drawing under `charge_complete_w` for 120 min (充满自停): port off."""
-    t = spec.thresholds
-    return [
-        _timer(
-            "charge_complete", spec, p, p.low_power_since, t.charge_complete_s, now, Severity.INFO
-        )
-        for p in live.ports.values()
-    ]
+    return _timers(
+        "charge_complete",
+        live,
+        spec,
+        lambda p: p.low_power_since,
+        spec.thresholds.charge_complete_s,
+        now,
+        Severity.INFO,
+    )
 
 
 def no_load(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Switched on, nothing drawing and nothing delivered for 5 min: port off."""
-    t = spec.thresholds
-    return [
-        _timer("no_load", spec, p, p.no_load_since, t.no_load_s, now, Severity.INFO)
-        for p in live.ports.values()
-    ]
+    return _timers(
+        "no_load",
+        live,
+        spec,
+        lambda p: p.no_load_since,
+        spec.thresholds.no_load_s,
+        now,
+        Severity.INFO,
+    )
 
 
 def session_too_long(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
-    """Charging for more than 8 h: port off."""
-    t = spec.thresholds
-    verdicts = []
-    for port in live.ports.values():
-        started = port.session_started if port.state is PortState.CHARGING else None
-        # RULES.md: "more than 8 h", strictly
-        verdicts.append(
-            _timer(
-                "session_too_long",
-                spec,
-                port,
-                started,
-                t.session_max_s,
-                now,
-                Severity.WARNING,
-                strictly=True,
-            )
-        )
-    return verdicts
+    """Charging for more than 8 h (strictly): port off."""
+    return _timers(
+        "session_too_long",
+        live,
+        spec,
+        lambda p: p.session_started if p.state is PortState.CHARGING else None,
+        spec.thresholds.session_max_s,
+        now,
+        Severity.WARNING,
+        strictly=True,
+    )
 
 
 def device_fault(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """An open `fault` event (until `fault_cleared`); critical for dangerous codes."""
-    verdicts = []
-    subjects = [(spec.id, live.fault_code)] + [
+    faults = [(spec.id, live.fault_code)] + [
         (port_subject(spec.id, p.port), p.fault_code) for p in live.ports.values()
     ]
-    for subject, code in subjects:
-        severity = Severity.CRITICAL if code in FAULT_CRITICAL_CODES else Severity.WARNING
-        verdicts.append(
-            Verdict("device_fault", subject, firing=code is not None, severity=severity)
+    return [
+        Verdict(
+            "device_fault",
+            subject,
+            True,
+            Severity.CRITICAL if code in FAULT_CRITICAL_CODES else Severity.WARNING,
         )
-    return verdicts
+        for subject, code in faults
+        if code is not None
+    ]
 
 
 def offline(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Availability `offline`, or no message for `offline_intervals` telemetry intervals."""
     t = spec.thresholds
-    if live.online is None and live.last_seen is None:
-        return []  # never heard of since start: nothing to say yet
     silent_s = (now - live.last_seen).total_seconds() if live.last_seen else None
     stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
-    return [
-        Verdict(
-            "offline",
-            spec.id,
-            firing=live.online is False or stale,
-            severity=Severity.WARNING,
-            value=silent_s,
-        )
-    ]
+    if live.online is False or stale:
+        return [Verdict("offline", spec.id, True, Severity.WARNING, value=silent_s)]
+    return []
 
 
 def clock_skew(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The device's clock more than 10 min off the server's (rules use the receive time)."""
-    if live.clock_skew_s is None:
+    skew = live.clock_skew_s
+    if skew is None or abs(skew) <= spec.thresholds.clock_skew_s:
         return []
-    skew = abs(live.clock_skew_s)
-    return [
-        Verdict(
-            "clock_skew",
-            spec.id,
-            firing=skew > spec.thresholds.clock_skew_s,
-            severity=Severity.INFO,
-            value=live.clock_skew_s,
-        )
-    ]
+    return [Verdict("clock_skew", spec.id, True, Severity.INFO, value=skew)]
 
 
 # Evaluated on every message from the station: what a message can make true at once.
-EVIDENCE_RULES: tuple[ChargingRule, ...] = (
-    port_overload,
-    station_overload,
-    port_over_temperature,
-    over_temperature,
-    temperature_rise,
-    leakage,
-    smoke,
-    device_fault,
-    offline,
-    clock_skew,
-)
+EVIDENCE_RULES: dict[str, ChargingRule] = {
+    "port_overload": port_overload,
+    "station_overload": station_overload,
+    "port_over_temperature": port_over_temperature,
+    "over_temperature": over_temperature,
+    "temperature_rise": temperature_rise,
+    "leakage": leakage,
+    "smoke": smoke,
+    "device_fault": device_fault,
+    "offline": offline,
+    "clock_skew": clock_skew,
+}
 # Timers: only the clock makes them true, so the tick (every second) evaluates them.
-TIMER_RULES: tuple[ChargingRule, ...] = (charge_complete, no_load, session_too_long)
-CHARGING_RULES: tuple[ChargingRule, ...] = EVIDENCE_RULES + TIMER_RULES
+TIMER_RULES: dict[str, ChargingRule] = {
+    "charge_complete": charge_complete,
+    "no_load": no_load,
+    "session_too_long": session_too_long,
+}
+CHARGING_RULES: dict[str, ChargingRule] = EVIDENCE_RULES | TIMER_RULES

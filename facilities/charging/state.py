@@ -121,17 +121,20 @@ def apply_telemetry(
     live.last_seen = at
     live.online = True
     live.clock_skew_s = message.ts - at.timestamp()
+    window = timedelta(seconds=thresholds.temp_rise_window_s)
     if message.temp_c is not None:
         live.temp_c = message.temp_c
-        _remember(live.temps, at, message.temp_c, timedelta(seconds=thresholds.temp_rise_window_s))
+        _remember(live.temps, at, message.temp_c, window)
     if message.leakage_ma is not None:
         live.leakage_ma = message.leakage_ma
     if message.smoke is not None:
         live.smoke = message.smoke
     ended = []
     for reading in message.ports:
-        port = live.ports.setdefault(reading.port, PortLive(reading.port))
-        session = _apply_port(live.station, port, reading, at, thresholds)
+        port = live.ports.get(reading.port) or live.ports.setdefault(
+            reading.port, PortLive(reading.port)
+        )
+        session = _apply_port(live.station, port, reading, at, thresholds, window)
         if session is not None:
             ended.append(session)
     live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
@@ -146,7 +149,12 @@ _STATE_END_REASON = {
 
 
 def _apply_port(
-    station: str, port: PortLive, reading: PortReading, at: datetime, t: Thresholds
+    station: str,
+    port: PortLive,
+    reading: PortReading,
+    at: datetime,
+    t: Thresholds,
+    window: timedelta,
 ) -> Session | None:
     ended = None
     if reading.state is not port.state or port.since is None:
@@ -161,7 +169,7 @@ def _apply_port(
     port.energy_wh = reading.energy_wh
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
-        _remember(port.temps, at, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
+        _remember(port.temps, at, reading.temp_c, window)
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:

@@ -1,4 +1,8 @@
-"""Garage rules of RULES.md: pure functions of live state, thresholds and the time."""
+"""Garage rules of RULES.md: pure functions of live state, thresholds and the time.
+
+As for charging rules: a rule reports what fires (or sits in a hysteresis band); every other
+subject of the garage it evaluated is clear.
+"""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,16 +21,12 @@ def gate_subject(garage: str, gate: str) -> str:
 def smoke(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     """Smoke in a garage: every station inside off (fire linkage) and, when
     `fire_release_gates`, every gate open for evacuation."""
-    if live.smoke is None:
+    if not live.smoke:
         return []
-    actions: tuple[Action, ...] = ()
-    if live.smoke:
-        actions = tuple(Action(ActionKind.POWER_OFF_STATION, s) for s in spec.stations)
-        if spec.thresholds.fire_release_gates:
-            actions += tuple(Action(ActionKind.OPEN_GATE, spec.id, gate=g) for g in spec.gates)
-    return [
-        Verdict("smoke", spec.id, firing=live.smoke, severity=Severity.CRITICAL, actions=actions)
-    ]
+    actions = tuple(Action(ActionKind.POWER_OFF_STATION, s) for s in spec.stations)
+    if spec.thresholds.fire_release_gates:
+        actions += tuple(Action(ActionKind.OPEN_GATE, spec.id, gate=g) for g in spec.gates)
+    return [Verdict("smoke", spec.id, True, Severity.CRITICAL, actions=actions)]
 
 
 def over_temperature(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
@@ -62,11 +62,10 @@ def gate_held_open(live: GarageLive, spec: Garage, now: datetime) -> list[Verdic
     verdicts = []
     for gate in live.gates.values():
         held = (now - gate.since).total_seconds() if gate.open and gate.since else 0.0
-        verdicts.append(
-            Verdict(
-                "gate_held_open", gate_subject(spec.id, gate.gate), firing=held >= limit, value=held
+        if held >= limit:
+            verdicts.append(
+                Verdict("gate_held_open", gate_subject(spec.id, gate.gate), True, value=held)
             )
-        )
     return verdicts
 
 
@@ -74,13 +73,9 @@ def gate_forced(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     """A `forced_open` event: fires for `clear_after_s` after each one, then may clear."""
     window = timedelta(seconds=spec.thresholds.clear_after_s)
     return [
-        Verdict(
-            "gate_forced",
-            gate_subject(spec.id, gate.gate),
-            severity=Severity.CRITICAL,
-            firing=gate.forced_at is not None and now - gate.forced_at <= window,
-        )
+        Verdict("gate_forced", gate_subject(spec.id, gate.gate), True, Severity.CRITICAL)
         for gate in live.gates.values()
+        if gate.forced_at is not None and now - gate.forced_at <= window
     ]
 
 
@@ -91,47 +86,41 @@ def access_denied_burst(live: GarageLive, spec: Garage, now: datetime) -> list[V
     verdicts = []
     for gate in live.gates.values():
         recent = sum(1 for at in gate.denied if now - at <= window)
-        verdicts.append(
-            Verdict(
-                "access_denied_burst",
-                gate_subject(spec.id, gate.gate),
-                firing=recent >= t.denied_burst_count,
-                value=float(recent),
+        if recent >= t.denied_burst_count:
+            verdicts.append(
+                Verdict(
+                    "access_denied_burst",
+                    gate_subject(spec.id, gate.gate),
+                    True,
+                    value=float(recent),
+                )
             )
-        )
     return verdicts
 
 
 def offline(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     t = spec.thresholds
-    if live.online is None and live.last_seen is None:
-        return []
     silent_s = (now - live.last_seen).total_seconds() if live.last_seen else None
     stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
-    return [Verdict("offline", spec.id, firing=live.online is False or stale, value=silent_s)]
+    if live.online is False or stale:
+        return [Verdict("offline", spec.id, True, value=silent_s)]
+    return []
 
 
 def clock_skew(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
-    if live.clock_skew_s is None:
+    skew = live.clock_skew_s
+    if skew is None or abs(skew) <= spec.thresholds.clock_skew_s:
         return []
-    return [
-        Verdict(
-            "clock_skew",
-            spec.id,
-            severity=Severity.INFO,
-            value=live.clock_skew_s,
-            firing=abs(live.clock_skew_s) > spec.thresholds.clock_skew_s,
-        )
-    ]
+    return [Verdict("clock_skew", spec.id, True, Severity.INFO, value=skew)]
 
 
-GARAGE_RULES: tuple[GarageRule, ...] = (
-    smoke,
-    over_temperature,
-    over_capacity,
-    gate_held_open,
-    gate_forced,
-    access_denied_burst,
-    offline,
-    clock_skew,
-)
+GARAGE_RULES: dict[str, GarageRule] = {
+    "smoke": smoke,
+    "over_temperature": over_temperature,
+    "over_capacity": over_capacity,
+    "gate_held_open": gate_held_open,
+    "gate_forced": gate_forced,
+    "access_denied_burst": access_denied_burst,
+    "offline": offline,
+    "clock_skew": clock_skew,
+}

@@ -110,11 +110,12 @@ def judge(
         if alert.clear_since is None:
             return None
         return Transition(Change.UPDATED, replace(alert, clear_since=None, value=verdict.value))
+    value = verdict.value if verdict.value is not None else alert.value
     if alert.clear_since is None:
-        return Transition(Change.UPDATED, replace(alert, clear_since=now, value=verdict.value))
+        return Transition(Change.UPDATED, replace(alert, clear_since=now, value=value))
     if (now - alert.clear_since).total_seconds() >= clear_after_s:
         cleared = replace(
-            alert, state=AlertState.CLEARED, cleared_at=now, updated_at=now, value=verdict.value
+            alert, state=AlertState.CLEARED, cleared_at=now, updated_at=now, value=value
         )
         return Transition(Change.CLEARED, cleared)
     return None

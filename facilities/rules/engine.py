@@ -1,5 +1,6 @@
 """State → verdicts → alert transitions and actions. Pure: time comes in, nothing goes out."""
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -116,22 +117,40 @@ class Engine:
     def _station(self, station: str, now: datetime, *, evidence: bool) -> list[Transition]:
         spec, live = self.site.stations[station], self.stations[station]
         rules = EVIDENCE_RULES if evidence else CHARGING_RULES
-        verdicts = [v for rule in rules for v in rule(live, spec, now)]
-        return self._judge(verdicts, now, spec.thresholds.clear_after_s, evidence)
+        verdicts = [v for rule in rules.values() for v in rule(live, spec, now)]
+        return self._judge(
+            station, rules.keys(), verdicts, now, spec.thresholds.clear_after_s, evidence
+        )
 
     def _garage(self, garage_id: str, now: datetime, *, evidence: bool) -> list[Transition]:
         spec, live = self.site.garages[garage_id], self.garages[garage_id]
-        verdicts = [v for rule in GARAGE_RULES for v in rule(live, spec, now)]
-        return self._judge(verdicts, now, spec.thresholds.clear_after_s, evidence)
+        verdicts = [v for rule in GARAGE_RULES.values() for v in rule(live, spec, now)]
+        return self._judge(
+            garage_id, GARAGE_RULES.keys(), verdicts, now, spec.thresholds.clear_after_s, evidence
+        )
 
     def _judge(
-        self, verdicts: list[Verdict], now: datetime, clear_after_s: float, evidence: bool
+        self,
+        device: str,
+        evaluated: Collection[str],
+        verdicts: list[Verdict],
+        now: datetime,
+        clear_after_s: float,
+        evidence: bool,
     ) -> list[Transition]:
+        """Judge what the rules reported, and count as clear every open alert of `device`
+        whose rule was evaluated and did not report its subject."""
+        reported = {(v.rule, v.subject) for v in verdicts}
+        for (rule, subject), alert in self.alerts.items():
+            if (
+                rule in evaluated
+                and (rule, subject) not in reported
+                and (subject == device or subject.startswith(device + "/"))
+            ):
+                verdicts.append(Verdict(rule, subject, False, alert.severity, clearable=True))
         transitions = []
         for verdict in verdicts:
             key = (verdict.rule, verdict.subject)
-            if not verdict.firing and key not in self.alerts:
-                continue  # the common case: nothing wrong, nothing open
             transition = judge(
                 self.alerts.get(key), verdict, now, clear_after_s=clear_after_s, evidence=evidence
             )

@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -59,7 +60,9 @@ class RulesRuntime:
         self._tick_s = tick_s
         self._lock = threading.Lock()  # the engine is fed from paho's thread and ticked here
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Observation] = asyncio.Queue()
+        # What the engine said, in the order it said it (appended under the engine lock).
+        self._pending: deque[Observation] = deque()
+        self._wake = asyncio.Event()
         self._last_seen: dict[tuple[str, MessageKind, str | None], tuple[int, float]] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.commands_sent = 0
@@ -81,8 +84,12 @@ class RulesRuntime:
             self._last_seen[key] = mark
         with self._lock:
             observation = self.engine.observe(message)
-        if (observation.transitions or observation.sessions) and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, observation)
+            if observation.transitions or observation.sessions:
+                self._pending.append(observation)
+            else:
+                return
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- asyncio -----------------------------------------------------------------------------
 
@@ -97,30 +104,54 @@ class RulesRuntime:
                 tasks.create_task(self._process(), name="rules-process")
         finally:
             self._tasks = None
+            await self._store_pending()
             await self.save_state()
+
+    async def _store_pending(self) -> None:
+        """At shutdown: store what the engine said and was not handled yet (its commands can
+        no longer be sent: the alerts stay open and are restored at the next start)."""
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        transitions = [t for o in left for t in o.transitions]
+        sessions = [s for o in left for s in o.sessions]
+        unsent = sum(len(t.actions) for t in transitions)
+        if unsent:
+            log.warning("stopping: %d actions not sent", unsent)
+        if transitions or sessions:
+            async with self._db.transaction() as conn:
+                await store.save_transitions(conn, transitions)
+                await store.save_sessions(conn, sessions)
 
     async def tick(self) -> None:
         """One evaluation of every rule at the clock's now (the ticker calls it every second)."""
         now = self._clock()
         with self._lock:
             transitions = self.engine.tick(now)
-        if transitions:
-            await self._handle(Observation(transitions))
+            if transitions:
+                self._pending.append(Observation(transitions))
+                self._wake.set()
 
     async def acknowledge(self, key: tuple[str, str], who: str) -> Alert | None:
         with self._lock:
             transition = self.engine.acknowledge(key, who, self._clock())
-        if transition is None:
-            return None
-        await self._handle(Observation([transition]))
+            if transition is None:
+                return None
+            self._pending.append(Observation([transition]))
+            self._wake.set()
         return transition.alert
 
     async def save_state(self) -> None:
-        """Snapshot the live state: serialised under the lock, written outside it."""
-        with self._lock:
-            rows = store.live_state_rows(
-                self.engine.stations.values(), self.engine.garages.values(), self._clock()
-            )
+        """Snapshot the live state: each device serialised under the lock (one at a time, so
+        that paho's thread never waits for more than one), written outside it."""
+        now = self._clock()
+        rows = []
+        for station in self.engine.stations.values():
+            with self._lock:
+                rows += store.live_state_rows([station], [], now)
+        for garage in self.engine.garages.values():
+            with self._lock:
+                rows += store.live_state_rows([], [garage], now)
         async with self._db.transaction() as conn:
             await store.write_live_state(conn, rows)
 
@@ -136,16 +167,29 @@ class RulesRuntime:
 
     async def _process(self) -> None:
         while True:
-            merged = await self._queue.get()
-            # Whatever else is waiting goes in the same transaction: a device repeating the
-            # same evidence many times a second must not cost a commit each time.
-            while not self._queue.empty():
-                more = self._queue.get_nowait()
-                merged.transitions += more.transitions
-                merged.sessions += more.sessions
-            await self._handle(merged)
+            await self._wake.wait()
+            self._wake.clear()
+            # Everything waiting goes in one transaction: a device repeating the same
+            # evidence many times a second must not cost a commit each time.
+            merged = Observation()
+            with self._lock:
+                while self._pending:
+                    more = self._pending.popleft()
+                    merged.transitions += more.transitions
+                    merged.sessions += more.sessions
+            if not (merged.transitions or merged.sessions):
+                continue
+            try:
+                await self._handle(merged)
+            except asyncio.CancelledError:
+                # stopping mid-way: the transaction rolled back; `run` stores it on the way out
+                with self._lock:
+                    self._pending.appendleft(merged)
+                raise
 
     async def _handle(self, observation: Observation) -> None:
+        """Act on, publish and store transitions, in the order the engine made them: only
+        `_process` calls this, so an alert cleared and raised again is stored in that order."""
         # Commands first: a power-off must not wait for the database.
         for transition in observation.transitions:
             for action in transition.actions:
@@ -186,7 +230,8 @@ class RulesRuntime:
         detail = f"{action} {target.subject}: {result.error or result.outcome}"
         with self._lock:
             transition = self.engine.command_failed(target.subject, detail, self._clock())
-        await self._handle(Observation([transition]))
+            self._pending.append(Observation([transition]))
+            self._wake.set()
 
     def _publish(self, transition: Transition) -> None:
         """`facilities/alerts/{rule}/{subject}`: retained while open, for displays that come

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Severity(StrEnum):
@@ -26,13 +27,13 @@ class Action:
     gate: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """A rule's reading of one subject (`cs-07`, `cs-07/3`, `g-hc3`, `g-hc3/north`).
 
     `firing`: the condition holds now. `clearable`: it is far enough from the limit (below
     the hysteresis band) for an open alert to start counting down to cleared. A verdict that
-    neither fires nor is clearable holds an open alert as it is.
+    neither fires nor is clearable holds an open alert as it is. (A named tuple: rules make
+    dozens per message, and a tuple is the cheapest immutable value to make.)
     """
 
     rule: str
@@ -55,17 +56,18 @@ def over(
     actions: tuple[Action, ...] = (),
     inclusive: bool = True,
 ) -> list[Verdict]:
-    """A numeric threshold: fires at (or above) `limit`, clears below `hysteresis` × limit."""
-    if value is None:
+    """A numeric threshold: fires at (or above) `limit`; held open down to `hysteresis` ×
+    limit; below that (or without a value) nothing is reported: clear."""
+    if value is None or value < hysteresis * limit:
         return []
     firing = value >= limit if inclusive else value > limit
     return [
         Verdict(
             rule,
             subject,
-            firing=firing,
-            severity=severity,
-            clearable=value < hysteresis * limit,
+            firing,
+            severity,
+            clearable=False,
             value=value,
             actions=actions if firing else (),
         )
