@@ -35,6 +35,7 @@ schemas: setup
 # Benchmarks run on demand, never in `make test`.
 bench: setup
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/alert_latency.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
