@@ -36,7 +36,8 @@ class Feed:
     def station(
         self, station: str, t: float, *, ports: list[dict[str, Any]] | None = None, **fields: Any
     ) -> list[Transition]:
-        body = {"seq": self.seq, "ts": at(t).timestamp(), "ports": ports or [], **fields}
+        ts = at(t).timestamp() + fields.pop("ts_offset", 0.0)  # a device clock that is off
+        body = {"seq": self.seq, "ts": ts, "ports": ports or [], **fields}
         payload = StationTelemetry.model_validate_json(json.dumps(body))
         return self._send(Route(MessageKind.STATION_TELEMETRY, station), payload, t)
 

@@ -84,11 +84,15 @@ class RulesRuntime:
             self._last_seen[key] = mark
         with self._lock:
             observation = self.engine.observe(message)
-            if observation.transitions or observation.sessions:
-                self._pending.append(observation)
-            else:
+            if not (observation.transitions or observation.sessions):
                 return
-        if self._loop is not None:
+            self._pending.append(observation)
+        # More evidence for an open alert (a device repeating itself) waits for the next
+        # tick, within a second; anything that changes an alert or asks for action goes now.
+        urgent = observation.sessions or any(
+            t.change is not Change.UPDATED for t in observation.transitions
+        )
+        if urgent and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- asyncio -----------------------------------------------------------------------------
@@ -130,6 +134,7 @@ class RulesRuntime:
             transitions = self.engine.tick(now)
             if transitions:
                 self._pending.append(Observation(transitions))
+            if self._pending:  # also the updates that observe() left for the tick
                 self._wake.set()
 
     async def acknowledge(self, key: tuple[str, str], who: str) -> Alert | None:
