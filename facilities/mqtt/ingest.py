@@ -80,7 +80,6 @@ class Ingest:
         self._stopping = False
         self._availability: dict[str, str] = {}
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
-        self.listeners: list[Listener] = []  # after the commit, on the writer
         # Before the commit, on paho's thread: the rules see the first evidence at once.
         self.observers: list[Listener] = []
         self.committed = 0
@@ -193,7 +192,6 @@ class Ingest:
         acked = acker.ack([(item.mid, item.generation) for item in pending])
         self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - pending[0].received_at))
         self._count(rows, inserted, kinds, extra, rejected, len(pending))
-        self._notify(pending)
         if acked < len(pending):
             log.info(
                 "%d committed messages left for redelivery (link changed)", len(pending) - acked
@@ -236,12 +234,6 @@ class Ingest:
             self._log_rejected(message)
         self.committed += total
         self.quarantined += len(rejected)
-
-    def _notify(self, pending: list[_Pending]) -> None:
-        for item in pending:
-            if isinstance(item.message, Accepted):
-                for listener in self.listeners:
-                    listener(item.message)
 
     def _log_rejected(self, message: Rejected) -> None:
         """Log each quarantined message once, truncated; at most 10 a minute per reason."""
