@@ -12,7 +12,15 @@ from datetime import datetime
 
 from facilities.charging.payloads import PortState
 from facilities.charging.state import FAULT_CRITICAL_CODES, PortLive, StationLive
-from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict, over
+from facilities.rules.verdicts import (
+    Action,
+    ActionKind,
+    Severity,
+    Verdict,
+    device_clock_skew,
+    device_offline,
+    over,
+)
 from facilities.site import Station
 
 ChargingRule = Callable[[StationLive, Station, datetime], list[Verdict]]
@@ -296,20 +304,12 @@ def device_fault(live: StationLive, spec: Station, now: datetime) -> list[Verdic
 
 def offline(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Availability `offline`, or no message for `offline_intervals` telemetry intervals."""
-    t = spec.thresholds
-    silent_s = (now - live.last_seen).total_seconds() if live.last_seen else None
-    stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
-    if live.online is False or stale:
-        return [Verdict("offline", spec.id, True, Severity.WARNING, value=silent_s)]
-    return []
+    return device_offline(spec.id, live.online, live.last_seen, spec.thresholds, now)
 
 
 def clock_skew(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The device's clock more than 10 min off the server's (rules use the receive time)."""
-    skew = live.clock_skew_s
-    if skew is None or abs(skew) <= spec.thresholds.clock_skew_s:
-        return []
-    return [Verdict("clock_skew", spec.id, True, Severity.INFO, value=skew)]
+    return device_clock_skew(spec.id, live.clock_skew_s, spec.thresholds)
 
 
 # Evaluated on every message from the station: what a message can make true at once.

@@ -8,7 +8,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from facilities.garage.state import GarageLive
-from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict, over
+from facilities.rules.verdicts import (
+    Action,
+    ActionKind,
+    Severity,
+    Verdict,
+    device_clock_skew,
+    device_offline,
+    over,
+)
 from facilities.site import Garage
 
 GarageRule = Callable[[GarageLive, Garage, datetime], list[Verdict]]
@@ -99,19 +107,11 @@ def access_denied_burst(live: GarageLive, spec: Garage, now: datetime) -> list[V
 
 
 def offline(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
-    t = spec.thresholds
-    silent_s = (now - live.last_seen).total_seconds() if live.last_seen else None
-    stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
-    if live.online is False or stale:
-        return [Verdict("offline", spec.id, True, value=silent_s)]
-    return []
+    return device_offline(spec.id, live.online, live.last_seen, spec.thresholds, now)
 
 
 def clock_skew(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
-    skew = live.clock_skew_s
-    if skew is None or abs(skew) <= spec.thresholds.clock_skew_s:
-        return []
-    return [Verdict("clock_skew", spec.id, True, Severity.INFO, value=skew)]
+    return device_clock_skew(spec.id, live.clock_skew_s, spec.thresholds)
 
 
 GARAGE_RULES: dict[str, GarageRule] = {

@@ -1,8 +1,11 @@
 """What a rule says about one subject at one moment, and what it asks to be done."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
+
+from facilities.rules.thresholds import Thresholds
 
 
 class Severity(StrEnum):
@@ -72,3 +75,22 @@ def over(
             actions=actions if firing else (),
         )
     ]
+
+
+def device_offline(
+    device: str, online: bool | None, last_seen: datetime | None, t: Thresholds, now: datetime
+) -> list[Verdict]:
+    """`offline` for any device: its Will said so, or nothing for `offline_intervals`
+    telemetry intervals (on the server's clock)."""
+    silent_s = (now - last_seen).total_seconds() if last_seen else None
+    stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
+    if online is False or stale:
+        return [Verdict("offline", device, True, Severity.WARNING, value=silent_s)]
+    return []
+
+
+def device_clock_skew(device: str, skew_s: float | None, t: Thresholds) -> list[Verdict]:
+    """`clock_skew` for any device: its clock more than `clock_skew_s` off the server's."""
+    if skew_s is None or abs(skew_s) <= t.clock_skew_s:
+        return []
+    return [Verdict("clock_skew", device, True, Severity.INFO, value=skew_s)]
