@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 import aiosqlite
 from prometheus_client import CollectorRegistry
 
+from facilities.engine import Engine
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.rules.engine import Engine
-from facilities.rules.runtime import RulesRuntime
+from facilities.runtime import RulesRuntime
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store import rules as rules_store

@@ -1,1 +1,1 @@
-"""Rules: thresholds now; the engine arrives with the rules issue."""
+"""Rule vocabulary shared by charging and garage rules: thresholds, verdicts, alerts."""

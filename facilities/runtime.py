@@ -8,11 +8,11 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from facilities.engine import Engine, Observation
 from facilities.messages import Accepted, MessageKind
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.alerts import Alert, Change, Transition
-from facilities.rules.engine import Engine, Observation
 from facilities.rules.verdicts import Action, ActionKind
 from facilities.store import rules as store
 from facilities.store.db import SharedWriter
