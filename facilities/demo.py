@@ -42,9 +42,9 @@ async def run_demo(
             loop.add_signal_handler(sig, stop.set)
         if run_for_s > 0:
             loop.call_later(run_for_s, stop.set)
-        async with service.running():
-            await asyncio.to_thread(fleet.connect)
-            try:
+        try:
+            async with service.running():
+                await asyncio.to_thread(fleet.connect)
                 host, port = sock.getsockname()[:2]
                 _say(
                     f"broker   mqtt://127.0.0.1:{broker.port} (private, config in "
@@ -61,8 +61,9 @@ async def run_demo(
                     sim.cancel()
                     progress.cancel()
                 stored = service.ingest.committed
-            finally:
-                fleet.close()
+        finally:
+            # the devices go after the service: the demo's stop is not a district-wide outage
+            fleet.close()
         _say(f"stopped: {stored} messages stored in {db}")
     finally:
         await asyncio.to_thread(broker.stop)
