@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "site", DEFAULT_SITE, "site file")
     _option(demo, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT (port 0: any free port)")
     _option(demo, "speed", "60", "simulated time runs this many times faster", kind=float)
+    _option(demo, "scenario", "normal", "normal, or a fault scenario (see simulate)")
     _option(demo, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
     _option(demo, "db", "./var/demo.db", "SQLite file of the demo")
 
@@ -82,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     _option(simulate, "site", DEFAULT_SITE, "site file")
     _option(simulate, "broker", DEFAULT_BROKER, "mqtt://host:port (user/password: see below)")
     _option(simulate, "credentials", "", "TOML file of device passwords from broker-config")
-    _option(simulate, "scenario", "normal", "normal, or a fault scenario")
+    _option(
+        simulate,
+        "scenario",
+        "normal",
+        "normal, or a fault 10 s in: overload, overheat, leakage, smoke, garage-smoke",
+    )
     _option(simulate, "speed", "1", "simulated time runs this many times faster", kind=float)
     _option(simulate, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
     _option(simulate, "topic-prefix", "facilities", "MQTT topic prefix")
@@ -171,6 +177,7 @@ def _demo(args: argparse.Namespace) -> int:
             listen=Listen.parse(args.listen),
             db=Path(args.db),
             speed=args.speed,
+            scenario=args.scenario,
             run_for_s=args.run_for,
         )
     )

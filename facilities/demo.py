@@ -21,7 +21,13 @@ PROGRESS_EVERY_S = 5.0
 
 
 async def run_demo(
-    *, site_path: Path, listen: Listen, db: Path, speed: float, run_for_s: float = 0.0
+    *,
+    site_path: Path,
+    listen: Listen,
+    db: Path,
+    speed: float,
+    run_for_s: float = 0.0,
+    scenario: str = "normal",
 ) -> None:
     """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress."""
     site = load_site(site_path)
@@ -34,7 +40,11 @@ async def run_demo(
         )
         service = Service(settings, site)
         fleet = Fleet(
-            site, BrokerUrl.parse(broker.url()), credentials=broker.credentials, speed=speed
+            site,
+            BrokerUrl.parse(broker.url()),
+            credentials=broker.credentials,
+            speed=speed,
+            scenario=scenario,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

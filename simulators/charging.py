@@ -92,6 +92,12 @@ class StationModel:
     seq_telemetry: int = 0
     seq_event: int = 0
     pending_events: list[tuple[int | None, StationEventType]] = field(default_factory=list)
+    # Fault scenarios (see simulators.fleet.SCENARIOS); each stops once the service has
+    # switched the port (or the station) off, as the real hazard would.
+    overload_port: int | None = None
+    overheat_port: int | None = None
+    leaking: bool = False
+    smoking: bool = False
 
     @classmethod
     def new(cls, station: str, ports: int, rng: random.Random, hour: float) -> "StationModel":
@@ -102,6 +108,18 @@ class StationModel:
                 port.plug_in(rng)
                 port.soc = rng.uniform(0.2, 0.95)
         return model
+
+    def _faults(self) -> None:
+        for port in self.ports:
+            if port.state is PortState.DISABLED:
+                continue
+            if port.port == self.overload_port:  # a faulty charger drawing far too much
+                port.state, port.power_w = PortState.CHARGING, 1400.0
+            if port.port == self.overheat_port:  # a poor contact in the socket
+                port.temp_c = 72.0
+
+    def powered(self) -> bool:
+        return any(p.state is not PortState.DISABLED for p in self.ports)
 
     def advance(self, dt_s: float, hour: float, rng: random.Random) -> None:
         """Simulate `dt_s` seconds at `hour` of the day (0-24)."""
@@ -131,6 +149,7 @@ class StationModel:
             # the socket warms with the current through it and cools towards ambient
             target = self.ambient_c + port.power_w / 35.0
             port.temp_c += (target - port.temp_c) * min(1.0, dt_s / 300.0)
+        self._faults()
 
     def power_off(self, port: int | None) -> None:
         """A `power_off` command: the port (or every port) is switched off, `disabled`."""
@@ -166,8 +185,8 @@ class StationModel:
             seq=self.seq_telemetry,
             ts=ts,
             temp_c=round(self.ambient_c + 3.0 + total_w / 700.0, 1),
-            leakage_ma=round(rng.uniform(0.5, 4.0), 1),
-            smoke=False,
+            leakage_ma=42.0 if self.leaking and self.powered() else round(rng.uniform(0.5, 4.0), 1),
+            smoke=self.smoking and self.powered(),
             ports=readings,
         )
         self.seq_telemetry += 1

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 TELEMETRY_INTERVAL_S = 10.0  # PROTOCOL.md: every 10 s by default
 MIN_REAL_INTERVAL_S = 0.05  # at high speed-ups, don't flood: simulated steps just get longer
-SCENARIOS = ("normal",)
+# Fault scenarios, each on one device FAULT_AFTER_S after the start; the service's answer
+# (power off, gates open) ends it, as it would end the real hazard.
+SCENARIOS = ("normal", "overload", "overheat", "leakage", "smoke", "garage-smoke")
+FAULT_AFTER_S = 10.0
+GARAGE_SMOKE_S = 300.0  # simulated seconds of smoke in the garage-smoke scenario
 _SHANGHAI_UTC_OFFSET_H = 8
 
 
@@ -51,7 +55,8 @@ class SimClock:
 
 
 class Fleet:
-    """Connects one client per device and runs their loops until stopped."""
+    """Connects one client per device and runs their loops until stopped. Devices answer the
+    service's commands as real ones do (a power_off switches the port off)."""
 
     def __init__(
         self,
@@ -62,7 +67,12 @@ class Fleet:
         speed: float = 1.0,
         topics: Topics | None = None,
         seed: int | None = None,
+        scenario: str = "normal",
+        fault_after_s: float = FAULT_AFTER_S,
     ) -> None:
+        if scenario not in SCENARIOS:
+            known = ", ".join(SCENARIOS)
+            raise OperatorError(f"--scenario {scenario!r}: known scenarios are {known}")
         self.site = site
         self.url = url
         self.credentials = credentials
@@ -70,10 +80,12 @@ class Fleet:
         self.topics = topics or Topics()
         self.rng = random.Random(seed)
         self.interval_s = max(MIN_REAL_INTERVAL_S, TELEMETRY_INTERVAL_S / speed)
+        self.scenario = scenario
+        self.fault_after_s = fault_after_s
         self.published = 0
         self.clients: dict[str, DeviceClient] = {}
         self.stations: dict[str, SimulatedStation] = {}
-        self.garages: dict[str, SimulatedGarage] = {}
+        self.garages: dict[str, tuple[GarageModel, SimulatedGarage]] = {}
 
     def _url_for(self, device: str) -> BrokerUrl:
         if self.credentials is None:
@@ -83,60 +95,79 @@ class Fleet:
         return replace(self.url, username=device, password=self.credentials[device])
 
     def connect(self) -> None:
-        for station in self.site.stations:
-            topic = self.topics.station(station, "availability")
-            client = DeviceClient(
-                self._url_for(station), client_id=station, availability_topic=topic
-            )
-            self.clients[station] = client.connect()
-        for garage in self.site.garages:
-            topic = self.topics.garage(garage, "availability")
-            client = DeviceClient(self._url_for(garage), client_id=garage, availability_topic=topic)
-            self.clients[garage] = client.connect()
+        """Connect every device as itself and subscribe it to its commands (blocking: call it
+        from a thread in async code)."""
+        hour = self.clock.hour()
+        for station in self.site.stations.values():
+            client = self._connect(station.id, self.topics.station(station.id, "availability"))
+            model = StationModel.new(station.id, station.ports, self.rng, hour)
+            self.stations[station.id] = SimulatedStation(client, model, self.topics)
+        for garage in self.site.garages.values():
+            client = self._connect(garage.id, self.topics.garage(garage.id, "availability"))
+            gmodel = GarageModel.new(garage.id, garage.capacity, garage.gates, hour)
+            device = SimulatedGarage(client, garage.id, garage.gates, self.topics)
+            self.garages[garage.id] = (gmodel, device)
         log.info("%d simulated devices connected to %s", len(self.clients), self.url.display())
 
-    def _connect(self, device: str, availability: str) -> None:
+    def _connect(self, device: str, availability: str) -> DeviceClient:
         url = self._url_for(device)
         client = DeviceClient(url, client_id=device, availability_topic=availability)
         self.clients[device] = client.connect()
+        return client
 
     async def run(self) -> None:
         """Publish for every device until cancelled; each device starts at a random phase."""
-        hour = self.clock.hour()
         async with asyncio.TaskGroup() as tasks:
-            for station in self.site.stations.values():
-                model = StationModel.new(station.id, station.ports, self.rng, hour)
-                tasks.create_task(self._station(model), name=f"sim-{station.id}")
-            for garage in self.site.garages.values():
-                gmodel = GarageModel.new(garage.id, garage.capacity, garage.gates, hour)
-                tasks.create_task(self._garage(gmodel), name=f"sim-{garage.id}")
+            for station in self.stations.values():
+                tasks.create_task(self._station(station), name=f"sim-{station.model.station}")
+            for garage_id, (model, device) in self.garages.items():
+                tasks.create_task(self._garage(model, device), name=f"sim-{garage_id}")
+            if self.scenario != "normal":
+                tasks.create_task(self._fault(), name=f"sim-fault-{self.scenario}")
 
-    async def _station(self, model: StationModel) -> None:
-        client = self.clients[model.station]
+    async def _fault(self) -> None:
+        await asyncio.sleep(self.fault_after_s)
+        if self.scenario == "garage-smoke":
+            garage_id = sorted(self.garages)[0]
+            self.garages[garage_id][0].smoke_left_s = GARAGE_SMOKE_S
+            log.warning("scenario: smoke in garage %s", garage_id)
+            return
+        station = self.stations[sorted(self.stations)[0]]
+        with station.lock:
+            target = station.model
+            if self.scenario == "overload":
+                target.overload_port = 1
+            elif self.scenario == "overheat":
+                target.overheat_port = 1
+            elif self.scenario == "leakage":
+                target.leaking = True
+            elif self.scenario == "smoke":
+                target.smoking = True
+        log.warning("scenario: %s at %s", self.scenario, target.station)
+
+    async def _station(self, device: SimulatedStation) -> None:
+        model, client = device.model, device.client
         await asyncio.sleep(self.rng.uniform(0, self.interval_s))
         while True:
-            model.advance(self.interval_s * self.clock.speed, self.clock.hour(), self.rng)
-            now = time.time()
-            for event in model.take_events(now):
-                client.publish(self.topics.station(model.station, "event"), event)
-                self.published += 1
-            telemetry = model.telemetry(now, self.rng)
-            client.publish(self.topics.station(model.station, "telemetry"), telemetry)
+            with device.lock:
+                model.advance(self.interval_s * self.clock.speed, self.clock.hour(), self.rng)
+                now = time.time()
+                for event in model.take_events(now):
+                    client.publish(self.topics.station(model.station, "event"), event)
+                    self.published += 1
+                device.publish(model.telemetry(now, self.rng))
             self.published += 1
             await asyncio.sleep(self.interval_s)
 
-    async def _garage(self, model: GarageModel) -> None:
-        client = self.clients[model.garage]
+    async def _garage(self, model: GarageModel, device: SimulatedGarage) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.interval_s))
         while True:
             model.advance(self.interval_s * self.clock.speed, self.clock.hour(), self.rng)
-            now = time.time()
-            for gate, event in model.take_events(now):
-                client.publish(self.topics.gate(model.garage, gate, "event"), event)
+            for gate, kind, credential in model.take_pending():
+                device.gate_event(gate, kind, credential)
                 self.published += 1
-            client.publish(
-                self.topics.garage(model.garage, "telemetry"), model.telemetry(now, self.rng)
-            )
+            telemetry = model.telemetry(time.time(), self.rng)
+            device.client.publish(self.topics.garage(model.garage, "telemetry"), telemetry)
             self.published += 1
             await asyncio.sleep(self.interval_s)
 
@@ -157,8 +188,6 @@ async def run_fleet(
     topic_prefix: str = "facilities",
 ) -> None:
     """`facilities simulate`: run every device of the site until Ctrl-C (or `run_for_s`)."""
-    if scenario not in SCENARIOS:
-        raise OperatorError(f"--scenario {scenario!r}: known scenarios are {', '.join(SCENARIOS)}")
     credentials = load_credentials(credentials_path) if credentials_path else None
     fleet = Fleet(
         site,
@@ -166,6 +195,7 @@ async def run_fleet(
         credentials=credentials,
         speed=speed,
         topics=Topics(topic_prefix),
+        scenario=scenario,
     )
     await asyncio.to_thread(fleet.connect)
     try:

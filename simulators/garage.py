@@ -40,6 +40,7 @@ class GarageModel:
     seq_telemetry: int = 0
     seq_gate: dict[str, int] = field(default_factory=dict)
     pending: list[tuple[str, GateEventType, str | None]] = field(default_factory=list)
+    smoke_left_s: float = 0.0  # the `garage-smoke` scenario: smoke for this long (simulated)
 
     @classmethod
     def new(cls, garage: str, capacity: int, gates: tuple[str, ...], hour: float) -> "GarageModel":
@@ -47,6 +48,7 @@ class GarageModel:
         return cls(garage, capacity, gates, occupancy=int(capacity * target))
 
     def advance(self, dt_s: float, hour: float, rng: random.Random) -> None:
+        self.smoke_left_s = max(0.0, self.smoke_left_s - dt_s)
         if not self.gates:
             return
         target = int(self.capacity * _OCCUPANCY_BY_HOUR[int(hour) % 24])
@@ -77,7 +79,7 @@ class GarageModel:
             ts=ts,
             occupancy=self.occupancy,
             temp_c=round(rng.uniform(22.0, 27.0), 1),
-            smoke=False,
+            smoke=self.smoke_left_s > 0,
         )
         self.seq_telemetry += 1
         return message

@@ -3,8 +3,11 @@
 import asyncio
 import random
 
+import pytest
+
 from facilities.app import Service
 from facilities.charging.payloads import PortState, StationEventType
+from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from simulators.charging import PortModel, StationModel
@@ -81,3 +84,52 @@ async def test_the_fleet_publishes_valid_messages_as_each_device(
     assert (stations, garages) == (20, 5)
     ports = query(db, "SELECT count(DISTINCT port) FROM port_samples WHERE station = 'cs-01'")
     assert ports == [(10,)]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "rule", "subject", "action"),
+    [
+        ("overload", "port_overload", "cs-01/1", "power_off"),
+        ("overheat", "port_over_temperature", "cs-01/1", "power_off"),
+        ("leakage", "leakage", "cs-01", "power_off"),
+        ("smoke", "smoke", "cs-01", "power_off"),
+        ("garage-smoke", "smoke", "g-cq4", "open"),
+    ],
+)
+async def test_fault_scenarios_trip_the_rules_and_the_devices_obey(
+    broker: PrivateBroker, service: Service, site, scenario, rule, subject, action
+) -> None:
+    fleet = Fleet(
+        site,
+        BrokerUrl.parse(broker.url()),
+        credentials=broker.credentials,
+        speed=100.0,
+        seed=1,
+        scenario=scenario,
+        fault_after_s=0.3,
+    )
+    await asyncio.to_thread(fleet.connect)
+    db = service.settings.db
+    try:
+        runner = asyncio.create_task(fleet.run())
+        await wait_for(
+            lambda: (
+                (rule, subject)
+                in {(r, s) for r, s in query(db, "SELECT rule, subject FROM alerts")}
+            ),
+            timeout_s=20,
+            what=f"{rule} on {subject}",
+        )
+        await wait_for(
+            lambda: (action, "acked") in set(query(db, "SELECT action, outcome FROM commands")),
+            timeout_s=20,
+            what=f"{action} acked",
+        )
+        runner.cancel()
+    finally:
+        fleet.close()
+
+
+def test_an_unknown_scenario_is_refused(site) -> None:
+    with pytest.raises(OperatorError, match="known scenarios are normal, overload"):
+        Fleet(site, BrokerUrl("127.0.0.1", 1), scenario="earthquake")
