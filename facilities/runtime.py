@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from facilities.engine import Engine, Observation
-from facilities.messages import Accepted, MessageKind
+from facilities.messages import Accepted, MessageKind, Route
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.alerts import Alert, Change, Transition
@@ -20,6 +20,9 @@ from facilities.wire import CommandAck, CommandAction
 
 log = logging.getLogger(__name__)
 
+# Per device topic, the (seq, ts) of this many recent messages: a redelivery after a lost
+# link is at most the messages in flight (2,000 for the whole service, mosquitto.conf).
+RECENT_KEPT = 2048
 TICK_S = 1.0  # time-based rules are evaluated every second on the server's clock
 SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdown
 
@@ -31,6 +34,13 @@ _COMMANDS = {
 _ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 
 Clock = Callable[[], datetime]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def utc_now() -> datetime:
@@ -59,11 +69,16 @@ class RulesRuntime:
         self._clock = clock
         self._tick_s = tick_s
         self._lock = threading.Lock()  # the engine is fed from paho's thread and ticked here
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Bound now (the service builds this inside its event loop), so that messages that
+        # arrive before `run` starts still wake the processing at once.
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
         # What the engine said, in the order it said it (appended under the engine lock).
         self._pending: deque[Observation] = deque()
         self._wake = asyncio.Event()
-        self._last_seen: dict[tuple[str, MessageKind, str | None], tuple[int, float]] = {}
+        self._recent: dict[
+            tuple[str, MessageKind, str | None],
+            tuple[deque[tuple[int, float]], set[tuple[int, float]]],
+        ] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.commands_sent = 0
 
@@ -77,11 +92,8 @@ class RulesRuntime:
             self._commands.on_ack(route.device, route.gate, payload)
             return
         seq, ts = getattr(payload, "seq", None), getattr(payload, "ts", None)
-        if seq is not None and ts is not None:  # a redelivered duplicate is not new evidence
-            key, mark = (route.device, route.kind, route.gate), (seq, ts)
-            if self._last_seen.get(key) == mark:
-                return
-            self._last_seen[key] = mark
+        if seq is not None and ts is not None and self._seen_before(route, (seq, ts)):
+            return  # a redelivered duplicate is not new evidence
         with self._lock:
             observation = self.engine.observe(message)
             if not (observation.transitions or observation.sessions):
@@ -94,6 +106,22 @@ class RulesRuntime:
         )
         if urgent and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _seen_before(self, route: Route, mark: tuple[int, float]) -> bool:
+        """Whether this (seq, ts) of this device's topic was observed recently. After a lost
+        link the broker redelivers every unacknowledged message, up to a batch or two."""
+        key = (route.device, route.kind, route.gate)
+        recent = self._recent.get(key)
+        if recent is None:
+            recent = self._recent[key] = (deque(maxlen=RECENT_KEPT), set())
+        order, marks = recent
+        if mark in marks:
+            return True
+        if len(order) == order.maxlen:
+            marks.discard(order[0])
+        order.append(mark)
+        marks.add(mark)
+        return False
 
     # -- asyncio -----------------------------------------------------------------------------
 

@@ -250,3 +250,21 @@ async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -
         ]
     finally:
         observer.close()
+
+
+async def test_a_redelivered_message_is_not_new_evidence(service: Service, devices) -> None:
+    station = devices("cs-15")
+    first = _telemetry(1, [_charging(1)], leakage_ma=31.0)
+    station.publish_raw(first)
+    station.publish_raw(_telemetry(2, [_charging(1)], leakage_ma=33.0))
+    station.publish_raw(first)  # what the broker redelivers after a lost link
+    db = service.settings.db
+    await wait_for(lambda: service.ingest.committed >= 3, what="3 messages")
+    await service.rules.tick()  # repeated evidence is stored on the tick
+    await _until(
+        db,
+        "SELECT count, peak FROM alerts WHERE rule = 'leakage'",
+        (),
+        [(2, 33.0)],
+        "two pieces of evidence, not three",
+    )
