@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 from facilities.errors import OperatorError, SiteError
@@ -171,9 +172,14 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from facilities.demo import run_demo
 
+    site_path = Path(args.site)
+    if not site_path.exists() and args.site == DEFAULT_SITE:
+        # run from elsewhere than a checkout: the district shipped with the package
+        site_path = Path(str(resources.files("facilities").joinpath(DEFAULT_SITE)))
+
     asyncio.run(
         run_demo(
-            site_path=Path(args.site),
+            site_path=site_path,
             listen=Listen.parse(args.listen),
             db=Path(args.db),
             speed=args.speed,

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import shutil
 import signal
 import socket
 import sys
@@ -31,7 +32,11 @@ async def run_demo(
 ) -> None:
     """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress."""
     site = load_site(site_path)
-    broker = PrivateBroker(db.parent / "demo-broker", site)
+    workdir = db.parent / "demo-broker"
+    # A fresh broker each time: what the last demo's devices said on their way out (queued
+    # for the service's session) is not news to this one.
+    await asyncio.to_thread(shutil.rmtree, workdir / "data", True)
+    broker = PrivateBroker(workdir, site)
     await asyncio.to_thread(broker.start)
     try:
         sock = _bind_or_any(listen)
