@@ -103,7 +103,7 @@ class Engine:
             self.alerts[key] = transition.alert
         return transition
 
-    def command_failed(self, subject: str, detail: str, now: datetime) -> Transition:
+    def command_failed(self, subject: str, now: datetime) -> Transition:
         """A command got no ack after its tries, or was refused: raise (or update) the
         `command_failed` alert of the command's subject. It stays until acknowledged and
         is not cleared by a timer: nothing re-checks the device on its own."""

@@ -107,12 +107,5 @@ class PrivateBroker:
                 self.process.wait()
         self.process = None
 
-    def kill(self) -> None:
-        """Stop abruptly (SIGKILL), as a crash would."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
     def url(self, user: str = SERVICE_USER) -> str:
         return f"mqtt://{user}:{self.credentials[user]}@127.0.0.1:{self.port}"

@@ -80,7 +80,6 @@ class RulesRuntime:
             tuple[deque[tuple[int, float]], set[tuple[int, float]]],
         ] = {}
         self._tasks: asyncio.TaskGroup | None = None
-        self.commands_sent = 0
 
     # -- paho's thread -----------------------------------------------------------------------
 
@@ -245,7 +244,6 @@ class RulesRuntime:
         self._tasks.create_task(coroutine, name=name)
 
     async def _command(self, target: Target, action: CommandAction, alert: Alert) -> None:
-        self.commands_sent += 1
         spec = self.engine.site.stations.get(target.device) or self.engine.site.garages.get(
             target.device
         )
@@ -260,9 +258,8 @@ class RulesRuntime:
         )
         if result.outcome is Outcome.ACKED:
             return
-        detail = f"{action} {target.subject}: {result.error or result.outcome}"
         with self._lock:
-            transition = self.engine.command_failed(target.subject, detail, self._clock())
+            transition = self.engine.command_failed(target.subject, self._clock())
             self._pending.append(Observation([transition]))
             self._wake.set()
 

@@ -2,7 +2,7 @@
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,8 @@ from facilities.errors import SiteError
 from facilities.rules.thresholds import Thresholds
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+# Reports one problem: where in the file (a location such as ("station", 3, "ports")), what.
+Problem = Callable[[tuple[str | int, ...], str], None]
 _ID_RE = re.compile(ID_PATTERN)
 
 
@@ -183,21 +185,14 @@ def parse_site(text: str, *, source: str = "<memory>") -> Site:
     site = _cross_check(parsed, problem)
     if problems:
         raise SiteError(source, [text for _, text in sorted(problems)])
-    assert site is not None  # no problems means _cross_check built the site
-    return Site(
-        communities=site.communities,
-        garages=site.garages,
-        stations=site.stations,
-        thresholds=site.thresholds,
-        source=source,
-    )
+    return replace(site, source=source)
 
 
 def _thresholds(
     base: Thresholds,
     overrides: dict[str, Any],
     loc: tuple[str | int, ...],
-    problem: Any,
+    problem: Problem,
 ) -> Thresholds:
     try:
         return base.merged(overrides)
@@ -209,7 +204,7 @@ def _thresholds(
         return base
 
 
-def _cross_check(parsed: SiteFile, problem: Any) -> Site | None:
+def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
     site_thresholds = _thresholds(Thresholds(), parsed.rules, ("rules",), problem)
     communities: dict[str, Community] = {}
     for i, c in enumerate(parsed.community):

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -55,18 +56,9 @@ class SimulatedStation:
         self.client.publish_raw(topic, json.dumps(body)).wait_for_publish(5)
 
     def _on_command(self, _topic: str, payload: bytes) -> None:
-        try:
-            command = Command.model_validate_json(payload)
-        except ValidationError:
-            log.warning("%s: unreadable command %r", self.model.station, payload[:100])
-            return
-        self.commands.append(command)
-        if self.behaviour is Behaviour.IGNORE:
-            return
         ack_topic = self.topics.station(self.model.station, "command/ack")
-        if self.behaviour is Behaviour.REFUSE:
-            ack = CommandAck(id=command.id, ok=False, error="relay stuck (simulated)")
-            self.client.publish(ack_topic, ack)
+        command = _take(self, payload, ack_topic, refusal="relay stuck (simulated)")
+        if command is None:
             return
         with self.lock:
             if command.action is CommandAction.POWER_OFF:
@@ -111,24 +103,41 @@ class SimulatedGarage:
 
     def _handler(self, gate: str) -> Callable[[str, bytes], None]:
         def on_command(_topic: str, payload: bytes) -> None:
-            try:
-                command = Command.model_validate_json(payload)
-            except ValidationError:
-                return
-            self.commands.append(command)
-            if self.behaviour is Behaviour.IGNORE:
-                return
             ack_topic = self.topics.gate(self.garage, gate, "command/ack")
+            command = _take(self, payload, ack_topic, refusal="jammed (simulated)")
+            if command is None:
+                return
             if command.expires is not None and command.expires < self._now():
                 self.client.publish(ack_topic, CommandAck(id=command.id, ok=False, error="expired"))
                 return
-            ok = self.behaviour is Behaviour.OBEY
-            error = None if ok else "jammed (simulated)"
-            self.client.publish(ack_topic, CommandAck(id=command.id, ok=ok, error=error))
-            if ok and command.action is CommandAction.OPEN:
+            self.client.publish(ack_topic, CommandAck(id=command.id, ok=True))
+            if command.action is CommandAction.OPEN:
                 self.gate_event(gate, GateEventType.OPENED)
 
         return on_command
+
+
+class _Device(Protocol):
+    client: DeviceClient
+    behaviour: Behaviour
+    commands: list[Command]
+
+
+def _take(device: _Device, payload: bytes, ack_topic: str, *, refusal: str) -> Command | None:
+    """Read and record a command; answer it for a device told to ignore or refuse. Returns the
+    command when the device is to carry it out."""
+    try:
+        command = Command.model_validate_json(payload)
+    except ValidationError:
+        log.warning("unreadable command on %s: %r", ack_topic, payload[:100])
+        return None
+    device.commands.append(command)
+    if device.behaviour is Behaviour.IGNORE:
+        return None
+    if device.behaviour is Behaviour.REFUSE:
+        device.client.publish(ack_topic, CommandAck(id=command.id, ok=False, error=refusal))
+        return None
+    return command
 
 
 class _Steady:
