@@ -12,6 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from facilities.errors import BrokerAuthError, BrokerError, OperatorError
@@ -28,6 +30,12 @@ CONNACK_TIMEOUT_S = 10.0
 # restarts is not met by every client of the district at the same instant.
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 30.0
+# MQTT 5 session expiry: the broker keeps our session (and queues for us) for a week of
+# outage, as `persistent_client_expiration` in mosquitto.conf does for MQTT 3.1.1 clients.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+# MQTT 5 Receive Maximum: QoS 1 messages the broker may send before we acknowledge; the
+# same window as `max_inflight_messages` in mosquitto.conf (why 2,000 is explained there).
+RECEIVE_MAXIMUM = 2000
 
 MessageHandler = Callable[[str, bytes, int, int], None]
 
@@ -63,6 +71,13 @@ class BrokerUrl:
         return f"mqtt://{user}{self.host}:{self.port}"
 
 
+def _connect_properties() -> Properties:
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    properties.ReceiveMaximum = RECEIVE_MAXIMUM
+    return properties
+
+
 def backoff_delay(attempt: int) -> float:
     """Seconds to wait before reconnect `attempt` (0-based): full jitter, capped."""
     return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
@@ -75,7 +90,7 @@ class BrokerLink:
     Acks may come from any thread: with the loop thread running, paho only queues them and
     wakes the loop. Each connection has a generation number: a message is acked only on the
     connection that delivered it, since packet ids mean nothing on the next connection (the
-    broker redelivers what was not acked, MQTT 3.1.1 §4.4).
+    broker redelivers what was not acked, MQTT 5 §4.4).
     """
 
     def __init__(
@@ -104,8 +119,8 @@ class BrokerLink:
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            clean_session=False,  # persistent session: the broker queues for us while we are away
-            protocol=MQTTProtocolVersion.MQTTv311,
+            # MQTT 5 for message expiry on commands (a gate must never act on a late open).
+            protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
             reconnect_on_failure=False,  # we reconnect ourselves, with jitter
         )
@@ -145,7 +160,14 @@ class BrokerLink:
         self._connack = loop.create_future()
         self._lost.clear()
         try:
-            await asyncio.to_thread(self._client.connect, self.url.host, self.url.port, KEEPALIVE_S)
+            await asyncio.to_thread(
+                self._client.connect,
+                self.url.host,
+                self.url.port,
+                KEEPALIVE_S,
+                clean_start=False,  # persistent session: the broker queues for us while away
+                properties=_connect_properties(),
+            )
         except OSError as exc:
             self.last_error = exc.strerror or str(exc)
             raise BrokerError(self.last_error) from None
@@ -217,9 +239,22 @@ class BrokerLink:
                 sent += 1
         return sent
 
-    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> None:
-        """Publish with QoS 1; paho keeps it in its queue across a reconnect."""
-        self._client.publish(topic, payload, qos=1, retain=retain)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        retain: bool = False,
+        expiry_s: float | None = None,
+    ) -> None:
+        """Publish with QoS 1; paho keeps it in its queue across a reconnect. With `expiry_s`,
+        the broker discards the message if it cannot deliver it within that many seconds
+        (MQTT 5 §3.3.2.3.3, Message Expiry Interval)."""
+        properties = None
+        if expiry_s is not None:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.MessageExpiryInterval = max(1, int(expiry_s))
+        self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 
