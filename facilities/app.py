@@ -3,14 +3,16 @@
 import asyncio
 import contextlib
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 from prometheus_client import CollectorRegistry
 
+from facilities.access import RateLimiter
 from facilities.engine import Engine
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.commands import CommandSender
@@ -18,13 +20,24 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.runtime import RulesRuntime
+from facilities.operations import Authenticator, Operations
+from facilities.runtime import Listener, RulesRuntime
 from facilities.settings import Settings
 from facilities.site import Site
+from facilities.store import history
 from facilities.store import rules as rules_store
 from facilities.store.db import SharedWriter, open_db
 
 log = logging.getLogger(__name__)
+
+# Free-time estimates of charging ports: the median length of the station's sessions that
+# ended full or unplugged in the last 30 days, once it has this many; the site's median
+# before that; DEFAULT_CHARGE until the site has any. 3 h: a 48 V 20 Ah e-bike battery from
+# half charge on a typical 2-3 A charger. Recomputed every ESTIMATES_EVERY_S.
+ESTIMATE_MIN_SESSIONS = 5
+ESTIMATE_HISTORY_S = 30 * 24 * 3600
+DEFAULT_CHARGE = timedelta(hours=3)
+ESTIMATES_EVERY_S = 300.0
 
 
 @dataclass(slots=True)
@@ -52,6 +65,10 @@ class Service:
         self._link: BrokerLink | None = None
         self._ingest: Ingest | None = None
         self._rules: RulesRuntime | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._operations: Operations | None = None
+        self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
+        self._typical_charge: dict[str, timedelta] = {}
 
     @property
     def ingest(self) -> Ingest:
@@ -64,6 +81,28 @@ class Service:
         if self._rules is None:
             raise RuntimeError("the service is not running")
         return self._rules
+
+    @property
+    def operations(self) -> Operations:
+        if self._operations is None:
+            raise RuntimeError("the service is not running")
+        return self._operations
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        """The HTTP API's connection: reads only (WAL lets it read while ingest writes)."""
+        if self._reader is None:
+            raise RuntimeError("the service is not running")
+        return self._reader
+
+    def add_listener(self, listener: Listener) -> None:
+        """Tell `listener` what changes, from now on (and from each start)."""
+        self.listeners.append(listener)
+        if self._rules is not None:
+            self._rules.listeners.append(listener)
+
+    def typical_charge(self, station: str) -> timedelta:
+        return self._typical_charge.get(station) or self._typical_charge.get("", DEFAULT_CHARGE)
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -80,6 +119,7 @@ class Service:
         hand, commit it, acknowledge it and disconnect."""
         conn = await open_db(self.settings.db)
         rules_conn = await open_db(self.settings.db)  # its own writer: never inside a batch
+        self._reader = await open_db(self.settings.db)
         self._conn = conn
         try:
             ingest = Ingest(
@@ -106,7 +146,24 @@ class Service:
             rules_db = SharedWriter(rules_conn)
             commands = CommandSender(link, rules_db, clock=self.clock)
             rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
+            rules.listeners.extend(self.listeners)
             ingest.observers.append(rules.observe)
+            self._operations = Operations(
+                self.site,
+                auth=Authenticator(
+                    self._reader,
+                    failures=RateLimiter(self.settings.auth_failures_per_minute),
+                    clock=self.clock,
+                ),
+                commands=commands,
+                rules=rules,
+                writer=rules_db,
+                reader=self._reader,
+                opens=RateLimiter(self.settings.opens_per_minute),
+                connected=lambda: link.connected,
+                clock=self.clock,
+            )
+            await self._estimate()
             self._ingest, self._link, self._rules = ingest, link, rules
             await link.connect(timeout_s=self.settings.connect_timeout_s)
             log.info("connected to %s, ingesting into %s", link.url.display(), self.settings.db)
@@ -115,19 +172,41 @@ class Service:
                     tasks.create_task(link.run(), name="broker-link")
                     writer = tasks.create_task(ingest.run(link), name="ingest-writer")
                     rules_task = tasks.create_task(rules.run(), name="rules")
+                    estimates = tasks.create_task(self._estimates(), name="estimates")
                     try:
                         yield self
                     finally:
                         ingest.stop()
                         await asyncio.wait_for(asyncio.shield(writer), 3.0)
                         rules_task.cancel()  # saves the live state on its way out
+                        estimates.cancel()
                         await link.close()
             finally:
                 await link.close()  # idempotent: also when the task group failed
         finally:
-            self._ingest = self._link = self._conn = self._rules = None
+            self._ingest = self._link = self._conn = self._rules = self._operations = None
+            reader, self._reader = self._reader, None
+            await reader.close()
             await rules_conn.close()
             await conn.close()
+
+    async def _estimates(self) -> None:
+        while True:
+            await asyncio.sleep(ESTIMATES_EVERY_S)
+            await self._estimate()
+
+    async def _estimate(self) -> None:
+        since = self.clock() - ESTIMATE_HISTORY_S
+        durations = await history.charge_durations(self.reader, since=since)
+        typical = {
+            station: timedelta(seconds=statistics.median(seconds))
+            for station, seconds in durations.items()
+            if len(seconds) >= ESTIMATE_MIN_SESSIONS
+        }
+        everything = [s for seconds in durations.values() for s in seconds]
+        if len(everything) >= ESTIMATE_MIN_SESSIONS:
+            typical[""] = timedelta(seconds=statistics.median(everything))
+        self._typical_charge = typical
 
     async def health(self) -> Health:
         """503 material for /healthz: broker link and database, each with its reason."""

@@ -8,14 +8,18 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from facilities.errors import OperatorError, SiteError
+from facilities.access import Role
+from facilities.errors import OperatorError, SiteError, UsageError
 from facilities.settings import (
+    DEFAULT_AUTH_FAILURES_PER_MINUTE,
     DEFAULT_BROKER,
     DEFAULT_CLIENT_ID,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_DB,
     DEFAULT_LISTEN,
+    DEFAULT_OPENS_PER_MINUTE,
     DEFAULT_SITE,
     Listen,
     Settings,
@@ -71,6 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(run, "client-id", DEFAULT_CLIENT_ID, "MQTT client id of the persistent session")
     _option(run, "topic-prefix", "facilities", "MQTT topic prefix")
+    _option(
+        run,
+        "opens-per-minute",
+        str(DEFAULT_OPENS_PER_MINUTE),
+        "gate opens a resident may ask for in any minute",
+        kind=int,
+    )
+    _option(
+        run,
+        "auth-failures-per-minute",
+        str(DEFAULT_AUTH_FAILURES_PER_MINUTE),
+        "failed authentications from one address before 429, in any minute",
+        kind=int,
+    )
 
     demo = commands.add_parser("demo", help="private broker + service + simulators")
     _option(demo, "site", DEFAULT_SITE, "site file")
@@ -99,12 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_argument("--out", required=True, help="directory to write passwd and acl into")
     _option(broker, "topic-prefix", "facilities", "MQTT topic prefix")
 
+    for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
+        _people_parser(commands, role, what)
+
     check = commands.add_parser("check-site", help="validate a site file")
     check.add_argument("path", help="site file")
 
     schemas = commands.add_parser("schemas", help="write the payloads' JSON Schemas")
     schemas.add_argument("--out", default="docs/schemas", help="directory (default %(default)s)")
     return parser
+
+
+def _people_parser(commands: Any, role: Role, what: str) -> None:
+    """`facilities residents|staff add|revoke|list`."""
+    group = commands.add_parser(what, help=f"{what}: tokens for the HTTP API")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="register; prints the new token once, on its last line")
+    _option(add, "db", DEFAULT_DB, "SQLite file of the service")
+    add.add_argument("--name", required=True, help="name, for the audit log")
+    if role is Role.RESIDENT:
+        _option(add, "site", DEFAULT_SITE, "site file (garage ids are checked against it)")
+        add.add_argument(
+            "--garage", action="append", default=[], required=True, help="garage id (repeat)"
+        )
+    revoke = actions.add_parser("revoke", help="revoke a token: refused from the next request")
+    _option(revoke, "db", DEFAULT_DB, "SQLite file of the service")
+    revoke.add_argument("id", help="the id printed by add (r-… or s-…)")
+    listing = actions.add_parser("list", help="everyone registered, revoked ones marked")
+    _option(listing, "db", DEFAULT_DB, "SQLite file of the service")
+    group.set_defaults(role=role)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,7 +186,7 @@ def _report(exc: OperatorError) -> int:
             print(f"{exc.path}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     print(f"facilities: {exc}", file=sys.stderr)
-    return EXIT_FAILURE
+    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -157,6 +198,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         connect_timeout_s=args.connect_timeout,
         client_id=args.client_id,
         topic_prefix=args.topic_prefix,
+        opens_per_minute=args.opens_per_minute,
+        auth_failures_per_minute=args.auth_failures_per_minute,
     )
 
 
@@ -220,6 +263,30 @@ def _broker_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _people(args: argparse.Namespace) -> int:
+    from facilities import admin
+
+    role: Role = args.role
+    db = Path(args.db)
+    if args.action == "add":
+        site = load_site(args.site) if role is Role.RESIDENT else None
+        garages = getattr(args, "garage", [])
+        added = asyncio.run(admin.add(db, role, args.name, garages=garages, site=site))
+        person = added.person
+        where = f" for {', '.join(sorted(person.garages))}" if person.garages else ""
+        print(f"# {role.value} {person.id} ({person.name}){where}; the token is shown once:")
+        print(added.token)
+    elif args.action == "revoke":
+        asyncio.run(admin.revoke(db, role, args.id))
+        print(f"revoked {args.id}")
+    else:
+        for entry in asyncio.run(admin.listing(db, role)):
+            state = "revoked" if entry.revoked_at is not None else "active"
+            garages = " ".join(sorted(entry.person.garages))
+            print(f"{entry.person.id}\t{state}\t{entry.person.name}\t{garages}".rstrip())
+    return EXIT_OK
+
+
 def _check_site(args: argparse.Namespace) -> int:
     site = load_site(args.path)
     print(
@@ -243,5 +310,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "simulate": _simulate,
     "broker-config": _broker_config,
     "check-site": _check_site,
+    "residents": _people,
+    "staff": _people,
     "schemas": _schemas,
 }

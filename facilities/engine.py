@@ -28,10 +28,23 @@ _END_REASONS = {
 
 @dataclass(slots=True)
 class Observation:
-    """What one message caused: alert transitions (with actions) and finished sessions."""
+    """What one message caused: alert transitions (with actions), finished sessions, and
+    whether the device's visible state (port states, online, occupancy, gates) changed."""
 
     transitions: list[Transition] = field(default_factory=list)
     sessions: list[charging.Session] = field(default_factory=list)
+    changed: str | None = None  # the device, when its visible state changed
+
+
+def _station_look(live: charging.StationLive) -> tuple[object, ...]:
+    """What a resident sees of a station: online, faults, each port's state."""
+    ports = tuple((n, p.state, p.fault_code, p.since is None) for n, p in live.ports.items())
+    return live.online, live.fault_code, ports
+
+
+def _garage_look(live: garage.GarageLive) -> tuple[object, ...]:
+    gates = tuple((g, gate.open, gate.last_event_at) for g, gate in live.gates.items())
+    return live.online, live.occupancy, live.smoke, gates
 
 
 class Engine:
@@ -64,6 +77,7 @@ class Engine:
             if live is None:
                 return Observation()
             spec = self.site.stations[device]
+            before = _station_look(live)
             if isinstance(payload, StationTelemetry):
                 sessions = charging.apply_telemetry(live, payload, at, spec.thresholds)
             elif isinstance(payload, StationEvent):
@@ -73,10 +87,12 @@ class Engine:
                 sessions = []
             else:
                 return Observation()
-            return Observation(self._station(device, at, evidence=True), sessions)
+            changed = device if _station_look(live) != before else None
+            return Observation(self._station(device, at, evidence=True), sessions, changed)
         glive = self.garages.get(device)
         if glive is None:
             return Observation()
+        before = _garage_look(glive)
         if isinstance(payload, GarageTelemetry):
             garage.apply_telemetry(glive, payload, at)
         elif isinstance(payload, GateEvent) and message.route.gate is not None:
@@ -85,7 +101,8 @@ class Engine:
             garage.apply_availability(glive, payload is Availability.ONLINE, at)
         else:
             return Observation()
-        return Observation(self._garage(device, at, evidence=True))
+        changed = device if _garage_look(glive) != before else None
+        return Observation(self._garage(device, at, evidence=True), changed=changed)
 
     def tick(self, now: datetime) -> list[Transition]:
         """Evaluate every rule on the server's clock (timers, silence, clearing)."""

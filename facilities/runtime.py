@@ -7,6 +7,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol, TypeVar
 
 from facilities.engine import Engine, Observation
 from facilities.messages import Accepted, MessageKind, Route
@@ -32,8 +33,18 @@ _COMMANDS = {
     ActionKind.OPEN_GATE: CommandAction.OPEN,
 }
 _ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
+T = TypeVar("T")
 
 Clock = Callable[[], datetime]
+
+
+class Listener(Protocol):
+    """Told on the event loop when a device's visible state or an alert changed (the live
+    stream of the API). Must not block: it runs between the rules' own work."""
+
+    def device_changed(self, device: str) -> None: ...
+
+    def alert_changed(self, transition: Transition) -> None: ...
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -80,6 +91,7 @@ class RulesRuntime:
             tuple[deque[tuple[int, float]], set[tuple[int, float]]],
         ] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self.listeners: list[Listener] = []  # told, on the event loop, what changed
 
     # -- paho's thread -----------------------------------------------------------------------
 
@@ -95,6 +107,9 @@ class RulesRuntime:
             return  # a redelivered duplicate is not new evidence
         with self._lock:
             observation = self.engine.observe(message)
+            if observation.changed is not None and self._loop is not None:
+                for listener in self.listeners:
+                    self._loop.call_soon_threadsafe(listener.device_changed, observation.changed)
             if not (observation.transitions or observation.sessions):
                 return
             self._pending.append(observation)
@@ -173,6 +188,12 @@ class RulesRuntime:
             self._wake.set()
         return transition.alert
 
+    def read(self, view: Callable[[Engine], T]) -> T:
+        """`view` of the live state, taken under the engine's lock (keep it short: paho's
+        thread waits meanwhile)."""
+        with self._lock:
+            return view(self.engine)
+
     async def save_state(self) -> None:
         """Snapshot the live state: each device serialised under the lock (one at a time, so
         that paho's thread never waits for more than one), written outside it."""
@@ -230,6 +251,8 @@ class RulesRuntime:
         for transition in changes:
             self._publish(transition)
             self._log(transition)
+            for listener in self.listeners:
+                listener.alert_changed(transition)
         async with self._db.transaction() as conn:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)

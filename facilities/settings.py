@@ -13,6 +13,9 @@ DEFAULT_SITE = "site.example.toml"
 DEFAULT_CLIENT_ID = "facilities"
 # CLI.md: an unreachable broker is retried for up to 30 s at start.
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
+# API.md (issue 4): gate opens per resident and failed authentications per client address.
+DEFAULT_OPENS_PER_MINUTE = 5
+DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +40,5 @@ class Settings:
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
     client_id: str = DEFAULT_CLIENT_ID
     topic_prefix: str = DEFAULT_PREFIX
+    opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
+    auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE

@@ -1,14 +1,65 @@
-"""The FastAPI app: routes, error mapping, and a lifespan that can run the service."""
+"""The FastAPI app: routes, error mapping, offline docs, the live stream, and a lifespan
+that can run the service."""
 
 import contextlib
 from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from facilities import __version__
+from facilities.api import views
 from facilities.api.errors import install_error_handlers
-from facilities.api.routes import health
+from facilities.api.live import LiveFeed
+from facilities.api.routes import events, health, public, residents, staff
 from facilities.app import Service
+
+DESCRIPTION = """
+Status of the e-bike charging stations and bicycle garages for residents, gate opening for
+the garage-access app, and alerts and history for property managers.
+
+Public paths need no token. Residents' and staff paths take `Authorization: Bearer <token>`
+(tokens come from `facilities residents add` / `facilities staff add`). Every refusal is
+`{"error": "...", "detail": "..."}` with its status. Times are ISO 8601 UTC.
+"""
+
+# The docs page's script and style come from the service itself: phones and offices in the
+# district often cannot reach a CDN.
+_DOCS_ASSETS = "/docs-assets"
+
+
+def _docs_assets() -> StaticFiles:
+    assets = resources.files("fastapi_offline").joinpath("static")
+    return StaticFiles(directory=str(assets))
+
+
+def _snapshot(service: Service) -> Any:
+    """What the live stream sends when a device changed: the same body as its GET."""
+
+    def snapshot(device: str) -> tuple[str, dict[str, Any]] | None:
+        site = service.site
+        if device in site.stations:
+            spec = site.stations[device]
+            typical, now = service.typical_charge(device), service.now()
+            body = service.rules.read(
+                lambda e: views.station_detail(
+                    spec, e.stations[device], e.alerts.values(), typical_charge=typical, now=now
+                )
+            )
+            return "station", body.model_dump(mode="json")
+        if device in site.garages:
+            gspec = site.garages[device]
+            gbody = service.rules.read(
+                lambda e: views.garage_detail(gspec, e.garages[device], e.alerts.values())
+            )
+            return "garage", gbody.model_dump(mode="json")
+        return None
+
+    return snapshot
 
 
 def create_app(service: Service, *, run_service: bool = True) -> FastAPI:
@@ -28,9 +79,27 @@ def create_app(service: Service, *, run_service: bool = True) -> FastAPI:
         title="facilities",
         version=__version__,
         summary="E-bike charging stations and bicycle garages of Changqiao Subdistrict",
+        description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
+    app.state.feed = feed = LiveFeed(_snapshot(service))
+    service.add_listener(feed)
     install_error_handlers(app)
-    app.include_router(health.router)
+    for module in (health, public, residents, staff, events):
+        app.include_router(module.router)
+    app.mount(_DOCS_ASSETS, _docs_assets(), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="facilities API",
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon.png",
+        )
+
     return app

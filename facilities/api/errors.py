@@ -1,6 +1,7 @@
 """The one place that maps errors to HTTP responses: always {"error", "detail"} JSON."""
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -8,12 +9,24 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from facilities.errors import Refusal
+
 log = logging.getLogger(__name__)
 
 
 class ErrorBody(BaseModel):
     error: str
     detail: str
+
+
+_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
 
 
 def _body(error: str, detail: str) -> dict[str, str]:
@@ -25,7 +38,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        name = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        name = _NAMES.get(exc.status_code, "http_error")
         return JSONResponse(
             _body(name, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
         )
@@ -37,7 +50,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return JSONResponse(_body("invalid_request", detail), status_code=422)
 
+    @app.exception_handler(Refusal)
+    async def refused(_request: Request, exc: Refusal) -> JSONResponse:
+        body = {**_body(exc.error, exc.detail), **exc.extra}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
         return JSONResponse(_body("internal", type(exc).__name__), status_code=500)
+
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+def refusal(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a refusal: an ErrorBody, and when it happens."""
+    return {"model": ErrorBody, "description": description}

@@ -84,10 +84,13 @@ class CommandSender:
         resident: str | None = None,
         timeout_s: float | None = None,
         tries: int | None = None,
+        expiry_s: float | None = None,
     ) -> Result:
         """Send, await the ack (timeout, retries), store the outcome; never raises for a
         device that is silent or refuses. The command is published before it is audited:
-        a power-off must not wait for the database."""
+        a power-off must not wait for the database. With `expiry_s`, each copy carries
+        `expires` (its send time + expiry_s) and the broker drops it after that long, so a
+        device that was away never acts on it late (gate opens)."""
         self._loop = asyncio.get_running_loop()
         command_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -100,15 +103,21 @@ class CommandSender:
             while attempt < max_tries:
                 attempt += 1
                 # The same id on every try: a device that got an earlier copy can tell.
+                sent_at = self._clock()
                 command = Command(
                     id=command_id,
-                    ts=self._clock(),
+                    ts=sent_at,
                     action=action,
                     port=target.port,
                     reason=reason,
                     resident=resident,
+                    expires=sent_at + expiry_s if expiry_s is not None else None,
                 )
-                self._link.publish(self._topic(target), command.model_dump_json(exclude_none=True))
+                self._link.publish(
+                    self._topic(target),
+                    command.model_dump_json(exclude_none=True),
+                    expiry_s=expiry_s,
+                )
                 if attempt == 1:
                     await self._audit_start(
                         command_id, target, action, reason, requested_by, alert_id, command.ts

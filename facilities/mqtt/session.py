@@ -72,7 +72,7 @@ class BrokerUrl:
 
 
 def _connect_properties() -> Properties:
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
     properties.SessionExpiryInterval = SESSION_EXPIRY_S
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
     return properties
@@ -252,7 +252,7 @@ class BrokerLink:
         (MQTT 5 §3.3.2.3.3, Message Expiry Interval)."""
         properties = None
         if expiry_s is not None:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = max(1, int(expiry_s))
         self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
 

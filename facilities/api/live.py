@@ -1,0 +1,116 @@
+"""The live stream: device state changes and alerts, fanned out to SSE and WebSocket clients.
+
+Each client has a bounded queue. Publishing never waits: a client whose queue is full is
+dropped (it gets a `lagged` event and the stream ends; EventSource reconnects on its own and
+the page fetches the state again), so a slow phone never slows ingest or the rules.
+"""
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from facilities.rules.alerts import Transition
+from facilities.runtime import alert_payload
+
+log = logging.getLogger(__name__)
+
+# Events a client may be behind before it is dropped: a whole-district burst (every port of
+# 20 stations changing at once, plus their alerts) is ~300 events.
+QUEUE_SIZE = 1000
+# A heartbeat this often lets a page tell a quiet district from a dead connection.
+HEARTBEAT_S = 10.0
+
+Snapshot = Callable[[str], tuple[str, dict[str, Any]] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    kind: str  # station, garage, alert, heartbeat, lagged
+    data: str  # JSON, serialised once for every client
+
+    def sse(self) -> str:
+        return f"id: {self.id}\nevent: {self.kind}\ndata: {self.data}\n\n"
+
+    def ws(self) -> str:
+        return f'{{"id": {self.id}, "event": "{self.kind}", "data": {self.data}}}'
+
+
+class Subscription:
+    def __init__(self, size: int) -> None:
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.lagged = False
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event; False (and the client is marked lagged) when the queue is full."""
+        if self.lagged:
+            return False
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True
+            while not self._queue.empty():  # make room for the one event that says so
+                self._queue.get_nowait()
+            self._queue.put_nowait(Event(event.id, "lagged", '{"reason": "client too slow"}'))
+            return False
+        return True
+
+    async def next(self, timeout_s: float) -> Event | None:
+        """The next event, or None when none came within `timeout_s`."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+
+class LiveFeed:
+    """Told by the rules runtime what changed; builds each event once; offers it to every
+    subscriber without waiting."""
+
+    def __init__(self, snapshot: Snapshot, *, queue_size: int = QUEUE_SIZE) -> None:
+        self._snapshot = snapshot
+        self._queue_size = queue_size
+        self._subscribers: set[Subscription] = set()
+        self._ids = itertools.count(1)
+        self.dropped = 0
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[Subscription]:
+        subscription = Subscription(self._queue_size)
+        self._subscribers.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._subscribers.discard(subscription)
+
+    def device_changed(self, device: str) -> None:
+        if not self._subscribers:
+            return  # nobody listens: not even the snapshot is built
+        found = self._snapshot(device)
+        if found is not None:
+            kind, body = found
+            self.publish(kind, body)
+
+    def alert_changed(self, transition: Transition) -> None:
+        if self._subscribers:
+            self.publish("alert", alert_payload(transition))
+
+    def publish(self, kind: str, body: dict[str, Any]) -> None:
+        event = Event(next(self._ids), kind, json.dumps(body, ensure_ascii=False))
+        for subscription in list(self._subscribers):
+            if not subscription.offer(event):
+                self._subscribers.discard(subscription)
+                self.dropped += 1
+                log.info("live stream: dropped a client %d events behind", self._queue_size)
+
+    def heartbeat(self, at: str) -> Event:
+        return Event(next(self._ids), "heartbeat", json.dumps({"at": at}))

@@ -1,0 +1,216 @@
+"""Public response and request models of the HTTP API (API.md): never storage rows."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PortStatus(StrEnum):
+    IDLE = "idle"
+    CHARGING = "charging"
+    FULL = "full"
+    FAULT = "fault"
+    DISABLED = "disabled"
+    UNKNOWN = "unknown"  # not reported since the service started keeping this station
+
+
+class AlertBrief(Out):
+    id: str
+    rule: str = Field(description="a rule name from RULES.md")
+    subject: str = Field(description="cs-07, cs-07/3, g-hc3, g-hc3/north")
+    severity: str
+    state: str
+
+
+class Station(Out):
+    id: str
+    community: str
+    garage: str | None = Field(description="the garage the station stands in, if any")
+    name: str
+    name_en: str
+    online: bool = Field(description="false when offline or never heard from")
+    ports_total: int
+    ports_free: int = Field(description="idle ports of an online station with no fault")
+    power_w: float = Field(description="power drawn by all ports, last telemetry")
+    last_seen: datetime | None
+
+
+class Port(Out):
+    port: int
+    state: PortStatus
+    free: bool
+    power_w: float | None
+    energy_wh: float | None = Field(description="energy of the current session so far")
+    temp_c: float | None
+    since: datetime | None = Field(description="when the current state began")
+    free_estimate_at: datetime | None = Field(
+        description="while charging: an estimate of when the port will be free"
+    )
+
+
+class StationDetail(Station):
+    temp_c: float | None = Field(description="cabinet temperature")
+    leakage_ma: float | None
+    smoke: bool | None
+    ports: list[Port]
+    alerts: list[AlertBrief] = Field(description="open alerts of this station and its ports")
+
+
+class Garage(Out):
+    id: str
+    community: str
+    name: str
+    name_en: str
+    online: bool
+    capacity: int
+    occupancy: int | None = Field(description="bicycles inside; null until reported")
+    free: int | None = Field(description="free bays; null until occupancy is reported")
+    full: bool
+    last_seen: datetime | None
+
+
+class Gate(Out):
+    gate: str
+    open: bool | None = Field(description="null until the gate has reported")
+    since: datetime | None = Field(description="when it last opened or closed")
+    last_event: str | None
+    last_event_at: datetime | None
+
+
+class GarageDetail(Garage):
+    temp_c: float | None
+    smoke: bool | None
+    gates: list[Gate]
+    stations: list[str] = Field(description="charging stations inside the garage")
+    alerts: list[AlertBrief]
+
+
+class Community(Out):
+    id: str
+    name: str
+    name_en: str
+    stations: list[str]
+    ports_total: int
+    ports_free: int
+    garages: list[str]
+    capacity: int
+    free_bays: int = Field(description="free bays of its garages that report occupancy")
+
+
+class MeGarage(Out):
+    id: str
+    name: str
+    name_en: str
+    gates: list[str]
+
+
+class Me(Out):
+    id: str
+    name: str
+    role: str
+    garages: list[MeGarage] = Field(description="the garages this resident may open")
+
+
+class CommandResult(Out):
+    command_id: str
+    status: str = Field(description="`opened` for a gate, `done` for port power")
+
+
+class PowerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    on: bool = Field(description="true: power the port on; false: off")
+
+
+class Action(Out):
+    command_id: str
+    action: str
+    target: str
+    outcome: str = Field(description="pending, acked, refused, timeout")
+    tries: int
+    sent_at: datetime
+    done_at: datetime | None
+    error: str | None
+    requested_by: str
+
+
+class Alert(Out):
+    id: str
+    rule: str
+    subject: str
+    severity: str
+    state: str
+    raised_at: datetime
+    updated_at: datetime
+    cleared_at: datetime | None
+    value: float | None
+    peak: float | None
+    count: int
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    actions: list[Action]
+
+
+class Session(Out):
+    port: int
+    started_at: datetime
+    ended_at: datetime
+    energy_wh: float
+    peak_w: float
+    end_reason: str
+
+
+class PortReading(Out):
+    port: int
+    state: str
+    voltage_v: float | None
+    current_a: float | None
+    power_w: float | None
+    energy_wh: float | None
+    temp_c: float | None
+
+
+class TelemetrySample(Out):
+    seq: int
+    ts: datetime = Field(description="device time")
+    received_at: datetime
+    temp_c: float | None
+    leakage_ma: float | None
+    smoke: bool | None
+    ports: list[PortReading]
+
+
+class TelemetryBucket(Out):
+    start: datetime = Field(description="start of the bucket (device time)")
+    port: int
+    samples: int
+    avg_power_w: float | None
+    max_power_w: float | None
+    last_state: str
+
+
+class AuditEntry(Out):
+    at: datetime
+    kind: str = Field(description="`command` (sent to a device) or `request` (to the API)")
+    action: str
+    target: str
+    who: str | None = Field(description="`rules`, a staff or resident id; null: no valid token")
+    outcome: str
+    status: int | None = Field(description="requests: the HTTP status answered")
+    detail: str | None
+    command_id: str | None
+    reason: str | None
+    client: str | None = Field(description="requests: the client's address")
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    next: str | None = Field(description="path of the next page, or null on the last one")

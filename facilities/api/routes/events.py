@@ -1,0 +1,89 @@
+"""The live stream: server-sent events, and the same over a WebSocket."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from facilities.api.deps import ServiceDep
+from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
+
+router = APIRouter(prefix="/api", tags=["public"])
+
+# EventSource waits this long before reconnecting after the stream ends (lagged, restart).
+RECONNECT_MS = 2000
+
+
+def _feed(app_state: object) -> LiveFeed:
+    feed: LiveFeed = getattr(app_state, "feed")  # noqa: B009  # set by create_app
+    return feed
+
+
+async def _events(
+    service: ServiceDep, subscription: Subscription, feed: LiveFeed
+) -> AsyncIterator[Event]:
+    """The subscription's events, with a heartbeat when the district is quiet; ends after
+    telling a lagging client so."""
+    while True:
+        event = await subscription.next(HEARTBEAT_S)
+        if event is None:
+            event = feed.heartbeat(service.now().isoformat().replace("+00:00", "Z"))
+        yield event
+        if event.kind == "lagged":
+            return
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    summary="Live stream (text/event-stream): `station`, `garage`, `alert`, `heartbeat`",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+)
+async def events(request: Request, service: ServiceDep) -> StreamingResponse:
+    feed = _feed(request.app.state)
+
+    async def stream() -> AsyncIterator[str]:
+        with feed.subscribe() as subscription:
+            yield f"retry: {RECONNECT_MS}\n\n"
+            async for event in _events(service, subscription, feed):
+                yield event.sse()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.websocket("/ws")
+async def websocket(socket: WebSocket) -> None:
+    """The same events as /api/events, one JSON text message each:
+    `{"id": …, "event": "station", "data": {…}}`."""
+    service = socket.app.state.service
+    feed = _feed(socket.app.state)
+    await socket.accept()
+    with feed.subscribe() as subscription:
+        closed = asyncio.create_task(_until_closed(socket), name="ws-reader")
+        try:
+            async for event in _events(service, subscription, feed):
+                if closed.done():
+                    return
+                await socket.send_text(event.ws())
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the client went away mid-send
+        finally:
+            closed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await closed
+        with contextlib.suppress(RuntimeError, OSError):
+            await socket.close()
+
+
+async def _until_closed(socket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, until it disconnects."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return

@@ -1,0 +1,65 @@
+"""The garage-access app: open a gate, and who am I."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path
+from fastapi.responses import JSONResponse
+
+from facilities.api import models
+from facilities.api.deps import AskDep, PersonDep, ServiceDep
+from facilities.api.errors import refusal
+
+router = APIRouter(prefix="/api", tags=["residents"])
+
+Id = Annotated[str, Path(max_length=64)]
+
+
+@router.post(
+    "/garages/{garage}/gates/{gate}/open",
+    response_model=models.CommandResult,
+    summary="Open a gate for the resident (waits for the gate's ack)",
+    responses={
+        401: refusal("no valid token"),
+        403: refusal("the resident is not registered for this garage"),
+        404: refusal("unknown garage or gate"),
+        429: refusal("too many opens, or too many failed authentications (see Retry-After)"),
+        502: refusal("the gate refused (its reason in `detail`; `command_id` added)"),
+        503: refusal("no link to the broker"),
+        504: refusal("the gate did not acknowledge in time (`command_id` added)"),
+    },
+)
+async def open_gate(
+    service: ServiceDep,
+    ask: AskDep,
+    garage: Id,
+    gate: Id,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=128,
+            description="a retried request with the same key (within 24 h) gets the first "
+            "answer again and opens nothing",
+        ),
+    ] = None,
+) -> models.CommandResult | JSONResponse:
+    del idempotency_key  # read by AskDep; declared here for validation and the docs
+    status, body = await service.operations.open_gate(ask, garage, gate)
+    if status == 200:
+        return models.CommandResult.model_validate(body)
+    return JSONResponse(body, status_code=status)
+
+
+@router.get(
+    "/me",
+    summary="The person the token belongs to, and the garages they may open",
+    responses={401: refusal("no valid token"), 429: refusal("too many failed authentications")},
+)
+async def me(service: ServiceDep, person: PersonDep) -> models.Me:
+    garages = [
+        models.MeGarage(id=g.id, name=g.name, name_en=g.name_en, gates=list(g.gates))
+        for g in service.site.garages.values()
+        if g.id in person.garages
+    ]
+    return models.Me(id=person.id, name=person.name, role=person.role.value, garages=garages)

@@ -1,0 +1,175 @@
+"""Live state → the API's public models. Pure: the caller holds the engine's lock."""
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from facilities.api import models
+from facilities.charging.payloads import PortState
+from facilities.charging.state import PortLive, StationLive
+from facilities.garage.state import GarageLive
+from facilities.rules.alerts import Alert
+from facilities.site import Garage, Site, Station
+
+# A charging port's estimated free time is never closer than this: a session that runs past
+# the typical duration is still expected to take a while, not to end "now".
+MIN_ESTIMATE = timedelta(minutes=10)
+
+
+def _brief(alert: Alert) -> models.AlertBrief:
+    return models.AlertBrief(
+        id=alert.id,
+        rule=alert.rule,
+        subject=alert.subject,
+        severity=alert.severity.value,
+        state=alert.state.value,
+    )
+
+
+def alerts_of(device: str, alerts: Iterable[Alert]) -> list[models.AlertBrief]:
+    """Open alerts of a device and its parts (`cs-07`, `cs-07/3`), most severe first."""
+    mine = [a for a in alerts if a.subject == device or a.subject.startswith(device + "/")]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    mine.sort(key=lambda a: (order.get(a.severity.value, 3), a.subject, a.rule))
+    return [_brief(a) for a in mine]
+
+
+def _port_status(port: PortLive) -> models.PortStatus:
+    if port.since is None:
+        return models.PortStatus.UNKNOWN
+    if port.fault_code is not None:
+        return models.PortStatus.FAULT
+    return models.PortStatus(port.state.value)
+
+
+def _is_free(live: StationLive, port: PortLive) -> bool:
+    return (
+        live.online is True
+        and live.fault_code is None
+        and port.since is not None
+        and port.state is PortState.IDLE
+        and port.fault_code is None
+    )
+
+
+def station(spec: Station, live: StationLive) -> models.Station:
+    ports = [live.ports[n] for n in sorted(live.ports) if n <= spec.ports]
+    return models.Station(
+        id=spec.id,
+        community=spec.community,
+        garage=spec.garage,
+        name=spec.name,
+        name_en=spec.name_en,
+        online=live.online is True,
+        ports_total=spec.ports,
+        ports_free=sum(_is_free(live, p) for p in ports),
+        power_w=round(sum(p.power_w or 0.0 for p in ports), 1),
+        last_seen=live.last_seen,
+    )
+
+
+def station_detail(
+    spec: Station,
+    live: StationLive,
+    alerts: Iterable[Alert],
+    *,
+    typical_charge: timedelta,
+    now: datetime,
+) -> models.StationDetail:
+    ports = []
+    for number in range(1, spec.ports + 1):
+        port = live.ports.get(number) or PortLive(number)
+        estimate = None
+        if port.state is PortState.CHARGING and port.session_started is not None:
+            estimate = max(port.session_started + typical_charge, now + MIN_ESTIMATE)
+        ports.append(
+            models.Port(
+                port=number,
+                state=_port_status(port),
+                free=_is_free(live, port),
+                power_w=port.power_w,
+                energy_wh=port.energy_wh,
+                temp_c=port.temp_c,
+                since=port.since,
+                free_estimate_at=estimate,
+            )
+        )
+    return models.StationDetail(
+        **station(spec, live).model_dump(),
+        temp_c=live.temp_c,
+        leakage_ma=live.leakage_ma,
+        smoke=live.smoke,
+        ports=ports,
+        alerts=alerts_of(spec.id, alerts),
+    )
+
+
+def garage(spec: Garage, live: GarageLive) -> models.Garage:
+    free = None if live.occupancy is None else max(spec.capacity - live.occupancy, 0)
+    return models.Garage(
+        id=spec.id,
+        community=spec.community,
+        name=spec.name,
+        name_en=spec.name_en,
+        online=live.online is True,
+        capacity=spec.capacity,
+        occupancy=live.occupancy,
+        free=free,
+        full=free == 0,
+        last_seen=live.last_seen,
+    )
+
+
+def garage_detail(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> models.GarageDetail:
+    gates = []
+    for gate_id in spec.gates:
+        gate = live.gates.get(gate_id)
+        gates.append(
+            models.Gate(
+                gate=gate_id,
+                open=gate.open if gate else None,
+                since=gate.since if gate else None,
+                last_event=gate.last_event.value if gate and gate.last_event else None,
+                last_event_at=gate.last_event_at if gate else None,
+            )
+        )
+    return models.GarageDetail(
+        **garage(spec, live).model_dump(),
+        temp_c=live.temp_c,
+        smoke=live.smoke,
+        gates=gates,
+        stations=list(spec.stations),
+        alerts=alerts_of(spec.id, alerts),
+    )
+
+
+def communities(
+    site: Site,
+    stations: Mapping[str, StationLive],
+    garages: Mapping[str, GarageLive],
+) -> list[models.Community]:
+    found = []
+    for community in site.communities.values():
+        mine = [
+            station(s, stations[s.id])
+            for s in site.stations.values()
+            if s.community == community.id and s.id in stations
+        ]
+        bays = [
+            garage(g, garages[g.id])
+            for g in site.garages.values()
+            if g.community == community.id and g.id in garages
+        ]
+        found.append(
+            models.Community(
+                id=community.id,
+                name=community.name,
+                name_en=community.name_en,
+                stations=[s.id for s in mine],
+                ports_total=sum(s.ports_total for s in mine),
+                ports_free=sum(s.ports_free for s in mine),
+                garages=[g.id for g in bays],
+                capacity=sum(g.capacity for g in bays),
+                free_bays=sum(g.free or 0 for g in bays),
+            )
+        )
+    return found

@@ -1,0 +1,306 @@
+"""What people ask of the service: who they are (tokens), opening a gate (residents),
+powering a port and acknowledging an alert (staff). Each refusal is a `Refusal`; gate opens
+and power requests are audited whether allowed or refused."""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from facilities.access import Person, RateLimiter, Role
+from facilities.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Refusal,
+    Unauthorized,
+    Unavailable,
+)
+from facilities.mqtt.commands import CommandSender, Outcome, Result, Target
+from facilities.rules.alerts import Alert, AlertState
+from facilities.rules.verdicts import Severity
+from facilities.runtime import RulesRuntime
+from facilities.site import Site
+from facilities.store import audit, people
+from facilities.store.db import SharedWriter
+from facilities.wire import CommandAction
+
+log = logging.getLogger(__name__)
+
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class Authenticator:
+    """Bearer token → person, looked up in the database on each request (a new or revoked
+    token counts at once); too many failures from one address are refused for a while."""
+
+    def __init__(
+        self,
+        reader: aiosqlite.Connection,
+        *,
+        failures: RateLimiter,
+        clock: Callable[[], float],
+    ) -> None:
+        self._reader = reader
+        self._failures = failures
+        self._clock = clock
+
+    async def person(self, token: str | None, client: str) -> Person:
+        now = self._clock()
+        wait = self._failures.retry_after(client, now)
+        if wait is not None:
+            raise RateLimited(
+                "too many failed authentications from this address", retry_after_s=wait
+            )
+        found = await people.by_token(self._reader, token) if token else None
+        if found is None:
+            self._failures.hit(client, now)
+            raise Unauthorized(
+                "a valid bearer token is required" if token is None else "unknown or revoked token"
+            )
+        return found
+
+    async def staff(self, token: str | None, client: str) -> Person:
+        person = await self.person(token, client)
+        if person.role is not Role.STAFF:
+            raise Forbidden("staff only")
+        return person
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One request: who (by token), from where, with which Idempotency-Key."""
+
+    token: str | None
+    client: str
+    idempotency_key: str | None = None
+
+
+def _answer(result: Result, done: str) -> Answer:
+    """The HTTP answer to a command's outcome (API.md: 200, 502 refused, 504 no ack)."""
+    if result.outcome is Outcome.ACKED:
+        return 200, {"command_id": result.id, "status": done}
+    if result.outcome is Outcome.REFUSED:
+        detail = f"{result.target.subject} refused: {result.error or 'no reason given'}"
+        return 502, {"error": "device_refused", "detail": detail, "command_id": result.id}
+    detail = f"{result.target.subject} did not acknowledge in time ({result.tries} tries)"
+    return 504, {"error": "device_timeout", "detail": detail, "command_id": result.id}
+
+
+class Operations:
+    def __init__(
+        self,
+        site: Site,
+        *,
+        auth: Authenticator,
+        commands: CommandSender,
+        rules: RulesRuntime,
+        writer: SharedWriter,
+        reader: aiosqlite.Connection,
+        opens: RateLimiter,
+        connected: Callable[[], bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.site = site
+        self.auth = auth
+        self._commands = commands
+        self._rules = rules
+        self._writer = writer
+        self._reader = reader
+        self._opens = opens
+        self._connected = connected
+        self._clock = clock
+        self._in_flight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+
+    # -- residents ---------------------------------------------------------------------------
+
+    async def open_gate(self, ask: Ask, garage: str, gate: str) -> Answer:
+        """Authenticate, authorise, rate-limit, replay or send `open`, audit: API.md."""
+        target = f"{garage}/{gate}"
+        person: Person | None = None
+        try:
+            person = await self.auth.person(ask.token, ask.client)
+            spec = self.site.garages.get(garage)
+            if spec is None or gate not in spec.gates:
+                raise NotFound(f"no gate {target}")
+            if not person.may_open(garage):
+                raise Forbidden(f"{person.id} is not registered for {garage}")
+            status, body, outcome = await self._open_once(person, ask, spec.id, gate)
+        except Refusal as refusal:
+            await self._audit(
+                "gate_open", target, person, ask, refusal.status, refusal.error, refusal.detail
+            )
+            raise
+        await self._audit(
+            "gate_open",
+            target,
+            person,
+            ask,
+            status,
+            outcome,
+            body.get("detail"),
+            body.get("command_id"),
+        )
+        return status, body
+
+    async def _open_once(
+        self, person: Person, ask: Ask, garage: str, gate: str
+    ) -> tuple[int, dict[str, Any], str]:
+        """Send the open, or give the first answer again for a repeated Idempotency-Key."""
+        key = ask.idempotency_key
+        if key is None:
+            status, body = await self._send_open(person, garage, gate)
+            return status, body, str(body.get("status") or body["error"])
+        first = self._in_flight.get((person.id, key))
+        if first is not None:  # the same request, still waiting for its gate
+            status, body = await asyncio.shield(first)
+            return status, body, "replayed"
+        # Registered before the first await: a second tap arriving meanwhile waits for this one.
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._in_flight[(person.id, key)] = future
+        try:
+            remembered = await audit.remembered(self._reader, person.id, key, now=self._clock())
+            if remembered is not None:
+                future.set_result(remembered)
+                return remembered[0], remembered[1], "replayed"
+            status, body = await self._send_open(person, garage, gate)
+            async with self._writer.transaction() as conn:
+                await audit.remember(conn, person.id, key, status, body, now=self._clock())
+            future.set_result((status, body))
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else Unavailable("cancelled"))
+            future.exception()  # retrieved: a lone request must not log "never retrieved"
+            raise
+        finally:
+            del self._in_flight[(person.id, key)]
+        return status, body, str(body.get("status") or body["error"])
+
+    async def _send_open(self, person: Person, garage: str, gate: str) -> Answer:
+        now = self._clock()
+        wait = self._opens.retry_after(person.id, now)
+        if wait is not None:
+            raise RateLimited(f"at most {self._opens.limit} opens a minute", retry_after_s=wait)
+        if not self._connected():
+            raise Unavailable("the service has no link to the broker")
+        self._opens.hit(person.id, now)
+        thresholds = self.site.garages[garage].thresholds
+        result = await self._commands.send(
+            Target(garage, gate=gate),
+            CommandAction.OPEN,
+            reason="app",
+            requested_by=person.id,
+            resident=person.id,
+            timeout_s=thresholds.command_timeout_s,
+            tries=1,  # a second copy would be a late open; the resident may ask again
+            expiry_s=thresholds.command_timeout_s,
+        )
+        return _answer(result, "opened")
+
+    # -- staff -------------------------------------------------------------------------------
+
+    async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Answer:
+        target = f"{station}/{port}"
+        person: Person | None = None
+        try:
+            person = await self.auth.staff(ask.token, ask.client)
+            spec = self.site.stations.get(station)
+            if spec is None or not 1 <= port <= spec.ports:
+                raise NotFound(f"no port {target}")
+            if on:
+                blocking = self._rules.read(
+                    lambda e: _blocking_alerts(e.alerts.values(), station, port)
+                )
+                if blocking:
+                    raise Conflict(
+                        f"acknowledge {', '.join(blocking)} before powering {target} on again"
+                    )
+            if not self._connected():
+                raise Unavailable("the service has no link to the broker")
+            result = await self._commands.send(
+                Target(station, port=port),
+                CommandAction.POWER_ON if on else CommandAction.POWER_OFF,
+                reason="staff",
+                requested_by=person.id,
+                timeout_s=spec.thresholds.command_timeout_s,
+                tries=spec.thresholds.command_tries,
+            )
+        except Refusal as refusal:
+            await self._audit(
+                "port_power", target, person, ask, refusal.status, refusal.error, refusal.detail
+            )
+            raise
+        status, body = _answer(result, "done")
+        await self._audit(
+            "port_power",
+            target,
+            person,
+            ask,
+            status,
+            result.outcome.value,
+            body.get("detail"),
+            result.id,
+        )
+        return status, body
+
+    async def acknowledge(self, staff: Person, alert_id: str) -> Alert:
+        """Acknowledge an open alert; 409 when it has cleared, 404 when there is none."""
+        key = self._rules.read(
+            lambda e: next((k for k, a in e.alerts.items() if a.id == alert_id), None)
+        )
+        if key is not None:
+            alert = await self._rules.acknowledge(key, staff.id)
+            if alert is not None:
+                return alert
+            current = self._rules.read(lambda e: e.alerts.get(key))
+            if current is not None and current.state is AlertState.ACKNOWLEDGED:
+                return current  # acknowledged already: asking again changes nothing
+        async with self._reader.execute(
+            "SELECT state FROM alerts WHERE id = ?", (alert_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound(f"no alert {alert_id}")
+        raise Conflict(f"alert {alert_id} is {row[0]}")
+
+    async def _audit(
+        self,
+        action: str,
+        target: str,
+        person: Person | None,
+        ask: Ask,
+        status: int,
+        outcome: str,
+        detail: str | None,
+        command_id: str | None = None,
+    ) -> None:
+        request = audit.Request(
+            at=self._clock(),
+            action=action,
+            target=target,
+            person=person.id if person else None,
+            client=ask.client,
+            status=status,
+            outcome=outcome,
+            detail=detail,
+            command_id=command_id,
+            idempotency_key=ask.idempotency_key,
+        )
+        async with self._writer.transaction() as conn:
+            await audit.record(conn, request)
+
+
+def _blocking_alerts(alerts: Any, station: str, port: int) -> list[str]:
+    """Critical alerts of the port or the whole station that nobody has acknowledged yet:
+    a port a safety rule switched off stays off until a person has looked."""
+    return sorted(
+        f"{a.rule} ({a.subject})"
+        for a in alerts
+        if a.subject in (station, f"{station}/{port}")
+        and a.severity is Severity.CRITICAL
+        and a.state is AlertState.ACTIVE
+    )

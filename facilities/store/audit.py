@@ -1,0 +1,128 @@
+"""The API's audit of requests, the answers kept for Idempotency-Key, and the audit log
+(requests and commands together) as staff read it."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+# API.md: a repeated request with the same key within 24 h gets the first answer again.
+IDEMPOTENCY_KEPT_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One API request that asked for something to happen to a device."""
+
+    at: float
+    action: str  # gate_open, port_power
+    target: str  # g-hc3/north, cs-07/3
+    person: str | None
+    client: str
+    status: int
+    outcome: str
+    detail: str | None = None
+    command_id: str | None = None
+    idempotency_key: str | None = None
+
+
+async def record(conn: aiosqlite.Connection, request: Request) -> None:
+    await conn.execute(
+        "INSERT INTO api_requests (at, action, target, person, client, status, outcome, detail,"
+        " command_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            request.at,
+            request.action,
+            request.target,
+            request.person,
+            request.client,
+            request.status,
+            request.outcome,
+            request.detail,
+            request.command_id,
+            request.idempotency_key,
+        ),
+    )
+
+
+async def remembered(
+    conn: aiosqlite.Connection, person: str, key: str, *, now: float
+) -> tuple[int, dict[str, Any]] | None:
+    """The first answer given to this person's request with this key, within 24 h."""
+    async with conn.execute(
+        "SELECT status, body FROM idempotency WHERE person = ? AND key = ? AND created_at > ?",
+        (person, key, now - IDEMPOTENCY_KEPT_S),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    body: dict[str, Any] = json.loads(row[1])
+    return int(row[0]), body
+
+
+async def remember(
+    conn: aiosqlite.Connection,
+    person: str,
+    key: str,
+    status: int,
+    body: dict[str, Any],
+    *,
+    now: float,
+) -> None:
+    """Keep an answer for its key (replacing one older than 24 h); forget expired ones."""
+    await conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_KEPT_S,))
+    await conn.execute(
+        "INSERT OR REPLACE INTO idempotency (person, key, created_at, status, body)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (person, key, now, status, json.dumps(body, ensure_ascii=False)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    at: float
+    kind: str  # command, request
+    rowid: int
+    action: str
+    target: str
+    who: str | None
+    outcome: str
+    status: int | None
+    detail: str | None
+    command_id: str | None
+    reason: str | None
+    client: str | None
+
+
+# Commands the service sent and API requests, in one time line; a page continues after the
+# (at, kind, rowid) of the last row of the previous page.
+_AUDIT = """
+SELECT at, kind, rid, action, target, who, outcome, status, detail, command_id, reason, client
+FROM (
+    SELECT sent_at AS at, 'command' AS kind, rowid AS rid, action,
+           device || coalesce('/' || gate, '/' || port, '') AS target, requested_by AS who,
+           outcome, NULL AS status, error AS detail, id AS command_id, reason, NULL AS client
+    FROM commands WHERE sent_at >= :since
+    UNION ALL
+    SELECT at, 'request', id, action, target, person, outcome, status, detail, command_id,
+           NULL, client
+    FROM api_requests WHERE at >= :since
+)
+WHERE (at, kind, rid) > (:at, :kind, :rid)
+ORDER BY at, kind, rid
+LIMIT :limit
+"""
+
+
+async def audit_page(
+    conn: aiosqlite.Connection,
+    *,
+    since: float,
+    after: tuple[float, str, int] | None,
+    limit: int,
+) -> list[AuditRow]:
+    at, kind, rid = after or (float("-inf"), "", -1)
+    params = {"since": since, "at": at, "kind": kind, "rid": rid, "limit": limit}
+    async with conn.execute(_AUDIT, params) as cursor:
+        return [AuditRow(*row) for row in await cursor.fetchall()]

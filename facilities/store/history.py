@@ -1,0 +1,260 @@
+"""What staff read back: alerts with the commands sent for them, sessions, telemetry."""
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import aiosqlite
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    command_id: str
+    action: str
+    target: str
+    outcome: str
+    tries: int
+    sent_at: float
+    done_at: float | None
+    error: str | None
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    rowid: int
+    id: str
+    rule: str
+    subject: str
+    severity: str
+    state: str
+    raised_at: float
+    updated_at: float
+    cleared_at: float | None
+    value: float | None
+    peak: float | None
+    count: int
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+    actions: list[CommandRow] = field(default_factory=list)
+
+
+_ALERTS = """
+SELECT rowid, id, rule, subject, severity, state, raised_at, updated_at, cleared_at, value,
+       peak, count, acknowledged_by, acknowledged_at
+FROM alerts
+WHERE (:id IS NULL OR id = :id)
+  AND (:state IS NULL OR state = :state)
+  AND (:severity IS NULL OR severity = :severity)
+  AND updated_at >= :since AND rowid < :before
+ORDER BY rowid DESC
+LIMIT :limit
+"""
+
+_ACTIONS = """
+SELECT alert_id, id, action, device || coalesce('/' || gate, '/' || port, ''), outcome, tries,
+       sent_at, done_at, error, requested_by
+FROM commands
+WHERE alert_id IN (SELECT value FROM json_each(:ids))
+ORDER BY sent_at
+"""
+
+
+async def alerts_page(
+    conn: aiosqlite.Connection,
+    *,
+    state: str | None = None,
+    severity: str | None = None,
+    since: float | None = None,
+    before: int | None = None,
+    limit: int = 1,
+    alert_id: str | None = None,
+) -> list[AlertRow]:
+    """Alerts newest first (`before`: continue below this rowid), with their commands."""
+    params = {
+        "id": alert_id,
+        "state": state,
+        "severity": severity,
+        "since": since if since is not None else float("-inf"),
+        "before": before if before is not None else 2**63 - 1,
+        "limit": limit,
+    }
+    async with conn.execute(_ALERTS, params) as cursor:
+        alerts = [AlertRow(*row) for row in await cursor.fetchall()]
+    if alerts:
+        found: dict[str, list[CommandRow]] = defaultdict(list)
+        ids = json.dumps([a.id for a in alerts])
+        async with conn.execute(_ACTIONS, {"ids": ids}) as cursor:
+            for alert_id_, *rest in await cursor.fetchall():
+                found[alert_id_].append(CommandRow(*rest))
+        for alert in alerts:
+            alert.actions.extend(found.get(alert.id, []))
+    return alerts
+
+
+async def alert_by_id(conn: aiosqlite.Connection, alert_id: str) -> AlertRow | None:
+    found = await alerts_page(conn, alert_id=alert_id)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: int
+    port: int
+    started_at: float
+    ended_at: float
+    energy_wh: float
+    peak_w: float
+    end_reason: str
+
+
+async def sessions_page(
+    conn: aiosqlite.Connection,
+    station: str,
+    *,
+    start: float,
+    end: float,
+    after: int | None,
+    limit: int,
+) -> list[SessionRow]:
+    """A station's sessions that started in [start, end), oldest first."""
+    async with conn.execute(
+        "SELECT id, port, started_at, ended_at, energy_wh, peak_w, end_reason"
+        " FROM charging_sessions WHERE station = ? AND started_at >= ? AND started_at < ?"
+        " AND id > ? ORDER BY started_at, id LIMIT ?",
+        (station, start, end, after or 0, limit),
+    ) as cursor:
+        return [SessionRow(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True, slots=True)
+class PortSample:
+    port: int
+    state: str
+    voltage_v: float | None
+    current_a: float | None
+    power_w: float | None
+    energy_wh: float | None
+    temp_c: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StationSample:
+    seq: int
+    ts: float
+    received_at: float
+    temp_c: float | None
+    leakage_ma: float | None
+    smoke: bool | None
+    ports: list[PortSample] = field(default_factory=list)
+
+
+async def telemetry_page(
+    conn: aiosqlite.Connection,
+    station: str,
+    *,
+    start: float,
+    end: float,
+    port: int | None,
+    after: tuple[float, int] | None,
+    limit: int,
+) -> list[StationSample]:
+    """A station's messages with `ts` in [start, end), oldest first, each with its ports."""
+    ts, seq = after or (float("-inf"), -1)
+    async with conn.execute(
+        "SELECT seq, ts, received_at, temp_c, leakage_ma, smoke FROM station_samples"
+        " WHERE station = ? AND ts >= ? AND ts < ? AND (ts, seq) > (?, ?)"
+        " ORDER BY ts, seq LIMIT ?",
+        (station, start, end, ts, seq, limit),
+    ) as cursor:
+        samples = [
+            StationSample(s, t, r, temp, leak, None if smoke is None else bool(smoke))
+            for s, t, r, temp, leak, smoke in await cursor.fetchall()
+        ]
+    if not samples:
+        return samples
+    by_message = {(s.ts, s.seq): s for s in samples}
+    async with conn.execute(
+        "SELECT ts, seq, port, state, voltage_v, current_a, power_w, energy_wh, temp_c"
+        " FROM port_samples WHERE station = ? AND ts >= ? AND ts <= ?"
+        " AND (? IS NULL OR port = ?) ORDER BY ts, seq, port",
+        (station, samples[0].ts, samples[-1].ts, port, port),
+    ) as cursor:
+        for t, s, *reading in await cursor.fetchall():
+            sample = by_message.get((t, s))
+            if sample is not None:
+                sample.ports.append(PortSample(*reading))
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: float
+    port: int
+    samples: int
+    avg_power_w: float | None
+    max_power_w: float | None
+    last_state: str
+
+
+# One row per (bucket, port): average and peak power, and the state of the bucket's last
+# sample (window function: the state at the largest ts within the bucket). Device times are
+# positive (PROTOCOL.md), so the integer cast floors.
+_BUCKETS = """
+SELECT bucket * :step, port, count(*), avg(power_w), max(power_w), max(last_state)
+FROM (
+    SELECT CAST(ts / :step AS INTEGER) AS bucket, port, power_w,
+           last_value(state) OVER (
+               PARTITION BY CAST(ts / :step AS INTEGER), port ORDER BY ts, seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+           ) AS last_state
+    FROM port_samples INDEXED BY port_samples_by_port
+    WHERE station = :station AND ts >= :start AND ts < :end
+      AND (:port IS NULL OR port = :port)
+)
+GROUP BY bucket, port
+HAVING (bucket, port) > (:after_bucket, :after_port)
+ORDER BY bucket, port
+LIMIT :limit
+"""
+
+
+async def telemetry_buckets(
+    conn: aiosqlite.Connection,
+    station: str,
+    *,
+    start: float,
+    end: float,
+    step_s: float,
+    port: int | None,
+    after: tuple[float, int] | None,
+    limit: int,
+) -> list[Bucket]:
+    """Downsampled history: per port and per `step_s` bucket, oldest first."""
+    after_bucket = int(after[0] // step_s) if after else -(2**62)
+    params = {
+        "station": station,
+        "start": start,
+        "end": end,
+        "step": step_s,
+        "after_bucket": after_bucket,
+        "after_port": after[1] if after else -1,
+        "limit": limit,
+        "port": port,
+    }
+    async with conn.execute(_BUCKETS, params) as cursor:
+        return [Bucket(*row) for row in await cursor.fetchall()]
+
+
+async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+    """Durations (seconds) of the sessions that ended full or unplugged since `since`, per
+    station: what a free-time estimate is made of."""
+    found: dict[str, list[float]] = defaultdict(list)
+    async with conn.execute(
+        "SELECT station, ended_at - started_at FROM charging_sessions"
+        " WHERE ended_at >= ? AND end_reason IN ('full', 'unplug')",
+        (since,),
+    ) as cursor:
+        for station, seconds in await cursor.fetchall():
+            found[station].append(float(seconds))
+    return found

@@ -1,0 +1,125 @@
+"""Fixtures for the HTTP API: the real ASGI app with its lifespan over the real service,
+a movable clock, people with tokens, and simulated gates on the session broker."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from facilities import admin
+from facilities.access import Role
+from facilities.api.app import create_app
+from facilities.app import Service
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.topics import Topics
+from facilities.settings import Settings
+from facilities.site import Site
+from simulators.client import DeviceClient
+from simulators.devices import Behaviour, SimulatedGarage
+from tests.conftest import wait_for
+
+# Gates and stations answer within this in tests (the site default is 5 s), so that a silent
+# device is a 504 after half a second rather than five.
+QUICK_TIMEOUT_S = 0.5
+CLIENT_ADDRESS = "203.0.113.7"
+
+
+class MovableClock:
+    """Real time plus an offset that tests move forward instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def quick_site(site: Site) -> Site:
+    """The example district with 0.5 s command timeouts and one try for stations."""
+    garages = {
+        gid: replace(g, thresholds=g.thresholds.merged({"command_timeout_s": QUICK_TIMEOUT_S}))
+        for gid, g in site.garages.items()
+    }
+    stations = {
+        sid: replace(
+            s,
+            thresholds=s.thresholds.merged(
+                {"command_timeout_s": QUICK_TIMEOUT_S, "command_tries": 1}
+            ),
+        )
+        for sid, s in site.stations.items()
+    }
+    return replace(site, garages=garages, stations=stations)
+
+
+@dataclass
+class Api:
+    service: Service
+    app: FastAPI
+    http: httpx.AsyncClient
+
+    def client(self, address: str) -> httpx.AsyncClient:
+        """Another client, from another address (rate limits are per address)."""
+        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://facilities.test")
+
+    async def person(self, role: Role, name: str = "someone", *garages: str) -> tuple[str, str]:
+        """Register through the same code as the command line; (id, token)."""
+        added = await admin.add(
+            self.service.settings.db, role, name, garages=garages, site=self.service.site
+        )
+        return added.person.id, added.token
+
+
+@pytest.fixture
+async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> AsyncIterator[Api]:
+    service = Service(
+        replace(settings, client_id=f"api-{uuid.uuid4().hex[:6]}"), quick_site, clock=clock
+    )
+    app = create_app(service)
+    async with LifespanManager(app, startup_timeout=20, shutdown_timeout=20):
+        await wait_for(lambda: service.link.subscribed, what="subscription")
+        transport = httpx.ASGITransport(app=app, client=(CLIENT_ADDRESS, 40000))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://facilities.test"
+        ) as http:
+            yield Api(service, app, http)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def gates(broker: PrivateBroker) -> Iterator[Callable[..., SimulatedGarage]]:
+    """Simulated garage controllers on the session broker, answering as told."""
+    made: list[DeviceClient] = []
+
+    def garage(garage_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedGarage:
+        client = DeviceClient(
+            BrokerUrl.parse(broker.url(garage_id)), client_id=f"{garage_id}-{uuid.uuid4().hex[:4]}"
+        )
+        made.append(client.connect())
+        gate_ids = {"g-cq4": ("north", "south"), "g-cq8": ("main",), "g-hc3": ("north", "east")}
+        return SimulatedGarage(
+            client, garage_id, gate_ids[garage_id], Topics(), behaviour=behaviour
+        )
+
+    yield garage
+    for client in made:
+        client.close()
