@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from fastapi import FastAPI
 
 from facilities.api.app import create_app
 from facilities.app import Service
@@ -70,10 +71,12 @@ async def serve_http(
     stop: asyncio.Event,
     *,
     started: asyncio.Event | None = None,
+    app: FastAPI | None = None,
 ) -> None:
-    """Serve the HTTP API on `sock` until `stop` is set (the service is already running)."""
+    """Serve the HTTP API (by default the whole app over `service`) on `sock` until `stop`
+    is set; the service is already running."""
     config = uvicorn.Config(
-        create_app(service, run_service=False),
+        app or create_app(service, run_service=False),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(HTTP_GRACE_S),

@@ -5,6 +5,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 import pytest
@@ -20,8 +21,9 @@ from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.settings import Settings
 from facilities.site import Site
+from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
-from simulators.devices import Behaviour, SimulatedGarage
+from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation
 from tests.conftest import wait_for
 
 # Gates and stations answer within this in tests (the site default is 5 s), so that a silent
@@ -123,3 +125,32 @@ def gates(broker: PrivateBroker) -> Iterator[Callable[..., SimulatedGarage]]:
     yield garage
     for client in made:
         client.close()
+
+
+@pytest.fixture
+def stations(broker: PrivateBroker) -> Iterator[Callable[..., SimulatedStation]]:
+    """Simulated charging stations (10 ports) on the session broker, obeying commands."""
+    made: list[DeviceClient] = []
+
+    def station(station_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedStation:
+        client = DeviceClient(
+            BrokerUrl.parse(broker.url(station_id)),
+            client_id=f"{station_id}-{uuid.uuid4().hex[:4]}",
+        )
+        made.append(client.connect())
+        model = StationModel(station_id, [PortModel(n) for n in range(1, 11)])
+        return SimulatedStation(client, model, Topics(), behaviour=behaviour)
+
+    yield station
+    for client in made:
+        client.close()
+
+
+def telemetry(seq: int, ports: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A station telemetry message as firmware writes it."""
+    return {"seq": seq, "ts": fields.pop("ts", time.time()), "ports": ports, **fields}
+
+
+def port(n: int, state: str = "idle", **fields: Any) -> dict[str, Any]:
+    power = fields.pop("power_w", 180.0 if state == "charging" else 0.0)
+    return {"port": n, "state": state, "voltage_v": 220.0, "power_w": power, **fields}

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from facilities import __version__
 from facilities.api import views
 from facilities.api.errors import install_error_handlers
-from facilities.api.live import LiveFeed
+from facilities.api.live import QUEUE_SIZE, LiveFeed
 from facilities.api.routes import events, health, public, residents, staff
 from facilities.app import Service
 
@@ -62,10 +62,13 @@ def _snapshot(service: Service) -> Any:
     return snapshot
 
 
-def create_app(service: Service, *, run_service: bool = True) -> FastAPI:
+def create_app(
+    service: Service, *, run_service: bool = True, live_queue: int = QUEUE_SIZE
+) -> FastAPI:
     """The HTTP app over `service`. With `run_service`, its lifespan starts and stops the
     service (tests, embedding); `facilities run` starts the service itself first, so that
-    an unreachable broker is one line on stderr instead of a failed lifespan."""
+    an unreachable broker is one line on stderr instead of a failed lifespan. `live_queue`:
+    events a live-stream client may fall behind before it is dropped."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -85,7 +88,7 @@ def create_app(service: Service, *, run_service: bool = True) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
-    app.state.feed = feed = LiveFeed(_snapshot(service))
+    app.state.feed = feed = LiveFeed(_snapshot(service), queue_size=live_queue)
     service.add_listener(feed)
     install_error_handlers(app)
     for module in (health, public, residents, staff, events):

@@ -62,6 +62,8 @@ class Subscription:
 
     async def next(self, timeout_s: float) -> Event | None:
         """The next event, or None when none came within `timeout_s`."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
         try:
             return await asyncio.wait_for(self._queue.get(), timeout_s)
         except TimeoutError:

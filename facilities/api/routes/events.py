@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from facilities.api.deps import ServiceDep
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
+from facilities.app import Service
 
 router = APIRouter(prefix="/api", tags=["public"])
 
@@ -21,6 +22,10 @@ def _feed(app_state: object) -> LiveFeed:
     return feed
 
 
+def _now(service: Service) -> str:
+    return service.now().isoformat().replace("+00:00", "Z")
+
+
 async def _events(
     service: ServiceDep, subscription: Subscription, feed: LiveFeed
 ) -> AsyncIterator[Event]:
@@ -29,7 +34,7 @@ async def _events(
     while True:
         event = await subscription.next(HEARTBEAT_S)
         if event is None:
-            event = feed.heartbeat(service.now().isoformat().replace("+00:00", "Z"))
+            event = feed.heartbeat(_now(service))
         yield event
         if event.kind == "lagged":
             return
@@ -67,10 +72,16 @@ async def websocket(socket: WebSocket) -> None:
     with feed.subscribe() as subscription:
         closed = asyncio.create_task(_until_closed(socket), name="ws-reader")
         try:
-            async for event in _events(service, subscription, feed):
-                if closed.done():
-                    return
+            while not closed.done():
+                waiting = asyncio.create_task(subscription.next(HEARTBEAT_S))
+                await asyncio.wait({waiting, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    return  # the client left: stop at once, not at the next heartbeat
+                event = waiting.result() or feed.heartbeat(_now(service))
                 await socket.send_text(event.ws())
+                if event.kind == "lagged":
+                    break
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client went away mid-send
         finally:
