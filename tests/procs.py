@@ -16,7 +16,16 @@ from tests.conftest import EXAMPLE_SITE
 class ServiceProcess:
     """One `facilities run` process with its HTTP port, database and log file."""
 
-    def __init__(self, broker_url: str, db: Path, *, client_id: str, log: Path) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        db: Path,
+        *,
+        client_id: str,
+        log: Path,
+        site: Path = EXAMPLE_SITE,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         self.db = db
         self.log = log
@@ -28,7 +37,7 @@ class ServiceProcess:
             "INFO",
             "run",
             "--site",
-            str(EXAMPLE_SITE),
+            str(site),
             "--broker",
             broker_url,
             "--db",
@@ -39,6 +48,7 @@ class ServiceProcess:
             client_id,
             "--connect-timeout",
             "10",
+            *extra,
         ]
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -67,3 +67,11 @@ Responses = dict[int | str, dict[str, Any]]
 def refusal(description: str) -> dict[str, Any]:
     """An OpenAPI response entry for a refusal: an ErrorBody, and when it happens."""
     return {"model": ErrorBody, "description": description}
+
+
+# Every route with parameters or a body answers 422 with the same {"error", "detail"} body
+# as any other refusal (FastAPI would otherwise document its own validation error shape).
+INVALID: Responses = {
+    400: refusal("the body cannot be read (not UTF-8 JSON)"),
+    422: refusal("a parameter or the body is not valid (`detail` says which)"),
+}

@@ -33,6 +33,11 @@ async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
     return HealthBody(status="ok", broker=service.broker_url.display(), database="ok")
 
 
-@router.get("/metrics", include_in_schema=True, summary="Prometheus text exposition")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    summary="Prometheus text exposition",
+    responses={200: {"content": {"text/plain": {}}, "description": "metrics, text format"}},
+)
 def metrics(service: ServiceDep) -> Response:
     return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)

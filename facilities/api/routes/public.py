@@ -6,11 +6,11 @@ from fastapi import APIRouter, Path
 
 from facilities.api import models, views
 from facilities.api.deps import ServiceDep
-from facilities.api.errors import Responses, refusal
+from facilities.api.errors import INVALID, Responses, refusal
 from facilities.engine import Engine
 from facilities.errors import NotFound
 
-router = APIRouter(prefix="/api", tags=["public"])
+router = APIRouter(prefix="/api", tags=["public"], responses=INVALID)
 
 Id = Annotated[str, Path(max_length=64, description="id from the site file")]
 _NOT_FOUND: Responses = {404: refusal("no such id in the site file")}

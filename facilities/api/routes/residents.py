@@ -7,9 +7,9 @@ from fastapi.responses import JSONResponse
 
 from facilities.api import models
 from facilities.api.deps import AskDep, PersonDep, ServiceDep
-from facilities.api.errors import refusal
+from facilities.api.errors import INVALID, refusal
 
-router = APIRouter(prefix="/api", tags=["residents"])
+router = APIRouter(prefix="/api", tags=["residents"], responses=INVALID)
 
 Id = Annotated[str, Path(max_length=64)]
 

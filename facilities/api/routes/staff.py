@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from facilities.api import models
 from facilities.api.deps import AskDep, ServiceDep, StaffDep
-from facilities.api.errors import Responses, refusal
+from facilities.api.errors import INVALID, Responses, refusal
 from facilities.api.paging import (
     DEFAULT_LIMIT,
     Cursor,
@@ -23,7 +23,7 @@ from facilities.rules.alerts import Alert, AlertState
 from facilities.rules.verdicts import Severity
 from facilities.store import audit, history
 
-router = APIRouter(prefix="/api", tags=["staff"])
+router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID)
 
 Id = Annotated[str, Path(max_length=64)]
 From = Annotated[datetime | None, Query(alias="from", description="ISO 8601; default 24 h ago")]
