@@ -36,6 +36,7 @@ schemas: setup
 bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alert_latency.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
