@@ -181,4 +181,3 @@ def test_the_listening_socket_says_tcp_so_responses_are_not_held_back() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
-
