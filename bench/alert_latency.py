@@ -9,19 +9,17 @@ injection stations clear alerts at once (`clear_after_s = 0`), so each port can 
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
+from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
+from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.session import BrokerUrl  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
@@ -101,16 +99,6 @@ class Injector:
         return latency
 
 
-def ingested(http_port: int) -> float:
-    """Messages the service has stored so far, from its own /metrics."""
-    text = httpx.get(f"http://127.0.0.1:{http_port}/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("facilities_messages_ingested_total{")
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--injections", type=int, default=200)
@@ -118,63 +106,14 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
-    broker = PrivateBroker(
-        workdir / "broker",
-        load_site(site),
-        extra_users={"bench": ("topic readwrite facilities/#",)},
-    ).start()
-    port = free_port()
-    log = (workdir / "service.log").open("ab")
-    service = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "facilities"),
-            "--log-level",
-            "ERROR",
-            "run",
-            "--site",
-            str(site),
-            "--broker",
-            broker.url(),
-            "--db",
-            str(workdir / "f.db"),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-    )
+    broker = start_broker(workdir, site)
+    service, port = start_service(workdir, site, broker)
     load = None
     try:
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
         injectors = [Injector(broker, s) for s in INJECT]
         # injections take ~1.3 s each (mostly waiting for the alert to clear), in 2 threads
         seconds = args.injections * 1.4 / len(injectors) + 10
-        load = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "load.py"),
-                "--port",
-                str(broker.port),
-                "--user",
-                "bench",
-                "--password",
-                broker.credentials["bench"],
-                "--rate",
-                str(args.rate),
-                "--seconds",
-                str(seconds),
-                "--stations",
-                *LOAD,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        load = start_load(broker, rate=args.rate, seconds=seconds, stations=LOAD)
         time.sleep(3)  # let the load settle
         ingested_start, at_start = ingested(port), time.perf_counter()
         latencies: list[float] = []

@@ -13,29 +13,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
-from facilities.site import load_site  # noqa: E402
+from bench.rig import ingested, start_broker, start_load, start_service, wait_http  # noqa: E402
+from facilities.mosquitto import free_port  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
 STATIONS = tuple(f"cs-{n:02d}" for n in range(1, 21))
-
-
-def _wait_http(port: int, path: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"nothing answered on port {port}{path}")
 
 
 def _load(port: int, paths: list[str], seconds: float, connections: int) -> dict[str, float]:
@@ -46,15 +35,6 @@ def _load(port: int, paths: list[str], seconds: float, connections: int) -> dict
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     result: dict[str, float] = json.loads(out)
     return result
-
-
-def _ingested(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("facilities_messages_ingested_total{")
-    )
 
 
 def _row(name: str, r: dict[str, float], size: int) -> str:
@@ -71,58 +51,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="ingest msg/s meanwhile")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-api-bench-"))
-    broker = PrivateBroker(
-        workdir / "broker",
-        load_site(SITE),
-        extra_users={"bench": ("topic readwrite facilities/#",)},
-    ).start()
-    port, baseline_port = free_port(), free_port()
-    log = (workdir / "service.log").open("ab")
-    processes: list[subprocess.Popen[str]] = []
+    broker = start_broker(workdir, SITE)
+    baseline_port = free_port()
+    processes: list[subprocess.Popen[Any]] = []
     try:
-        service = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "facilities"),
-                "--log-level",
-                "ERROR",
-                "run",
-                "--site",
-                str(SITE),
-                "--broker",
-                broker.url(),
-                "--db",
-                str(workdir / "f.db"),
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=log,
-            text=True,
-        )
+        service, port = start_service(workdir, SITE, broker)
         processes.append(service)
-        _wait_http(port, "/healthz")
         seconds = 3 * args.seconds + 20
-        load = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "load.py"),
-                "--port",
-                str(broker.port),
-                "--user",
-                "bench",
-                "--password",
-                broker.credentials["bench"],
-                "--rate",
-                str(args.rate),
-                "--seconds",
-                str(seconds),
-                "--stations",
-                *STATIONS,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        processes.append(load)
+        processes.append(start_load(broker, rate=args.rate, seconds=seconds, stations=STATIONS))
         # every station live before measuring
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -144,14 +80,13 @@ def main() -> int:
                 "--body",
                 str(workdir / "body.json"),
             ],
-            stdout=log,
-            stderr=log,
-            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         processes.append(baseline)
-        _wait_http(baseline_port, "/")
+        wait_http(baseline_port, "/")
 
-        ingested_before, at_before = _ingested(port), time.perf_counter()
+        ingested_before, at_before = ingested(port), time.perf_counter()
         results = [
             (
                 "baseline: uvicorn, fixed body",
@@ -171,7 +106,7 @@ def main() -> int:
                 len(one_body),
             ),
         ]
-        stored = (_ingested(port) - ingested_before) / (time.perf_counter() - at_before)
+        stored = (ingested(port) - ingested_before) / (time.perf_counter() - at_before)
         print(
             f"{args.connections} keep-alive connections from a separate process, "
             f"{args.seconds:.0f} s each; ingest meanwhile: {args.rate:.0f} msg/s asked, "
