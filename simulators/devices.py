@@ -44,6 +44,7 @@ class SimulatedStation:
         self.behaviour = behaviour
         self.lock = threading.Lock()  # commands arrive on paho's thread
         self.commands: list[Command] = []
+        self.answered: dict[str, CommandAck] = {}
         self._now = now
         client.subscribe(topics.station(model.station, "command"), self._on_command)
 
@@ -65,7 +66,7 @@ class SimulatedStation:
                 self.model.power_off(command.port)
             elif command.action is CommandAction.POWER_ON:
                 self.model.power_on(command.port)
-            self.client.publish(ack_topic, CommandAck(id=command.id, ok=True))
+            _answer(self, ack_topic, CommandAck(id=command.id, ok=True))
             # report the new state at once rather than at the next 10 s tick
             self.publish(self.model.telemetry(self._now(), _steady))
 
@@ -88,6 +89,7 @@ class SimulatedGarage:
         self.topics = topics
         self.behaviour = behaviour
         self.commands: list[Command] = []
+        self.answered: dict[str, CommandAck] = {}
         self.seq: dict[str, int] = {}
         self.lock = threading.Lock()
         self._now = now
@@ -108,9 +110,9 @@ class SimulatedGarage:
             if command is None:
                 return
             if command.expires is not None and command.expires < self._now():
-                self.client.publish(ack_topic, CommandAck(id=command.id, ok=False, error="expired"))
+                _answer(self, ack_topic, CommandAck(id=command.id, ok=False, error="expired"))
                 return
-            self.client.publish(ack_topic, CommandAck(id=command.id, ok=True))
+            _answer(self, ack_topic, CommandAck(id=command.id, ok=True))
             if command.action is CommandAction.OPEN:
                 self.gate_event(gate, GateEventType.OPENED)
 
@@ -121,6 +123,11 @@ class _Device(Protocol):
     client: DeviceClient
     behaviour: Behaviour
     commands: list[Command]
+    answered: dict[str, CommandAck]
+
+
+# Command ids a simulated device remembers, to answer a repeated id without acting twice.
+ANSWERS_KEPT = 256
 
 
 def _take(device: _Device, payload: bytes, ack_topic: str, *, refusal: str) -> Command | None:
@@ -137,7 +144,18 @@ def _take(device: _Device, payload: bytes, ack_topic: str, *, refusal: str) -> C
     if device.behaviour is Behaviour.REFUSE:
         device.client.publish(ack_topic, CommandAck(id=command.id, ok=False, error=refusal))
         return None
+    first = device.answered.get(command.id)
+    if first is not None:  # a retry of a command already carried out: answer, do not act
+        device.client.publish(ack_topic, first)
+        return None
     return command
+
+
+def _answer(device: _Device, ack_topic: str, ack: CommandAck) -> None:
+    if len(device.answered) >= ANSWERS_KEPT:
+        del device.answered[next(iter(device.answered))]
+    device.answered[ack.id] = ack
+    device.client.publish(ack_topic, ack)
 
 
 class _Steady:

@@ -1,7 +1,10 @@
 """Simulated devices: realistic curves, valid payloads, their own credentials."""
 
 import asyncio
+import json
 import random
+import time
+import uuid
 
 import pytest
 
@@ -10,7 +13,10 @@ from facilities.charging.payloads import PortState, StationEventType
 from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.topics import Topics
 from simulators.charging import PortModel, StationModel
+from simulators.client import DeviceClient
+from simulators.devices import SimulatedGarage
 from simulators.fleet import Fleet
 from simulators.garage import GarageModel
 from tests.conftest import query, wait_for
@@ -133,3 +139,36 @@ async def test_fault_scenarios_trip_the_rules_and_the_devices_obey(
 def test_an_unknown_scenario_is_refused(site) -> None:
     with pytest.raises(OperatorError, match="known scenarios are normal, overload"):
         Fleet(site, BrokerUrl("127.0.0.1", 1), scenario="earthquake")
+
+
+async def test_a_repeated_command_id_is_answered_again_but_carried_out_once(
+    broker: PrivateBroker, device
+) -> None:
+    """PROTOCOL.md: a retry carries the same id; a device acts on it once (the simulated
+    gates and stations behave as devices must)."""
+    url = BrokerUrl.parse(broker.url("g-cq8"))
+    client = DeviceClient(url, client_id=f"g-cq8-{uuid.uuid4().hex[:4]}").connect()
+    acks: list[dict[str, object]] = []
+    events: list[dict[str, object]] = []
+    observer = device("observer")
+    observer.subscribe(
+        "facilities/garage/g-cq8/gate/main/command/ack", lambda _t, p: acks.append(json.loads(p))
+    )
+    observer.subscribe(
+        "facilities/garage/g-cq8/gate/main/event", lambda _t, p: events.append(json.loads(p))
+    )
+    rogue = device("rogue")
+    try:
+        SimulatedGarage(client, "g-cq8", ("main",), Topics())
+        command = {"id": "c-1", "ts": time.time(), "action": "open", "reason": "app"}
+        for _ in range(2):
+            rogue.publish_raw("facilities/garage/g-cq8/gate/main/command", json.dumps(command))
+        await wait_for(lambda: len(acks) == 2, what="both copies answered")
+        assert acks == [{"id": "c-1", "ok": True}] * 2
+        late = {**command, "id": "c-2", "expires": time.time() - 1}
+        rogue.publish_raw("facilities/garage/g-cq8/gate/main/command", json.dumps(late))
+        await wait_for(lambda: len(acks) == 3, what="the late open answered")
+        assert acks[2] == {"id": "c-2", "ok": False, "error": "expired"}
+        assert [e["type"] for e in events] == ["opened"]  # once, for c-1 only
+    finally:
+        client.close()
