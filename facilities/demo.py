@@ -8,6 +8,8 @@ import socket
 import sys
 from pathlib import Path
 
+from facilities import admin
+from facilities.access import Role
 from facilities.app import Service
 from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
@@ -61,12 +63,20 @@ async def run_demo(
             async with service.running():
                 await asyncio.to_thread(fleet.connect)
                 host, port = sock.getsockname()[:2]
+                staff = await admin.add(db, Role.STAFF, "demo staff")
+                garage = next(iter(site.garages))
+                resident = await admin.add(
+                    db, Role.RESIDENT, "demo resident", garages=[garage], site=site
+                )
                 _say(
                     f"broker   mqtt://127.0.0.1:{broker.port} (private, config in "
                     f"{broker.workdir})\n"
                     f"service  http://{host}:{port}/healthz\n"
+                    f"api docs http://{host}:{port}/docs\n"
                     f"metrics  http://{host}:{port}/metrics\n"
                     f"database {db}\n"
+                    f"staff token    {staff.token}  (Authorization: Bearer …; /api/alerts)\n"
+                    f"resident token {resident.token}  (may open the gates of {garage})\n"
                     f"{len(fleet.clients)} devices simulated, time x{speed:g}. Ctrl-C stops."
                 )
                 async with asyncio.TaskGroup() as tasks:
