@@ -323,3 +323,37 @@ async def test_a_token_added_while_running_works_at_once(api: Api) -> None:
     person = me.json()["id"]
     assert run_cli("staff", "revoke", "--db", str(api.service.settings.db), person).returncode == 0
     assert (await api.http.get("/api/me", headers=bearer(token))).status_code == 401
+
+
+async def test_healthz_is_503_while_the_database_does_not_answer(api: Api, device) -> None:
+    """Another process holds the write lock: the batch in hand waits (busy_timeout 5 s), the
+    database stops answering, /healthz says so; the lock goes, everything is stored."""
+    import sqlite3
+
+    db = api.service.settings.db
+    assert (await api.http.get("/healthz")).status_code == 200
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        device("cs-09").publish_raw(
+            "facilities/charging/cs-09/telemetry", json.dumps(telemetry(1, [port(1)]))
+        )
+        await wait_for(
+            lambda: (
+                api.service.rules.read(lambda e: e.stations["cs-09"].last_seen is not None)
+                and api.service.ingest.waiting == 0
+            ),
+            what="the message received and taken into a batch (which now waits for the lock)",
+        )
+        for _ in range(3):  # each answer takes the 1 s health timeout once the writer waits
+            response = await api.http.get("/healthz")
+            if response.status_code == 503:
+                break
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        assert "database not answering" in response.json()["detail"]
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await _seen(api, "cs-09", 1)
+    assert (await api.http.get("/healthz")).status_code == 200

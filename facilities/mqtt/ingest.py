@@ -156,6 +156,11 @@ class Ingest:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._full.wait(), linger)
 
+    @property
+    def waiting(self) -> int:
+        """Messages received and not yet taken into a batch."""
+        return self._inbox_state()[0]
+
     def _inbox_state(self) -> tuple[int, float]:
         with self._lock:
             size = len(self._inbox)
