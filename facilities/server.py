@@ -79,8 +79,9 @@ async def serve_http(
 ) -> None:
     """Serve the HTTP API (by default the whole app over `service`) on `sock` until `stop`
     is set; the service is already running."""
+    app = app or create_app(service, run_service=False)
     config = uvicorn.Config(
-        app or create_app(service, run_service=False),
+        app,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(HTTP_GRACE_S),
@@ -96,6 +97,7 @@ async def serve_http(
     try:
         await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        app.state.feed.close()  # live streams end now instead of holding the shutdown
         server.should_exit = True
         stopping.cancel()
         await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)

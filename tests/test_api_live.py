@@ -31,6 +31,8 @@ class Live:
     service: Service
     feed: LiveFeed
     base: str
+    stop: asyncio.Event
+    server: "asyncio.Task[None]"
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +47,7 @@ async def _serve(settings: Settings, site: Site, live_queue: int) -> AsyncIterat
         await asyncio.wait_for(started.wait(), 10)
         host, port_number = sock.getsockname()[:2]
         try:
-            yield Live(service, app.state.feed, f"http://{host}:{port_number}")
+            yield Live(service, app.state.feed, f"http://{host}:{port_number}", stop, server)
         finally:
             stop.set()
             await server
@@ -181,3 +183,25 @@ def test_the_listening_socket_says_tcp_so_responses_are_not_held_back() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+async def test_stopping_ends_the_streams_instead_of_waiting_for_them(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+    url = live.base.replace("http://", "ws://") + "/api/ws"
+    async with (
+        httpx.AsyncClient(base_url=live.base, timeout=10) as http,
+        http.stream("GET", "/api/events") as response,
+        websockets.connect(url, open_timeout=5) as ws,
+    ):
+        reader = asyncio.create_task(_sse_events(response, events))
+        await wait_for(lambda: live.feed.subscribers == 2, what="both subscribed")
+        live.stop.set()
+        await asyncio.wait_for(reader, 5)  # the SSE stream ended
+        kind, data = events.get_nowait()
+        assert (kind, data) == ("closing", {"reason": "service stopping"})
+        last = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert last["event"] == "closing"
+        await asyncio.wait_for(live.server, 5)
+    assert not [r for r in caplog.records if "graceful shutdown exceeded" in r.getMessage()]

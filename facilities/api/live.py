@@ -31,7 +31,7 @@ Snapshot = Callable[[str], tuple[str, dict[str, Any]] | None]
 @dataclass(frozen=True, slots=True)
 class Event:
     id: int
-    kind: str  # station, garage, alert, heartbeat, lagged
+    kind: str  # station, garage, alert, heartbeat; lagged and closing end the stream
     data: str  # JSON, serialised once for every client
 
     def sse(self) -> str:
@@ -54,11 +54,15 @@ class Subscription:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
             self.lagged = True
-            while not self._queue.empty():  # make room for the one event that says so
-                self._queue.get_nowait()
-            self._queue.put_nowait(Event(event.id, "lagged", '{"reason": "client too slow"}'))
+            self.last(Event(event.id, "lagged", '{"reason": "client too slow"}'))
             return False
         return True
+
+    def last(self, event: Event) -> None:
+        """Replace whatever waits with one final event (the stream ends after it)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(event)
 
     async def next(self, timeout_s: float) -> Event | None:
         """The next event, or None when none came within `timeout_s`."""
@@ -80,6 +84,7 @@ class LiveFeed:
         self._subscribers: set[Subscription] = set()
         self._ids = itertools.count(1)
         self.dropped = 0
+        self._closed = False
 
     @property
     def subscribers(self) -> int:
@@ -88,6 +93,8 @@ class LiveFeed:
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[Subscription]:
         subscription = Subscription(self._queue_size)
+        if self._closed:
+            subscription.last(self._closing())
         self._subscribers.add(subscription)
         try:
             yield subscription
@@ -113,6 +120,16 @@ class LiveFeed:
                 self._subscribers.discard(subscription)
                 self.dropped += 1
                 log.info("live stream: dropped a client %d events behind", self._queue_size)
+
+    def close(self) -> None:
+        """The service is stopping: end every stream now (clients reconnect to the next
+        instance), rather than leave the HTTP server waiting for them."""
+        self._closed = True
+        for subscription in self._subscribers:
+            subscription.last(self._closing())
+
+    def _closing(self) -> Event:
+        return Event(next(self._ids), "closing", '{"reason": "service stopping"}')
 
     def heartbeat(self, at: str) -> Event:
         return Event(next(self._ids), "heartbeat", json.dumps({"at": at}))

@@ -15,6 +15,7 @@ router = APIRouter(prefix="/api", tags=["public"])
 
 # EventSource waits this long before reconnecting after the stream ends (lagged, restart).
 RECONNECT_MS = 2000
+FINAL = frozenset({"lagged", "closing"})  # events after which the stream ends
 
 
 def _feed(app_state: object) -> LiveFeed:
@@ -36,7 +37,7 @@ async def _events(
         if event is None:
             event = feed.heartbeat(_now(service))
         yield event
-        if event.kind == "lagged":
+        if event.kind in FINAL:
             return
 
 
@@ -80,7 +81,7 @@ async def websocket(socket: WebSocket) -> None:
                     return  # the client left: stop at once, not at the next heartbeat
                 event = waiting.result() or feed.heartbeat(_now(service))
                 await socket.send_text(event.ws())
-                if event.kind == "lagged":
+                if event.kind in FINAL:
                     break
         except (WebSocketDisconnect, RuntimeError, OSError):
             return  # the client went away mid-send
