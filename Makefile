@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system lint bench clean schemas
+.PHONY: demo test setup system lint bench clean schemas dashboards
 
 demo: setup
 	$(BIN)/facilities demo
@@ -31,6 +31,10 @@ lint: setup
 # Payload JSON Schemas for integrators (docs/schemas); a test fails when they are stale.
 schemas: setup
 	$(BIN)/facilities schemas --out docs/schemas
+
+# Grafana dashboards (deploy/grafana/dashboards); a test fails when they are stale.
+dashboards: setup
+	$(BIN)/python scripts/dashboards.py
 
 # Benchmarks run on demand, never in `make test`.
 bench: setup

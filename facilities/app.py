@@ -11,10 +11,19 @@ from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
 from facilities.engine import Engine
-from facilities.metrics import IngestMetrics
+from facilities.metrics import (
+    AlertMetrics,
+    ApiMetrics,
+    CommandMetrics,
+    DeviceCollector,
+    IngestMetrics,
+    ServiceCollector,
+    device_families,
+)
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
@@ -60,6 +69,8 @@ class Service:
         self.topics = Topics(settings.topic_prefix)
         self.registry = CollectorRegistry()
         self.ingest_metrics = IngestMetrics(self.registry)
+        self.command_metrics = CommandMetrics(self.registry)
+        self.api_metrics = ApiMetrics(self.registry)
         self.broker_url = BrokerUrl.parse(settings.broker)
         self._conn: aiosqlite.Connection | None = None
         self._link: BrokerLink | None = None
@@ -69,6 +80,15 @@ class Service:
         self._operations: Operations | None = None
         self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
         self._typical_charge: dict[str, timedelta] = {}
+        self.listeners.append(AlertMetrics(self.registry))
+        self.registry.register(DeviceCollector(self._device_metrics))
+        self.registry.register(
+            ServiceCollector(
+                connected=lambda: self._link is not None and self._link.connected,
+                reconnects=lambda: self._link.reconnects if self._link else 0,
+                open_alerts=self._open_alerts,
+            )
+        )
 
     @property
     def ingest(self) -> Ingest:
@@ -94,6 +114,18 @@ class Service:
         if self._reader is None:
             raise RuntimeError("the service is not running")
         return self._reader
+
+    def _device_metrics(self) -> list[Metric]:
+        rules, now = self._rules, self.now()
+        if rules is None:
+            return []
+        return rules.read(lambda engine: device_families(self.site, engine, now))
+
+    def _open_alerts(self) -> list[tuple[str, str]]:
+        rules = self._rules
+        if rules is None:
+            return []
+        return rules.read(lambda e: [(a.rule, a.severity.value) for a in e.alerts.values()])
 
     def add_listener(self, listener: Listener) -> None:
         """Tell `listener` what changes, from now on (and from each start)."""
@@ -144,7 +176,7 @@ class Service:
                 alerts=await rules_store.load_open_alerts(rules_conn),
             )
             rules_db = SharedWriter(rules_conn)
-            commands = CommandSender(link, rules_db, clock=self.clock)
+            commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
             rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
             rules.listeners.extend(self.listeners)
             ingest.observers.append(rules.observe)
@@ -162,6 +194,7 @@ class Service:
                 opens=RateLimiter(self.settings.opens_per_minute),
                 connected=lambda: link.connected,
                 clock=self.clock,
+                metrics=self.api_metrics,
             )
             await self._estimate()
             self._ingest, self._link, self._rules = ingest, link, rules

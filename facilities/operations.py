@@ -20,6 +20,7 @@ from facilities.errors import (
     Unauthorized,
     Unavailable,
 )
+from facilities.metrics import ApiMetrics
 from facilities.mqtt.commands import CommandSender, Outcome, Result, Target
 from facilities.rules.alerts import Alert, AlertState
 from facilities.rules.verdicts import Severity
@@ -105,9 +106,11 @@ class Operations:
         opens: RateLimiter,
         connected: Callable[[], bool],
         clock: Callable[[], float],
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self.site = site
         self.auth = auth
+        self._metrics = metrics
         self._commands = commands
         self._rules = rules
         self._writer = writer
@@ -290,6 +293,8 @@ class Operations:
             command_id=command_id,
             idempotency_key=ask.idempotency_key,
         )
+        if action == "gate_open" and self._metrics is not None:
+            self._metrics.gate_opens.labels(outcome).inc()
         async with self._writer.transaction() as conn:
             await audit.record(conn, request)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What `make demo` and `make test` need from the system: Python >= 3.11 with venv, and
-# Mosquitto (broker + clients). Installed with apt-get when missing and we are root;
-# otherwise one line says what to install.
+# What `make demo` and `make test` need from the system: Python >= 3.11 with venv,
+# Mosquitto (broker + clients) and Prometheus (promtool and the server, for the tests).
+# Installed with apt-get when missing and we are root; otherwise one line says what to install.
 set -euo pipefail
 
 PY=${PY:-python3}
@@ -17,6 +17,9 @@ elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# Prometheus's own tools check the shipped rules, config and /metrics in the tests, and a
+# Prometheus server scrapes a running service there (Debian's package brings both).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
@@ -24,7 +27,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Debian starts a system broker on 1883 after installing; ours use free ports anyway.
+    # Debian starts a system broker on 1883 (and Prometheus on 9090) after installing; ours
+    # use free ports anyway.
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
     echo "setup: missing ${need[*]}: run 'sudo apt-get install ${need[*]}' and retry" >&2

@@ -137,6 +137,17 @@ async def test_staff_see_acknowledge_and_act_on_alerts(api: Api, stations) -> No
     assert [(a["action"], a["target"], a["outcome"]) for a in alert["actions"]] == [
         ("power_off", "cs-07/2", "acked")
     ]
+    await wait_for(
+        lambda: (
+            api.service.rules.read(lambda e: e.stations["cs-07"].ports[2].state.value) == "disabled"
+        ),
+        what="port 2 reported disabled",
+    )
+    metrics = (await api.http.get("/metrics")).text
+    labels = '{rule="port_over_temperature",severity="critical"}'
+    assert f"facilities_alerts_raised_total{labels} 1.0" in metrics
+    assert f"facilities_alerts_open{labels} 1.0" in metrics
+    assert 'facilities_port_state{port="2",state="disabled",station="cs-07"} 1.0' in metrics
     power_on = {"on": True}
     path = "/api/stations/cs-07/ports/2/power"
     refused = await api.http.post(path, json=power_on, headers=bearer(staff))

@@ -101,6 +101,14 @@ async def test_a_gate_that_acks_opens_and_everything_is_audited(
     assert query(
         db, "SELECT action, target, person, client, status, outcome FROM api_requests"
     ) == [("gate_open", "g-cq4/north", person, "203.0.113.7", 200, "opened")]
+    metrics = (await api.http.get("/metrics")).text
+    assert 'facilities_gate_open_requests_total{outcome="opened"} 1.0' in metrics
+    assert 'facilities_commands_total{action="open",outcome="acked"} 1.0' in metrics
+    assert 'facilities_command_roundtrip_seconds_count{action="open"} 1.0' in metrics
+    assert (
+        'facilities_http_requests_total{method="POST",'
+        'route="/api/garages/{garage}/gates/{gate}/open",status="200"} 1.0'
+    ) in metrics
 
 
 async def test_a_gate_that_refuses_is_502_and_a_silent_one_504(

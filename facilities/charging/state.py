@@ -55,6 +55,8 @@ class PortLive:
     power_w: float | None = None
     energy_wh: float | None = None
     temp_c: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
     powers: deque[float] = field(default_factory=lambda: deque(maxlen=POWER_SAMPLES_KEPT))
     temps: deque[tuple[datetime, float]] = field(
         default_factory=lambda: deque(maxlen=TEMPERATURES_KEPT)
@@ -167,6 +169,8 @@ def _apply_port(
         port.state, port.since = reading.state, at
     port.power_w = reading.power_w
     port.energy_wh = reading.energy_wh
+    port.voltage_v = reading.voltage_v
+    port.current_a = reading.current_a
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
         _remember(port.temps, at, reading.temp_c, window)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from facilities.metrics import CommandMetrics
 from facilities.mqtt.session import BrokerLink
 from facilities.store.db import SharedWriter
 from facilities.wire import Command, CommandAck, CommandAction
@@ -64,8 +65,10 @@ class CommandSender:
         timeout_s: float = ACK_TIMEOUT_S,
         tries: int = TRIES,
         clock: Callable[[], float] = time.time,
+        metrics: CommandMetrics | None = None,
     ) -> None:
         self._link = link
+        self._metrics = metrics
         self._db = db
         self._timeout_s = timeout_s
         self._tries = tries
@@ -141,6 +144,9 @@ class CommandSender:
         result = Result(
             command_id, target, action, outcome, attempt, error, time.perf_counter() - started
         )
+        if self._metrics is not None:
+            answered = outcome is not Outcome.TIMEOUT
+            self._metrics.done(action.value, outcome.value, result.seconds, answered=answered)
         await self._audit_end(result)
         if outcome is not Outcome.ACKED:
             log.error("%s %s %s: %s", action, target.subject, outcome, error or "no ack")

@@ -13,6 +13,7 @@ from typing import Protocol
 import aiosqlite
 
 from facilities.errors import StoreError
+from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
@@ -175,6 +176,7 @@ class Ingest:
             return 0
         rows = BatchRows()
         kinds: Counter[str] = Counter()
+        gate_events: Counter[tuple[str, str, str]] = Counter()
         extra: Counter[str] = Counter()
         rejected: list[Rejected] = []
         for item in pending:
@@ -182,6 +184,10 @@ class Ingest:
             if isinstance(message, Accepted):
                 self._add(rows, message)
                 kinds[message.route.kind.value] += 1
+                if isinstance(message.payload, GateEvent) and message.route.gate is not None:
+                    gate_events[
+                        (message.route.device, message.route.gate, message.payload.type)
+                    ] += 1
                 if message.extra_fields:
                     extra[message.route.kind.value] += message.extra_fields
             elif isinstance(message, Rejected):
@@ -197,6 +203,8 @@ class Ingest:
         acked = acker.ack([(item.mid, item.generation) for item in pending])
         self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - pending[0].received_at))
         self._count(rows, inserted, kinds, extra, rejected, len(pending))
+        for (garage, gate, kind), count in gate_events.items():
+            self._metrics.gate_events.labels(garage, gate, kind).inc(count)
         if acked < len(pending):
             log.info(
                 "%d committed messages left for redelivery (link changed)", len(pending) - acked

@@ -1,0 +1,267 @@
+"""Metrics as Prometheus and Grafana see them: checked by Prometheus's own tools, scraped by a
+real Prometheus server, and the shipped dashboards query only what /metrics exposes."""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from facilities.mosquitto import PrivateBroker, free_port
+from tests.conftest import EXAMPLE_SITE, ROOT
+from tests.procs import ServiceProcess
+
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
+RULES_TEST = ROOT / "tests" / "prometheus" / "rules_test.yml"
+METRIC = re.compile(r"\bfacilities_[a-z_]+\b")
+
+
+def _promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    return subprocess.run(
+        [promtool, *args], input=stdin, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_promtool_accepts_the_shipped_config_and_rules() -> None:
+    for args in (
+        ("check", "config", str(PROMETHEUS / "prometheus.yml")),
+        ("check", "rules", str(PROMETHEUS / "rules.yml")),
+        ("test", "rules", str(RULES_TEST)),
+    ):
+        result = _promtool(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_rule_has_a_unit_test() -> None:
+    rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
+    alerts = {r["alert"] for group in rules["groups"] for r in group["rules"] if "alert" in r}
+    tests = yaml.safe_load(RULES_TEST.read_text())
+    tested_firing = {
+        case["alertname"]
+        for test in tests["tests"]
+        for case in test.get("alert_rule_test", [])
+        if case.get("exp_alerts")
+    }
+    assert alerts == tested_firing
+    assert len(alerts) >= 9
+
+
+def test_the_dashboards_are_generated_and_use_a_datasource_variable() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dashboards", ROOT / "scripts" / "dashboards.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rendered: dict[str, str] = module.render()
+    assert sorted(rendered) == sorted(p.name for p in DASHBOARDS.glob("*.json"))
+    for name, text in rendered.items():
+        assert (DASHBOARDS / name).read_text() == text, f"{name} is stale: run `make dashboards`"
+        assert "${DS_" not in text
+        board = json.loads(text)
+        assert board["templating"]["list"][0]["type"] == "datasource"
+        for panel in board["panels"]:
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            for target in panel["targets"]:
+                assert target["datasource"]["uid"] == "${datasource}"
+
+
+# -- a running service with every device simulated -----------------------------------------
+
+
+def _credentials_file(broker: PrivateBroker, path: Path) -> Path:
+    lines = [f'"{user}" = "{password}"' for user, password in broker.credentials.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def district(
+    broker: PrivateBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """`facilities run` and `facilities simulate` (every device of the example site, time x10)."""
+    workdir = tmp_path_factory.mktemp("observability")
+    service = ServiceProcess(
+        broker.url(),
+        workdir / "facilities.db",
+        client_id=f"obs-{uuid.uuid4().hex[:6]}",
+        log=workdir / "service.log",
+    ).start()
+    simulators = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "facilities"),
+            "simulate",
+            "--site",
+            str(EXAMPLE_SITE),
+            "--broker",
+            f"mqtt://127.0.0.1:{broker.port}",
+            "--credentials",
+            str(_credentials_file(broker, workdir / "credentials.toml")),
+            "--speed",
+            "10",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "simulate.log").open("wb"),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stations = httpx.get(f"http://127.0.0.1:{service.port}/api/stations").json()
+            garages = httpx.get(f"http://127.0.0.1:{service.port}/api/garages").json()
+            if all(s["online"] for s in stations) and all(
+                g["occupancy"] is not None for g in garages
+            ):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the simulated district did not come online")
+        yield service
+    finally:
+        simulators.terminate()
+        simulators.wait(10)
+        service.terminate()
+
+
+def _metrics(service: ServiceProcess) -> str:
+    return httpx.get(f"http://127.0.0.1:{service.port}/metrics").text
+
+
+def _exposed(text: str) -> set[str]:
+    """Metric names a query may use: samples, and every family (with its histogram and
+    counter series names) even before it has a sample."""
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.add(name)
+            if kind == "histogram":
+                names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    return names
+
+
+def test_live_metrics_pass_promtool(district: ServiceProcess) -> None:
+    text = _metrics(district)
+    result = _promtool("check", "metrics", stdin=text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""  # no lint complaint either
+    assert text.count("facilities_port_power_watts{") == 200  # 20 stations x 10 ports
+    assert 'facilities_station_info{community="cq4",garage="g-cq4",name="' in text
+
+
+def test_the_dashboards_query_only_what_metrics_exposes(district: ServiceProcess) -> None:
+    exposed = _exposed(_metrics(district))
+    for board in DASHBOARDS.glob("*.json"):
+        queried = set(METRIC.findall(board.read_text()))
+        assert queried, board.name
+        missing = queried - exposed
+        assert not missing, f"{board.name} queries {sorted(missing)}, not in /metrics"
+    rules = set(METRIC.findall((PROMETHEUS / "rules.yml").read_text()))
+    assert not rules - exposed, f"rules.yml queries {sorted(rules - exposed)}"
+
+
+# -- a real Prometheus ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus(district: ServiceProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prometheus on loopback scraping the service every second, with the shipped rules."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: `make test` installs Debian's prometheus package"
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(PROMETHEUS / "rules.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "facilities",
+                "static_configs": [{"targets": [f"127.0.0.1:{district.port}"]}],
+            }
+        ],
+    }
+    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _poll(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, "ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _poll(check: Any, what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _query(url: str, promql: str) -> list[dict[str, Any]]:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": promql}).json()
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def test_prometheus_scrapes_the_devices_and_an_overload_fires_its_alert(
+    prometheus: str, device
+) -> None:
+    _poll(lambda: len(_query(prometheus, "facilities_port_power_watts")) == 200, "port series")
+    assert len(_query(prometheus, "facilities_garage_occupancy")) == 5
+    assert _query(prometheus, "sum(facilities_station_online)")[0]["value"][1] == "20"
+    free = _query(
+        prometheus,
+        "sum by (community) (facilities_port_free"
+        " * on (instance, station) group_left (community) facilities_station_info)",
+    )
+    assert {r["metric"]["community"] for r in free} >= {"cq4", "cq8", "hc3", "hc4", "hc5"}
+
+    # An overload on cs-05, port 3, sent as a misbehaving device would (the test's rogue
+    # user may write anything): the service raises port_overload, Prometheus pages.
+    rogue = device("rogue")
+    for seq in (900_001, 900_002):
+        body = {
+            "seq": seq,
+            "ts": time.time(),
+            "ports": [{"port": 3, "state": "charging", "power_w": 1250.0}],
+        }
+        rogue.publish_raw("facilities/charging/cs-05/telemetry", json.dumps(body))
+
+    def firing() -> bool:
+        alerts = httpx.get(f"{prometheus}/api/v1/alerts").json()["data"]["alerts"]
+        return any(
+            a["labels"]["alertname"] == "FacilitiesCriticalAlertOpen"
+            and a["labels"].get("rule") == "port_overload"
+            and a["state"] == "firing"
+            for a in alerts
+        )
+
+    _poll(firing, "FacilitiesCriticalAlertOpen{rule=port_overload} firing")
