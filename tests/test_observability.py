@@ -120,8 +120,12 @@ def district(
         while time.monotonic() < deadline:
             stations = httpx.get(f"http://127.0.0.1:{service.port}/api/stations").json()
             garages = httpx.get(f"http://127.0.0.1:{service.port}/api/garages").json()
-            if all(s["online"] for s in stations) and all(
-                g["occupancy"] is not None for g in garages
+            text = _metrics(service)
+            if (
+                all(s["online"] for s in stations)
+                and all(g["occupancy"] is not None for g in garages)
+                # every port has reported its power (online can come before telemetry)
+                and text.count("facilities_port_power_watts{") == 200
             ):
                 break
             time.sleep(0.2)
