@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system lint bench clean schemas dashboards
+.PHONY: demo test setup system lint bench clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
@@ -35,6 +35,12 @@ schemas: setup
 # Grafana dashboards (deploy/grafana/dashboards); a test fails when they are stale.
 dashboards: setup
 	$(BIN)/python scripts/dashboards.py
+
+# The pages' texts: extract, then merge into the catalogs (translate what is new; a test
+# fails while a text has no Chinese translation).
+messages: setup
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o var/messages.pot facilities/web
+	$(BIN)/pybabel update -i var/messages.pot -d facilities/web/locale --no-location --omit-header --ignore-obsolete
 
 # Benchmarks run on demand, never in `make test`.
 bench: setup

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(
         run,
+        "public-url",
+        "",
+        "address residents reach the service at, printed in QR codes (e.g. https://…)",
+    )
+    _option(
+        run,
         "auth-failures-per-minute",
         str(DEFAULT_AUTH_FAILURES_PER_MINUTE),
         "failed authentications from one address before 429, in any minute",
@@ -200,6 +206,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         topic_prefix=args.topic_prefix,
         opens_per_minute=args.opens_per_minute,
         auth_failures_per_minute=args.auth_failures_per_minute,
+        public_url=args.public_url,
     )
 
 

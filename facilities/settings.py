@@ -42,3 +42,4 @@ class Settings:
     topic_prefix: str = DEFAULT_PREFIX
     opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
     auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
+    public_url: str = ""  # printed in QR codes; empty: the address each request came to

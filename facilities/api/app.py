@@ -18,6 +18,7 @@ from facilities.api.instrument import HttpMetrics
 from facilities.api.live import QUEUE_SIZE, LiveFeed
 from facilities.api.routes import events, health, public, residents, staff
 from facilities.app import Service
+from facilities.web import pages
 
 DESCRIPTION = """
 Status of the e-bike charging stations and bicycle garages for residents, gate opening for
@@ -96,7 +97,9 @@ def create_app(
     install_error_handlers(app)
     for module in (health, public, residents, staff, events):
         app.include_router(module.router)
+    app.include_router(pages.router)
     app.mount(_DOCS_ASSETS, _docs_assets(), name="docs-assets")
+    app.mount("/static", pages.static_files(), name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -40,6 +40,9 @@ class Station(Out):
     ports_total: int
     ports_free: int = Field(description="idle ports of an online station with no fault")
     power_w: float = Field(description="power drawn by all ports, last telemetry")
+    fault: bool = Field(
+        description="a port or the station reports a fault, or a critical alert is open on it"
+    )
     last_seen: datetime | None
 
 

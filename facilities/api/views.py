@@ -51,7 +51,19 @@ def _is_free(live: StationLive, port: PortLive) -> bool:
     )
 
 
-def station(spec: Station, live: StationLive) -> models.Station:
+def _faulty(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> bool:
+    if live.fault_code is not None or any(
+        p.fault_code is not None or p.state is PortState.FAULT for p in live.ports.values()
+    ):
+        return True
+    return any(
+        a.severity.value == "critical"
+        and (a.subject == spec.id or a.subject.startswith(spec.id + "/"))
+        for a in alerts
+    )
+
+
+def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models.Station:
     ports = [live.ports[n] for n in sorted(live.ports) if n <= spec.ports]
     return models.Station(
         id=spec.id,
@@ -63,6 +75,7 @@ def station(spec: Station, live: StationLive) -> models.Station:
         ports_total=spec.ports,
         ports_free=sum(_is_free(live, p) for p in ports),
         power_w=round(sum(p.power_w or 0.0 for p in ports), 1),
+        fault=_faulty(spec, live, alerts),
         last_seen=live.last_seen,
     )
 
@@ -75,6 +88,7 @@ def station_detail(
     typical_charge: timedelta,
     now: datetime,
 ) -> models.StationDetail:
+    alerts = list(alerts)
     ports = []
     for number in range(1, spec.ports + 1):
         port = live.ports.get(number) or PortLive(number)
@@ -94,7 +108,7 @@ def station_detail(
             )
         )
     return models.StationDetail(
-        **station(spec, live).model_dump(),
+        **station(spec, live, alerts).model_dump(),
         temp_c=live.temp_c,
         leakage_ma=live.leakage_ma,
         smoke=live.smoke,
@@ -146,11 +160,13 @@ def communities(
     site: Site,
     stations: Mapping[str, StationLive],
     garages: Mapping[str, GarageLive],
+    alerts: Iterable[Alert],
 ) -> list[models.Community]:
+    alerts = list(alerts)
     found = []
     for community in site.communities.values():
         mine = [
-            station(s, stations[s.id])
+            station(s, stations[s.id], alerts)
             for s in site.stations.values()
             if s.community == community.id and s.id in stations
         ]

@@ -18,14 +18,19 @@ _NOT_FOUND: Responses = {404: refusal("no such id in the site file")}
 
 @router.get("/communities", summary="Communities with their free ports and free bays")
 async def communities(service: ServiceDep) -> list[models.Community]:
-    return service.rules.read(lambda e: views.communities(service.site, e.stations, e.garages))
+    return service.rules.read(
+        lambda e: views.communities(service.site, e.stations, e.garages, e.alerts.values())
+    )
 
 
 @router.get("/stations", summary="Every charging station: online, free ports, power")
 async def stations(service: ServiceDep) -> list[models.Station]:
     site = service.site
     return service.rules.read(
-        lambda e: [views.station(spec, e.stations[spec.id]) for spec in site.stations.values()]
+        lambda e: [
+            views.station(spec, e.stations[spec.id], e.alerts.values())
+            for spec in site.stations.values()
+        ]
     )
 
 

@@ -1,0 +1,1 @@
+"""The residents' status pages and the staff console (HTML), served by `facilities run`."""

@@ -1,0 +1,77 @@
+"""Languages of the pages: gettext catalogs (Babel's .po files, compiled when loaded) and the
+choice of language for a request. English is the source language; Chinese is `zh`."""
+
+import gettext
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+LANGUAGES = ("zh", "en")
+DEFAULT = "en"
+
+
+@cache
+def translations(language: str) -> gettext.NullTranslations:
+    """The catalog of `language` (English: the messages as written)."""
+    if language == "en":
+        return gettext.NullTranslations()
+    po = resources.files("facilities.web").joinpath(f"locale/{language}/LC_MESSAGES/messages.po")
+    with po.open("rb") as source:
+        catalog = read_po(source, locale=language)
+    compiled = io.BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return gettext.GNUTranslations(compiled)
+
+
+def _accepted(header: str) -> list[tuple[float, str]]:
+    """`zh-CN,zh;q=0.9,en;q=0.8` → [(1.0, 'zh-cn'), (0.9, 'zh'), (0.8, 'en')], best first."""
+    found = []
+    for position, part in enumerate(header.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if tag:
+            found.append((quality, -position, tag.lower()))
+    found.sort(reverse=True)
+    return [(quality, tag) for quality, _, tag in found]
+
+
+def choose(query: str | None, cookie: str | None, accept_language: str | None) -> str:
+    """`?lang=` first, then the visitor's earlier choice (cookie), then the browser's most
+    preferred of Chinese and English; English when it asks for neither."""
+    for explicit in (query, cookie):
+        if explicit in LANGUAGES:
+            return explicit
+    for quality, tag in _accepted(accept_language or ""):
+        if quality <= 0:
+            continue
+        primary = tag.split("-")[0]
+        if primary in LANGUAGES:
+            return primary
+    return DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """Something with a Chinese and an English name (communities, stations, garages)."""
+
+    name: str
+    name_en: str
+
+
+def name_in(language: str, item: Named | Mapping[str, str]) -> str:
+    if isinstance(item, Mapping):
+        return item["name"] if language == "zh" else item["name_en"]
+    return item.name if language == "zh" else item.name_en

@@ -1,0 +1,302 @@
+"""HTML pages: the residents' status (index, a station, a garage), QR codes and their printable
+sheet, and the staff console. Data comes from the same views as the JSON API."""
+
+import io
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import segno
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from facilities.api import models, views
+from facilities.api.deps import ServiceDep
+from facilities.app import Service
+from facilities.engine import Engine
+from facilities.errors import NotFound
+from facilities.web.i18n import LANGUAGES, choose, translations
+
+router = APIRouter(include_in_schema=False)
+
+# The district's clock for times printed in a page (a phone re-renders live updates in its own).
+LOCAL_TIME = ZoneInfo("Asia/Shanghai")
+LANG_COOKIE_DAYS = 365
+Id = Annotated[str, Path(max_length=64)]
+Lang = Annotated[str | None, Query(max_length=8, description="zh or en")]
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=str(resources.files("facilities.web").joinpath("static")))
+
+
+@cache
+def _environment(language: str) -> Environment:
+    """One template environment per language: the catalog is fixed for each, so that
+    concurrent requests in different languages never share gettext state."""
+    env = Environment(
+        loader=PackageLoader("facilities.web", "templates"),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+    )
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def labels(language: str) -> dict[str, Any]:
+    """Every text the pages' scripts write, in `language`."""
+    _ = translations(language).gettext
+    return {
+        "states": {
+            "idle": _("Free"),
+            "charging": _("Charging"),
+            "full": _("Charged, waiting to be unplugged"),
+            "fault": _("Fault"),
+            "disabled": _("Switched off"),
+            "unknown": _("No data yet"),
+        },
+        "free_at": _("free at about %(time)s"),
+        "gate_open": _("Open"),
+        "gate_closed": _("Closed"),
+        "unknown": _("No data yet"),
+        "updated": _("Updated"),
+        "severity": {
+            "critical": _("Critical"),
+            "warning": _("Warning"),
+            "info": _("Information"),
+        },
+        "acknowledge": _("Acknowledge"),
+        "acknowledged_by": _("acknowledged by %(who)s"),
+        "raised_at": _("raised %(time)s"),
+        "no_actions": _("No command sent"),
+        "outcomes": {
+            "acked": _("done"),
+            "refused": _("refused by the device"),
+            "timeout": _("no answer from the device"),
+            "pending": _("waiting for the device"),
+        },
+        "bad_token": _("This token is not valid for staff."),
+        "power_done": _("Done: the station confirmed."),
+        "power_failed": _("Not done: %(detail)s"),
+    }
+
+
+def _render(
+    request: Request, language: str, template: str, *, page: str, **context: Any
+) -> HTMLResponse:
+    body = (
+        _environment(language)
+        .get_template(template)
+        .render(
+            lang=language,
+            page=page,
+            path=request.url.path,
+            labels=labels(language),
+            **context,
+        )
+    )
+    response = HTMLResponse(body)
+    if request.query_params.get("lang") in LANGUAGES:
+        # the visitor chose: keep it for the next pages (and the next visit)
+        response.set_cookie(
+            "lang", language, max_age=LANG_COOKIE_DAYS * 86400, samesite="lax", httponly=True
+        )
+    response.headers["Vary"] = "Accept-Language, Cookie"
+    return response
+
+
+def _language(request: Request, lang: str | None) -> str:
+    return choose(lang, request.cookies.get("lang"), request.headers.get("accept-language"))
+
+
+def _name(language: str, item: Any) -> str:
+    return str(item.name if language == "zh" else item.name_en)
+
+
+def _time(when: datetime | None) -> str:
+    return when.astimezone(LOCAL_TIME).strftime("%H:%M") if when else ""
+
+
+def _port_detail(port: models.Port, language: str) -> str:
+    if port.state is not models.PortStatus.CHARGING:
+        return ""
+    parts = [f"{port.power_w:.0f} W"] if port.power_w is not None else []
+    if port.free_estimate_at is not None:
+        free_at = translations(language).gettext("free at about %(time)s")
+        parts.append(free_at % {"time": _time(port.free_estimate_at)})
+    return " · ".join(parts)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+    language = _language(request, lang)
+    site = service.site
+
+    def view(engine: Engine) -> list[dict[str, Any]]:
+        out = []
+        for community in site.communities.values():
+            stations = [
+                views.station(spec, engine.stations[spec.id], engine.alerts.values())
+                for spec in site.stations.values()
+                if spec.community == community.id
+            ]
+            garages = [
+                views.garage(spec, engine.garages[spec.id])
+                for spec in site.garages.values()
+                if spec.community == community.id
+            ]
+            if not stations and not garages:
+                continue
+            out.append(
+                {
+                    "id": community.id,
+                    "display_name": _name(language, community),
+                    "stations": [
+                        s.model_dump() | {"display_name": _name(language, s)} for s in stations
+                    ],
+                    "garages": [
+                        g.model_dump() | {"display_name": _name(language, g)} for g in garages
+                    ],
+                }
+            )
+        return out
+
+    return _render(
+        request, language, "index.html", page="index", communities=service.rules.read(view)
+    )
+
+
+def _station_detail(service: Service, station_id: str) -> models.StationDetail:
+    spec = service.site.stations.get(station_id)
+    if spec is None:
+        raise NotFound(f"no station {station_id}")
+    typical, now = service.typical_charge(spec.id), service.now()
+    return service.rules.read(
+        lambda e: views.station_detail(
+            spec, e.stations[spec.id], e.alerts.values(), typical_charge=typical, now=now
+        )
+    )
+
+
+@router.get("/stations/{station_id}", response_class=HTMLResponse)
+async def station_page(
+    request: Request, service: ServiceDep, station_id: Id, lang: Lang = None
+) -> HTMLResponse:
+    language = _language(request, lang)
+    detail = _station_detail(service, station_id)
+    station = detail.model_dump() | {
+        "display_name": _name(language, detail),
+        "ports": [
+            p.model_dump(mode="json") | {"detail": _port_detail(p, language)} for p in detail.ports
+        ],
+    }
+    community = service.site.communities[detail.community]
+    return _render(
+        request,
+        language,
+        "station.html",
+        page="station",
+        item_id=detail.id,
+        station=station,
+        community_name=_name(language, community),
+    )
+
+
+@router.get("/garages/{garage_id}", response_class=HTMLResponse)
+async def garage_page(
+    request: Request, service: ServiceDep, garage_id: Id, lang: Lang = None
+) -> HTMLResponse:
+    language = _language(request, lang)
+    spec = service.site.garages.get(garage_id)
+    if spec is None:
+        raise NotFound(f"no garage {garage_id}")
+    detail = service.rules.read(
+        lambda e: views.garage_detail(spec, e.garages[spec.id], e.alerts.values())
+    )
+    garage = detail.model_dump() | {"display_name": _name(language, detail)}
+    return _render(
+        request,
+        language,
+        "garage.html",
+        page="garage",
+        item_id=detail.id,
+        garage=garage,
+        community_name=_name(language, service.site.communities[detail.community]),
+    )
+
+
+# -- QR codes ------------------------------------------------------------------------------
+
+
+def public_url(service: Service, request: Request) -> str:
+    """The address printed in QR codes: `--public-url`, or where this request came to."""
+    return (service.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+@cache
+def _qr_svg(url: str) -> bytes:
+    out = io.BytesIO()
+    # Error correction M: a sticker that gets scratched or dirty still scans.
+    segno.make_qr(url, error="m").save(out, kind="svg", scale=4, border=4, xmldecl=False)
+    return out.getvalue()
+
+
+def _svg(body: bytes) -> Response:
+    return Response(
+        body,
+        media_type="image/svg+xml",
+        headers={"Cache-Control": f"public, max-age={int(timedelta(days=1).total_seconds())}"},
+    )
+
+
+@router.get("/stations/{station_id}/qr.svg")
+async def station_qr(request: Request, service: ServiceDep, station_id: Id) -> Response:
+    if station_id not in service.site.stations:
+        raise NotFound(f"no station {station_id}")
+    return _svg(_qr_svg(f"{public_url(service, request)}/stations/{station_id}"))
+
+
+@router.get("/garages/{garage_id}/qr.svg")
+async def garage_qr(request: Request, service: ServiceDep, garage_id: Id) -> Response:
+    if garage_id not in service.site.garages:
+        raise NotFound(f"no garage {garage_id}")
+    return _svg(_qr_svg(f"{public_url(service, request)}/garages/{garage_id}"))
+
+
+@router.get("/qr", response_class=HTMLResponse)
+async def qr_sheet(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+    """Every code on one printable page, for the property office."""
+    language = _language(request, lang)
+    base = public_url(service, request)
+    stickers = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "name_en": s.name_en,
+            "url": f"{base}/{kind}/{s.id}",
+            "qr": f"/{kind}/{s.id}/qr.svg",
+        }
+        for kind, items in (
+            ("stations", service.site.stations.values()),
+            ("garages", service.site.garages.values()),
+        )
+        for s in items
+    ]
+    return _render(request, language, "qr_sheet.html", page="qr", stickers=stickers)
+
+
+# -- staff ---------------------------------------------------------------------------------
+
+
+@router.get("/staff", response_class=HTMLResponse)
+async def staff_console(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+    language = _language(request, lang)
+    stations = [
+        {"id": s.id, "name": _name(language, s), "ports": s.ports}
+        for s in service.site.stations.values()
+    ]
+    return _render(request, language, "staff.html", page="staff", stations=stations)

@@ -1,0 +1,144 @@
+"""The residents' pages, QR codes and the staff console page, through the real app: both
+languages, counts from the live state, no external resources, complete catalogs."""
+
+import io
+import json
+import re
+
+import segno
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po
+
+from facilities.access import Role
+from tests.api_support import Api, bearer, port, telemetry
+from tests.conftest import ROOT, query, wait_for
+
+ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
+EN = {"Accept-Language": "en-GB,en;q=0.9"}
+
+
+def _counts(html: str) -> dict[str, int]:
+    """station id → free ports as the index page shows them."""
+    found = re.findall(r'data-station="([\w-]+)".*?class="free-count">(\d+)</b>', html, flags=re.S)
+    return {sid: int(n) for sid, n in found}
+
+
+async def test_the_index_speaks_the_browsers_language(api: Api) -> None:
+    zh = await api.http.get("/", headers=ZH)
+    assert zh.status_code == 200
+    assert '<html lang="zh-CN">' in zh.text
+    assert "长桥四村" in zh.text
+    assert "个端口空闲" in zh.text
+    en = await api.http.get("/", headers=EN)
+    assert '<html lang="en">' in en.text
+    assert "Changqiao No.4 Village" in en.text
+    assert "ports free" in en.text
+    assert "个端口空闲" not in en.text
+    # neither asked: English; the switch wins over the browser and is remembered
+    assert '<html lang="en">' in (await api.http.get("/")).text
+    switched = await api.http.get("/?lang=en", headers=ZH)
+    assert '<html lang="en">' in switched.text
+    assert switched.cookies.get("lang") == "en"
+    again = await api.http.get("/stations/cs-01", headers=ZH)  # the client keeps the cookie
+    assert '<html lang="en">' in again.text
+    both = re.findall(r'<nav class="lang".*?</nav>', en.text, flags=re.S)[0]
+    assert "?lang=zh" in both
+    assert "?lang=en" in both
+
+
+async def test_pages_show_the_live_state(api: Api, device) -> None:
+    cs = device("cs-02")
+    cs.publish_raw(
+        "facilities/charging/cs-02/telemetry",
+        json.dumps(
+            telemetry(
+                1,
+                [port(1, "charging", power_w=240.0), port(2, "disabled")]
+                + [port(n) for n in range(3, 11)],
+            )
+        ),
+    )
+    garage = device("g-cq8")
+    garage.publish_raw(
+        "facilities/garage/g-cq8/telemetry", json.dumps({"seq": 1, "ts": 1.8e9, "occupancy": 90})
+    )
+    db = api.service.settings.db
+    await wait_for(lambda: query(db, "SELECT count(*) FROM garage_samples") == [(1,)], what="g")
+    await wait_for(lambda: query(db, "SELECT count(*) FROM station_samples") == [(1,)], what="s")
+    index = (await api.http.get("/", headers=EN)).text
+    listed = {s["id"]: s["ports_free"] for s in (await api.http.get("/api/stations")).json()}
+    assert _counts(index) == listed
+    assert _counts(index)["cs-02"] == 8
+    full = re.search(r'<a class="card garage([^"]*)"\s+data-garage="g-cq8"', index)
+    assert full is not None
+    assert "is-full" in full.group(1)
+    page = (await api.http.get("/stations/cs-02", headers=EN)).text
+    assert re.search(
+        r'data-port="1">\s*<span class="num">1</span>\s*<span class="state">Charging', page
+    )
+    assert "240 W · free at about" in page
+    assert re.search(
+        r'data-port="2">\s*<span class="num">2</span>\s*<span class="state">Switched off', page
+    )
+    zh = (await api.http.get("/stations/cs-02", headers=ZH)).text
+    assert "充电中" in zh
+    assert "已断电" in zh
+    garage_page = (await api.http.get("/garages/g-cq8", headers=ZH)).text
+    assert "已满" in garage_page
+    assert (await api.http.get("/stations/cs-99")).status_code == 404
+
+
+async def test_pages_load_nothing_from_elsewhere(api: Api) -> None:
+    for path in ("/", "/stations/cs-01", "/garages/g-cq4", "/staff", "/qr"):
+        html = (await api.http.get(path)).text
+        assert not re.search(r'(src|href)="(https?:)?//', html), path
+        for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+            assert (await api.http.get(asset)).status_code == 200, asset
+    css = (await api.http.get("/static/app.css")).text
+    assert "@import" not in css
+    assert "url(" not in css
+
+
+async def test_qr_codes_hold_the_public_page_address_and_nothing_more(api: Api) -> None:
+    svg = await api.http.get("/stations/cs-07/qr.svg")
+    assert svg.status_code == 200
+    assert svg.headers["content-type"] == "image/svg+xml"
+    expected = io.BytesIO()
+    segno.make_qr("http://facilities.test/stations/cs-07", error="m").save(
+        expected, kind="svg", scale=4, border=4, xmldecl=False
+    )
+    assert svg.content == expected.getvalue()  # the page's URL: no token, no API path
+    assert (await api.http.get("/garages/g-hc3/qr.svg")).status_code == 200
+    assert (await api.http.get("/stations/nope/qr.svg")).status_code == 404
+    sheet = (await api.http.get("/qr")).text
+    assert sheet.count('class="sticker"') == 25
+    assert "http://facilities.test/garages/g-hc3" in sheet
+
+
+async def test_the_staff_console_page_needs_a_token_to_show_anything(api: Api) -> None:
+    page = await api.http.get("/staff", headers=ZH)
+    assert page.status_code == 200
+    assert 'id="login"' in page.text
+    assert "物业控制台" in page.text
+    # the console's data comes from the staff API, which wants a staff token
+    assert (await api.http.get("/api/alerts")).status_code == 401
+    _sid, token = await api.person(Role.STAFF, "s")
+    assert (await api.http.get("/api/alerts", headers=bearer(token))).status_code == 200
+
+
+def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
+    web = ROOT / "facilities" / "web"
+    method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
+    options = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
+    extracted = {
+        message if isinstance(message, str) else message[0]
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            str(web), method_map, options_map=options
+        )
+    }
+    assert len(extracted) > 40
+    with (web / "locale" / "zh" / "LC_MESSAGES" / "messages.po").open("rb") as source:
+        catalog = read_po(source)
+    translated = {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy}
+    missing = sorted(extracted - set(translated))
+    assert not missing, f"no Chinese for {missing}: run `make messages` and translate"
