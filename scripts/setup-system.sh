@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make demo` and `make test` need from the system: Python >= 3.11 with venv,
-# Mosquitto (broker + clients) and Prometheus (promtool and the server, for the tests).
+# Mosquitto (broker + clients), and for the tests Prometheus (promtool and the server) and
+# Chromium with its driver.
 # Installed with apt-get when missing and we are root; otherwise one line says what to install.
 set -euo pipefail
 
@@ -20,6 +21,11 @@ command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # Prometheus's own tools check the shipped rules, config and /metrics in the tests, and a
 # Prometheus server scrapes a running service there (Debian's package brings both).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The browser tests drive Debian's Chromium (no browser download); a CJK font so that their
+# screenshots of the Chinese pages are readable (phones bring their own fonts).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -16,7 +16,7 @@ from facilities.settings import Settings
 from facilities.site import Site, load_site
 from simulators.client import DeviceClient
 
-pytest_plugins = ["tests.api_support"]
+pytest_plugins = ["tests.api_support", "tests.district"]
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_SITE = ROOT / "site.example.toml"

@@ -60,6 +60,7 @@ def labels(language: str) -> dict[str, Any]:
             "unknown": _("No data yet"),
         },
         "free_at": _("free at about %(time)s"),
+        "time_zone": LOCAL_TIME.key,
         "gate_open": _("Open"),
         "gate_closed": _("Closed"),
         "unknown": _("No data yet"),

@@ -12,8 +12,11 @@
   let lastHeard = Date.now();
   let lost = false;
 
+  // Times in the district's clock and the page's language, as the server prints them.
   function localTime(iso) {
-    return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return new Date(iso).toLocaleTimeString(document.documentElement.lang, {
+      hour: "2-digit", minute: "2-digit", hour12: false, timeZone: labels.time_zone,
+    });
   }
   function heard() {
     lastHeard = Date.now();

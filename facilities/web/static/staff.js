@@ -19,7 +19,9 @@
   }
 
   function when(iso) {
-    return iso ? new Date(iso).toLocaleString([], { dateStyle: "short", timeStyle: "medium" }) : "";
+    return iso ? new Date(iso).toLocaleString(document.documentElement.lang, {
+      dateStyle: "short", timeStyle: "medium", hour12: false, timeZone: labels.time_zone,
+    }) : "";
   }
 
   function alertItem(a) {
