@@ -71,6 +71,7 @@ async def run_demo(
                 _say(
                     f"broker   mqtt://127.0.0.1:{broker.port} (private, config in "
                     f"{broker.workdir})\n"
+                    f"status   http://{host}:{port}/  (residents; staff: /staff)\n"
                     f"service  http://{host}:{port}/healthz\n"
                     f"api docs http://{host}:{port}/docs\n"
                     f"metrics  http://{host}:{port}/metrics\n"

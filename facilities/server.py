@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from facilities.api.app import create_app
 from facilities.app import Service
 from facilities.errors import OperatorError
+from facilities.http import create_app
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 

@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from facilities import admin
 from facilities.access import Role
-from facilities.api.app import create_app
 from facilities.app import Service
+from facilities.http import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import websockets
 
-from facilities.api.app import create_app
 from facilities.api.live import LiveFeed
 from facilities.app import Service
+from facilities.http import create_app
 from facilities.server import bind, serve_http
 from facilities.settings import Listen, Settings
 from facilities.site import Site

@@ -17,8 +17,8 @@ from schemathesis.specs.openapi.checks import (
 
 from facilities import admin
 from facilities.access import Role
-from facilities.api.app import create_app
 from facilities.app import Service
+from facilities.http import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.settings import Settings
 from facilities.site import Site, load_site

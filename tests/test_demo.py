@@ -33,6 +33,7 @@ def test_the_demo_runs_everything_and_counts_what_it_stores(tmp_path: Path) -> N
     assert re.search(r"^broker   mqtt://127\.0\.0\.1:\d+ ", out, re.M)
     assert re.search(r"^service  http://127\.0\.0\.1:\d+/healthz$", out, re.M)
     assert re.search(r"^api docs http://127\.0\.0\.1:\d+/docs$", out, re.M)
+    assert re.search(r"^status   http://127\.0\.0\.1:\d+/  ", out, re.M)
     assert re.search(r"^staff token    [\w-]{43}  ", out, re.M)
     assert query(db, "SELECT role FROM people ORDER BY role") == [("resident",), ("staff",)]
     assert "25 devices simulated" in out

@@ -8,8 +8,8 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from facilities.api.app import create_app
 from facilities.app import Service
+from facilities.http import create_app
 from facilities.messages import RejectReason
 from tests.conftest import DeviceFactory, query, wait_for
 

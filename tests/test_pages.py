@@ -85,7 +85,11 @@ async def test_pages_show_the_live_state(api: Api, device) -> None:
     assert "已断电" in zh
     garage_page = (await api.http.get("/garages/g-cq8", headers=ZH)).text
     assert "已满" in garage_page
-    assert (await api.http.get("/stations/cs-99")).status_code == 404
+    missing = await api.http.get("/stations/cs-99", headers=ZH)
+    assert missing.status_code == 404
+    assert "未找到" in missing.text  # a page in the visitor's language, not JSON
+    assert 'href="/?lang=zh"' in missing.text
+    assert (await api.http.get("/garages/nope", headers=EN)).status_code == 404
 
 
 async def test_pages_load_nothing_from_elsewhere(api: Api) -> None:

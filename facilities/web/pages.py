@@ -171,10 +171,17 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
     )
 
 
-def _station_detail(service: Service, station_id: str) -> models.StationDetail:
+def _missing(request: Request, language: str) -> HTMLResponse:
+    """An old sticker, a typo: a page in the visitor's language that leads back, not JSON."""
+    response = _render(request, language, "missing.html", page="missing")
+    response.status_code = 404
+    return response
+
+
+def _station_detail(service: Service, station_id: str) -> models.StationDetail | None:
     spec = service.site.stations.get(station_id)
     if spec is None:
-        raise NotFound(f"no station {station_id}")
+        return None
     typical, now = service.typical_charge(spec.id), service.now()
     return service.rules.read(
         lambda e: views.station_detail(
@@ -189,6 +196,8 @@ async def station_page(
 ) -> HTMLResponse:
     language = _language(request, lang)
     detail = _station_detail(service, station_id)
+    if detail is None:
+        return _missing(request, language)
     station = detail.model_dump() | {
         "display_name": _name(language, detail),
         "ports": [
@@ -214,7 +223,7 @@ async def garage_page(
     language = _language(request, lang)
     spec = service.site.garages.get(garage_id)
     if spec is None:
-        raise NotFound(f"no garage {garage_id}")
+        return _missing(request, language)
     detail = service.rules.read(
         lambda e: views.garage_detail(spec, e.garages[spec.id], e.alerts.values())
     )

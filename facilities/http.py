@@ -1,5 +1,5 @@
-"""The FastAPI app: routes, error mapping, offline docs, the live stream, and a lifespan
-that can run the service."""
+"""The HTTP app: the API routes, the residents' pages, error mapping, offline docs and the live
+stream, with a lifespan that can run the service."""
 
 import contextlib
 from collections.abc import AsyncIterator
