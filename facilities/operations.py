@@ -4,7 +4,7 @@ and power requests are audited whether allowed or refused."""
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,7 +299,7 @@ class Operations:
             await audit.record(conn, request)
 
 
-def _blocking_alerts(alerts: Any, station: str, port: int) -> list[str]:
+def _blocking_alerts(alerts: Iterable[Alert], station: str, port: int) -> list[str]:
     """Critical alerts of the port or the whole station that nobody has acknowledged yet:
     a port a safety rule switched off stays off until a person has looked."""
     return sorted(

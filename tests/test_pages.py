@@ -5,11 +5,13 @@ import io
 import json
 import re
 
+import pytest
 import segno
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from facilities.access import Role
+from facilities.web.i18n import choose
 from tests.api_support import Api, bearer, port, telemetry
 from tests.conftest import ROOT, query, wait_for
 
@@ -98,6 +100,7 @@ async def test_pages_load_nothing_from_elsewhere(api: Api) -> None:
         assert not re.search(r'(src|href)="(https?:)?//', html), path
         for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
             assert (await api.http.get(asset)).status_code == 200, asset
+        assert "script-src 'self'" in (await api.http.get(path)).headers["content-security-policy"]
     css = (await api.http.get("/static/app.css")).text
     assert "@import" not in css
     assert "url(" not in css
@@ -146,3 +149,22 @@ def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
     translated = {m.id: m.string for m in catalog if m.id and m.string and not m.fuzzy}
     missing = sorted(extracted - set(translated))
     assert not missing, f"no Chinese for {missing}: run `make messages` and translate"
+
+
+@pytest.mark.parametrize(
+    ("query", "cookie", "header", "expected"),
+    [
+        (None, None, "zh-CN,zh;q=0.9,en;q=0.8", "zh"),
+        (None, None, "en-US,en;q=0.9,zh-CN;q=0.8", "en"),
+        (None, None, "fr-FR,zh-TW;q=0.5", "zh"),  # the best of what we have
+        (None, None, "zh;q=0, en;q=0.1", "en"),  # q=0: not acceptable
+        (None, None, "de-DE", "en"),
+        (None, None, None, "en"),
+        (None, None, "zh-CN;q=garbage", "en"),  # a broken quality counts as 0
+        ("zh", "en", "en", "zh"),  # the switch first
+        ("xx", "zh", "en", "zh"),  # then the remembered choice
+        (None, "en", "zh-CN", "en"),
+    ],
+)
+def test_the_language_is_chosen_as_a_visitor_expects(query, cookie, header, expected) -> None:
+    assert choose(query, cookie, header) == expected

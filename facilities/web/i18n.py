@@ -3,8 +3,6 @@ choice of language for a request. English is the source language; Chinese is `zh
 
 import gettext
 import io
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
@@ -61,17 +59,3 @@ def choose(query: str | None, cookie: str | None, accept_language: str | None) -
         if primary in LANGUAGES:
             return primary
     return DEFAULT
-
-
-@dataclass(frozen=True, slots=True)
-class Named:
-    """Something with a Chinese and an English name (communities, stations, garages)."""
-
-    name: str
-    name_en: str
-
-
-def name_in(language: str, item: Named | Mapping[str, str]) -> str:
-    if isinstance(item, Mapping):
-        return item["name"] if language == "zh" else item["name_en"]
-    return item.name if language == "zh" else item.name_en
