@@ -171,3 +171,37 @@ async def test_broker_restart_health_503_then_reconnect_and_resume(
                 assert service.link.reconnects >= 1
     finally:
         broker.stop()
+
+
+def test_sigterm_while_the_broker_is_down_still_exits_0_within_5_s(
+    tmp_path: Path, site: Site
+) -> None:
+    """systemd stopping the broker and the service together: the service is between two
+    reconnect attempts (backoff up to 30 s) when SIGTERM comes, and must not wait them out."""
+    broker = start_broker(tmp_path / "broker", site)
+    service = ServiceProcess(
+        broker.url(), tmp_path / "f.db", client_id="down", log=tmp_path / "service.log"
+    )
+    try:
+        service.start()
+        broker.stop()
+        port = service.port
+        deadline = 20
+        for _ in range(deadline * 20):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 503:
+                    break
+            except httpx.HTTPError:
+                pass
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("the service never noticed the broker was gone")
+        # let it fail a reconnect attempt or two, so that it is inside the backoff
+        threading.Event().wait(1.5)
+        code, seconds = service.terminate(timeout_s=10)
+        assert code == 0, service.log.read_text()[-2000:]
+        assert seconds < 5.0, f"took {seconds:.1f} s to stop"
+    finally:
+        if service.process and service.process.poll() is None:
+            service.kill()
+        broker.stop()

@@ -1,6 +1,7 @@
 """The broker link: paho in its own network thread, persistent session, manual ack, reconnect."""
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -114,6 +115,7 @@ class BrokerLink:
         self.reconnects = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
+        self._closed = asyncio.Event()
         self._closing = False
         self.last_error = "not connected yet"
         self._client = paho.Client(
@@ -188,8 +190,10 @@ class BrokerLink:
             raise BrokerError(f"broker refused the connection: {code}")
 
     async def run(self) -> None:
-        """Keep the link up for ever: on loss, reconnect with capped, jittered backoff."""
-        while True:
+        """Keep the link up until `close()`: on loss, reconnect with capped, jittered backoff.
+        `close()` ends it at once, even between two attempts (a reconnect attempt clears the
+        lost flag, so the loop checks `_closing` itself rather than wait for the flag)."""
+        while not self._closing:
             await self._lost.wait()
             if self._closing:
                 return
@@ -197,7 +201,9 @@ class BrokerLink:
             log.warning("lost the broker %s: %s", self.url.display(), self.last_error)
             attempt = 0
             while not self._closing:
-                await asyncio.sleep(backoff_delay(attempt))
+                await self._pause(backoff_delay(attempt))
+                if self._closing:
+                    return
                 try:
                     await self._connect_once()
                 except BrokerAuthError:
@@ -210,9 +216,15 @@ class BrokerLink:
                 log.info("reconnected to the broker %s", self.url.display())
                 break
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between reconnect attempts, cut short by `close()`."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
     async def close(self, *, timeout_s: float = 2.0) -> None:
         """Say we are going offline, let queued acks out, and disconnect."""
         self._closing = True
+        self._closed.set()
         self._lost.set()
         if self.connected:
             info = self._client.publish(self.topics.service_status(), "offline", 1, retain=True)
