@@ -69,7 +69,13 @@ class PrivateBroker:
         )
         log = (self.workdir / "mosquitto.log").open("ab")
         self.process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT
+            [find_mosquitto(), "-c", str(conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C in the demo's terminal reaches the whole foreground
+            # process group; the broker must outlive the service's clean stop, and is
+            # stopped last, by `stop()`.
+            start_new_session=True,
         )
         log.close()
         self._wait_ready()
