@@ -19,6 +19,7 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 
 from facilities import admin
 from facilities.access import Role
@@ -205,6 +206,24 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
         "the console to show who acknowledged",
     )
     _shot(phone, "staff-console-acknowledged")
+
+    # ... and switch a port off from the console: the simulated station obeys and acks
+    Select(phone.find_element(By.ID, "power-station")).select_by_value("cs-03")
+    port_box = phone.find_element(By.ID, "power-port")
+    port_box.clear()
+    port_box.send_keys("2")
+    phone.find_element(By.ID, "power-off").click()
+    _until(
+        lambda: phone.find_element(By.ID, "power-result").text == "Done: the station confirmed.",
+        "the console to report the station's ack",
+    )
+    audit = httpx.get(f"{base}/api/audit", headers=headers).json()["items"]
+    assert any(
+        e["kind"] == "command"
+        and (e["action"], e["target"], e["who"], e["outcome"])
+        == ("power_off", "cs-03/2", staff.person.id, "acked")
+        for e in audit
+    )
 
     # 5. the connection is lost: the page says so instead of freezing silently
     phone.get(f"{base}/stations/cs-20")
