@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -115,4 +116,9 @@ async def _progress(service: Service) -> None:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stdout, flush=True)
+    try:
+        print(text, file=sys.stdout, flush=True)
+    except BrokenPipeError:
+        # the reader of our output went away (`… | head`): the demo itself goes on
+        # until it is stopped; further lines are dropped.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # for the rest of the process
