@@ -1,5 +1,7 @@
-"""`facilities residents …` and `facilities staff …`: people and their tokens, written to the
-same database as the running service (a new or revoked token counts at once)."""
+"""`facilities residents|staff add/revoke/list`: people and their tokens."""
+
+# Written to the same database as the running service: a new or revoked token counts at
+# once.
 
 import time
 from collections.abc import Sequence

@@ -1,5 +1,7 @@
-"""The HTTP app: the API routes, the residents' pages, error mapping, offline docs and the live
-stream, with a lifespan that can run the service."""
+"""The HTTP app: API routes, pages, error mapping, offline docs, live stream, metrics."""
+
+# Its lifespan can run the service itself (tests, embedding); `facilities run` starts the
+# service first and serves this app over it.
 
 import contextlib
 from collections.abc import AsyncIterator

@@ -1,6 +1,7 @@
-"""Prometheus metrics of the service, on a registry of its own (no module-level globals):
-counters and histograms that the code updates, and collectors that read the live state and
-the service's links at scrape time (no database I/O in a scrape)."""
+"""Prometheus metrics on the service's own registry: updated counters, scrape-time collectors."""
+
+# Counters and histograms are updated by the code; collectors read the live state and the
+# broker link when Prometheus scrapes (no database I/O in a scrape, no module-level globals).
 
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime

@@ -1,6 +1,7 @@
-"""What people ask of the service: who they are (tokens), opening a gate (residents),
-powering a port and acknowledging an alert (staff). Each refusal is a `Refusal`; gate opens
-and power requests are audited whether allowed or refused."""
+"""What people ask of the service: tokens, gate opens, port power, acknowledgements."""
+
+# Each refusal is a `Refusal` (mapped to HTTP in one place); gate opens and power requests are
+# audited whether allowed or refused.
 
 import asyncio
 import logging

@@ -1,9 +1,8 @@
-"""The live stream: device state changes and alerts, fanned out to SSE and WebSocket clients.
+"""The live stream: device changes and alerts fanned out to SSE and WebSocket clients."""
 
-Each client has a bounded queue. Publishing never waits: a client whose queue is full is
-dropped (it gets a `lagged` event and the stream ends; EventSource reconnects on its own and
-the page fetches the state again), so a slow phone never slows ingest or the rules.
-"""
+# Each client has a bounded queue. Publishing never waits: a client whose queue is full is
+# dropped (it gets a `lagged` event and the stream ends; EventSource reconnects on its own and
+# the page fetches the state again), so a slow phone never slows ingest or the rules.
 
 import asyncio
 import contextlib

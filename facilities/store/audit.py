@@ -1,5 +1,6 @@
-"""The API's audit of requests, the answers kept for Idempotency-Key, and the audit log
-(requests and commands together) as staff read it."""
+"""Audited API requests, Idempotency-Key answers, and the audit log as staff read it."""
+
+# The audit log puts the commands sent to devices and the API's requests in one time line.
 
 import json
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
-"""Languages of the pages: gettext catalogs (Babel's .po files, compiled when loaded) and the
-choice of language for a request. English is the source language; Chinese is `zh`."""
+"""Languages of the pages: Babel catalogs and the choice of language for a request."""
+
+# English is the source language; Chinese is `zh`. The .po files are compiled when loaded.
 
 import gettext
 import io

@@ -1,5 +1,6 @@
-"""HTML pages: the residents' status (index, a station, a garage), QR codes and their printable
-sheet, and the staff console. Data comes from the same views as the JSON API."""
+"""HTML pages: residents' status, QR codes and their sheet, the staff console."""
+
+# Data comes from the same views as the JSON API; texts from the Babel catalogs.
 
 import io
 from datetime import datetime, timedelta
