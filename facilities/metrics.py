@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from facilities.charging.payloads import PortState
-from facilities.charging.state import PortLive, StationLive
+from facilities.charging.state import PortLive, is_free, shown_state
 from facilities.engine import Engine
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Change, Transition
@@ -160,22 +160,6 @@ def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
 
 
-def _port_state(port: PortLive) -> str:
-    if port.since is None:
-        return "unknown"
-    return "fault" if port.fault_code is not None else port.state.value
-
-
-def _port_free(live: StationLive, port: PortLive) -> bool:
-    return (
-        live.online is True
-        and live.fault_code is None
-        and port.since is not None
-        and port.state is PortState.IDLE
-        and port.fault_code is None
-    )
-
-
 def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | None) -> None:
     if value is not None:
         family.add_metric(labels, float(value))
@@ -233,8 +217,8 @@ def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
             _add(voltage, labels, port.voltage_v)
             _add(port_temp, labels, port.temp_c)
             _add(energy, labels, port.energy_wh * 3600 if port.energy_wh is not None else None)
-            _add(free, labels, _port_free(live, port))
-            current_state = _port_state(port)
+            _add(free, labels, is_free(live, port))
+            current_state = shown_state(port)
             for name in PORT_STATES:
                 state.add_metric([*labels, name], 1.0 if name == current_state else 0.0)
     families: list[Metric] = [

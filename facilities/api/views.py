@@ -5,9 +5,10 @@ from datetime import datetime, timedelta
 
 from facilities.api import models
 from facilities.charging.payloads import PortState
-from facilities.charging.state import PortLive, StationLive
+from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert
+from facilities.rules.verdicts import Severity
 from facilities.site import Garage, Site, Station
 
 # A charging port's estimated free time is never closer than this: a session that runs past
@@ -33,31 +34,13 @@ def alerts_of(device: str, alerts: Iterable[Alert]) -> list[models.AlertBrief]:
     return [_brief(a) for a in mine]
 
 
-def _port_status(port: PortLive) -> models.PortStatus:
-    if port.since is None:
-        return models.PortStatus.UNKNOWN
-    if port.fault_code is not None:
-        return models.PortStatus.FAULT
-    return models.PortStatus(port.state.value)
-
-
-def _is_free(live: StationLive, port: PortLive) -> bool:
-    return (
-        live.online is True
-        and live.fault_code is None
-        and port.since is not None
-        and port.state is PortState.IDLE
-        and port.fault_code is None
-    )
-
-
 def _faulty(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> bool:
     if live.fault_code is not None or any(
         p.fault_code is not None or p.state is PortState.FAULT for p in live.ports.values()
     ):
         return True
     return any(
-        a.severity.value == "critical"
+        a.severity is Severity.CRITICAL
         and (a.subject == spec.id or a.subject.startswith(spec.id + "/"))
         for a in alerts
     )
@@ -73,7 +56,7 @@ def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models
         name_en=spec.name_en,
         online=live.online is True,
         ports_total=spec.ports,
-        ports_free=sum(_is_free(live, p) for p in ports),
+        ports_free=sum(is_free(live, p) for p in ports),
         power_w=round(sum(p.power_w or 0.0 for p in ports), 1),
         fault=_faulty(spec, live, alerts),
         last_seen=live.last_seen,
@@ -98,8 +81,8 @@ def station_detail(
         ports.append(
             models.Port(
                 port=number,
-                state=_port_status(port),
-                free=_is_free(live, port),
+                state=models.PortStatus(shown_state(port)),
+                free=is_free(live, port),
                 power_w=port.power_w,
                 energy_wh=port.energy_wh,
                 temp_c=port.temp_c,

@@ -248,3 +248,23 @@ def apply_availability(live: StationLive, online: bool, at: datetime) -> None:
     live.online = online
     if online:
         live.last_seen = at
+
+
+def shown_state(port: PortLive) -> str:
+    """What a resident is told of a port: its reported state, `fault` while a fault event is
+    open, `unknown` until it has reported."""
+    if port.since is None:
+        return "unknown"
+    return "fault" if port.fault_code is not None else port.state.value
+
+
+def is_free(live: StationLive, port: PortLive) -> bool:
+    """Whether a resident may use the port now: the station online and without a fault, the
+    port reported idle and without a fault."""
+    return (
+        live.online is True
+        and live.fault_code is None
+        and port.since is not None
+        and port.state is PortState.IDLE
+        and port.fault_code is None
+    )
