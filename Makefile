@@ -4,18 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system lint bench clean schemas dashboards messages
+.PHONY: demo test setup system system-tests lint bench clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
 
-test: setup lint
+test: setup system-tests lint
 	$(BIN)/pytest
 
 setup: system $(STAMP)
 
 system:
 	@PY=$(PY) scripts/setup-system.sh
+
+# What only the tests need (Prometheus, Chromium): not installed for `make demo`.
+system-tests:
+	@PY=$(PY) scripts/setup-system.sh --tests
 
 # Reinstalled when pyproject.toml changes.
 $(STAMP): pyproject.toml

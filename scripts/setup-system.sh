@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# What `make demo` and `make test` need from the system: Python >= 3.11 with venv,
-# Mosquitto (broker + clients), and for the tests Prometheus (promtool and the server) and
-# Chromium with its driver.
+# What `make demo` needs from the system: Python >= 3.11 with venv and Mosquitto (broker +
+# clients); with `--tests`, what `make test` needs too: Prometheus (promtool and the server)
+# and Chromium with its driver and a CJK font.
 # Installed with apt-get when missing and we are root; otherwise one line says what to install.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ elif ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+if [ "${1:-}" = "--tests" ]; then
 # Prometheus's own tools check the shipped rules, config and /metrics in the tests, and a
 # Prometheus server scrapes a running service there (Debian's package brings both).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -26,6 +27,7 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
+fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
