@@ -135,7 +135,7 @@ async def test_a_client_that_does_not_read_is_dropped_and_never_slows_ingest(
         try:
             await wait_for(lambda: running.feed.subscribers == 1, what="stuck client subscribed")
             cs = device("cs-06")
-            flips = 1000
+            flips = 2000  # ~4 MB of events: far more than socket buffers hold
             for seq in range(1, flips + 1):
                 state = "charging" if seq % 2 else "idle"
                 cs.publish_raw(
