@@ -179,7 +179,7 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
             (
                 li
                 for li in phone.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
-                if "device_fault · cs-20/1" in li.text
+                if "Device fault · cs-20/1" in li.text
             ),
             None,
         ),

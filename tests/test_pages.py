@@ -168,3 +168,15 @@ def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
 )
 def test_the_language_is_chosen_as_a_visitor_expects(query, cookie, header, expected) -> None:
     assert choose(query, cookie, header) == expected
+
+
+def test_the_console_names_every_rule_in_both_languages() -> None:
+    from facilities.charging.rules import CHARGING_RULES
+    from facilities.garage.rules import GARAGE_RULES
+    from facilities.web.pages import labels
+
+    rules = set(CHARGING_RULES) | set(GARAGE_RULES) | {"command_failed"}
+    zh, en = labels("zh")["rules"], labels("en")["rules"]
+    assert rules <= set(zh)
+    assert rules <= set(en)
+    assert all(zh[r] != en[r] for r in rules)  # translated, not the English again

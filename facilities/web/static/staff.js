@@ -30,7 +30,9 @@
     li.dataset.alert = a.id;
     const title = document.createElement("div");
     title.className = "title";
-    title.textContent = (labels.severity[a.severity] || a.severity) + " · " + a.rule + " · " + a.subject;
+    const rule = labels.rules[a.rule] || a.rule;
+    title.textContent = (labels.severity[a.severity] || a.severity) + " · " + rule + " · " + a.subject;
+    title.title = a.rule;  // the rule's id (RULES.md), for the record
     const meta = document.createElement("div");
     meta.className = "meta";
     let text = labels.raised_at.replace("%(time)s", when(a.raised_at));
