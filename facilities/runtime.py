@@ -107,9 +107,9 @@ class RulesRuntime:
             return  # a redelivered duplicate is not new evidence
         with self._lock:
             observation = self.engine.observe(message)
-            if observation.changed is not None and self._loop is not None:
-                for listener in self.listeners:
-                    self._loop.call_soon_threadsafe(listener.device_changed, observation.changed)
+            if observation.changed is not None and self._loop is not None and self.listeners:
+                # one wake-up of the loop per change, whatever the number of listeners
+                self._loop.call_soon_threadsafe(self._device_changed, observation.changed)
             if not (observation.transitions or observation.sessions):
                 return
             self._pending.append(observation)
@@ -120,6 +120,10 @@ class RulesRuntime:
         )
         if urgent and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _device_changed(self, device: str) -> None:
+        for listener in self.listeners:
+            listener.device_changed(device)
 
     def _seen_before(self, route: Route, mark: tuple[int, float]) -> bool:
         """Whether this (seq, ts) of this device's topic was observed recently. After a lost

@@ -25,6 +25,7 @@ class ServiceProcess:
         log: Path,
         site: Path = EXAMPLE_SITE,
         extra: tuple[str, ...] = (),
+        log_level: str = "INFO",
     ) -> None:
         self.port = free_port()
         self.db = db
@@ -34,7 +35,7 @@ class ServiceProcess:
             "-m",
             "facilities",
             "--log-level",
-            "INFO",
+            log_level,
             "run",
             "--site",
             str(site),

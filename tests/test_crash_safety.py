@@ -180,7 +180,11 @@ def test_sigterm_while_the_broker_is_down_still_exits_0_within_5_s(
     reconnect attempts (backoff up to 30 s) when SIGTERM comes, and must not wait them out."""
     broker = start_broker(tmp_path / "broker", site)
     service = ServiceProcess(
-        broker.url(), tmp_path / "f.db", client_id="down", log=tmp_path / "service.log"
+        broker.url(),
+        tmp_path / "f.db",
+        client_id="down",
+        log=tmp_path / "service.log",
+        log_level="DEBUG",  # the reconnect attempts are logged at DEBUG
     )
     try:
         service.start()
@@ -196,8 +200,13 @@ def test_sigterm_while_the_broker_is_down_still_exits_0_within_5_s(
             threading.Event().wait(0.05)
         else:
             raise AssertionError("the service never noticed the broker was gone")
-        # let it fail a reconnect attempt or two, so that it is inside the backoff
-        threading.Event().wait(1.5)
+        # two failed reconnect attempts: it is inside the backoff, not at its first try
+        for _ in range(deadline * 20):
+            if "reconnect 2 failed" in service.log.read_text(errors="replace"):
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("no second reconnect attempt was logged")
         code, seconds = service.terminate(timeout_s=10)
         assert code == 0, service.log.read_text()[-2000:]
         assert seconds < 5.0, f"took {seconds:.1f} s to stop"

@@ -261,24 +261,12 @@ async def telemetry(
                 temp_c=s.temp_c,
                 leakage_ma=s.leakage_ma,
                 smoke=s.smoke,
-                ports=[models.PortReading(**vars_of(p)) for p in s.ports],
+                ports=[models.PortReading.model_validate(p, from_attributes=True) for p in s.ports],
             )
             for s in samples
         ],
         next=next_path(request, more),
     )
-
-
-def vars_of(reading: history.PortSample) -> dict[str, object]:
-    return {
-        "port": reading.port,
-        "state": reading.state,
-        "voltage_v": reading.voltage_v,
-        "current_a": reading.current_a,
-        "power_w": reading.power_w,
-        "energy_wh": reading.energy_wh,
-        "temp_c": reading.temp_c,
-    }
 
 
 @router.get(
