@@ -36,6 +36,12 @@ class Observation:
     changed: str | None = None  # the device, when its visible state changed
 
 
+def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None:
+    """A message's own time, when the device's clock is within `skew_s` of the server's (it
+    then judges windows and the order of samples); None when it cannot be trusted."""
+    return datetime.fromtimestamp(ts, UTC) if abs(ts - received_at) <= skew_s else None
+
+
 def _station_look(live: charging.StationLive) -> tuple[object, ...]:
     """What a resident sees of a station: online, faults, each port's state."""
     ports = tuple((n, p.state, p.fault_code, p.since is None) for n, p in live.ports.items())
@@ -79,7 +85,15 @@ class Engine:
             spec = self.site.stations[device]
             before = _station_look(live)
             if isinstance(payload, StationTelemetry):
-                sessions = charging.apply_telemetry(live, payload, at, spec.thresholds)
+                sessions = charging.apply_telemetry(
+                    live,
+                    payload,
+                    at,
+                    spec.thresholds,
+                    device_at=device_time(
+                        payload.ts, message.received_at, spec.thresholds.clock_skew_s
+                    ),
+                )
             elif isinstance(payload, StationEvent):
                 sessions = charging.apply_event(live, payload, at)
             elif isinstance(payload, Availability):
@@ -96,7 +110,14 @@ class Engine:
         if isinstance(payload, GarageTelemetry):
             garage.apply_telemetry(glive, payload, at)
         elif isinstance(payload, GateEvent) and message.route.gate is not None:
-            garage.apply_gate_event(glive, message.route.gate, payload, at)
+            skew_s = self.site.garages[device].thresholds.clock_skew_s
+            garage.apply_gate_event(
+                glive,
+                message.route.gate,
+                payload,
+                at,
+                device_at=device_time(payload.ts, message.received_at, skew_s),
+            )
         elif isinstance(payload, Availability):
             garage.apply_availability(glive, payload is Availability.ONLINE, at)
         else:

@@ -1,5 +1,6 @@
 """Live state of a charging station and its ports, updated from telemetry and events."""
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -87,6 +88,11 @@ class StationLive:
     )
     fault_code: str | None = None  # an open station-wide `fault` event
     clock_skew_s: float | None = None  # device ts minus server time, last telemetry
+    # The time of the newest telemetry folded in, on the clock the windows use: the device's
+    # while its clock is within `clock_skew_s` of the server's (`on_device_clock`), else the
+    # receive time. A sample older than it is late: it joins the windows, nothing else.
+    latest_at: datetime | None = None
+    on_device_clock: bool | None = None
 
     @classmethod
     def new(cls, station: str, ports: int) -> "StationLive":
@@ -115,18 +121,57 @@ def _remember(
         history.popleft()
 
 
+def _remember_late(
+    history: deque[tuple[datetime, float]], at: datetime, value: float, window: timedelta
+) -> None:
+    """A reading older than the newest one, put in its place in time: it matters only if it
+    is the lowest of everything after it within the window of the newest reading (it may then
+    be the start of a rise); older than that window it is history, and does not act."""
+    if not history or history[-1][0] - at > window:
+        return
+    times = [when for when, _ in history]
+    after = bisect.bisect_right(times, at)
+    if after < len(history) and history[after][1] <= value:
+        return  # a later reading is as low: the window's minima do not change
+    start = after
+    while start > 0 and history[start - 1][1] >= value:
+        start -= 1
+    kept = list(history)
+    history.clear()
+    history.extend([*kept[:start], (at, value), *kept[after:]])
+
+
 def apply_telemetry(
-    live: StationLive, message: StationTelemetry, at: datetime, thresholds: Thresholds
+    live: StationLive,
+    message: StationTelemetry,
+    at: datetime,
+    thresholds: Thresholds,
+    *,
+    device_at: datetime | None = None,
 ) -> list[Session]:
     """Fold one telemetry message, received `at` (server clock), into the live state;
-    return the charging sessions it ended."""
+    return the charging sessions it ended. `device_at`: the message's own time when the
+    device's clock can be trusted (docs/rules.md, "Device time"); windows and the order of
+    samples are judged on it, timers on `at`."""
     live.last_seen = at
     live.online = True
     live.clock_skew_s = message.ts - at.timestamp()
     window = timedelta(seconds=thresholds.temp_rise_window_s)
+    on_device = device_at is not None
+    evidence = device_at or at
+    if live.on_device_clock is not on_device:
+        # readings on two clocks cannot share a window: start the windows again
+        live.on_device_clock, live.latest_at = on_device, None
+        live.temps.clear()
+        for known in live.ports.values():
+            known.temps.clear()
+    if live.latest_at is not None and evidence < live.latest_at:
+        _apply_late(live, message, evidence, window)
+        return []
+    live.latest_at = evidence
     if message.temp_c is not None:
         live.temp_c = message.temp_c
-        _remember(live.temps, at, message.temp_c, window)
+        _remember(live.temps, evidence, message.temp_c, window)
     if message.leakage_ma is not None:
         live.leakage_ma = message.leakage_ma
     if message.smoke is not None:
@@ -136,11 +181,25 @@ def apply_telemetry(
         port = live.ports.get(reading.port) or live.ports.setdefault(
             reading.port, PortLive(reading.port)
         )
-        session = _apply_port(live.station, port, reading, at, thresholds, window)
+        session = _apply_port(live.station, port, reading, at, thresholds, evidence)
         if session is not None:
             ended.append(session)
     live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
     return ended
+
+
+def _apply_late(
+    live: StationLive, message: StationTelemetry, evidence: datetime, window: timedelta
+) -> None:
+    """A sample older than the newest one (a device sending what it buffered): it is stored
+    and shown in history, and joins the temperature windows in its place in time; it is never
+    the current reading nor a sample 'in a row' (the power series keep the device's order)."""
+    if message.temp_c is not None:
+        _remember_late(live.temps, evidence, message.temp_c, window)
+    for reading in message.ports:
+        port = live.ports.get(reading.port)
+        if port is not None and reading.temp_c is not None:
+            _remember_late(port.temps, evidence, reading.temp_c, window)
 
 
 _STATE_END_REASON = {
@@ -156,7 +215,7 @@ def _apply_port(
     reading: PortReading,
     at: datetime,
     t: Thresholds,
-    window: timedelta,
+    evidence: datetime,
 ) -> Session | None:
     ended = None
     if reading.state is not port.state or port.since is None:
@@ -173,7 +232,7 @@ def _apply_port(
     port.current_a = reading.current_a
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
-        _remember(port.temps, at, reading.temp_c, window)
+        _remember(port.temps, evidence, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:

@@ -88,12 +88,17 @@ def gate_forced(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
 
 
 def access_denied_burst(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
-    """`denied_burst_count` refusals at one gate within `denied_burst_window_s`."""
+    """`denied_burst_count` refusals at one gate within `denied_burst_window_s` (spaced on the
+    device's clock when trusted), for as long as the newest was received within the window."""
     t = spec.thresholds
     window = timedelta(seconds=t.denied_burst_window_s)
     verdicts = []
     for gate in live.gates.values():
-        recent = sum(1 for at in gate.denied if now - at <= window)
+        seen = gate.denied_seen_at
+        if not gate.denied or seen is None or now - seen > window:
+            continue
+        newest = gate.denied[-1]
+        recent = sum(1 for at in gate.denied if newest - at <= window)
         if recent >= t.denied_burst_count:
             verdicts.append(
                 Verdict(

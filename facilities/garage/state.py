@@ -1,5 +1,6 @@
 """Live state of a garage and its gates, updated from telemetry and gate events."""
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,7 +17,10 @@ class GateLive:
     since: datetime | None = None  # when it last opened or closed
     last_event: GateEventType | None = None
     last_event_at: datetime | None = None
+    # refusals of the last DENIED_HISTORY, in time order on the clock windows use (the
+    # device's when trusted: docs/rules.md, "Device time"), and when the newest was received
     denied: deque[datetime] = field(default_factory=deque)
+    denied_seen_at: datetime | None = None
     forced_at: datetime | None = None
 
 
@@ -48,7 +52,16 @@ def apply_telemetry(live: GarageLive, message: GarageTelemetry, at: datetime) ->
         live.smoke = message.smoke
 
 
-def apply_gate_event(live: GarageLive, gate_id: str, message: GateEvent, at: datetime) -> None:
+def apply_gate_event(
+    live: GarageLive,
+    gate_id: str,
+    message: GateEvent,
+    at: datetime,
+    *,
+    device_at: datetime | None = None,
+) -> None:
+    """Fold one gate event, received `at`, into the live state; `device_at`: its own time
+    when the device's clock can be trusted (refusals are counted in windows on it)."""
     live.last_seen = at
     gate = live.gates.setdefault(gate_id, GateLive(gate_id))
     gate.last_event, gate.last_event_at = message.type, at
@@ -60,8 +73,12 @@ def apply_gate_event(live: GarageLive, gate_id: str, message: GateEvent, at: dat
     elif message.type is GateEventType.CLOSED:
         gate.open, gate.since = False, at
     elif message.type is GateEventType.DENIED:
-        gate.denied.append(at)
-        while gate.denied and at - gate.denied[0] > DENIED_HISTORY:
+        when = device_at or at
+        if gate.denied and gate.denied[-1] - when > DENIED_HISTORY:
+            return  # older than any window: stored, does not act
+        gate.denied.insert(bisect.bisect_right(gate.denied, when), when)
+        gate.denied_seen_at = at
+        while gate.denied[-1] - gate.denied[0] > DENIED_HISTORY:
             gate.denied.popleft()
 
 

@@ -1,0 +1,115 @@
+"""Windows are judged on the device's clock when it is within `clock_skew_s` of the server's:
+a burst of late readings (a backlog after an outage) is not a sudden rise."""
+
+import json
+import time
+from pathlib import Path
+
+from facilities.app import Service
+from tests.conftest import DeviceFactory, query, wait_for
+
+STATION = "cs-12"
+TOPIC = f"facilities/charging/{STATION}/telemetry"
+
+
+def _sample(seq: int, ts: float, temp_c: float) -> str:
+    reading = {"port": 1, "state": "charging", "power_w": 300.0, "energy_wh": 10.0 + seq}
+    return json.dumps(
+        {"seq": seq, "ts": ts, "temp_c": 30.0, "ports": [{**reading, "temp_c": temp_c}]}
+    )
+
+
+def _alerts(db: Path, rule: str) -> list[tuple[object, ...]]:
+    return query(db, "SELECT subject, state FROM alerts WHERE rule = ?", rule)
+
+
+def _publish_all(device: DeviceFactory, samples: list[str]) -> None:
+    client = device(STATION)
+    for info in [client.publish_raw(TOPIC, body) for body in samples]:
+        info.wait_for_publish(10)
+
+
+async def _stored(db: Path, count: int) -> None:
+    await wait_for(
+        lambda: (
+            query(db, "SELECT count(*) FROM port_samples WHERE station = ?", STATION) == [(count,)]
+        ),
+        what=f"{count} samples stored",
+    )
+
+
+async def test_a_nine_minute_backlog_delivered_at_once_is_not_a_rise(
+    service: Service, device: DeviceFactory
+) -> None:
+    """54 samples, 10 s apart on the device's clock, warming 1.5 °C a minute (13.5 °C in all),
+    all delivered within a second after an outage: within any 60 s the socket rose 1.5 °C."""
+    now = time.time()
+    samples = [_sample(seq, now - 530 + seq * 10, 40.0 + seq * 0.25) for seq in range(54)]
+    _publish_all(device, samples)
+    db = service.settings.db
+    await _stored(db, 54)
+    await service.rules.tick()
+    assert _alerts(db, "temperature_rise") == []
+    assert query(db, "SELECT count(*) FROM commands") == [(0,)]
+    # the latest reading is what is shown
+    port = service.rules.read(lambda e: e.stations[STATION].ports[1].temp_c)
+    assert port == 40.0 + 53 * 0.25
+
+
+async def test_the_same_rise_within_the_window_still_fires(
+    service: Service, device: DeviceFactory
+) -> None:
+    """12 °C within 60 s on the device's clock (delivered at once too): the port goes off."""
+    now = time.time()
+    samples = [_sample(seq, now - 60 + seq * 10, 40.0 + seq * 2.0) for seq in range(7)]
+    _publish_all(device, samples)
+    db = service.settings.db
+    await wait_for(
+        lambda: _alerts(db, "temperature_rise") == [(f"{STATION}/1", "active")],
+        what="temperature_rise raised",
+    )
+    await wait_for(
+        lambda: (
+            query(db, "SELECT device, port, action FROM commands") == [(STATION, 1, "power_off")]
+        ),
+        what="power_off sent",
+    )
+
+
+async def test_late_samples_are_stored_but_are_not_the_latest(
+    service: Service, device: DeviceFactory
+) -> None:
+    """The port draws 300 W now; two samples over the port's 1,000 W from before arrive after
+    it (a device sending what it buffered). On the device's clock the port is fine now: both
+    are stored, neither is 'the last sample', no port_overload."""
+    now = time.time()
+
+    def power(seq: int, ts: float, watts: float) -> str:
+        reading = {"port": 1, "state": "charging", "power_w": watts}
+        return json.dumps({"seq": seq, "ts": ts, "ports": [reading]})
+
+    _publish_all(
+        device, [power(3, now, 300.0), power(1, now - 30, 1200.0), power(2, now - 20, 1200.0)]
+    )
+    db = service.settings.db
+    await _stored(db, 3)
+    await service.rules.tick()
+    assert _alerts(db, "port_overload") == []
+    assert query(db, "SELECT count(*) FROM commands") == [(0,)]
+    assert service.rules.read(lambda e: e.stations[STATION].ports[1].power_w) == 300.0
+
+
+async def test_a_device_clock_skewed_beyond_the_limit_falls_back_to_receive_time(
+    service: Service, device: DeviceFactory
+) -> None:
+    """A clock an hour behind: its timestamps say 60 s apart, but the readings arrived within
+    a second; beyond `clock_skew_s` the receive time judges, and 12 °C at once is a rise."""
+    behind = time.time() - 3600
+    samples = [_sample(seq, behind + seq * 60, 40.0 + seq * 2.0) for seq in range(7)]
+    _publish_all(device, samples)
+    db = service.settings.db
+    await wait_for(
+        lambda: _alerts(db, "temperature_rise") == [(f"{STATION}/1", "active")],
+        what="temperature_rise on receive time",
+    )
+    await wait_for(lambda: _alerts(db, "clock_skew") != [], what="clock_skew raised")
