@@ -168,6 +168,8 @@ class Service:
                 on_message=ingest.on_message,
                 subscriptions=self.topics.subscriptions(),
             )
+            rules_db = SharedWriter(rules_conn)
+            await self._forget_removed_devices(rules_db)
             stations, garages = await rules_store.load_live_state(rules_conn)
             engine = Engine(
                 self.site,
@@ -175,7 +177,6 @@ class Service:
                 garages=garages,
                 alerts=await rules_store.load_open_alerts(rules_conn),
             )
-            rules_db = SharedWriter(rules_conn)
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
             rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
             rules.listeners.extend(self.listeners)
@@ -222,6 +223,20 @@ class Service:
             await reader.close()
             await rules_conn.close()
             await conn.close()
+
+    async def _forget_removed_devices(self, writer: SharedWriter) -> None:
+        """Devices removed from the site file (decommissioned): close their open alerts and
+        drop their saved state, each logged once (docs/operations.md, "Removing a device")."""
+        known = {*self.site.stations, *self.site.garages}
+        async with writer.transaction() as conn:
+            forgotten = await rules_store.forget_devices(conn, known, self.now())
+        for device, alerts in sorted(forgotten.items()):
+            log.warning(
+                "%s is no longer in the site file: its saved state dropped, %d open alerts"
+                " cleared",
+                device,
+                alerts,
+            )
 
     async def _estimates(self) -> None:
         while True:

@@ -42,6 +42,10 @@ def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None
     return datetime.fromtimestamp(ts, UTC) if abs(ts - received_at) <= skew_s else None
 
 
+def _device(subject: str) -> str:
+    return subject.split("/", 1)[0]
+
+
 def _station_look(live: charging.StationLive) -> tuple[object, ...]:
     """What a resident sees of a station: online, faults, each port's state."""
     ports = tuple((n, p.state, p.fault_code, p.since is None) for n, p in live.ports.items())
@@ -68,10 +72,16 @@ class Engine:
         self.stations = {
             s.id: charging.StationLive.new(s.id, s.ports) for s in site.stations.values()
         }
-        self.stations.update(stations or {})
+        # Saved state and alerts only of devices still in the site (the service closes the
+        # others at start: docs/operations.md, "Removing a device").
+        self.stations.update((k, v) for k, v in (stations or {}).items() if k in site.stations)
         self.garages = {g.id: garage.GarageLive.new(g.id, g.gates) for g in site.garages.values()}
-        self.garages.update(garages or {})
-        self.alerts: dict[tuple[str, str], Alert] = dict(alerts or {})
+        self.garages.update((k, v) for k, v in (garages or {}).items() if k in site.garages)
+        self.alerts: dict[tuple[str, str], Alert] = {
+            key: alert
+            for key, alert in (alerts or {}).items()
+            if _device(alert.subject) in self.stations or _device(alert.subject) in self.garages
+        }
 
     def observe(self, message: Accepted) -> Observation:
         """Fold a message into the live state and evaluate that device's rules at once

@@ -1,6 +1,6 @@
 """Alerts and their history, commands, charging sessions and live-state snapshots."""
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 
 import aiosqlite
@@ -107,6 +107,44 @@ async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], 
             )
             alerts[alert.key] = alert
     return alerts
+
+
+def device_of(subject: str) -> str:
+    """The device an alert's subject belongs to (`cs-07/3` → `cs-07`)."""
+    return subject.split("/", 1)[0]
+
+
+async def forget_devices(
+    conn: aiosqlite.Connection, known: Collection[str], now: datetime
+) -> dict[str, int]:
+    """Close the open alerts and drop the saved live state of every device that is not in
+    `known` (removed from the site file): each alert is cleared, with the reason in its
+    history. Return the devices forgotten, with how many alerts each had open."""
+    async with conn.execute("SELECT id, subject FROM alerts WHERE state != 'cleared'") as cur:
+        alerts = [(str(i), str(subject)) for i, subject in await cur.fetchall()]
+    async with conn.execute("SELECT device FROM live_state") as cur:
+        saved = [str(device) for (device,) in await cur.fetchall()]
+    forgotten = {d: 0 for d in saved if d not in known}
+    closed = []
+    for alert_id, subject in alerts:
+        device = device_of(subject)
+        if device not in known:
+            forgotten[device] = forgotten.get(device, 0) + 1
+            closed.append((alert_id, f"{device} is no longer in the site file"))
+    at = now.timestamp()
+    await conn.executemany(
+        "UPDATE alerts SET state = 'cleared', cleared_at = ?, updated_at = ? WHERE id = ?",
+        [(at, at, alert_id) for alert_id, _ in closed],
+    )
+    await conn.executemany(
+        "INSERT INTO alert_events (alert_id, change, at, severity, state, value, detail)"
+        " SELECT id, 'cleared', ?, severity, 'cleared', value, ? FROM alerts WHERE id = ?",
+        [(at, detail, alert_id) for alert_id, detail in closed],
+    )
+    await conn.executemany(
+        "DELETE FROM live_state WHERE device = ?", [(d,) for d in saved if d not in known]
+    )
+    return forgotten
 
 
 async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session]) -> None:
