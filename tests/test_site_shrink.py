@@ -43,9 +43,16 @@ async def test_a_station_removed_from_the_site_is_closed_not_a_crash_loop(
     smaller = _site_without_the_last_station(tmp_path / "site.toml")
     log = tmp_path / "second.log"
     second = ServiceProcess(broker.url(), db, client_id=name, log=log, site=smaller)
+    started = time.time()
     second.start()
     try:
-        time.sleep(2.5)  # two ticks of the rules: the first tick crashed before
+        # the first live-state snapshot after the start comes after five ticks of the rules
+        # (the first tick crashed before)
+        await wait_for(
+            lambda: query(db, "SELECT max(saved_at) FROM live_state")[0][0] > started,  # type: ignore[operator]
+            timeout_s=15,
+            what="a snapshot after the start",
+        )
         assert second.process is not None and second.process.poll() is None, log.read_text()
         assert query(db, "SELECT state FROM alerts WHERE subject = ?", GONE) == [("cleared",)]
         assert query(
