@@ -33,7 +33,7 @@ from facilities.operations import Authenticator, Operations
 from facilities.runtime import Listener, RulesRuntime
 from facilities.settings import Settings
 from facilities.site import Site
-from facilities.store import history
+from facilities.store import history, replay
 from facilities.store import rules as rules_store
 from facilities.store.db import SharedWriter, open_db
 
@@ -47,6 +47,10 @@ ESTIMATE_MIN_SESSIONS = 5
 ESTIMATE_HISTORY_S = 30 * 24 * 3600
 DEFAULT_CHARGE = timedelta(hours=3)
 ESTIMATES_EVERY_S = 300.0
+# At start, what was stored this long before a device's last snapshot is replayed too: a
+# message is counted within milliseconds of its receive time, 10 s covers a network thread
+# held up under load; the marks saved with the snapshot keep the overlap from counting twice.
+REPLAY_OVERLAP_S = 10.0
 
 
 @dataclass(slots=True)
@@ -170,16 +174,17 @@ class Service:
             )
             rules_db = SharedWriter(rules_conn)
             await self._forget_removed_devices(rules_db)
-            stations, garages = await rules_store.load_live_state(rules_conn)
+            saved = await rules_store.load_live_state(rules_conn)
             engine = Engine(
                 self.site,
-                stations=stations,
-                garages=garages,
+                stations=saved.stations,
+                garages=saved.garages,
                 alerts=await rules_store.load_open_alerts(rules_conn),
             )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
             rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
             rules.listeners.extend(self.listeners)
+            await self._replay(rules, rules_conn, saved)
             ingest.observers.append(rules.observe)
             self._operations = Operations(
                 self.site,
@@ -224,6 +229,21 @@ class Service:
             await rules_conn.close()
             await conn.close()
 
+    async def _replay(
+        self, rules: RulesRuntime, conn: aiosqlite.Connection, saved: rules_store.Saved
+    ) -> None:
+        """Rebuild the live state: the last snapshot, then what was stored after it (before
+        ingest starts), counting nothing twice (docs/architecture.md, "Start-up")."""
+        rules.restore_marks(saved.marks)
+        latest = max(saved.saved_at.values(), default=0.0)
+        since = {
+            device: saved.saved_at.get(device, latest) - REPLAY_OVERLAP_S
+            for device in (*self.site.stations, *self.site.garages)
+        }
+        stored = await replay.stored_since(conn, since, garages=self.site.garages)
+        counted = rules.replay(stored)
+        log.info("live state: %d messages stored after the last snapshot replayed", counted)
+
     async def _forget_removed_devices(self, writer: SharedWriter) -> None:
         """Devices removed from the site file (decommissioned): close their open alerts and
         drop their saved state, each logged once (docs/operations.md, "Removing a device")."""
@@ -232,8 +252,7 @@ class Service:
             forgotten = await rules_store.forget_devices(conn, known, self.now())
         for device, alerts in sorted(forgotten.items()):
             log.warning(
-                "%s is no longer in the site file: its saved state dropped, %d open alerts"
-                " cleared",
+                "%s is no longer in the site file: its saved state dropped, %d open alerts cleared",
                 device,
                 alerts,
             )

@@ -4,13 +4,15 @@ import asyncio
 import json
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from facilities.charging import state as charging
 from facilities.engine import Engine, Observation
-from facilities.messages import Accepted, MessageKind, Route
+from facilities.garage import state as garage
+from facilities.messages import Accepted, MessageKind
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.alerts import Alert, Change, Transition
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 # Per device topic, the (seq, ts) of this many recent messages: a redelivery after a lost
 # link is at most the messages in flight (2,000 for the whole service, mosquitto.conf).
 RECENT_KEPT = 2048
+# The marks of messages counted this long before a snapshot are saved with it: a counted
+# message is committed within seconds (the writer gives up after its 5 s busy timeout, and
+# the service stops), so only those can come back, redelivered, after a restart.
+MARKS_SAVED_S = 60.0
 TICK_S = 1.0  # time-based rules are evaluated every second on the server's clock
 SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdown
 
@@ -86,9 +92,9 @@ class RulesRuntime:
         # What the engine said, in the order it said it (appended under the engine lock).
         self._pending: deque[Observation] = deque()
         self._wake = asyncio.Event()
+        # per device, per topic (kind, gate): (seq, ts) → received_at of the messages counted
         self._recent: dict[
-            tuple[str, MessageKind, str | None],
-            tuple[deque[tuple[int, float]], set[tuple[int, float]]],
+            str, dict[tuple[MessageKind, str | None], OrderedDict[tuple[int, float], float]]
         ] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.listeners: list[Listener] = []  # told, on the event loop, what changed
@@ -102,10 +108,9 @@ class RulesRuntime:
             assert isinstance(payload, CommandAck)
             self._commands.on_ack(route.device, route.gate, payload)
             return
-        seq, ts = getattr(payload, "seq", None), getattr(payload, "ts", None)
-        if seq is not None and ts is not None and self._seen_before(route, (seq, ts)):
-            return  # a redelivered duplicate is not new evidence
-        with self._lock:
+        with self._lock:  # the mark and its evidence go into the live state together
+            if self._seen_before(message):
+                return  # a redelivered duplicate is not new evidence
             observation = self.engine.observe(message)
             if observation.changed is not None and self._loop is not None and self.listeners:
                 # one wake-up of the loop per change, whatever the number of listeners
@@ -125,21 +130,63 @@ class RulesRuntime:
         for listener in self.listeners:
             listener.device_changed(device)
 
-    def _seen_before(self, route: Route, mark: tuple[int, float]) -> bool:
-        """Whether this (seq, ts) of this device's topic was observed recently. After a lost
-        link the broker redelivers every unacknowledged message, up to a batch or two."""
-        key = (route.device, route.kind, route.gate)
-        recent = self._recent.get(key)
+    def _seen_before(self, message: Accepted) -> bool:
+        """Whether this (seq, ts) of this device's topic was counted recently (kept with the
+        snapshots, so also across a restart). After a lost link the broker redelivers every
+        unacknowledged message, up to a batch or two. Call with the engine lock held."""
+        seq = getattr(message.payload, "seq", None)
+        ts = getattr(message.payload, "ts", None)
+        if seq is None or ts is None:
+            return False
+        route = message.route
+        topics = self._recent.setdefault(route.device, {})
+        recent = topics.get((route.kind, route.gate))
         if recent is None:
-            recent = self._recent[key] = (deque(maxlen=RECENT_KEPT), set())
-        order, marks = recent
-        if mark in marks:
+            recent = topics[(route.kind, route.gate)] = OrderedDict()
+        if (seq, ts) in recent:
             return True
-        if len(order) == order.maxlen:
-            marks.discard(order[0])
-        order.append(mark)
-        marks.add(mark)
+        if len(recent) >= RECENT_KEPT:
+            recent.popitem(last=False)
+        recent[(seq, ts)] = message.received_at
         return False
+
+    def _marks(self, device: str, since: float) -> list[store.Mark]:
+        """The marks of `device` counted since `since` (Unix seconds). Engine lock held."""
+        marks = []
+        for (kind, gate), recent in self._recent.get(device, {}).items():
+            for (seq, ts), received_at in reversed(recent.items()):
+                if received_at < since:
+                    break
+                marks.append((kind.value, gate, seq, ts, received_at))
+        return marks
+
+    def restore_marks(self, saved: Mapping[str, Iterable[store.Mark]]) -> None:
+        """At start: the marks saved with the live state (messages it already counted)."""
+        with self._lock:
+            for device, marks in saved.items():
+                topics = self._recent.setdefault(device, {})
+                for kind, gate, seq, ts, received_at in sorted(marks, key=lambda m: m[4]):
+                    recent = topics.setdefault((MessageKind(kind), gate), OrderedDict())
+                    recent[(seq, ts)] = received_at
+
+    def replay(self, messages: Iterable[Accepted]) -> int:
+        """At start, before ingest and `run`: fold in what was stored after the last
+        snapshot, as ingest did (docs/architecture.md, "Start-up"). What the engine says is
+        handled once `run` starts, as for any message: an alert that the replay raises was
+        never stored, so its action may never have gone out either. Return how many
+        messages were new to the live state."""
+        counted = 0
+        with self._lock:
+            for message in messages:
+                if self._seen_before(message):
+                    continue
+                counted += 1
+                observation = self.engine.observe(message)
+                if observation.transitions or observation.sessions:
+                    self._pending.append(observation)
+        if self._pending:
+            self._wake.set()
+        return counted
 
     # -- asyncio -----------------------------------------------------------------------------
 
@@ -202,13 +249,16 @@ class RulesRuntime:
         """Snapshot the live state: each device serialised under the lock (one at a time, so
         that paho's thread never waits for more than one), written outside it."""
         now = self._clock()
+        since = now.timestamp() - MARKS_SAVED_S
         rows = []
-        for station in self.engine.stations.values():
-            with self._lock:
-                rows += store.live_state_rows([station], [], now)
-        for garage in self.engine.garages.values():
-            with self._lock:
-                rows += store.live_state_rows([], [garage], now)
+        devices: list[charging.StationLive | garage.GarageLive] = [
+            *self.engine.stations.values(),
+            *self.engine.garages.values(),
+        ]
+        for live in devices:
+            with self._lock:  # the state and the marks of what it counted, together
+                device = live.station if isinstance(live, charging.StationLive) else live.garage
+                rows.append(store.live_state_row(live, self._marks(device, since), now))
         async with self._db.transaction() as conn:
             await store.write_live_state(conn, rows)
 

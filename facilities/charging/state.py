@@ -305,8 +305,8 @@ def apply_event(live: StationLive, message: StationEvent, at: datetime) -> list[
 
 def apply_availability(live: StationLive, online: bool, at: datetime) -> None:
     live.online = online
-    if online:
-        live.last_seen = at
+    if online:  # a replayed change (at start) never takes the last message back in time
+        live.last_seen = max(live.last_seen or at, at)
 
 
 def shown_state(port: PortLive) -> str:

@@ -84,5 +84,5 @@ def apply_gate_event(
 
 def apply_availability(live: GarageLive, online: bool, at: datetime) -> None:
     live.online = online
-    if online:
-        live.last_seen = at
+    if online:  # a replayed change (at start) never takes the last message back in time
+        live.last_seen = max(live.last_seen or at, at)

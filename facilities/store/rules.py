@@ -2,6 +2,7 @@
 
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import aiosqlite
 from pydantic import TypeAdapter
@@ -168,44 +169,58 @@ async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session])
         )
 
 
-LiveRow = tuple[str, str, str, float]
+# (kind, gate, seq, ts, received_at) of a message the live state has counted
+Mark = tuple[str, str | None, int, float, float]
+LiveRow = tuple[str, str, str, float, str]
+_MARKS = TypeAdapter(list[Mark])
 
 
-def live_state_rows(
-    stations: Iterable[StationLive], garages: Iterable[GarageLive], now: datetime
-) -> list[LiveRow]:
-    """The live state as rows to save (timers included), so a restart carries on."""
-    rows = [
-        (s.station, "station", _STATION_STATE.dump_json(s).decode(), now.timestamp())
-        for s in stations
-    ]
-    rows += [
-        (g.garage, "garage", _GARAGE_STATE.dump_json(g).decode(), now.timestamp()) for g in garages
-    ]
-    return rows
+def live_state_row(live: StationLive | GarageLive, marks: list[Mark], now: datetime) -> LiveRow:
+    """One device's live state as a row to save (timers included), with the marks of the
+    messages it has counted, so a restart carries on where it was."""
+    marks_json = _MARKS.dump_json(marks).decode()
+    if isinstance(live, StationLive):
+        state = _STATION_STATE.dump_json(live).decode()
+        return (live.station, "station", state, now.timestamp(), marks_json)
+    return (
+        live.garage,
+        "garage",
+        _GARAGE_STATE.dump_json(live).decode(),
+        now.timestamp(),
+        marks_json,
+    )
 
 
 async def write_live_state(conn: aiosqlite.Connection, rows: list[LiveRow]) -> None:
     if rows:
         await conn.executemany(
-            "INSERT INTO live_state (device, kind, state, saved_at) VALUES (?, ?, ?, ?)"
+            "INSERT INTO live_state (device, kind, state, saved_at, marks) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (device) DO UPDATE SET state = excluded.state,"
-            " saved_at = excluded.saved_at",
+            " saved_at = excluded.saved_at, marks = excluded.marks",
             rows,
         )
 
 
-async def load_live_state(
-    conn: aiosqlite.Connection,
-) -> tuple[dict[str, StationLive], dict[str, GarageLive]]:
-    stations: dict[str, StationLive] = {}
-    garages: dict[str, GarageLive] = {}
-    async with conn.execute("SELECT kind, state FROM live_state") as cursor:
-        async for kind, state in cursor:
+class Saved(NamedTuple):
+    """The last snapshot: each device's live state, when it was saved, and its marks."""
+
+    stations: dict[str, StationLive]
+    garages: dict[str, GarageLive]
+    saved_at: dict[str, float]
+    marks: dict[str, list[Mark]]
+
+
+async def load_live_state(conn: aiosqlite.Connection) -> Saved:
+    saved = Saved({}, {}, {}, {})
+    sql = "SELECT device, kind, state, saved_at, marks FROM live_state"
+    async with conn.execute(sql) as cursor:
+        async for device, kind, state, saved_at, marks in cursor:
             if kind == "station":
                 station = _STATION_STATE.validate_json(state).restored()
-                stations[station.station] = station
+                saved.stations[station.station] = station
             else:
                 garage = _GARAGE_STATE.validate_json(state)
-                garages[garage.garage] = garage
-    return stations, garages
+                saved.garages[garage.garage] = garage
+            saved.saved_at[device] = float(saved_at)
+            saved.marks[device] = _MARKS.validate_json(marks)
+    return saved
