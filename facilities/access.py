@@ -2,7 +2,9 @@
 
 import hashlib
 import secrets
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,28 +49,34 @@ def new_person_id(role: Role) -> str:
 
 
 class RateLimiter:
-    """At most `limit` hits per key in any `window_s` seconds (a sliding window log).
-    Time comes in as an argument: tests move it instead of sleeping."""
+    """At most `limit` hits per key in any `window_s` seconds (a sliding window log), on a
+    monotonic clock: a wall clock stepped back or forward does not change the window. Tests
+    move the clock they pass instead of sleeping."""
 
-    def __init__(self, limit: int, window_s: float = 60.0) -> None:
+    def __init__(
+        self, limit: int, window_s: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if limit < 1:
             raise ValueError("a rate limit allows at least one hit")
         self.limit = limit
         self.window_s = window_s
+        self._clock = clock
         self._hits: dict[str, deque[float]] = {}
 
-    def retry_after(self, key: str, now: float) -> float | None:
+    def retry_after(self, key: str) -> float | None:
         """Seconds until `key` may be hit again, or None when it may now."""
         hits = self._hits.get(key)
         if hits is None:
             return None
+        now = self._clock()
         while hits and hits[0] <= now - self.window_s:
             hits.popleft()
         if len(hits) < self.limit:
             return None
         return hits[0] + self.window_s - now
 
-    def hit(self, key: str, now: float) -> None:
+    def hit(self, key: str) -> None:
+        now = self._clock()
         if key not in self._hits and len(self._hits) >= LIMITER_KEYS_KEPT:
             self._forget(now)
         self._hits.setdefault(key, deque(maxlen=self.limit)).append(now)

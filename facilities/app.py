@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
+from facilities.clocks import SteadyClock
 from facilities.engine import Engine
 from facilities.metrics import (
     AlertMetrics,
@@ -65,11 +66,19 @@ class Service:
     """Ingest, broker link and store of one process; the HTTP app reads from it."""
 
     def __init__(
-        self, settings: Settings, site: Site, *, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        site: Site,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.site = site
-        self.clock = clock  # Unix seconds; tests move it instead of sleeping
+        # Unix seconds that never go back (what is recorded, and the rules' time); durations
+        # (rate windows, health heartbeats) on `monotonic`. Tests move both instead of sleeping.
+        self.clock = SteadyClock(clock, monotonic)
+        self.monotonic = monotonic
         self.topics = Topics(settings.topic_prefix)
         self.registry = CollectorRegistry()
         self.ingest_metrics = IngestMetrics(self.registry)
@@ -190,14 +199,16 @@ class Service:
                 self.site,
                 auth=Authenticator(
                     self._reader,
-                    failures=RateLimiter(self.settings.auth_failures_per_minute),
+                    failures=RateLimiter(
+                        self.settings.auth_failures_per_minute, clock=self.monotonic
+                    ),
                     clock=self.clock,
                 ),
                 commands=commands,
                 rules=rules,
                 writer=rules_db,
                 reader=self._reader,
-                opens=RateLimiter(self.settings.opens_per_minute),
+                opens=RateLimiter(self.settings.opens_per_minute, clock=self.monotonic),
                 connected=lambda: link.connected,
                 clock=self.clock,
                 metrics=self.api_metrics,

@@ -53,15 +53,14 @@ class Authenticator:
         self._clock = clock
 
     async def person(self, token: str | None, client: str) -> Person:
-        now = self._clock()
-        wait = self._failures.retry_after(client, now)
+        wait = self._failures.retry_after(client)
         if wait is not None:
             raise RateLimited(
                 "too many failed authentications from this address", retry_after_s=wait
             )
         found = await people.by_token(self._reader, token) if token else None
         if found is None:
-            self._failures.hit(client, now)
+            self._failures.hit(client)
             raise Unauthorized(
                 "a valid bearer token is required" if token is None else "unknown or revoked token"
             )
@@ -185,13 +184,12 @@ class Operations:
         return status, body, str(body.get("status") or body["error"])
 
     async def _send_open(self, person: Person, garage: str, gate: str) -> Answer:
-        now = self._clock()
-        wait = self._opens.retry_after(person.id, now)
+        wait = self._opens.retry_after(person.id)
         if wait is not None:
             raise RateLimited(f"at most {self._opens.limit} opens a minute", retry_after_s=wait)
         if not self._connected():
             raise Unavailable("the service has no link to the broker")
-        self._opens.hit(person.id, now)
+        self._opens.hit(person.id)
         thresholds = self.site.garages[garage].thresholds
         result = await self._commands.send(
             Target(garage, gate=gate),

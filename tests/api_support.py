@@ -33,15 +33,25 @@ CLIENT_ADDRESS = "203.0.113.7"
 
 
 class MovableClock:
-    """Real time plus an offset that tests move forward instead of sleeping."""
+    """Real time plus an offset that tests move forward instead of sleeping: the wall clock
+    (calling it) and the monotonic clock (`monotonic`) move together, unless the wall clock
+    is stepped on its own (`step_wall`, as NTP or an operator may)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.monotonic_offset = 0.0
 
     def __call__(self) -> float:
         return time.time() + self.offset
 
+    def monotonic(self) -> float:
+        return time.monotonic() + self.monotonic_offset
+
     def advance(self, seconds: float) -> None:
+        self.offset += seconds
+        self.monotonic_offset += seconds
+
+    def step_wall(self, seconds: float) -> None:
         self.offset += seconds
 
 
@@ -91,7 +101,10 @@ class Api:
 @pytest.fixture
 async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> AsyncIterator[Api]:
     service = Service(
-        replace(settings, client_id=f"api-{uuid.uuid4().hex[:6]}"), quick_site, clock=clock
+        replace(settings, client_id=f"api-{uuid.uuid4().hex[:6]}"),
+        quick_site,
+        clock=clock,
+        monotonic=clock.monotonic,
     )
     app = create_app(service)
     async with LifespanManager(app, startup_timeout=20, shutdown_timeout=20):

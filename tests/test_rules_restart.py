@@ -36,7 +36,7 @@ async def test_a_restart_mid_timer_keeps_the_timer_and_the_open_alerts(
         client, StationModel("cs-15", [PortModel(n) for n in range(1, 11)]), Topics(), now=clock
     )
     try:
-        first = Service(settings, site, clock=clock)
+        first = Service(settings, site, clock=clock, monotonic=clock)
         async with first.running():
             await wait_for(lambda: first.link.subscribed, what="subscription")
             # a bike nearly full: trickling at 12 W; the cabinet warm enough for a warning
@@ -58,7 +58,7 @@ async def test_a_restart_mid_timer_keeps_the_timer_and_the_open_alerts(
             assert trickling_since is not None
         # the service is down for most of the two hours
         clock.now += 7199
-        second = Service(settings, site, clock=clock)
+        second = Service(settings, site, clock=clock, monotonic=clock)
         async with second.running():
             await wait_for(lambda: second.link.subscribed, what="subscription")
             engine = second.rules.engine
