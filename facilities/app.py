@@ -48,6 +48,11 @@ ESTIMATE_MIN_SESSIONS = 5
 ESTIMATE_HISTORY_S = 30 * 24 * 3600
 DEFAULT_CHARGE = timedelta(hours=3)
 ESTIMATES_EVERY_S = 300.0
+# /healthz: the ingest writer is stuck when messages have waited this long with no commit:
+# 60 times its 50 ms flush interval, and under the database's 5 s busy timeout. Its progress
+# is sampled this often.
+INGEST_STUCK_S = 3.0
+INGEST_WATCH_EVERY_S = 0.5
 # At start, what was stored this long before a device's last snapshot is replayed too: a
 # message is counted within milliseconds of its receive time, 10 s covers a network thread
 # held up under load; the marks saved with the snapshot keep the overlap from counting twice.
@@ -93,6 +98,8 @@ class Service:
         self._operations: Operations | None = None
         self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
         self._typical_charge: dict[str, timedelta] = {}
+        # the ingest writer's heartbeat: when it last had nothing waiting or committed more
+        self._ingest_beat = (monotonic(), 0)
         self.listeners.append(AlertMetrics(self.registry))
         self.registry.register(DeviceCollector(self._device_metrics))
         self.registry.register(
@@ -191,7 +198,9 @@ class Service:
                 alerts=await rules_store.load_open_alerts(rules_conn),
             )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
-            rules = RulesRuntime(engine, rules_db, link, commands, clock=self.now)
+            rules = RulesRuntime(
+                engine, rules_db, link, commands, clock=self.now, monotonic=self.monotonic
+            )
             rules.listeners.extend(self.listeners)
             await self._replay(rules, rules_conn, saved)
             ingest.observers.append(rules.observe)
@@ -223,6 +232,7 @@ class Service:
                     writer = tasks.create_task(ingest.run(link), name="ingest-writer")
                     rules_task = tasks.create_task(rules.run(), name="rules")
                     estimates = tasks.create_task(self._estimates(), name="estimates")
+                    watch = tasks.create_task(self._watch_ingest(), name="ingest-watch")
                     try:
                         yield self
                     finally:
@@ -230,6 +240,7 @@ class Service:
                         await asyncio.wait_for(asyncio.shield(writer), 3.0)
                         rules_task.cancel()  # saves the live state on its way out
                         estimates.cancel()
+                        watch.cancel()
                         await link.close()
             finally:
                 await link.close()  # idempotent: also when the task group failed
@@ -268,6 +279,22 @@ class Service:
                 alerts,
             )
 
+    async def _watch_ingest(self) -> None:
+        while True:
+            self._ingest_progress()
+            await asyncio.sleep(INGEST_WATCH_EVERY_S)
+
+    def _ingest_progress(self) -> float:
+        """Seconds the ingest writer has had messages waiting without committing any."""
+        ingest, now = self._ingest, self.monotonic()
+        if ingest is None:
+            return 0.0
+        since, committed = self._ingest_beat
+        if ingest.waiting == 0 or ingest.committed != committed:
+            self._ingest_beat = (now, ingest.committed)
+            return 0.0
+        return now - since
+
     async def _estimates(self) -> None:
         while True:
             await asyncio.sleep(ESTIMATES_EVERY_S)
@@ -287,8 +314,15 @@ class Service:
         self._typical_charge = typical
 
     async def health(self) -> Health:
-        """503 material for /healthz: broker link and database, each with its reason."""
+        """503 material for /healthz, each with its reason: broker link, database, the rules'
+        tick and writer, the ingest writer (docs/operations.md, "Health")."""
         reasons = []
+        # the heartbeats first, before any await: what they say is about now
+        rules = self._rules
+        reasons += rules.stalls() if rules is not None else []
+        stuck_s = self._ingest_progress()
+        if stuck_s > INGEST_STUCK_S:
+            reasons.append(f"ingest writer stuck ({stuck_s:.0f} s with messages waiting)")
         link, conn = self._link, self._conn
         if link is None or not link.connected:
             detail = link.last_error if link else "not started"

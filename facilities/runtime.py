@@ -1,13 +1,17 @@
 """Runs the pure rules engine inside the service: feeds it, ticks it, acts on what it says."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
+
+import aiosqlite
 
 from facilities.charging import state as charging
 from facilities.engine import Engine, Observation
@@ -32,6 +36,11 @@ RECENT_KEPT = 2048
 MARKS_SAVED_S = 60.0
 TICK_S = 1.0  # time-based rules are evaluated every second on the server's clock
 SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdown
+# /healthz says the rules are not doing their job when the tick has not run for five ticks,
+# or one of their writes (alerts, sessions, snapshots: milliseconds each) has waited 3 s:
+# well before the database's 5 s busy timeout fails it (store/db.py).
+TICK_LATE_S = 5 * TICK_S
+WRITE_STUCK_S = 3.0
 
 _COMMANDS = {
     ActionKind.POWER_OFF_PORT: CommandAction.POWER_OFF,
@@ -78,6 +87,7 @@ class RulesRuntime:
         *,
         clock: Clock = utc_now,
         tick_s: float = TICK_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self._db = db
@@ -85,6 +95,9 @@ class RulesRuntime:
         self._commands = commands
         self._clock = clock
         self._tick_s = tick_s
+        self._monotonic = monotonic
+        self._ticked = monotonic()  # heartbeats for /healthz (`stalls`)
+        self._writing_since: float | None = None
         self._lock = threading.Lock()  # the engine is fed from paho's thread and ticked here
         # Bound now (the service builds this inside its event loop), so that messages that
         # arrive before `run` starts still wake the processing at once.
@@ -229,6 +242,27 @@ class RulesRuntime:
                 self._pending.append(Observation(transitions))
             if self._pending:  # also the updates that observe() left for the tick
                 self._wake.set()
+        self._ticked = self._monotonic()
+
+    def stalls(self) -> list[str]:
+        """Why the rules are not doing their job now (for /healthz), if they are not."""
+        now, reasons = self._monotonic(), []
+        if now - self._ticked > TICK_LATE_S:
+            reasons.append(f"rules tick late ({now - self._ticked:.0f} s since the last)")
+        writing = self._writing_since
+        if writing is not None and now - writing > WRITE_STUCK_S:
+            reasons.append(f"rules writer stuck ({now - writing:.0f} s on one write)")
+        return reasons
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A transaction of the rules, timed for /healthz."""
+        self._writing_since = self._monotonic()
+        try:
+            async with self._db.transaction() as conn:
+                yield conn
+        finally:
+            self._writing_since = None
 
     async def acknowledge(self, key: tuple[str, str], who: str) -> Alert | None:
         with self._lock:
@@ -259,7 +293,7 @@ class RulesRuntime:
             with self._lock:  # the state and the marks of what it counted, together
                 device = live.station if isinstance(live, charging.StationLive) else live.garage
                 rows.append(store.live_state_row(live, self._marks(device, since), now))
-        async with self._db.transaction() as conn:
+        async with self._write() as conn:
             await store.write_live_state(conn, rows)
 
     async def _ticker(self) -> None:
@@ -307,7 +341,7 @@ class RulesRuntime:
             self._log(transition)
             for listener in self.listeners:
                 listener.alert_changed(transition)
-        async with self._db.transaction() as conn:
+        async with self._write() as conn:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)
 

@@ -20,8 +20,13 @@ class HealthBody(BaseModel):
 @router.get(
     "/healthz",
     response_model=HealthBody,
-    responses={503: {"model": ErrorBody, "description": "broker link or database down"}},
-    summary="200 once subscribed to the broker with the database open; 503 with the reason",
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "broker link or database down, rules tick late, a writer stuck",
+        }
+    },
+    summary="200 while the service can do its safety job; 503 with the reasons",
 )
 async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
     health = await service.health()
