@@ -53,9 +53,10 @@ ESTIMATES_EVERY_S = 300.0
 # is sampled this often.
 INGEST_STUCK_S = 3.0
 INGEST_WATCH_EVERY_S = 0.5
-# At start, what was stored this long before a device's last snapshot is replayed too: a
-# message is counted within milliseconds of its receive time, 10 s covers a network thread
-# held up under load; the marks saved with the snapshot keep the overlap from counting twice.
+# At start, for a snapshot that does not say what it counted last (an older version's, or a
+# device new since the last snapshot), what was stored from this long before it is replayed:
+# a message is counted within milliseconds of its receive time, 10 s covers a network thread
+# held up under load; the saved marks keep most of the overlap from counting twice.
 REPLAY_OVERLAP_S = 10.0
 
 
@@ -256,15 +257,24 @@ class Service:
     ) -> None:
         """Rebuild the live state: the last snapshot, then what was stored after it (before
         ingest starts), counting nothing twice (docs/architecture.md, "Start-up")."""
-        rules.restore_marks(saved.marks)
+        started = self.monotonic()
+        rules.restore_marks(saved.marks, saved.counted_until)
         latest = max(saved.saved_at.values(), default=0.0)
-        since = {
-            device: saved.saved_at.get(device, latest) - REPLAY_OVERLAP_S
-            for device in (*self.site.stations, *self.site.garages)
-        }
+        since = {}
+        for device in (*self.site.stations, *self.site.garages):
+            until = saved.counted_until.get(device)
+            # a snapshot of an older version, or a device new since: from just before it
+            fallback = saved.saved_at.get(device, latest) - REPLAY_OVERLAP_S
+            since[device] = until if until is not None else fallback
         stored = await replay.stored_since(conn, since, garages=self.site.garages)
         counted = rules.replay(stored)
-        log.info("live state: %d messages stored after the last snapshot replayed", counted)
+        if counted:  # saved at once: a crash loop does not replay more at each start
+            await rules.save_state()
+        log.info(
+            "live state: %d messages stored after the last snapshot replayed in %.2f s",
+            counted,
+            self.monotonic() - started,
+        )
 
     async def _forget_removed_devices(self, writer: SharedWriter) -> None:
         """Devices removed from the site file (decommissioned): close their open alerts and

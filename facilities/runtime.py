@@ -105,6 +105,8 @@ class RulesRuntime:
         # What the engine said, in the order it said it (appended under the engine lock).
         self._pending: deque[Observation] = deque()
         self._wake = asyncio.Event()
+        # per device: the receive time of the last message counted (they come in that order)
+        self._counted_until: dict[str, float] = {}
         # per device, per topic (kind, gate): (seq, ts) → received_at of the messages counted
         self._recent: dict[
             str, dict[tuple[MessageKind, str | None], OrderedDict[tuple[int, float], float]]
@@ -147,11 +149,12 @@ class RulesRuntime:
         """Whether this (seq, ts) of this device's topic was counted recently (kept with the
         snapshots, so also across a restart). After a lost link the broker redelivers every
         unacknowledged message, up to a batch or two. Call with the engine lock held."""
+        route = message.route
+        self._counted_until[route.device] = message.received_at
         seq = getattr(message.payload, "seq", None)
         ts = getattr(message.payload, "ts", None)
         if seq is None or ts is None:
             return False
-        route = message.route
         topics = self._recent.setdefault(route.device, {})
         recent = topics.get((route.kind, route.gate))
         if recent is None:
@@ -173,9 +176,12 @@ class RulesRuntime:
                 marks.append((kind.value, gate, seq, ts, received_at))
         return marks
 
-    def restore_marks(self, saved: Mapping[str, Iterable[store.Mark]]) -> None:
+    def restore_marks(
+        self, saved: Mapping[str, Iterable[store.Mark]], counted_until: Mapping[str, float | None]
+    ) -> None:
         """At start: the marks saved with the live state (messages it already counted)."""
         with self._lock:
+            self._counted_until.update((d, t) for d, t in counted_until.items() if t is not None)
             for device, marks in saved.items():
                 topics = self._recent.setdefault(device, {})
                 for kind, gate, seq, ts, received_at in sorted(marks, key=lambda m: m[4]):
@@ -292,7 +298,8 @@ class RulesRuntime:
         for live in devices:
             with self._lock:  # the state and the marks of what it counted, together
                 device = live.station if isinstance(live, charging.StationLive) else live.garage
-                rows.append(store.live_state_row(live, self._marks(device, since), now))
+                marks, until = self._marks(device, since), self._counted_until.get(device)
+                rows.append(store.live_state_row(live, marks, now, counted_until=until))
         async with self._write() as conn:
             await store.write_live_state(conn, rows)
 

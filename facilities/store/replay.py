@@ -27,7 +27,7 @@ async def stored_since(
     *,
     garages: Iterable[str],
 ) -> list[Accepted]:
-    """Every message of each device received after `since[device]` (Unix seconds), as the
+    """Every message of each device received from `since[device]` on (Unix seconds), as the
     decoder made it, in the order they were received."""
     garage_ids = set(garages)
     streams = []
@@ -65,7 +65,7 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
     for ts, seq, port, state, voltage, current, power, energy, temp in await _rows(
         conn,
         "SELECT ts, seq, port, state, voltage_v, current_a, power_w, energy_wh, temp_c"
-        " FROM port_samples WHERE station = ? AND ts > ? AND received_at > ?"
+        " FROM port_samples WHERE station = ? AND ts > ? AND received_at >= ?"
         " ORDER BY port",
         station,
         from_ts,
@@ -90,7 +90,7 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
     for ts, seq, received, temp, leakage, smoke in await _rows(
         conn,
         "SELECT ts, seq, received_at, temp_c, leakage_ma, smoke FROM station_samples"
-        " WHERE station = ? AND ts > ? AND received_at > ?",
+        " WHERE station = ? AND ts > ? AND received_at >= ?",
         station,
         from_ts,
         after,
@@ -112,7 +112,7 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
     for ts, seq, received, port, kind, code in await _rows(
         conn,
         "SELECT ts, seq, received_at, port, type, code FROM charging_events"
-        " WHERE station = ? AND ts > ? AND received_at > ?",
+        " WHERE station = ? AND ts > ? AND received_at >= ?",
         station,
         from_ts,
         after,
@@ -132,7 +132,7 @@ async def _garage(conn: aiosqlite.Connection, garage: str, after: float) -> list
     for ts, seq, received, occupancy, temp, smoke in await _rows(
         conn,
         "SELECT ts, seq, received_at, occupancy, temp_c, smoke FROM garage_samples"
-        " WHERE garage = ? AND ts > ? AND received_at > ?",
+        " WHERE garage = ? AND ts > ? AND received_at >= ?",
         garage,
         from_ts,
         after,
@@ -152,7 +152,7 @@ async def _garage(conn: aiosqlite.Connection, garage: str, after: float) -> list
     for gate, ts, seq, received, kind, credential in await _rows(
         conn,
         "SELECT gate, ts, seq, received_at, type, credential FROM gate_events"
-        " INDEXED BY gate_events_by_garage WHERE garage = ? AND ts > ? AND received_at > ?",
+        " INDEXED BY gate_events_by_garage WHERE garage = ? AND ts > ? AND received_at >= ?",
         garage,
         from_ts,
         after,
@@ -173,7 +173,7 @@ async def _availability(
     rows = await _rows(
         conn,
         "SELECT status, received_at FROM availability_changes"
-        " WHERE device = ? AND received_at > ? ORDER BY received_at",
+        " WHERE device = ? AND received_at >= ? ORDER BY received_at",
         device,
         after,
     )

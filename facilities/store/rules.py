@@ -171,50 +171,56 @@ async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session])
 
 # (kind, gate, seq, ts, received_at) of a message the live state has counted
 Mark = tuple[str, str | None, int, float, float]
-LiveRow = tuple[str, str, str, float, str]
+LiveRow = tuple[str, str, str, float, str, float | None]
 _MARKS = TypeAdapter(list[Mark])
 
 
-def live_state_row(live: StationLive | GarageLive, marks: list[Mark], now: datetime) -> LiveRow:
+def live_state_row(
+    live: StationLive | GarageLive,
+    marks: list[Mark],
+    now: datetime,
+    *,
+    counted_until: float | None,
+) -> LiveRow:
     """One device's live state as a row to save (timers included), with the marks of the
-    messages it has counted, so a restart carries on where it was."""
+    messages it has counted and the receive time of the last one, so that a restart carries
+    on where it was."""
     marks_json = _MARKS.dump_json(marks).decode()
     if isinstance(live, StationLive):
         state = _STATION_STATE.dump_json(live).decode()
-        return (live.station, "station", state, now.timestamp(), marks_json)
-    return (
-        live.garage,
-        "garage",
-        _GARAGE_STATE.dump_json(live).decode(),
-        now.timestamp(),
-        marks_json,
-    )
+        return (live.station, "station", state, now.timestamp(), marks_json, counted_until)
+    state = _GARAGE_STATE.dump_json(live).decode()
+    return (live.garage, "garage", state, now.timestamp(), marks_json, counted_until)
 
 
 async def write_live_state(conn: aiosqlite.Connection, rows: list[LiveRow]) -> None:
     if rows:
         await conn.executemany(
-            "INSERT INTO live_state (device, kind, state, saved_at, marks) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (device) DO UPDATE SET state = excluded.state,"
-            " saved_at = excluded.saved_at, marks = excluded.marks",
+            "INSERT INTO live_state (device, kind, state, saved_at, marks, counted_until)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device) DO UPDATE SET"
+            " state = excluded.state, saved_at = excluded.saved_at, marks = excluded.marks,"
+            " counted_until = excluded.counted_until",
             rows,
         )
 
 
 class Saved(NamedTuple):
-    """The last snapshot: each device's live state, when it was saved, and its marks."""
+    """The last snapshot: each device's live state, when it was saved, its marks, and the
+    receive time of the last message it counted (None: saved by an older version)."""
 
     stations: dict[str, StationLive]
     garages: dict[str, GarageLive]
     saved_at: dict[str, float]
     marks: dict[str, list[Mark]]
+    counted_until: dict[str, float | None]
 
 
 async def load_live_state(conn: aiosqlite.Connection) -> Saved:
-    saved = Saved({}, {}, {}, {})
-    sql = "SELECT device, kind, state, saved_at, marks FROM live_state"
+    saved = Saved({}, {}, {}, {}, {})
+    sql = "SELECT device, kind, state, saved_at, marks, counted_until FROM live_state"
     async with conn.execute(sql) as cursor:
-        async for device, kind, state, saved_at, marks in cursor:
+        async for device, kind, state, saved_at, marks, counted_until in cursor:
+            saved.counted_until[device] = counted_until
             if kind == "station":
                 station = _STATION_STATE.validate_json(state).restored()
                 saved.stations[station.station] = station
