@@ -3,10 +3,16 @@ a burst of late readings (a backlog after an outage) is not a sudden rise."""
 
 import json
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from facilities.app import Service
+from facilities.engine import Engine
+from facilities.garage.payloads import GateEvent
+from facilities.messages import Accepted, MessageKind, Route
+from facilities.site import Site
 from tests.conftest import DeviceFactory, query, wait_for
+from tests.rules_helpers import T0
 
 STATION = "cs-12"
 TOPIC = f"facilities/charging/{STATION}/telemetry"
@@ -113,3 +119,24 @@ async def test_a_device_clock_skewed_beyond_the_limit_falls_back_to_receive_time
         what="temperature_rise on receive time",
     )
     await wait_for(lambda: _alerts(db, "clock_skew") != [], what="clock_skew raised")
+
+
+def test_refusals_buffered_by_a_garage_are_counted_on_its_clock(site: Site) -> None:
+    """Five `denied` 20 s apart on the garage's clock (no burst: at most 3 within 60 s),
+    delivered together after an outage: no access_denied_burst. Five within 40 s: a burst."""
+    engine = Engine(site)
+    route = Route(MessageKind.GATE_EVENT, "g-hc5", "south")
+    received = T0 + timedelta(seconds=200)
+
+    def denied(seq: int, ts: datetime) -> list[str]:
+        event = GateEvent.model_validate_json(
+            json.dumps({"seq": seq, "ts": ts.timestamp(), "type": "denied"})
+        )
+        observed = engine.observe(Accepted(route, event, received.timestamp()))
+        return [t.alert.rule for t in observed.transitions]
+
+    for n in range(5):
+        assert "access_denied_burst" not in denied(n, T0 + timedelta(seconds=20 * n))
+    assert "access_denied_burst" not in [t.alert.rule for t in engine.tick(received)]
+    fired = [denied(10 + n, T0 + timedelta(seconds=100 + 10 * n)) for n in range(5)]
+    assert "access_denied_burst" in fired[-1]
