@@ -77,7 +77,7 @@ async def test_telemetry_events_and_gates_are_stored(
     # tests' devices is committed too)
     await wait_for(
         lambda: all(
-            query(db, f"SELECT count(*) FROM {table}") == [(1,)]
+            query(db, f"SELECT count(*) FROM {table}") == [(1,)]  # noqa: S608 (fixed names)
             for table in ("station_samples", "charging_events", "garage_samples", "gate_events")
         ),
         what="the 4 messages committed",
