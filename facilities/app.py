@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import statistics
 import time
@@ -15,7 +16,7 @@ from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
 from facilities.clocks import SteadyClock
-from facilities.engine import Engine
+from facilities.engine import Engine, in_site
 from facilities.metrics import (
     AlertMetrics,
     ApiMetrics,
@@ -277,17 +278,30 @@ class Service:
         )
 
     async def _forget_removed_devices(self, writer: SharedWriter) -> None:
-        """Devices removed from the site file (decommissioned): close their open alerts and
-        drop their saved state, each logged once (docs/operations.md, "Removing a device")."""
-        known = {*self.site.stations, *self.site.garages}
+        """Devices (or their ports, gates) removed from the site file: close their open
+        alerts and drop their saved state, each device logged once (docs/operations.md,
+        "Removing a device")."""
+        devices = {*self.site.stations, *self.site.garages}
         async with writer.transaction() as conn:
-            forgotten = await rules_store.forget_devices(conn, known, self.now())
-        for device, alerts in sorted(forgotten.items()):
-            log.warning(
-                "%s is no longer in the site file: its saved state dropped, %d open alerts cleared",
-                device,
-                alerts,
+            forgotten = await rules_store.forget_removed(
+                conn,
+                devices=devices,
+                in_site=functools.partial(in_site, self.site),
+                now=self.now(),
             )
+        for device, alerts in sorted(forgotten.items()):
+            if device in devices:
+                log.warning(
+                    "%s has ports or gates no longer in the site file: %d open alerts cleared",
+                    device,
+                    alerts,
+                )
+            else:
+                log.warning(
+                    "%s is no longer in the site file: %d open alerts cleared, saved state dropped",
+                    device,
+                    alerts,
+                )
 
     async def _watch_ingest(self) -> None:
         while True:

@@ -42,8 +42,18 @@ def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None
     return datetime.fromtimestamp(ts, UTC) if abs(ts - received_at) <= skew_s else None
 
 
-def _device(subject: str) -> str:
-    return subject.split("/", 1)[0]
+def in_site(site: Site, subject: str) -> bool:
+    """Whether an alert's subject (`cs-07`, `cs-07/3`, `g-hc3`, `g-hc3/north`) is still in
+    the site file: a station or garage removed, a port past the station's count, a gate
+    gone, are not (docs/operations.md, "Removing a device")."""
+    device, _, part = subject.partition("/")
+    station = site.stations.get(device)
+    if station is not None:
+        return not part or (part.isdigit() and 1 <= int(part) <= station.ports)
+    garage_spec = site.garages.get(device)
+    if garage_spec is not None:
+        return not part or part in garage_spec.gates
+    return False
 
 
 def _station_look(live: charging.StationLive) -> tuple[object, ...]:
@@ -72,15 +82,21 @@ class Engine:
         self.stations = {
             s.id: charging.StationLive.new(s.id, s.ports) for s in site.stations.values()
         }
-        # Saved state and alerts only of devices still in the site (the service closes the
-        # others at start: docs/operations.md, "Removing a device").
-        self.stations.update((k, v) for k, v in (stations or {}).items() if k in site.stations)
+        # Saved state and alerts only of what is still in the site (the service closes the
+        # rest at start: docs/operations.md, "Removing a device").
+        for station_id, saved in (stations or {}).items():
+            if station_id in site.stations:
+                ports = site.stations[station_id].ports
+                saved.ports = {n: p for n, p in saved.ports.items() if 1 <= n <= ports}
+                self.stations[station_id] = saved
         self.garages = {g.id: garage.GarageLive.new(g.id, g.gates) for g in site.garages.values()}
-        self.garages.update((k, v) for k, v in (garages or {}).items() if k in site.garages)
+        for garage_id, saved_garage in (garages or {}).items():
+            if garage_id in site.garages:
+                gates = site.garages[garage_id].gates
+                saved_garage.gates = {g: v for g, v in saved_garage.gates.items() if g in gates}
+                self.garages[garage_id] = saved_garage
         self.alerts: dict[tuple[str, str], Alert] = {
-            key: alert
-            for key, alert in (alerts or {}).items()
-            if _device(alert.subject) in self.stations or _device(alert.subject) in self.garages
+            key: alert for key, alert in (alerts or {}).items() if in_site(site, alert.subject)
         }
 
     def observe(self, message: Accepted) -> Observation:

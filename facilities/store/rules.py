@@ -1,6 +1,6 @@
 """Alerts and their history, commands, charging sessions and live-state snapshots."""
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -115,23 +115,28 @@ def device_of(subject: str) -> str:
     return subject.split("/", 1)[0]
 
 
-async def forget_devices(
-    conn: aiosqlite.Connection, known: Collection[str], now: datetime
+async def forget_removed(
+    conn: aiosqlite.Connection,
+    *,
+    devices: Collection[str],
+    in_site: Callable[[str], bool],
+    now: datetime,
 ) -> dict[str, int]:
-    """Close the open alerts and drop the saved live state of every device that is not in
-    `known` (removed from the site file): each alert is cleared, with the reason in its
-    history. Return the devices forgotten, with how many alerts each had open."""
+    """Close the open alerts whose subject is no longer in the site (`in_site`) and drop the
+    saved live state of every device not in `devices` (removed from the site file): each
+    alert is cleared, with the reason in its history. Return each device concerned, with
+    how many alerts it had open."""
     async with conn.execute("SELECT id, subject FROM alerts WHERE state != 'cleared'") as cur:
         alerts = [(str(i), str(subject)) for i, subject in await cur.fetchall()]
     async with conn.execute("SELECT device FROM live_state") as cur:
-        saved = [str(device) for (device,) in await cur.fetchall()]
-    forgotten = {d: 0 for d in saved if d not in known}
+        gone = [str(device) for (device,) in await cur.fetchall() if device not in devices]
+    forgotten = dict.fromkeys(gone, 0)
     closed = []
     for alert_id, subject in alerts:
-        device = device_of(subject)
-        if device not in known:
+        if not in_site(subject):
+            device = device_of(subject)
             forgotten[device] = forgotten.get(device, 0) + 1
-            closed.append((alert_id, f"{device} is no longer in the site file"))
+            closed.append((alert_id, f"{subject} is no longer in the site file"))
     at = now.timestamp()
     await conn.executemany(
         "UPDATE alerts SET state = 'cleared', cleared_at = ?, updated_at = ? WHERE id = ?",
@@ -142,9 +147,7 @@ async def forget_devices(
         " SELECT id, 'cleared', ?, severity, 'cleared', value, ? FROM alerts WHERE id = ?",
         [(at, detail, alert_id) for alert_id, detail in closed],
     )
-    await conn.executemany(
-        "DELETE FROM live_state WHERE device = ?", [(d,) for d in saved if d not in known]
-    )
+    await conn.executemany("DELETE FROM live_state WHERE device = ?", [(d,) for d in gone])
     return forgotten
 
 
