@@ -43,6 +43,17 @@ _PLUG_RATE = [0.02] * 6 + [
 ]
 # Hours a bike stays plugged in after it is full (collected next morning, or soon after).
 _STAY_AFTER_FULL_H = (0.2, 6.0)
+# A healthy socket barely warms: a charger draws ~1.5 A from a 10 A socket, whose contacts
+# heat with I² (GB 2099.1 / IEC 60884-1 allow 45 K at the full 10 A, so ~1 K at 1.5 A); with
+# the charger's brick beside it we allow 5 K at the largest charger, half of the
+# `temperature_rise` rule's 10 °C, so that no healthy port can ever look like that hazard.
+SOCKET_RISE_K_AT_MAX = 5.0
+# Socket and housing settle over a quarter of an hour (wiring accessories' thermal time
+# constants are 10-30 min); the cabinet, a steel box with its electronics, over half an hour.
+SOCKET_TAU_S = 900.0
+CABINET_TAU_S = 1800.0
+CABINET_RISE_K = 3.0  # the station's own electronics, at no load
+CABINET_K_PER_W = 1 / 700.0  # a fully loaded 10-port station (~3.5 kW) adds ~5 K
 
 
 class Noise(Protocol):
@@ -74,6 +85,10 @@ class PortModel:
         self.state = PortState.IDLE
         self.energy_wh = self.power_w = 0.0
 
+    def socket_target_c(self, ambient_c: float) -> float:
+        """Where the socket's temperature settles at the current it carries now."""
+        return ambient_c + SOCKET_RISE_K_AT_MAX * self.power_w / CC_POWER_W[1]
+
     def charge_power(self) -> float:
         if self.soc < CV_FROM_SOC:
             return self.cc_power_w
@@ -89,6 +104,7 @@ class StationModel:
     station: str
     ports: list[PortModel]
     ambient_c: float = 24.0
+    cabinet_c: float = 27.0
     seq_telemetry: int = 0
     seq_event: int = 0
     pending_events: list[tuple[int | None, StationEventType]] = field(default_factory=list)
@@ -107,7 +123,14 @@ class StationModel:
             if rng.random() < busy_share:
                 port.plug_in(rng)
                 port.soc = rng.uniform(0.2, 0.95)
+                port.power_w = port.charge_power()
+            port.temp_c = port.socket_target_c(model.ambient_c)  # charging for a while already
+        model.cabinet_c = model.cabinet_target_c()
         return model
+
+    def cabinet_target_c(self) -> float:
+        total_w = sum(p.power_w for p in self.ports)
+        return self.ambient_c + CABINET_RISE_K + total_w * CABINET_K_PER_W
 
     def _faults(self) -> None:
         for port in self.ports:
@@ -121,8 +144,14 @@ class StationModel:
     def powered(self) -> bool:
         return any(p.state is not PortState.DISABLED for p in self.ports)
 
-    def advance(self, dt_s: float, hour: float, rng: random.Random) -> None:
-        """Simulate `dt_s` seconds at `hour` of the day (0-24)."""
+    def advance(
+        self, dt_s: float, hour: float, rng: random.Random, *, device_dt_s: float | None = None
+    ) -> None:
+        """Simulate `dt_s` seconds at `hour` of the day (0-24). `device_dt_s` is how long that
+        took on the station's own clock (shorter when time is compressed): temperatures,
+        which the service judges by how fast they rise on that clock, move by it."""
+        heat_dt_s = dt_s if device_dt_s is None else device_dt_s
+        socket_step = 1.0 - math.exp(-heat_dt_s / SOCKET_TAU_S)  # first order, any step
         rate_per_s = _PLUG_RATE[int(hour) % 24] / 3600.0
         for port in self.ports:
             if port.state is PortState.IDLE:
@@ -147,8 +176,9 @@ class StationModel:
                     port.unplug()
                     self.pending_events.append((port.port, StationEventType.UNPLUG))
             # the socket warms with the current through it and cools towards ambient
-            target = self.ambient_c + port.power_w / 35.0
-            port.temp_c += (target - port.temp_c) * min(1.0, dt_s / 300.0)
+            port.temp_c += (port.socket_target_c(self.ambient_c) - port.temp_c) * socket_step
+        cabinet_step = 1.0 - math.exp(-heat_dt_s / CABINET_TAU_S)
+        self.cabinet_c += (self.cabinet_target_c() - self.cabinet_c) * cabinet_step
         self._faults()
 
     def power_off(self, port: int | None) -> None:
@@ -166,7 +196,6 @@ class StationModel:
                 p.energy_wh = 0.0
 
     def telemetry(self, ts: float, rng: "Noise") -> StationTelemetry:
-        total_w = sum(p.power_w for p in self.ports)
         readings = []
         for p in self.ports:
             voltage = rng.uniform(222.0, 232.0)
@@ -184,7 +213,7 @@ class StationModel:
         message = StationTelemetry(
             seq=self.seq_telemetry,
             ts=ts,
-            temp_c=round(self.ambient_c + 3.0 + total_w / 700.0, 1),
+            temp_c=round(self.cabinet_c, 1),
             leakage_ma=42.0 if self.leaking and self.powered() else round(rng.uniform(0.5, 4.0), 1),
             smoke=self.smoking and self.powered(),
             ports=readings,

@@ -3,19 +3,17 @@
 import asyncio
 import logging
 import random
-import time
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from facilities.errors import OperatorError
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.site import Site
-from simulators.charging import StationModel
 from simulators.client import DeviceClient
 from simulators.devices import SimulatedGarage, SimulatedStation
-from simulators.garage import GarageModel
+from simulators.world import SimClock, World
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +23,7 @@ MIN_REAL_INTERVAL_S = 0.05  # at high speed-ups, don't flood: simulated steps ju
 # (power off, gates open) ends it, as it would end the real hazard.
 SCENARIOS = ("normal", "overload", "overheat", "leakage", "smoke", "garage-smoke")
 FAULT_AFTER_S = 10.0
-GARAGE_SMOKE_S = 300.0  # simulated seconds of smoke in the garage-smoke scenario
-_SHANGHAI_UTC_OFFSET_H = 8
+GARAGE_SMOKE_S = 300.0  # seconds of smoke in the garage-smoke scenario
 
 
 def load_credentials(path: Path) -> dict[str, str]:
@@ -36,22 +33,6 @@ def load_credentials(path: Path) -> dict[str, str]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise OperatorError(f"credentials file {path}: {exc}") from None
     return {str(k): str(v) for k, v in data.items()}
-
-
-@dataclass
-class SimClock:
-    """Simulated time: starts now, runs `speed` times faster than the wall clock."""
-
-    speed: float = 1.0
-    started_real: float = field(default_factory=time.time)
-    started_sim: float = field(default_factory=time.time)
-
-    def now(self) -> float:
-        return self.started_sim + (time.time() - self.started_real) * self.speed
-
-    def hour(self) -> float:
-        """Hour of the day in Shanghai."""
-        return ((self.now() / 3600.0) + _SHANGHAI_UTC_OFFSET_H) % 24.0
 
 
 class Fleet:
@@ -69,6 +50,7 @@ class Fleet:
         seed: int | None = None,
         scenario: str = "normal",
         fault_after_s: float = FAULT_AFTER_S,
+        clock: SimClock | None = None,
     ) -> None:
         if scenario not in SCENARIOS:
             known = ", ".join(SCENARIOS)
@@ -76,16 +58,17 @@ class Fleet:
         self.site = site
         self.url = url
         self.credentials = credentials
-        self.clock = SimClock(speed=speed)
+        self.clock = clock or SimClock(speed=speed)
         self.topics = topics or Topics()
         self.rng = random.Random(seed)
+        self.world = World(site, clock=self.clock, rng=self.rng)
         self.interval_s = max(MIN_REAL_INTERVAL_S, TELEMETRY_INTERVAL_S / speed)
         self.scenario = scenario
         self.fault_after_s = fault_after_s
         self.published = 0
         self.clients: dict[str, DeviceClient] = {}
         self.stations: dict[str, SimulatedStation] = {}
-        self.garages: dict[str, tuple[GarageModel, SimulatedGarage]] = {}
+        self.garages: dict[str, SimulatedGarage] = {}
 
     def _url_for(self, device: str) -> BrokerUrl:
         if self.credentials is None:
@@ -97,16 +80,17 @@ class Fleet:
     def connect(self) -> None:
         """Connect every device as itself and subscribe it to its commands (blocking: call it
         from a thread in async code)."""
-        hour = self.clock.hour()
         for station in self.site.stations.values():
             client = self._connect(station.id, self.topics.station(station.id, "availability"))
-            model = StationModel.new(station.id, station.ports, self.rng, hour)
-            self.stations[station.id] = SimulatedStation(client, model, self.topics)
+            model = self.world.stations[station.id]
+            self.stations[station.id] = SimulatedStation(
+                client, model, self.topics, now=self.clock.wall
+            )
         for garage in self.site.garages.values():
             client = self._connect(garage.id, self.topics.garage(garage.id, "availability"))
-            gmodel = GarageModel.new(garage.id, garage.capacity, garage.gates, hour)
-            device = SimulatedGarage(client, garage.id, garage.gates, self.topics)
-            self.garages[garage.id] = (gmodel, device)
+            self.garages[garage.id] = SimulatedGarage(
+                client, garage.id, garage.gates, self.topics, now=self.clock.wall
+            )
         log.info("%d simulated devices connected to %s", len(self.clients), self.url.display())
 
     def _connect(self, device: str, availability: str) -> DeviceClient:
@@ -120,8 +104,8 @@ class Fleet:
         async with asyncio.TaskGroup() as tasks:
             for station in self.stations.values():
                 tasks.create_task(self._station(station), name=f"sim-{station.model.station}")
-            for garage_id, (model, device) in self.garages.items():
-                tasks.create_task(self._garage(model, device), name=f"sim-{garage_id}")
+            for garage_id, device in self.garages.items():
+                tasks.create_task(self._garage(device), name=f"sim-{garage_id}")
             if self.scenario != "normal":
                 tasks.create_task(self._fault(), name=f"sim-fault-{self.scenario}")
 
@@ -129,7 +113,7 @@ class Fleet:
         await asyncio.sleep(self.fault_after_s)
         if self.scenario == "garage-smoke":
             garage_id = sorted(self.garages)[0]
-            self.garages[garage_id][0].smoke_left_s = GARAGE_SMOKE_S
+            self.world.garages[garage_id].smoke_left_s = GARAGE_SMOKE_S
             log.warning("scenario: smoke in garage %s", garage_id)
             return
         station = self.stations[sorted(self.stations)[0]]
@@ -150,24 +134,22 @@ class Fleet:
         await asyncio.sleep(self.rng.uniform(0, self.interval_s))
         while True:
             with device.lock:
-                model.advance(self.interval_s * self.clock.speed, self.clock.hour(), self.rng)
-                now = time.time()
-                for event in model.take_events(now):
+                events, telemetry = self.world.station_step(model.station)
+                for event in events:
                     client.publish(self.topics.station(model.station, "event"), event)
                     self.published += 1
-                device.publish(model.telemetry(now, self.rng))
+                device.publish(telemetry)
             self.published += 1
             await asyncio.sleep(self.interval_s)
 
-    async def _garage(self, model: GarageModel, device: SimulatedGarage) -> None:
+    async def _garage(self, device: SimulatedGarage) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.interval_s))
         while True:
-            model.advance(self.interval_s * self.clock.speed, self.clock.hour(), self.rng)
-            for gate, kind, credential in model.take_pending():
+            happenings, telemetry = self.world.garage_step(device.garage)
+            for gate, kind, credential in happenings:
                 device.gate_event(gate, kind, credential)
                 self.published += 1
-            telemetry = model.telemetry(time.time(), self.rng)
-            device.client.publish(self.topics.garage(model.garage, "telemetry"), telemetry)
+            device.client.publish(self.topics.garage(device.garage, "telemetry"), telemetry)
             self.published += 1
             await asyncio.sleep(self.interval_s)
 

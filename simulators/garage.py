@@ -40,15 +40,19 @@ class GarageModel:
     seq_telemetry: int = 0
     seq_gate: dict[str, int] = field(default_factory=dict)
     pending: list[tuple[str, GateEventType, str | None]] = field(default_factory=list)
-    smoke_left_s: float = 0.0  # the `garage-smoke` scenario: smoke for this long (simulated)
+    smoke_left_s: float = 0.0  # the `garage-smoke` scenario: smoke for this long (seconds)
 
     @classmethod
     def new(cls, garage: str, capacity: int, gates: tuple[str, ...], hour: float) -> "GarageModel":
         target = _OCCUPANCY_BY_HOUR[int(hour) % 24]
         return cls(garage, capacity, gates, occupancy=int(capacity * target))
 
-    def advance(self, dt_s: float, hour: float, rng: random.Random) -> None:
-        self.smoke_left_s = max(0.0, self.smoke_left_s - dt_s)
+    def advance(
+        self, dt_s: float, hour: float, rng: random.Random, *, device_dt_s: float | None = None
+    ) -> None:
+        # smoke lasts on the garage's own clock, the one the service times the alert on
+        smoke_dt_s = dt_s if device_dt_s is None else device_dt_s
+        self.smoke_left_s = max(0.0, self.smoke_left_s - smoke_dt_s)
         if not self.gates:
             return
         target = int(self.capacity * _OCCUPANCY_BY_HOUR[int(hour) % 24])
