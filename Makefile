@@ -43,8 +43,9 @@ dashboards: setup
 # The pages' texts: extract, then merge into the catalogs (translate what is new; a test
 # fails while a text has no Chinese translation).
 messages: setup
-	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o var/messages.pot facilities/web
-	$(BIN)/pybabel update -i var/messages.pot -d facilities/web/locale --no-location --omit-header --ignore-obsolete
+	@mkdir -p var
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o var/messages.pot .
+	$(BIN)/pybabel update -i var/messages.pot -d facilities/web/locale --ignore-obsolete
 
 # Benchmarks run on demand, never in `make test`.
 bench: setup

@@ -99,6 +99,7 @@ async def test_status_answers_from_the_live_state(api: Api, stations, device) ->
         "free": 0,
         "full": True,
         "last_seen": None,
+        "smoke_alert": False,
     }
     assert garages["g-cq8"]["free"] is None  # no occupancy reported yet
     detail = (await api.http.get("/api/garages/g-cq4")).json()

@@ -6,7 +6,7 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
 import httpx
@@ -19,7 +19,7 @@ from facilities.http import create_app
 from facilities.server import bind, serve_http
 from facilities.settings import Listen, Settings
 from facilities.site import Site
-from tests.api_support import port, telemetry
+from tests.api_support import MovableClock, port, telemetry
 from tests.conftest import query, wait_for
 
 # API.md / issue: a change reaches a live page within 2 s.
@@ -36,8 +36,12 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def _serve(settings: Settings, site: Site, live_queue: int) -> AsyncIterator[Live]:
-    service = Service(replace(settings, client_id=f"live-{uuid.uuid4().hex[:6]}"), site)
+async def _serve(
+    settings: Settings, site: Site, live_queue: int, *, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Live]:
+    service = Service(
+        replace(settings, client_id=f"live-{uuid.uuid4().hex[:6]}"), site, clock=clock
+    )
     sock = bind(Listen("127.0.0.1", 0))
     stop, started = asyncio.Event(), asyncio.Event()
     async with service.running():
@@ -103,6 +107,47 @@ async def test_server_sent_events_carry_state_changes_and_alerts(live: Live, dev
             )
             alert = await _next(events, "alert", "cs-04")
             assert (alert["rule"], alert["state"]) == ("leakage", "active")
+        finally:
+            reader.cancel()
+
+
+async def test_a_garage_s_smoke_warning_follows_its_alert_not_only_its_messages(
+    settings: Settings, site: Site, device
+) -> None:
+    """The residents' pages show a garage's smoke warning until its alert clears, which
+    happens on the service's clock with no message from the garage: the stream says so."""
+    clock = MovableClock()
+    garage = device("g-hc3")
+
+    def report(seq: int, *, smoke: bool) -> None:
+        body = {"seq": seq, "ts": clock(), "occupancy": 30, "smoke": smoke}
+        garage.publish_raw("facilities/garage/g-hc3/telemetry", json.dumps(body))
+
+    async def garage_event(events: asyncio.Queue[tuple[str, dict]], **expected: object) -> dict:
+        deadline = time.monotonic() + WITHIN_S
+        while True:
+            kind, data = await asyncio.wait_for(events.get(), deadline - time.monotonic())
+            wanted = kind == "garage" and data["id"] == "g-hc3"
+            if wanted and all(data[k] == v for k, v in expected.items()):
+                return data
+
+    events: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+    async with (
+        _serve(settings, site, 1000, clock=clock) as live,
+        httpx.AsyncClient(base_url=live.base, timeout=10) as http,
+        http.stream("GET", "/api/events") as response,
+    ):
+        reader = asyncio.create_task(_sse_events(response, events))
+        await wait_for(lambda: live.feed.subscribers == 1, what="subscribed")
+        try:
+            report(1, smoke=True)
+            await garage_event(events, smoke=True, smoke_alert=True)
+            report(2, smoke=False)
+            await garage_event(events, smoke=False, smoke_alert=True)  # held until it clears
+            clock.advance(61)  # `clear_after_s` (60 s) without smoke: the alert clears
+            cleared = await garage_event(events, smoke_alert=False)
+            smoke = [a["state"] for a in cleared["alerts"] if a["rule"] == "smoke"]
+            assert smoke in ([], ["cleared"])
         finally:
             reader.cancel()
 

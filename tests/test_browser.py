@@ -1,6 +1,7 @@
 """The pages in a real browser (Debian's headless Chromium) against a simulated district:
 counts match the API, a change through the broker shows within 2 s, the language switch,
-the staff console acknowledging an alert, and the banner when the connection is lost.
+the staff console acknowledging an alert, a garage's smoke warning, and the banner when the
+connection is lost.
 Phone-sized screenshots go to test-artifacts/screenshots/ (not committed)."""
 
 import asyncio
@@ -225,7 +226,21 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
         for e in audit
     )
 
-    # 5. the connection is lost: the page says so instead of freezing silently
+    # 5. smoke in a garage: its page warns residents within 2 s, in their language
+    chinese.get(f"{base}/garages/g-cq4")
+    _connected(chinese)
+    warning = chinese.find_element(By.CLASS_NAME, "smoke-warning")
+    assert not warning.is_displayed()
+    smoke = {"seq": 990_002, "ts": time.time(), "occupancy": 40, "smoke": True}
+    rogue.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(smoke))
+    _until(warning.is_displayed, "the smoke warning", timeout_s=WITHIN_S)
+    assert warning.text == "检测到烟雾——请勿进入，闸门保持开启"
+    _shot(chinese, "garage-smoke-zh")
+    chinese.get(f"{base}/")
+    card = chinese.find_element(By.CSS_SELECTOR, 'a.card.garage[data-garage="g-cq4"]')
+    assert card.find_element(By.CLASS_NAME, "smoke-flag").is_displayed()
+
+    # 6. the connection is lost: the page says so instead of freezing silently
     phone.get(f"{base}/stations/cs-20")
     _connected(phone)
     stale = phone.find_element(By.ID, "stale")

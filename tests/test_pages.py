@@ -94,6 +94,67 @@ async def test_pages_show_the_live_state(api: Api, device) -> None:
     assert (await api.http.get("/garages/nope", headers=EN)).status_code == 404
 
 
+def _smoke_warning(html: str) -> str | None:
+    """The smoke warning a page shows (None when it shows none)."""
+    found = re.search(r'<p class="smoke-warning"([^>]*)>(.*?)</p>', html, flags=re.S)
+    if found is None or "hidden" in found.group(1):
+        return None
+    return found.group(2).strip()
+
+
+def _garage_card(html: str, garage: str) -> str:
+    found = re.search(rf'<a class="card garage[^"]*"\s+data-garage="{garage}".*?</a>', html, re.S)
+    assert found is not None, garage
+    return found.group(0)
+
+
+async def test_a_smoking_garage_warns_residents_on_its_pages_until_the_alert_clears(
+    api: Api, device, gates, clock
+) -> None:
+    gates("g-cq4")  # its gates open when told to
+    garage = device("g-cq4")
+
+    def report(seq: int, *, smoke: bool) -> None:
+        body = {"seq": seq, "ts": clock(), "occupancy": 40, "smoke": smoke}
+        garage.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(body))
+
+    def smoke_alert() -> str | None:
+        alert = api.service.rules.read(lambda e: e.alerts.get(("smoke", "g-cq4")))
+        return alert.state.value if alert else None
+
+    report(1, smoke=True)
+    await wait_for(lambda: smoke_alert() == "active", what="the smoke alert")
+    warnings = {
+        "zh": "检测到烟雾——请勿进入，闸门保持开启",
+        "en": "Smoke detected — keep out; gates held open",
+    }
+    for headers, lang in ((ZH, "zh"), (EN, "en")):
+        page = (await api.http.get("/garages/g-cq4", headers=headers)).text
+        assert _smoke_warning(page) == warnings[lang]
+        card = _garage_card((await api.http.get("/", headers=headers)).text, "g-cq4")
+        assert "has-smoke" in card.split(">")[0]
+        assert warnings[lang] in card
+        assert _smoke_warning((await api.http.get("/garages/g-cq8", headers=headers)).text) is None
+    listed = {g["id"]: g["smoke_alert"] for g in (await api.http.get("/api/garages")).json()}
+    assert listed["g-cq4"] is True
+    assert listed["g-cq8"] is False
+    assert (await api.http.get("/api/garages/g-cq4")).json()["smoke_alert"] is True
+
+    # the smoke is gone; the alert clears after `clear_after_s` and the warning with it
+    report(2, smoke=False)
+    await wait_for(
+        lambda: api.service.rules.read(lambda e: e.garages["g-cq4"].smoke) is False,
+        what="no smoke",
+    )
+    clock.advance(61)
+    await wait_for(lambda: smoke_alert() in (None, "cleared"), what="the alert cleared")
+    for headers in (ZH, EN):
+        assert _smoke_warning((await api.http.get("/garages/g-cq4", headers=headers)).text) is None
+        card = _garage_card((await api.http.get("/", headers=headers)).text, "g-cq4")
+        assert "has-smoke" not in card.split(">")[0]
+    assert (await api.http.get("/api/garages/g-cq4")).json()["smoke_alert"] is False
+
+
 async def test_pages_load_nothing_from_elsewhere(api: Api) -> None:
     for path in ("/", "/stations/cs-01", "/garages/g-cq4", "/staff", "/qr"):
         html = (await api.http.get(path)).text

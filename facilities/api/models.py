@@ -78,6 +78,11 @@ class Garage(Out):
     free: int | None = Field(description="free bays; null until occupancy is reported")
     full: bool
     last_seen: datetime | None
+    smoke_alert: bool = Field(
+        description="a smoke alert of this garage is open (active or acknowledged): residents"
+        " are told to keep out; until it clears the gates are held open when the site's"
+        " `fire_release_gates` is on"
+    )
 
 
 class Gate(Out):

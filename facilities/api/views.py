@@ -100,7 +100,13 @@ def station_detail(
     )
 
 
-def garage(spec: Garage, live: GarageLive) -> models.Garage:
+def smoke_alert(garage_id: str, alerts: Iterable[Alert]) -> bool:
+    """Whether the garage's `smoke` alert is open: its warning stays up until the alert
+    clears, not only while the latest reading says smoke."""
+    return any(a.rule == "smoke" and a.subject == garage_id and a.open for a in alerts)
+
+
+def garage(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> models.Garage:
     free = None if live.occupancy is None else max(spec.capacity - live.occupancy, 0)
     return models.Garage(
         id=spec.id,
@@ -113,10 +119,12 @@ def garage(spec: Garage, live: GarageLive) -> models.Garage:
         free=free,
         full=free == 0,
         last_seen=live.last_seen,
+        smoke_alert=smoke_alert(spec.id, alerts),
     )
 
 
 def garage_detail(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> models.GarageDetail:
+    alerts = list(alerts)
     gates = []
     for gate_id in spec.gates:
         gate = live.gates.get(gate_id)
@@ -130,7 +138,7 @@ def garage_detail(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> mo
             )
         )
     return models.GarageDetail(
-        **garage(spec, live).model_dump(),
+        **garage(spec, live, alerts).model_dump(),
         temp_c=live.temp_c,
         smoke=live.smoke,
         gates=gates,
@@ -154,7 +162,7 @@ def communities(
             if s.community == community.id and s.id in stations
         ]
         bays = [
-            garage(g, garages[g.id])
+            garage(g, garages[g.id], alerts)
             for g in site.garages.values()
             if g.community == community.id and g.id in garages
         ]

@@ -20,6 +20,7 @@ from facilities.api.deps import ServiceDep
 from facilities.app import Service
 from facilities.engine import Engine
 from facilities.errors import NotFound
+from facilities.site import Garage
 from facilities.web.i18n import LANGUAGES, choose, translations
 
 router = APIRouter(include_in_schema=False)
@@ -150,6 +151,12 @@ def _time(when: datetime | None) -> str:
     return when.astimezone(LOCAL_TIME).strftime("%H:%M") if when else ""
 
 
+def gates_released(spec: Garage) -> bool:
+    """Whether smoke opens this garage's gates (the site's `fire_release_gates`): its smoke
+    warning then says they are held open."""
+    return spec.thresholds.fire_release_gates and bool(spec.gates)
+
+
 def _port_detail(port: models.Port, language: str) -> str:
     if port.state is not models.PortStatus.CHARGING:
         return ""
@@ -174,7 +181,7 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
                 if spec.community == community.id
             ]
             garages = [
-                views.garage(spec, engine.garages[spec.id])
+                views.garage(spec, engine.garages[spec.id], engine.alerts.values())
                 for spec in site.garages.values()
                 if spec.community == community.id
             ]
@@ -188,7 +195,12 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
                         s.model_dump() | {"display_name": _name(language, s)} for s in stations
                     ],
                     "garages": [
-                        g.model_dump() | {"display_name": _name(language, g)} for g in garages
+                        g.model_dump()
+                        | {
+                            "display_name": _name(language, g),
+                            "gates_released": gates_released(site.garages[g.id]),
+                        }
+                        for g in garages
                     ],
                 }
             )
@@ -255,7 +267,10 @@ async def garage_page(
     detail = service.rules.read(
         lambda e: views.garage_detail(spec, e.garages[spec.id], e.alerts.values())
     )
-    garage = detail.model_dump() | {"display_name": _name(language, detail)}
+    garage = detail.model_dump() | {
+        "display_name": _name(language, detail),
+        "gates_released": gates_released(spec),
+    }
     return _render(
         request,
         language,

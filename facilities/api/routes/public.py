@@ -58,7 +58,10 @@ async def station(service: ServiceDep, station_id: Id) -> models.StationDetail:
 async def garages(service: ServiceDep) -> list[models.Garage]:
     site = service.site
     return service.rules.read(
-        lambda e: [views.garage(spec, e.garages[spec.id]) for spec in site.garages.values()]
+        lambda e: [
+            views.garage(spec, e.garages[spec.id], e.alerts.values())
+            for spec in site.garages.values()
+        ]
     )
 
 

@@ -57,8 +57,11 @@
       setText(card, ".capacity", g.capacity);
       card.classList.toggle("is-full", !!g.full);
       card.classList.toggle("is-offline", !g.online);
+      card.classList.toggle("has-smoke", !!g.smoke_alert);
     });
     if (page === "garage" && itemId === g.id) {
+      const smoke = document.querySelector(".smoke-warning");
+      if (smoke) smoke.hidden = !g.smoke_alert;
       setText(document, ".occupancy", g.occupancy === null ? "–" : g.occupancy);
       (g.gates || []).forEach(function (gate) {
         const row = document.querySelector('.gate[data-gate="' + gate.gate + '"]');
