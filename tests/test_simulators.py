@@ -43,6 +43,38 @@ def test_a_charge_tapers_from_a_few_hundred_watts_to_a_trickle() -> None:
     assert kinds == [StationEventType.CHARGE_COMPLETE, StationEventType.UNPLUG]
 
 
+def test_a_healthy_socket_warms_slowly_and_less_than_the_rules_rise(site) -> None:
+    """The largest charger (350 W, at +3 % noise) warms its socket by less than the
+    `temperature_rise` rule's 10 °C, over many minutes; compressed simulated time moves
+    the warming by the device's own clock, not by the simulated one."""
+    rng = random.Random(2)
+    model = StationModel("cs-01", [PortModel(1, temp_c=24.0)], ambient_c=24.0)
+    model.ports[0].plug_in(rng)
+    model.ports[0].cc_power_w, model.ports[0].soc = 350.0, 0.05
+    temps = [model.ports[0].temp_c]
+    for _ in range(360):  # an hour in 10 s steps
+        model.advance(10.0, 20.0, rng)
+        temps.append(model.ports[0].temp_c)
+    rise = max(temps) - model.ambient_c
+    assert 4.0 < rise < site.thresholds.temp_rise_c / 2 + 0.5
+    per_minute = max(b - a for a, b in zip(temps, temps[6:], strict=False))
+    assert per_minute < 0.5  # °C in any 60 s: nowhere near the rule's 10 °C
+    halfway = next(i for i, t in enumerate(temps) if t - model.ambient_c >= rise / 2)
+    assert halfway * 10.0 > 8 * 60  # more than 8 minutes to warm half way
+
+    # 10 minutes of the simulated day that took 10 s on the station's clock warm the socket
+    # by what 10 s do, not by what 10 minutes would
+    def warming(**clock: float) -> float:
+        station = StationModel("cs-02", [PortModel(1, temp_c=24.0)], ambient_c=24.0)
+        station.ports[0].plug_in(rng)
+        station.ports[0].cc_power_w, station.ports[0].soc = 350.0, 0.05
+        station.advance(600.0, 20.0, rng, **clock)
+        return station.ports[0].temp_c - 24.0
+
+    assert warming(device_dt_s=10.0) < 0.1
+    assert warming() > 2.0
+
+
 def test_evenings_are_busier_than_mornings() -> None:
     def plug_ins(hour: float) -> int:
         rng = random.Random(1)
