@@ -62,7 +62,7 @@ class Fleet:
         self.topics = topics or Topics()
         self.rng = random.Random(seed)
         self.world = World(site, clock=self.clock, rng=self.rng)
-        self.interval_s = max(MIN_REAL_INTERVAL_S, TELEMETRY_INTERVAL_S / speed)
+        self.interval_s = max(MIN_REAL_INTERVAL_S, TELEMETRY_INTERVAL_S / self.clock.speed)
         self.scenario = scenario
         self.fault_after_s = fault_after_s
         self.published = 0
