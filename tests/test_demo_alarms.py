@@ -36,8 +36,8 @@ class Wall:
 
 class DemoRun:
     """The plain demo's fleet (as `facilities demo` builds it) stepped at its real cadence on
-    an injected clock, every message fed to the rules engine as ingest would, every command
-    carried out by the simulated device as it does on the broker."""
+    an injected clock, every message fed to the rules engine as ingest would, every power-off
+    carried out by the simulated station as it does on the broker."""
 
     def __init__(self, site: Site, *, seed: int, start: float) -> None:
         self.wall = Wall(start)
