@@ -360,12 +360,15 @@ class RulesRuntime:
         for transition in changes:
             self._publish(transition)
             self._log(transition)
-            for listener in self.listeners:
-                listener.alert_changed(transition)
         async with self._write() as conn:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)
             await self._save_desired(conn)
+        # The live stream after the commit: a client told of a change reads it from the API
+        # (staff routes read the database), and must find it there.
+        for transition in changes:
+            for listener in self.listeners:
+                listener.alert_changed(transition)
 
     async def _save_desired(self, conn: aiosqlite.Connection, *, always: bool = False) -> None:
         """Store the desired state when it moved (in the caller's transaction); `always` at
