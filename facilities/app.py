@@ -198,6 +198,7 @@ class Service:
                 stations=saved.stations,
                 garages=saved.garages,
                 alerts=await rules_store.load_open_alerts(rules_conn),
+                desired=await rules_store.load_cutoffs(rules_conn),
             )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
             rules = RulesRuntime(

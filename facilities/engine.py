@@ -11,8 +11,9 @@ from facilities.garage import state as garage
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
 from facilities.messages import STATION_KINDS, Accepted
-from facilities.rules.alerts import Alert, Transition, acknowledge, judge
-from facilities.rules.verdicts import ActionKind, Severity, Verdict
+from facilities.rules import cutoffs
+from facilities.rules.alerts import Alert, Change, Transition, acknowledge, judge
+from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict
 from facilities.site import Site
 from facilities.wire import Availability
 
@@ -34,6 +35,9 @@ class Observation:
     transitions: list[Transition] = field(default_factory=list)
     sessions: list[charging.Session] = field(default_factory=list)
     changed: str | None = None  # the device, when its visible state changed
+    # Cut-offs asserted again (the device contradicted one, or is back): docs/rules.md,
+    # "Desired state". First cuts ride on their transitions' actions.
+    resends: list[tuple[Action, Alert]] = field(default_factory=list)
 
 
 def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None:
@@ -77,6 +81,7 @@ class Engine:
         stations: dict[str, charging.StationLive] | None = None,
         garages: dict[str, garage.GarageLive] | None = None,
         alerts: dict[tuple[str, str], Alert] | None = None,
+        desired: cutoffs.DesiredState | None = None,
     ) -> None:
         self.site = site
         self.stations = {
@@ -98,11 +103,18 @@ class Engine:
         self.alerts: dict[tuple[str, str], Alert] = {
             key: alert for key, alert in (alerts or {}).items() if in_site(site, alert.subject)
         }
+        self.desired = desired or cutoffs.DesiredState()
+        self.desired.settle(
+            {a.id for a in self.alerts.values()}, lambda subject: in_site(site, subject)
+        )
+        self._due: list[Action] = []  # held again by this message's evidence: see `_desire`
+        self.listening_since: datetime | None = None  # set by the runtime: see `reachable`
 
     def observe(self, message: Accepted) -> Observation:
         """Fold a message into the live state and evaluate that device's rules at once
         (safety cut-offs act on the first evidence)."""
         at = datetime.fromtimestamp(message.received_at, UTC)
+        self._due = []
         device, payload = message.route.device, message.payload
         if message.route.kind in STATION_KINDS:
             live = self.stations.get(device)
@@ -110,6 +122,7 @@ class Engine:
                 return Observation()
             spec = self.site.stations[device]
             before = _station_look(live)
+            was_reachable = self.reachable(device, at)
             if isinstance(payload, StationTelemetry):
                 sessions = charging.apply_telemetry(
                     live,
@@ -128,11 +141,14 @@ class Engine:
             else:
                 return Observation()
             changed = device if _station_look(live) != before else None
-            return Observation(self._station(device, at, evidence=True), sessions, changed)
+            transitions = self._station(device, at, evidence=True)
+            due = self._port_reports(device, payload, back=not was_reachable)
+            return Observation(transitions, sessions, changed, self._resends(due, transitions))
         glive = self.garages.get(device)
         if glive is None:
             return Observation()
         before = _garage_look(glive)
+        was_reachable = self.reachable(device, at)
         if isinstance(payload, GarageTelemetry):
             garage.apply_telemetry(glive, payload, at)
         elif isinstance(payload, GateEvent) and message.route.gate is not None:
@@ -149,11 +165,52 @@ class Engine:
         else:
             return Observation()
         changed = device if _garage_look(glive) != before else None
-        return Observation(self._garage(device, at, evidence=True), changed=changed)
+        transitions = self._garage(device, at, evidence=True)
+        due = self.desired.unconfirmed(device) if not was_reachable else []
+        if isinstance(payload, GateEvent) and message.route.gate is not None:
+            gate = glive.gates[message.route.gate]
+            if gate.open is not None:
+                due += self.desired.gate_reported(device, message.route.gate, is_open=gate.open)
+        return Observation(transitions, changed=changed, resends=self._resends(due, transitions))
+
+    def reachable(self, device: str, now: datetime) -> bool:
+        """Whether a command published now can reach the device (docs/rules.md, "Desired
+        state"): not to one known offline, whose broker session would queue it."""
+        station = self.stations.get(device)
+        if station is not None:
+            t = self.site.stations[device].thresholds
+            return cutoffs.reachable(
+                station.online, station.last_seen, t, now, listening_since=self.listening_since
+            )
+        live = self.garages.get(device)
+        if live is None or device not in self.site.garages:
+            return True
+        t = self.site.garages[device].thresholds
+        return cutoffs.reachable(
+            live.online, live.last_seen, t, now, listening_since=self.listening_since
+        )
+
+    def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[str]:
+        """The rules that would cut this port (or its station) now, on the latest readings:
+        a person may not switch it on while one fires (docs/rules.md, "Desired state")."""
+        spec, live = self.site.stations[station], self.stations[station]
+        verdicts = [v for rule in CHARGING_RULES.values() for v in rule(live, spec, now)]
+        for garage_id, gspec in self.site.garages.items():
+            if station in gspec.stations:
+                glive = self.garages[garage_id]
+                verdicts += [v for rule in GARAGE_RULES.values() for v in rule(glive, gspec, now)]
+        return sorted(
+            {
+                f"{v.rule} ({v.subject})"
+                for v in verdicts
+                if v.firing and any(_cuts(a, station, port) for a in v.actions)
+            }
+        )
 
     def tick(self, now: datetime) -> list[Transition]:
         """Evaluate every rule on the server's clock (timers, silence, clearing)."""
         transitions = []
+        self._due = []  # what a tick holds again waits for the device's next report
         for station in self.stations:
             transitions += self._station(station, now, evidence=False)
         for garage_id in self.garages:
@@ -177,6 +234,76 @@ class Engine:
         assert transition is not None  # a firing verdict always raises or updates
         self.alerts[key] = transition.alert
         return transition
+
+    def _port_reports(self, device: str, payload: object, *, back: bool) -> list[Action]:
+        """Cut-offs of the station due again after this message: all it has not confirmed
+        when it is back from offline, and those its ports' reported states contradict."""
+        due = self.desired.unconfirmed(device) if back else []
+        if isinstance(payload, StationTelemetry):
+            for reading in payload.ports:
+                due += self.desired.port_reported(device, reading.port, reading.state)
+        return due
+
+    def _resends(
+        self, due: list[Action], transitions: list[Transition]
+    ) -> list[tuple[Action, Alert]]:
+        """What to send again, with the alert that wants it; not what this very message
+        raised (those first cuts ride on their transitions)."""
+        first = {
+            a
+            for t in transitions
+            if t.change in (Change.RAISED, Change.ESCALATED)
+            for a in t.actions
+        }
+        due, self._due = due + self._due, []
+        resends = []
+        for action in cutoffs.unique(due):
+            if action in first:
+                continue
+            ids = {c.alert_id for c in self.desired.of(action.device) if c.action == action}
+            alert = next((a for a in self.alerts.values() if a.id in ids and a.open), None)
+            if alert is not None:
+                resends.append((action, alert))
+                self._hint_end_reasons(alert.rule, (action,))
+        return resends
+
+    def _desire(self, verdict: Verdict, transition: Transition, now: datetime) -> None:
+        """Keep the desired state in step with an alert: its actions are held while it is
+        open and fires; released when it clears. One held again after a person switched it
+        on is due at once if the device's last report contradicts it."""
+        alert = transition.alert
+        if not alert.open:
+            self.desired.release_alert(alert.id)
+            return
+        if not verdict.firing:
+            return
+        for action in verdict.actions:
+            spec = self.site.stations.get(action.device)
+            again = self.desired.hold(
+                action,
+                rule=alert.rule,
+                alert_id=alert.id,
+                subject=alert.subject,
+                now=now,
+                ports=spec.ports if spec else 0,
+            )
+            if again and transition.change is Change.UPDATED and self._contradicts(action):
+                self._due.append(action)
+
+    def _contradicts(self, action: Action) -> bool:
+        """Whether the device's last report says otherwise than `action` wants."""
+        if action.kind is ActionKind.OPEN_GATE:
+            glive = self.garages.get(action.device)
+            gate = glive.gates.get(action.gate or "") if glive else None
+            return gate is not None and gate.open is False
+        live = self.stations.get(action.device)
+        if live is None:
+            return False
+        return any(
+            p.since is not None and p.state in cutoffs.POWERED
+            for n, p in live.ports.items()
+            if action.kind is ActionKind.POWER_OFF_STATION or n == action.port
+        )
 
     def _station(self, station: str, now: datetime, *, evidence: bool) -> list[Transition]:
         spec, live = self.site.stations[station], self.stations[station]
@@ -224,14 +351,15 @@ class Engine:
                 self.alerts[key] = transition.alert
             else:
                 self.alerts.pop(key, None)
-            self._hint_end_reasons(transition)
+            self._desire(verdict, transition, now)
+            self._hint_end_reasons(transition.alert.rule, transition.actions)
             transitions.append(transition)
         return transitions
 
-    def _hint_end_reasons(self, transition: Transition) -> None:
+    def _hint_end_reasons(self, rule: str, actions: Collection[Action]) -> None:
         """Ports a rule switches off end their sessions with the rule's reason."""
-        reason = _END_REASONS.get(transition.alert.rule, charging.EndReason.FAULT)
-        for action in transition.actions:
+        reason = _END_REASONS.get(rule, charging.EndReason.FAULT)
+        for action in actions:
             live = self.stations.get(action.device)
             if live is None:
                 continue
@@ -240,3 +368,12 @@ class Engine:
             elif action.kind is ActionKind.POWER_OFF_STATION:
                 for port in live.ports.values():
                     port.end_hint = reason
+
+
+def _cuts(action: Action, station: str, port: int) -> bool:
+    """Whether `action` switches this port off (alone or with its station)."""
+    if action.device != station:
+        return False
+    return action.kind is ActionKind.POWER_OFF_STATION or (
+        action.kind is ActionKind.POWER_OFF_PORT and action.port == port
+    )

@@ -221,8 +221,16 @@ class Operations:
                     raise Conflict(
                         f"acknowledge {', '.join(blocking)} before powering {target} on again"
                     )
+                # docs/rules.md, "Desired state": never on while a cut-off rule still fires.
+                firing = self._rules.firing_cutoffs(station, port)
+                if firing:
+                    raise Conflict(f"{target} stays off: {', '.join(firing)} still over its limit")
+                self._rules.release_port(station, port)
             if not self._connected():
                 raise Unavailable("the service has no link to the broker")
+            if not self._rules.reachable(station):
+                # docs/rules.md, "Desired state": its broker session would queue the command
+                raise Conflict(f"{station} is offline: a command would wait and act late")
             result = await self._commands.send(
                 Target(station, port=port),
                 CommandAction.POWER_ON if on else CommandAction.POWER_OFF,

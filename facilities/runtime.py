@@ -6,9 +6,9 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 import aiosqlite
@@ -41,6 +41,9 @@ SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdo
 # well before the database's 5 s busy timeout fails it (store/db.py).
 TICK_LATE_S = 5 * TICK_S
 WRITE_STUCK_S = 3.0
+# A cut-off the device refused or never acked is not re-asserted on each of its messages
+# (every 10 s, docs/protocol.md) but once a minute: command_failed already calls a person.
+RESEND_QUIET_S = 60.0
 
 _COMMANDS = {
     ActionKind.POWER_OFF_PORT: CommandAction.POWER_OFF,
@@ -98,6 +101,8 @@ class RulesRuntime:
         self._monotonic = monotonic
         self._ticked = monotonic()  # heartbeats for /healthz (`stalls`)
         self._writing_since: float | None = None
+        # Silence before this start is the service's, not the devices': see Engine.reachable.
+        engine.listening_since = clock()
         self._lock = threading.Lock()  # the engine is fed from paho's thread and ticked here
         # Bound now (the service builds this inside its event loop), so that messages that
         # arrive before `run` starts still wake the processing at once.
@@ -113,6 +118,9 @@ class RulesRuntime:
         ] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self.listeners: list[Listener] = []  # told, on the event loop, what changed
+        self._sending: Counter[Action] = Counter()  # the rules' commands awaiting their ack
+        self._quiet_until: dict[Action, datetime] = {}  # failed: not re-asserted before
+        self._saved_desired = engine.desired.version
 
     # -- paho's thread -----------------------------------------------------------------------
 
@@ -130,13 +138,15 @@ class RulesRuntime:
             if observation.changed is not None and self._loop is not None and self.listeners:
                 # one wake-up of the loop per change, whatever the number of listeners
                 self._loop.call_soon_threadsafe(self._device_changed, observation.changed)
-            if not (observation.transitions or observation.sessions):
+            if not (observation.transitions or observation.sessions or observation.resends):
                 return
             self._pending.append(observation)
         # More evidence for an open alert (a device repeating itself) waits for the next
         # tick, within a second; anything that changes an alert or asks for action goes now.
-        urgent = observation.sessions or any(
-            t.change is not Change.UPDATED for t in observation.transitions
+        urgent = (
+            observation.sessions
+            or observation.resends
+            or any(t.change is not Change.UPDATED for t in observation.transitions)
         )
         if urgent and self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
@@ -201,7 +211,7 @@ class RulesRuntime:
                     continue
                 counted += 1
                 observation = self.engine.observe(message)
-                if observation.transitions or observation.sessions:
+                if observation.transitions or observation.sessions or observation.resends:
                     self._pending.append(observation)
         if self._pending:
             self._wake.set()
@@ -302,6 +312,7 @@ class RulesRuntime:
                 rows.append(store.live_state_row(live, marks, now, counted_until=until))
         async with self._write() as conn:
             await store.write_live_state(conn, rows)
+            await self._save_desired(conn, always=True)
 
     async def _ticker(self) -> None:
         while True:
@@ -325,7 +336,8 @@ class RulesRuntime:
                     more = self._pending.popleft()
                     merged.transitions += more.transitions
                     merged.sessions += more.sessions
-            if not (merged.transitions or merged.sessions):
+                    merged.resends += more.resends
+            if not (merged.transitions or merged.sessions or merged.resends):
                 continue
             try:
                 await self._handle(merged)
@@ -342,26 +354,74 @@ class RulesRuntime:
         for transition in observation.transitions:
             for action in transition.actions:
                 self._start_command(action, transition.alert)
+        for action, alert in observation.resends:
+            self._start_command(action, alert, again=True)
         changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
         for transition in changes:
             self._publish(transition)
             self._log(transition)
-            for listener in self.listeners:
-                listener.alert_changed(transition)
         async with self._write() as conn:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)
+            await self._save_desired(conn)
+        # The live stream after the commit: a client told of a change reads it from the API
+        # (staff routes read the database), and must find it there.
+        for transition in changes:
+            for listener in self.listeners:
+                listener.alert_changed(transition)
 
-    def _start_command(self, action: Action, alert: Alert) -> None:
+    async def _save_desired(self, conn: aiosqlite.Connection, *, always: bool = False) -> None:
+        """Store the desired state when it moved (in the caller's transaction); `always` at
+        each snapshot (a few rows), which also covers a transaction rolled back after it."""
+        with self._lock:
+            version = self.engine.desired.version
+            if version == self._saved_desired and not always:
+                return
+            rows = list(self.engine.desired)
+        await store.save_cutoffs(conn, rows)
+        self._saved_desired = version
+
+    def firing_cutoffs(self, station: str, port: int) -> list[str]:
+        """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
+        with self._lock:
+            return self.engine.firing_cutoffs(station, port, self._clock())
+
+    def reachable(self, device: str) -> bool:
+        """Whether a command published now can reach the device (`Engine.reachable`)."""
+        with self._lock:
+            return self.engine.reachable(device, self._clock())
+
+    def release_port(self, device: str, port: int) -> None:
+        """A person switches the port on: the cut-offs holding it off are released."""
+        with self._lock:
+            self.engine.desired.release_port(device, port)
+
+    def _start_command(self, action: Action, alert: Alert, *, again: bool = False) -> None:
+        """Send what a rule asks for, unless the device is known offline: its broker session
+        would queue the command and deliver it late; it stays in the desired state and is
+        sent when the device is back. `again`: a cut-off re-asserted, not while the same
+        command awaits its ack, nor for a while after it failed."""
+        if again and self._sending[action]:
+            return  # a first cut may repeat another alert's: each is audited with its alert
+        now = self._clock()
+        if again and now < self._quiet_until.get(action, now):
+            return
+        if not self.reachable(action.device):
+            log.warning("%s %s deferred: the device is offline", action.kind, action.device)
+            return
         target = Target(action.device, port=action.port, gate=action.gate)
-        coroutine = self._command(target, _COMMANDS[action.kind], alert)
+        coroutine = self._command(target, _COMMANDS[action.kind], alert, wanted=action)
         name = f"command-{action.kind}-{target.subject}"
         if self._tasks is None:
             coroutine.close()
             raise RuntimeError("the rules runtime is not running")
-        self._tasks.create_task(coroutine, name=name)
+        self._sending[action] += 1
+        task = self._tasks.create_task(coroutine, name=name)
+        task.add_done_callback(lambda _task: self._sending.subtract((action,)))
 
-    async def _command(self, target: Target, action: CommandAction, alert: Alert) -> None:
+    async def _command(
+        self, target: Target, action: CommandAction, alert: Alert, *, wanted: Action
+    ) -> None:
         spec = self.engine.site.stations.get(target.device) or self.engine.site.garages.get(
             target.device
         )
@@ -375,7 +435,11 @@ class RulesRuntime:
             tries=thresholds.command_tries,
         )
         if result.outcome is Outcome.ACKED:
+            self._quiet_until.pop(wanted, None)
+            with self._lock:
+                self.engine.desired.confirm(wanted)
             return
+        self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
         with self._lock:
             transition = self.engine.command_failed(target.subject, self._clock())
             self._pending.append(Observation([transition]))

@@ -46,8 +46,25 @@ def broker(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Pri
     running.stop()
 
 
+def clear_retained_status(broker: PrivateBroker, site: Site) -> None:
+    """Remove every device's retained availability from the shared broker: the `offline`
+    that an earlier test's devices left (their Will, a clean close) is not this test's, and
+    the service sends nothing to a device it knows is offline (docs/rules.md)."""
+    client = DeviceClient(
+        BrokerUrl.parse(broker.url("rogue")), client_id=f"rogue-{uuid.uuid4().hex[:6]}"
+    ).connect()
+    try:
+        topics = [f"facilities/charging/{s}/availability" for s in site.stations]
+        topics += [f"facilities/garage/{g}/availability" for g in site.garages]
+        for info in [client.publish_raw(t, b"", retain=True) for t in topics]:
+            info.wait_for_publish(5)
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, broker: PrivateBroker) -> Settings:
+def settings(tmp_path: Path, broker: PrivateBroker, site: Site) -> Settings:
+    clear_retained_status(broker, site)
     return Settings(
         site=EXAMPLE_SITE,
         broker=broker.url(),

@@ -28,6 +28,7 @@ API_PATHS = {
     "/api/stations/{station_id}/sessions",
     "/api/stations/{station_id}/telemetry",
     "/api/audit",
+    "/api/cutoffs",
 }
 
 

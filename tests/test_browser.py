@@ -208,6 +208,27 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     )
     _shot(phone, "staff-console-acknowledged")
 
+    # ... a socket overheats: the port the rules switch off is listed, why and since when
+    hot = {
+        "seq": 990_002,
+        "ts": time.time(),
+        "ports": [{"port": 3, "state": "charging", "power_w": 200.0, "temp_c": 66.0}],
+    }
+    rogue.publish_raw("facilities/charging/cs-20/telemetry", json.dumps(hot))
+
+    def listed() -> str | None:
+        # the list is drawn again as stations change: read it whole, in one go
+        return phone.execute_script(
+            "const li = [...document.querySelectorAll('#cutoffs li.cutoff')]"
+            ".find(e => e.textContent.includes('cs-20/3 · Socket overheating'));"
+            "return li ? li.innerText : null;"
+        )
+
+    cut = _until(listed, "the port switched off in the console")
+    assert "switched off" in cut and "kept so while the alert is open" in cut
+    assert cut.endswith("Switch on")  # its button
+    _shot(phone, "staff-console-switched-off")
+
     # ... and switch a port off from the console: the simulated station obeys and acks
     Select(phone.find_element(By.ID, "power-station")).select_by_value("cs-03")
     port_box = phone.find_element(By.ID, "power-port")

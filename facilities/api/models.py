@@ -167,6 +167,39 @@ class Alert(Out):
     actions: list[Action]
 
 
+class CutoffKind(StrEnum):
+    PORT_OFF = "port_off"
+    GATE_OPEN = "gate_open"
+
+
+class Cutoff(Out):
+    """Something the service did to a device because of a rule, still in force."""
+
+    device: str = Field(description="the station (a port off) or the garage (a gate open)")
+    kind: CutoffKind
+    port: int | None = Field(description="the port switched off")
+    gate: str | None = Field(description="the gate held open")
+    whole_station: bool = Field(description="switched off with the rest of its station")
+    rule: str = Field(description="the rule that asked for it (docs/rules.md)")
+    alert_id: str
+    subject: str = Field(description="the alert's subject")
+    since: datetime
+    held: bool = Field(
+        description="its alert is open: the service asserts it again whenever the device "
+        "reports otherwise; false: the alert cleared (or a person switched the port on), "
+        "listed until the port is reported on again"
+    )
+    confirmed: bool = Field(description="the device acknowledged it or reports it")
+    switch_on: str | None = Field(
+        description="how to switch the port back on (refused with 409 while the rule still "
+        "fires or a critical alert of it is not acknowledged); null for a gate"
+    )
+
+
+class Cutoffs(Out):
+    items: list[Cutoff] = Field(description="oldest first")
+
+
 class Session(Out):
     port: int
     started_at: datetime

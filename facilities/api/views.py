@@ -8,6 +8,7 @@ from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert
+from facilities.rules.cutoffs import Cutoff
 from facilities.rules.verdicts import Severity
 from facilities.site import Garage, Site, Station
 
@@ -180,3 +181,28 @@ def communities(
             )
         )
     return found
+
+
+def cutoffs(desired: Iterable[Cutoff]) -> models.Cutoffs:
+    """What the service switched off or holds open, why and since when (docs/rules.md,
+    "Desired state")."""
+    items = []
+    for c in desired:
+        gate = c.gate is not None
+        items.append(
+            models.Cutoff(
+                device=c.device,
+                kind=models.CutoffKind.GATE_OPEN if gate else models.CutoffKind.PORT_OFF,
+                port=c.port,
+                gate=c.gate,
+                whole_station=c.whole_station,
+                rule=c.rule,
+                alert_id=c.alert_id,
+                subject=c.subject,
+                since=c.since,
+                held=c.held,
+                confirmed=c.confirmed,
+                switch_on=None if gate else f"POST /api/stations/{c.device}/ports/{c.port}/power",
+            )
+        )
+    return models.Cutoffs(items=items)

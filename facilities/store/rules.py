@@ -10,6 +10,7 @@ from pydantic import TypeAdapter
 from facilities.charging.state import Session, StationLive
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert, AlertState, Change, Transition
+from facilities.rules.cutoffs import Cutoff, DesiredState
 from facilities.rules.verdicts import Severity
 
 _STATION_STATE = TypeAdapter(StationLive)
@@ -233,3 +234,51 @@ async def load_live_state(conn: aiosqlite.Connection) -> Saved:
             saved.saved_at[device] = float(saved_at)
             saved.marks[device] = _MARKS.validate_json(marks)
     return saved
+
+
+async def save_cutoffs(conn: aiosqlite.Connection, cutoffs: Iterable[Cutoff]) -> None:
+    """Replace the stored desired state (docs/rules.md, "Desired state"): a few rows."""
+    await conn.execute("DELETE FROM cutoffs")
+    await conn.executemany(
+        "INSERT INTO cutoffs (device, port, gate, whole_station, rule, alert_id, subject,"
+        " since, held, confirmed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                c.device,
+                c.port,
+                c.gate,
+                c.whole_station,
+                c.rule,
+                c.alert_id,
+                c.subject,
+                c.since.timestamp(),
+                c.held,
+                c.confirmed,
+            )
+            for c in cutoffs
+        ],
+    )
+
+
+async def load_cutoffs(conn: aiosqlite.Connection) -> DesiredState:
+    sql = (
+        "SELECT device, port, gate, whole_station, rule, alert_id, subject, since, held,"
+        " confirmed FROM cutoffs"
+    )
+    async with conn.execute(sql) as cursor:
+        rows = await cursor.fetchall()
+    return DesiredState(
+        Cutoff(
+            device=str(r[0]),
+            port=r[1],
+            gate=r[2],
+            whole_station=bool(r[3]),
+            rule=str(r[4]),
+            alert_id=str(r[5]),
+            subject=str(r[6]),
+            since=datetime.fromtimestamp(r[7], UTC),
+            held=bool(r[8]),
+            confirmed=bool(r[9]),
+        )
+        for r in rows
+    )

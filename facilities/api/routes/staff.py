@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from facilities.api import models
+from facilities.api import models, views
 from facilities.api.deps import AskDep, ServiceDep, StaffDep
 from facilities.api.errors import INVALID, Responses, refusal
 from facilities.api.paging import (
@@ -132,7 +132,10 @@ async def acknowledge(service: ServiceDep, staff: StaffDep, alert_id: Id) -> mod
     responses={
         **_AUTH,
         404: refusal("unknown station or port"),
-        409: refusal("powering on while a critical alert of the port is unacknowledged"),
+        409: refusal(
+            "powering on while a critical alert of the port is unacknowledged or a rule that"
+            " cuts it still fires; the station is offline"
+        ),
         502: refusal("the station refused"),
         503: refusal("no link to the broker"),
         504: refusal("the station did not acknowledge in time"),
@@ -150,6 +153,15 @@ async def power(
     if status == 200:
         return models.CommandResult.model_validate(answer)
     return JSONResponse(answer, status_code=status)
+
+
+@router.get(
+    "/cutoffs",
+    responses=_AUTH,
+    summary="Ports the service switched off and gates it holds open: why, since when",
+)
+async def cutoffs(service: ServiceDep, _staff: StaffDep) -> models.Cutoffs:
+    return service.rules.read(lambda e: views.cutoffs(e.desired))
 
 
 def _span(

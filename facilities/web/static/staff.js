@@ -1,5 +1,6 @@
 // The staff console: sign in with a staff token (kept for this browser tab only), open
-// alerts newest first, acknowledge, the commands sent and their outcome, port power.
+// alerts newest first, acknowledge, the commands sent and their outcome, what the service
+// switched off (why, since when, a button to switch it back on), port power.
 "use strict";
 (function () {
   const labels = JSON.parse(document.getElementById("labels").textContent);
@@ -59,7 +60,64 @@
     return li;
   }
 
+  function power(station, port, on) {
+    $("power-result").textContent = "…";
+    return api("POST", "/api/stations/" + station + "/ports/" + port + "/power", { on: on }).then(function (answer) {
+      $("power-result").textContent = answer.status === 200
+        ? labels.power_done
+        : labels.power_failed.replace("%(detail)s", answer.data.detail || answer.status);
+      load();
+    });
+  }
+
+  function cutoffItem(c) {
+    const li = document.createElement("li");
+    li.className = "cutoff " + (c.held ? "held" : "released");
+    li.dataset.alert = c.alert_id;
+    const title = document.createElement("div");
+    title.className = "title";
+    const target = c.gate !== null ? c.device + "/" + c.gate : c.device + "/" + c.port;
+    title.textContent = target + " · " + (labels.rules[c.rule] || c.rule);
+    title.title = c.rule + " · " + c.alert_id;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const since = (c.gate !== null ? labels.cutoff_open : labels.cutoff_off).replace("%(time)s", when(c.since));
+    meta.textContent = [since, c.whole_station ? labels.cutoff_station : null,
+      c.held ? labels.cutoff_held : labels.cutoff_released].filter(Boolean).join(" · ");
+    li.append(title, meta);
+    if (c.switch_on) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "switch-on";
+      button.textContent = labels.switch_on;
+      button.title = c.switch_on;
+      button.addEventListener("click", function () {
+        button.disabled = true;
+        power(c.device, c.port, true);
+      });
+      li.append(button);
+    }
+    return li;
+  }
+
+  function loadCutoffs() {
+    api("GET", "/api/cutoffs").then(function (answer) {
+      const items = answer.status === 200 ? answer.data.items : [];
+      $("cutoffs").replaceChildren(...items.map(cutoffItem));
+      $("no-cutoffs").hidden = items.length > 0;
+    });
+  }
+
+  // Stations change every few seconds across the district: one reload per 2 s at most.
+  let cutoffsSoon = null;
+  function reloadCutoffsSoon() {
+    if (cutoffsSoon === null) {
+      cutoffsSoon = setTimeout(function () { cutoffsSoon = null; loadCutoffs(); }, 2000);
+    }
+  }
+
   function load() {
+    loadCutoffs();
     Promise.all([
       api("GET", "/api/alerts?state=active&limit=200"),
       api("GET", "/api/alerts?state=acknowledged&limit=200"),
@@ -102,19 +160,13 @@
   $("power").addEventListener("submit", function (e) {
     e.preventDefault();
     const on = e.submitter && e.submitter.value === "true";
-    const station = $("power-station").value;
-    const port = $("power-port").value;
-    $("power-result").textContent = "…";
-    api("POST", "/api/stations/" + station + "/ports/" + port + "/power", { on: on }).then(function (answer) {
-      $("power-result").textContent = answer.status === 200
-        ? labels.power_done
-        : labels.power_failed.replace("%(detail)s", answer.data.detail || answer.status);
-      load();
-    });
+    power($("power-station").value, $("power-port").value, on);
   });
 
-  // New, acknowledged and cleared alerts come over the live stream: reload the list.
+  // New, acknowledged and cleared alerts come over the live stream: reload the lists. A port
+  // reported back on changes a station: the list of what is switched off follows.
   const source = new EventSource("/api/events");
   source.addEventListener("alert", function () { if (token) load(); });
+  source.addEventListener("station", function () { if (token) reloadCutoffsSoon(); });
   if (token) signIn();
 })();
