@@ -88,6 +88,8 @@ async def test_a_gate_that_acks_opens_and_everything_is_audited(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "opened"
+    # the gate and the observer are two subscribers: the broker may deliver to either first
+    await wait_for(lambda: commands.count() >= 1, what="the open command seen by the observer")
     topic, command, properties = commands.seen[0]
     assert topic == "facilities/garage/g-cq4/gate/north/command"
     assert command["id"] == body["command_id"]
