@@ -372,6 +372,10 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
         "/api/stations/cs-16/ports/1/power", json={"on": False}, headers=bearer(staff)
     )
     assert off.status_code == 200, off.text
+    # the station and the observer are two subscribers: the station's ack can come first
+    await wait_for(
+        lambda: observer.on("facilities/charging/cs-16/command") != [], what="observer sees it"
+    )
     assert [c["action"] for c in observer.on("facilities/charging/cs-16/command")] == ["power_off"]
 
 
