@@ -14,7 +14,7 @@ from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, is_free, shown_state
 from facilities.engine import Engine
 from facilities.garage.state import GarageLive
-from facilities.rules.alerts import Change, Transition
+from facilities.rules.alerts import Change, Transition, hazards
 from facilities.site import Site
 
 # Port states as metric series (one per state, 0/1); `unknown` until the port has reported.
@@ -167,6 +167,7 @@ def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | Non
 
 def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
     """Every device series from the live state (call under the engine's lock)."""
+    critical = hazards(engine.alerts.values())
     s, sp = ["station"], ["station", "port"]
     power = _gauge("facilities_port_power_watts", "Power drawn by a port", sp)
     current = _gauge("facilities_port_current_amperes", "Current drawn by a port", sp)
@@ -217,7 +218,7 @@ def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
             _add(voltage, labels, port.voltage_v)
             _add(port_temp, labels, port.temp_c)
             _add(energy, labels, port.energy_wh * 3600 if port.energy_wh is not None else None)
-            _add(free, labels, is_free(live, port))
+            _add(free, labels, is_free(live, port, hazards=critical))
             current_state = shown_state(port)
             for name in PORT_STATES:
                 state.add_metric([*labels, name], 1.0 if name == current_state else 0.0)

@@ -26,7 +26,7 @@ from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
-from simulators.devices import SimulatedStation
+from simulators.devices import Behaviour, SimulatedStation
 from tests.api_support import Api, bearer, port, telemetry
 from tests.conftest import clear_retained_status, query, wait_for
 from tests.procs import ServiceProcess
@@ -417,3 +417,34 @@ async def test_a_sigkilled_service_still_cuts_a_rebooted_station_again(
         if service.process is not None and service.process.poll() is None:
             service.terminate()
         client.close()
+
+
+async def test_a_cut_the_station_refused_leaves_no_port_free(api: Api, stations) -> None:
+    """Leakage at a station whose relay is stuck: the cut is refused, the ports still report
+    `idle`, and none of them is shown free (API and metrics) while the alert is open."""
+    cs = stations("cs-09", Behaviour.REFUSE)
+    cs.publish_raw(telemetry(1, [port(n) for n in range(1, 11)], leakage_ma=45.0))
+    db = api.service.settings.db
+    await wait_for(
+        lambda: (
+            query(db, "SELECT outcome FROM commands WHERE reason = 'leakage'") == [("refused",)]
+        ),
+        what="the refused cut",
+    )
+    await wait_for(
+        lambda: api.service.rules.read(lambda e: ("command_failed", "cs-09") in e.alerts),
+        what="command_failed raised",
+    )
+    body = (await api.http.get("/api/stations/cs-09")).json()
+    assert [p["state"] for p in body["ports"]] == ["idle"] * 10
+    assert [p["free"] for p in body["ports"]] == [False] * 10
+    assert body["ports_free"] == 0
+    listed = next(s for s in (await api.http.get("/api/stations")).json() if s["id"] == "cs-09")
+    assert listed["ports_free"] == 0
+    metrics = (await api.http.get("/metrics")).text
+    free = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("facilities_port_free{") and 'station="cs-09"' in line
+    ]
+    assert len(free) == 10 and all(line.endswith(" 0.0") for line in free), free

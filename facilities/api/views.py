@@ -7,7 +7,7 @@ from facilities.api import models
 from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.garage.state import GarageLive
-from facilities.rules.alerts import Alert
+from facilities.rules.alerts import Alert, hazards
 from facilities.rules.cutoffs import Cutoff
 from facilities.rules.verdicts import Severity
 from facilities.site import Garage, Site, Station
@@ -48,7 +48,9 @@ def _faulty(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> bool:
 
 
 def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models.Station:
+    alerts = list(alerts)
     ports = [live.ports[n] for n in sorted(live.ports) if n <= spec.ports]
+    critical = hazards(alerts)
     return models.Station(
         id=spec.id,
         community=spec.community,
@@ -57,7 +59,7 @@ def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models
         name_en=spec.name_en,
         online=live.online is True,
         ports_total=spec.ports,
-        ports_free=sum(is_free(live, p) for p in ports),
+        ports_free=sum(is_free(live, p, hazards=critical) for p in ports),
         power_w=round(sum(p.power_w or 0.0 for p in ports), 1),
         fault=_faulty(spec, live, alerts),
         last_seen=live.last_seen,
@@ -73,6 +75,7 @@ def station_detail(
     now: datetime,
 ) -> models.StationDetail:
     alerts = list(alerts)
+    critical = hazards(alerts)
     ports = []
     for number in range(1, spec.ports + 1):
         port = live.ports.get(number) or PortLive(number)
@@ -83,7 +86,7 @@ def station_detail(
             models.Port(
                 port=number,
                 state=models.PortStatus(shown_state(port)),
-                free=is_free(live, port),
+                free=is_free(live, port, hazards=critical),
                 power_w=port.power_w,
                 energy_wh=port.energy_wh,
                 temp_c=port.temp_c,

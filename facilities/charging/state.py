@@ -2,6 +2,7 @@
 
 import bisect
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -317,13 +318,17 @@ def shown_state(port: PortLive) -> str:
     return "fault" if port.fault_code is not None else port.state.value
 
 
-def is_free(live: StationLive, port: PortLive) -> bool:
+def is_free(live: StationLive, port: PortLive, *, hazards: Collection[str]) -> bool:
     """Whether a resident may use the port now: the station online and without a fault, the
-    port reported idle and without a fault."""
+    port reported idle and without a fault, and no open critical alert on the station or the
+    port (`hazards`: the subjects of open critical alerts). A cut the device never carried
+    out leaves the port reporting `idle` under its alert: it is not free for all that."""
     return (
         live.online is True
         and live.fault_code is None
         and port.since is not None
         and port.state is PortState.IDLE
         and port.fault_code is None
+        and live.station not in hazards
+        and f"{live.station}/{port.port}" not in hazards
     )

@@ -1,5 +1,6 @@
 """The alert lifecycle: one open alert per (rule, subject); active → acknowledged → cleared."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -57,6 +58,11 @@ class Transition:
     change: Change
     alert: Alert
     actions: tuple[Action, ...] = ()
+
+
+def hazards(alerts: Iterable[Alert]) -> frozenset[str]:
+    """Subjects of open critical alerts (`cs-07`, `cs-07/3`): no port of theirs is free."""
+    return frozenset(a.subject for a in alerts if a.severity is Severity.CRITICAL and a.open)
 
 
 def _peak(peak: float | None, value: float | None) -> float | None:
