@@ -26,7 +26,7 @@ _TABLES: dict[str, tuple[str, int]] = {
         "INSERT INTO availability_changes (device_kind, device, status, received_at) VALUES ",
         4,
     ),
-    # Stored once (migration 005): a bad message redelivered is the same (topic, digest).
+    # Stored once (migration 006): a bad message redelivered is the same (topic, digest).
     "quarantine": (
         "INSERT OR IGNORE INTO quarantine (received_at, topic, payload, reason, detail, digest)"
         " VALUES ",
