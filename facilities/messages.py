@@ -50,6 +50,8 @@ class RejectReason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     UNKNOWN_TOPIC = "unknown_topic"
     TOO_LARGE = "too_large"
+    UNKNOWN_PORT = "unknown_port"
+    STORE_FAILED = "store_failed"
 
 
 @dataclass(frozen=True, slots=True)

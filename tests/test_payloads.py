@@ -1,16 +1,21 @@
 """Wire models and the decoder: what devices may send, and why the rest is refused."""
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facilities.charging.payloads import PortState, StationTelemetry
+from facilities.charging.payloads import PortState, StationEvent, StationTelemetry
+from facilities.garage.payloads import GarageTelemetry
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.topics import Topics
 from facilities.schemas import render_schemas
+from facilities.store.db import open_db
+from facilities.store.telemetry import BatchRows, write_batch
 from facilities.wire import Availability
 from tests.conftest import ROOT
 
@@ -95,6 +100,20 @@ def _port(**changes: object) -> str:
         (_port(power_w=float("inf")), RejectReason.NON_FINITE_NUMBER),
         ('{"seq": 1, "ts": 1e999}', RejectReason.NON_FINITE_NUMBER),
         (json.dumps({**GOOD, "pad": "x" * 70_000}), RejectReason.TOO_LARGE),
+        # Bounded numbers (docs/protocol.md): past what the store or the site can hold.
+        (_with(seq=2**63), RejectReason.SCHEMA_MISMATCH),
+        (_with(seq=10**400), RejectReason.SCHEMA_MISMATCH),
+        (_with(ts=1e300), RejectReason.SCHEMA_MISMATCH),
+        (_with(ts=2.0**32 + 1), RejectReason.SCHEMA_MISMATCH),
+        (_with(temp_c=-300.0), RejectReason.SCHEMA_MISMATCH),
+        (_with(temp_c=1e5), RejectReason.SCHEMA_MISMATCH),
+        (_with(leakage_ma=1e10), RejectReason.SCHEMA_MISMATCH),
+        (_port(power_w=1e300), RejectReason.SCHEMA_MISMATCH),
+        (_port(energy_wh=1e10), RejectReason.SCHEMA_MISMATCH),
+        (_port(current_a=1e10), RejectReason.SCHEMA_MISMATCH),
+        (_port(voltage_v=-1e10), RejectReason.SCHEMA_MISMATCH),
+        (_port(port=65), RejectReason.SCHEMA_MISMATCH),  # past any station of the site file
+        (_port(port=11), RejectReason.UNKNOWN_PORT),  # cs-01 has 10 ports
     ],
 )
 def test_bad_payloads_are_rejected_with_their_reason(
@@ -104,6 +123,78 @@ def test_bad_payloads_are_rejected_with_their_reason(
     assert isinstance(result, Rejected)
     assert result.reason is reason
     assert result.detail
+
+
+def test_the_largest_values_in_range_are_accepted(decoder: Decoder) -> None:
+    """The bounds refuse nonsense, not a broken sensor's saturated reading: those still act."""
+    payload = _with(seq=2**63 - 1, ts=2.0**32, temp_c=6553.5, leakage_ma=1e9)
+    ports = [{**GOOD["ports"][0], "port": 10, "temp_c": -273.15, "power_w": 1e9}]  # type: ignore[dict-item]
+    result = _decode(decoder, TELEMETRY, json.dumps({**json.loads(payload), "ports": ports}))
+    assert isinstance(result, Accepted)
+    occupancy = '{"seq": 1, "ts": 1.0, "occupancy": 1000000}'
+    assert isinstance(_decode(decoder, "facilities/garage/g-cq4/telemetry", occupancy), Accepted)
+    event = '{"seq": 1, "ts": 1.0, "type": "plug_in", "port": 11}'
+    rejected = _decode(decoder, "facilities/charging/cs-01/event", event)
+    assert isinstance(rejected, Rejected)
+    assert rejected.reason is RejectReason.UNKNOWN_PORT
+    assert rejected.detail == "port 11: cs-01 has 10 ports"
+
+
+# Small values (so that messages are accepted too), the edges, and anything at all.
+_INTS = (
+    st.integers(min_value=-2, max_value=12)
+    | st.sampled_from([2**63 - 1, 2**63, 64, 65, 1_000_000, 1_000_001])
+    | st.integers(min_value=-(2**70), max_value=2**70)
+)
+_FLOATS = (
+    st.floats(min_value=-300, max_value=2e9)
+    | st.sampled_from([2.0**32, 2.0**32 + 1, 1e9, 1e9 + 1, -273.15, 1e4])
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seq=_INTS,
+    ts=_FLOATS,
+    port=_INTS,
+    numbers=st.lists(_FLOATS, min_size=6, max_size=6),
+    occupancy=_INTS,
+)
+def test_whatever_is_accepted_can_be_stored(
+    site, tmp_path_factory, seq: int, ts: float, port: int, numbers: list[float], occupancy: int
+) -> None:
+    """The bounds are the store's: a message the decoder accepts never fails in SQLite, and
+    its device time is a date (the API shows it as one)."""
+    volts, amps, watts, energy, temp, leakage = numbers
+    reading = {"port": port, "state": "charging", "voltage_v": volts, "current_a": amps}
+    reading |= {"power_w": watts, "energy_wh": energy, "temp_c": temp}
+    messages = [
+        (TELEMETRY, {"seq": seq, "ts": ts, "leakage_ma": leakage, "ports": [reading]}),
+        ("facilities/charging/cs-01/event", {"seq": seq, "ts": ts, "type": "fault", "port": port}),
+        ("facilities/garage/g-cq4/telemetry", {"seq": seq, "ts": ts, "occupancy": occupancy}),
+    ]
+    decoder = Decoder(site, Topics())
+    accepted = []
+    for topic, payload in messages:
+        result = decoder.decode(topic, json.dumps(payload).encode(), NOW)
+        assert isinstance(result, Accepted | Rejected)
+        if isinstance(result, Accepted):
+            accepted.append(result)
+            assert isinstance(result.payload, StationTelemetry | StationEvent | GarageTelemetry)
+            datetime.fromtimestamp(result.payload.ts, UTC) + timedelta(days=365)
+    rows = BatchRows()
+    for message in accepted:
+        rows.add(message)
+
+    async def store() -> int:
+        conn = await open_db(tmp_path_factory.mktemp("db") / "f.db")
+        try:
+            return await write_batch(conn, rows)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(store()) == len(accepted)
 
 
 @pytest.mark.parametrize(

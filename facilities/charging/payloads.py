@@ -4,7 +4,16 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from facilities.wire import DeviceTime, NonNegative, Seq, Text, WireModel
+from facilities.wire import (
+    DeviceTime,
+    NonNegative,
+    Port,
+    Seq,
+    Signed,
+    Temperature,
+    Text,
+    WireModel,
+)
 
 
 class PortState(StrEnum):
@@ -27,13 +36,13 @@ class StationEventType(StrEnum):
 class PortReading(WireModel):
     """One port in a telemetry message."""
 
-    port: int = Field(ge=1, description="port number, from 1")
+    port: Port = Field(description="port number, from 1 to the station's port count")
     state: PortState
-    voltage_v: float | None = Field(None, description="supply voltage at the port")
+    voltage_v: Signed | None = Field(None, description="supply voltage at the port")
     current_a: NonNegative | None = Field(None, description="current drawn")
     power_w: NonNegative | None = Field(None, description="power drawn")
     energy_wh: NonNegative | None = Field(None, description="energy of the session so far")
-    temp_c: float | None = Field(None, description="port (socket) temperature")
+    temp_c: Temperature | None = Field(None, description="port (socket) temperature")
 
 
 class StationTelemetry(WireModel):
@@ -41,7 +50,7 @@ class StationTelemetry(WireModel):
 
     seq: Seq
     ts: DeviceTime
-    temp_c: float | None = Field(None, description="cabinet temperature")
+    temp_c: Temperature | None = Field(None, description="cabinet temperature")
     leakage_ma: NonNegative | None = Field(None, description="residual (leakage) current")
     smoke: bool | None = Field(None, description="the cabinet's smoke detector")
     ports: list[PortReading] = Field(
@@ -58,5 +67,5 @@ class StationEvent(WireModel):
     seq: Seq
     ts: DeviceTime
     type: StationEventType
-    port: int | None = Field(None, ge=1, description="absent for station-wide events")
+    port: Port | None = Field(None, description="absent for station-wide events")
     code: Text | None = Field(None, description="with `fault`: the vendor's fault code")

@@ -4,7 +4,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from facilities.wire import DeviceTime, Seq, WireModel
+from facilities.wire import Count, DeviceTime, Seq, Temperature, WireModel
 
 CREDENTIAL_PATTERN = r"^(card|qr|app):[\x21-\x7e]{1,128}$"
 
@@ -23,8 +23,8 @@ class GarageTelemetry(WireModel):
 
     seq: Seq
     ts: DeviceTime
-    occupancy: int | None = Field(None, ge=0, description="bicycles inside")
-    temp_c: float | None = Field(None, description="garage temperature")
+    occupancy: Count | None = Field(None, description="bicycles inside")
+    temp_c: Temperature | None = Field(None, description="garage temperature")
     smoke: bool | None = Field(None, description="the garage's smoke detectors, any of them")
 
 

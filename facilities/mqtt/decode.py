@@ -78,7 +78,26 @@ class Decoder:
             reason, detail = _classify(exc)
             return Rejected(topic, raw, reason, detail, received_at)
         assert isinstance(payload, DevicePayload)  # _MODELS only holds device payload models
+        beyond = self._port_beyond(route, payload)
+        if beyond is not None:
+            return Rejected(topic, raw, RejectReason.UNKNOWN_PORT, beyond, received_at)
         return Accepted(route, payload, received_at, payload.extra_field_count())
+
+    def _port_beyond(self, route: Route, payload: DevicePayload) -> str | None:
+        """Why a port number is past the station's port count, or None: the live state keeps
+        one entry per port it hears of, so an unknown port must never reach it."""
+        if isinstance(payload, StationTelemetry):
+            ports = [reading.port for reading in payload.ports]
+        elif isinstance(payload, StationEvent) and payload.port is not None:
+            ports = [payload.port]
+        else:
+            return None
+        count = self._site.stations[route.device].ports
+        beyond = sorted({port for port in ports if port > count})
+        if not beyond:
+            return None
+        listed = ", ".join(str(port) for port in beyond[:5])
+        return f"port {listed}: {route.device} has {count} ports"
 
     def _known(self, route: Route) -> bool:
         if route.kind in STATION_KINDS:

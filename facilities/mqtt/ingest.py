@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +18,8 @@ from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
+from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
+from facilities.mqtt.session import Delivery
 from facilities.store.telemetry import BatchRows, last_availability, write_batch
 from facilities.wire import Availability
 
@@ -29,22 +32,27 @@ BATCH_MAX = 1000
 # ack lag low while batching a 2,000 msg/s district load ~100 to a commit.
 FLUSH_INTERVAL_S = 0.05
 _LOG_PAYLOAD_CHARS = 120
+_DETAIL_CHARS = 300  # as the decoder's details: the error, short enough to log
 _LOG_PER_REASON_PER_MINUTE = 10
 
 _AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
 _ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
+# What is left once the batch was salvaged is the database's failure, not a message's.
+_WRITE_ERRORS: tuple[type[Exception], ...] = (aiosqlite.Error, *DATA_ERRORS)
 
 
 class Acker(Protocol):
-    def ack(self, items: Sequence[tuple[int, int]]) -> int: ...
+    def ack(self, items: Sequence[Delivery]) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
     message: Accepted | Rejected | None  # None: our own command heard back, only acked
-    mid: int
-    generation: int
-    received_at: float
+    topic: str
+    raw: bytes  # kept to quarantine the message if the store refuses it
+    delivery: Delivery
+    received_at: float  # the wall clock (Unix seconds), stored with the message
+    arrived: float  # time.monotonic(): linger and ack lag, whatever the wall clock does
 
 
 Listener = Callable[[Accepted], None]
@@ -93,9 +101,9 @@ class Ingest:
 
     # -- network thread ----------------------------------------------------------------------
 
-    def on_message(self, topic: str, raw: bytes, mid: int, generation: int) -> None:
+    def on_message(self, topic: str, raw: bytes, delivery: Delivery) -> None:
         """Called by the broker link for every delivery; never raises, never blocks on I/O."""
-        now = self._clock()
+        now, arrived = self._clock(), time.monotonic()
         try:
             message = self._decoder.decode(topic, raw, now)
         except Exception as exc:  # a decoder bug must not lose the message or stop ingest
@@ -108,7 +116,7 @@ class Ingest:
                 except Exception:  # storing the message goes on; the failure is loud
                     log.exception("rules failed on %s", topic)
         with self._lock:
-            self._inbox.append(_Pending(message, mid, generation, now))
+            self._inbox.append(_Pending(message, topic, raw, delivery, now, arrived))
             size = len(self._inbox)
         if (size == 1 or size == self._batch_max) and self._loop is not None:
             self._loop.call_soon_threadsafe(self._signal, size)
@@ -151,7 +159,7 @@ class Ingest:
             except TimeoutError:
                 return
             size, oldest = self._inbox_state()
-        linger = self._flush_interval_s - (self._clock() - oldest)
+        linger = self._flush_interval_s - (time.monotonic() - oldest)
         if 0 < size < self._batch_max and linger > 0 and not self._stopping:
             self._full.clear()
             with contextlib.suppress(TimeoutError):
@@ -165,52 +173,61 @@ class Ingest:
     def _inbox_state(self) -> tuple[int, float]:
         with self._lock:
             size = len(self._inbox)
-            return size, self._inbox[0].received_at if size else 0.0
+            return size, self._inbox[0].arrived if size else 0.0
 
     async def flush(self, acker: Acker) -> int:
-        """Commit up to `batch_max` waiting messages, then ack them; return how many."""
+        """Commit up to `batch_max` waiting messages, then ack them; return how many.
+
+        A message the store refuses is quarantined (`store_failed`) and the rest of its batch
+        stored (salvage.py). A database that fails (locked, full, I/O) raises StoreError with
+        nothing acknowledged: the broker keeps the batch for the next start."""
         with self._lock:
             pending = self._inbox[: self._batch_max]
             del self._inbox[: self._batch_max]
         if not pending:
             return 0
-        rows = BatchRows()
-        kinds: Counter[str] = Counter()
-        gate_events: Counter[tuple[str, str, str]] = Counter()
-        extra: Counter[str] = Counter()
-        rejected: list[Rejected] = []
-        for item in pending:
-            message = item.message
-            if isinstance(message, Accepted):
-                self._add(rows, message)
-                kinds[message.route.kind.value] += 1
-                if isinstance(message.payload, GateEvent) and message.route.gate is not None:
-                    gate_events[
-                        (message.route.device, message.route.gate, message.payload.type)
-                    ] += 1
-                if message.extra_fields:
-                    extra[message.route.kind.value] += message.extra_fields
-            elif isinstance(message, Rejected):
-                rows.add_rejected(message)
-                rejected.append(message)
         started = time.perf_counter()
         try:
-            inserted = await write_batch(self._conn, rows)
-        except aiosqlite.Error as exc:
-            # Nothing of the batch is acknowledged: the broker keeps it for the next start.
+            stored, inserted = await store_by_halves(pending, self._write, self._store_failed)
+        except _WRITE_ERRORS as exc:
             raise StoreError(f"cannot write to the database: {exc}") from exc
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        acked = acker.ack([(item.mid, item.generation) for item in pending])
-        self._metrics.ack_lag_seconds.observe(max(0.0, self._clock() - pending[0].received_at))
-        self._count(rows, inserted, kinds, extra, rejected, len(pending))
-        for (garage, gate, kind), count in gate_events.items():
-            self._metrics.gate_events.labels(garage, gate, kind).inc(count)
-        if acked < len(pending):
-            log.info(
-                "%d committed messages left for redelivery (link changed)", len(pending) - acked
-            )
+        acked = acker.ack([item.delivery for item in stored])
+        self._metrics.ack_lag_seconds.observe(max(0.0, time.monotonic() - stored[0].arrived))
+        self._count(stored, inserted)
+        expected = sum(1 for item in stored if item.delivery.qos > 0)
+        if acked < expected:
+            log.info("%d committed messages left for redelivery (link changed)", expected - acked)
         self._metrics.pending.set(self._inbox_state()[0])
         return len(pending)
+
+    async def _write(self, items: Sequence[_Pending]) -> int:
+        """Store `items` in one transaction; return how many rows were new. On failure the
+        availability known stays as it was, so that a retry records the same changes."""
+        known = dict(self._availability)
+        rows = BatchRows()
+        for item in items:
+            if isinstance(item.message, Accepted):
+                self._add(rows, item.message)
+            elif isinstance(item.message, Rejected):
+                rows.add_rejected(item.message)
+        try:
+            return await write_batch(self._conn, rows)
+        except BaseException:
+            self._availability = known
+            raise
+
+    def _store_failed(self, item: _Pending, exc: Exception) -> _Pending:
+        # backslashreplace: the error may quote text that cannot be stored as it is
+        detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
+        rejected = Rejected(
+            item.topic,
+            item.raw,
+            RejectReason.STORE_FAILED,
+            detail[:_DETAIL_CHARS],
+            item.received_at,
+        )
+        return dataclasses.replace(item, message=rejected)
 
     def _add(self, rows: BatchRows, message: Accepted) -> None:
         kind = message.route.kind
@@ -226,27 +243,39 @@ class Ingest:
             return
         rows.add(message)
 
-    def _count(
-        self,
-        rows: BatchRows,
-        inserted: int,
-        kinds: Counter[str],
-        extra: Counter[str],
-        rejected: list[Rejected],
-        total: int,
-    ) -> None:
+    def _count(self, items: Sequence[_Pending], inserted: int) -> None:
+        # Counted per kind first: one metric update per kind and batch, not per message.
+        kinds: Counter[str] = Counter()
+        extra: Counter[str] = Counter()
+        gate_events: Counter[tuple[str, str, str]] = Counter()
+        rows = 0  # messages that have a row of their own (a sample, an event, a quarantine)
         m = self._metrics
-        m.batch_size.observe(total)
-        m.duplicates.inc(rows.message_rows() - inserted)
-        for kind, count in kinds.items():
-            m.ingested.labels(kind).inc(count)
-        for kind, count in extra.items():
-            m.unknown_fields.labels(kind).inc(count)
-        for message in rejected:
-            m.rejected.labels(message.reason.value).inc()
-            self._log_rejected(message)
-        self.committed += total
-        self.quarantined += len(rejected)
+        for item in items:
+            message = item.message
+            if isinstance(message, Accepted):
+                kind = message.route.kind
+                kinds[kind.value] += 1
+                extra[kind.value] += message.extra_fields
+                if isinstance(message.payload, GateEvent) and message.route.gate is not None:
+                    gate_events[
+                        (message.route.device, message.route.gate, message.payload.type)
+                    ] += 1
+                rows += kind not in _ACK_KINDS and kind not in _AVAILABILITY_KINDS
+            elif isinstance(message, Rejected):
+                m.rejected.labels(message.reason.value).inc()
+                self._log_rejected(message)
+                self.quarantined += 1
+                rows += 1
+        m.batch_size.observe(len(items))
+        m.duplicates.inc(rows - inserted)
+        for name, count in kinds.items():
+            m.ingested.labels(name).inc(count)
+        for name, count in extra.items():
+            if count:
+                m.unknown_fields.labels(name).inc(count)
+        for (garage, gate, event), count in gate_events.items():
+            m.gate_events.labels(garage, gate, event).inc(count)
+        self.committed += len(items)
 
     def _log_rejected(self, message: Rejected) -> None:
         """Log each quarantined message once, truncated; at most 10 a minute per reason."""

@@ -38,7 +38,19 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 # same window as `max_inflight_messages` in mosquitto.conf (why 2,000 is explained there).
 RECEIVE_MAXIMUM = 2000
 
-MessageHandler = Callable[[str, bytes, int, int], None]
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a message reached us: what acknowledging it takes. `mid` is the packet id; only
+    QoS 1 and 2 have one (paho reports 0 for QoS 0, and a PUBACK for it is a protocol error
+    for which Mosquitto drops the connection). `generation` is the connection it came on."""
+
+    mid: int
+    qos: int
+    generation: int
+
+
+MessageHandler = Callable[[str, bytes, Delivery], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,17 +249,17 @@ class BrokerLink:
 
     # -- messages ----------------------------------------------------------------------------
 
-    def ack(self, items: Sequence[tuple[int, int]]) -> int:
-        """Acknowledge (mid, generation) pairs delivered on the current connection; return
-        how many were sent. Others are left for the broker to redeliver."""
+    def ack(self, items: Sequence[Delivery]) -> int:
+        """Acknowledge QoS 1 deliveries of the current connection; return how many were sent.
+        QoS 0 needs none; the others are left for the broker to redeliver."""
         sent = 0
         with self._lock:
             generation, connected = self.generation, self.connected
         if not connected:
             return 0
-        for mid, gen in items:
-            if gen == generation:
-                self._client.ack(mid, 1)
+        for item in items:
+            if item.qos > 0 and item.generation == generation:
+                self._client.ack(item.mid, item.qos)
                 sent += 1
         return sent
 
@@ -308,7 +320,7 @@ class BrokerLink:
         except UnicodeDecodeError:
             topic = msg._topic.decode("utf-8", "replace")
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
-        self._on_message(topic, payload, msg.mid, self.generation)
+        self._on_message(topic, payload, Delivery(msg.mid, msg.qos, self.generation))
 
     def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
