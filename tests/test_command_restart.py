@@ -303,3 +303,51 @@ async def test_a_command_whose_alert_cleared_is_not_sent_again(
         assert len(station.commands) == sent
     finally:
         client.close()
+
+
+async def test_a_command_to_a_device_known_offline_at_start_waits_for_it_to_come_back(
+    broker: PrivateBroker, settings: Settings, site: Site
+) -> None:
+    """Not sent again into the broker session of a device known offline (it would arrive
+    late): its row is closed at start, and the cut goes out when the device is back."""
+    client_id = f"cs-19-{uuid.uuid4().hex[:6]}"
+    client = DeviceClient(BrokerUrl.parse(broker.url("cs-19")), client_id=client_id).connect()
+    model = StationModel("cs-19", [PortModel(n) for n in range(1, 11)])
+    station = SimulatedStation(client, model, Topics(), behaviour=Behaviour.IGNORE)
+    availability = Topics().station("cs-19", "availability")
+    db = settings.db
+    try:
+        first = Service(settings, site)
+        async with first.running():
+            await wait_for(lambda: first.link.subscribed, what="subscription")
+            station.publish_raw(_leakage(1))
+            await wait_for(lambda: len(station.commands) == 1, what="power_off at the station")
+            client.publish_raw(availability, "offline").wait_for_publish(5)
+            await wait_for(
+                lambda: first.rules.read(lambda e: e.stations["cs-19"].online) is False,
+                what="cs-19 known offline",
+            )
+        (first_id,) = {c.id for c in station.commands}
+        station.behaviour = Behaviour.OBEY
+        second = Service(settings, site)
+        async with second.running():
+            await wait_for(lambda: second.link.subscribed, what="subscription")
+            await wait_for(
+                lambda: (
+                    query(db, "SELECT id, outcome, error FROM commands")
+                    == [(first_id, "abandoned", "not sent again: the device is offline")]
+                ),
+                what="the row closed",
+            )
+            assert len(station.commands) == 1
+            client.publish_raw(availability, "online").wait_for_publish(5)
+            await wait_for(
+                lambda: (
+                    query(db, "SELECT outcome FROM commands WHERE id != ?", first_id)
+                    == [("acked",)]
+                ),
+                what="the cut sent and acked once the station is back",
+            )
+            assert query(db, "SELECT count(*) FROM command_outbox") == [(0,)]
+    finally:
+        client.close()
