@@ -12,7 +12,15 @@ from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
 from facilities.messages import STATION_KINDS, Accepted
 from facilities.rules import cutoffs
-from facilities.rules.alerts import Alert, Change, Transition, acknowledge, judge
+from facilities.rules.alerts import (
+    Alert,
+    AlertState,
+    Change,
+    Transition,
+    acknowledge,
+    judge,
+    reopen,
+)
 from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict
 from facilities.site import Site
 from facilities.wire import Availability
@@ -227,10 +235,15 @@ class Engine:
     def command_failed(self, subject: str, now: datetime) -> Transition:
         """A command got no ack after its tries, or was refused: raise (or update) the
         `command_failed` alert of the command's subject. It stays until acknowledged and
-        is not cleared by a timer: nothing re-checks the device on its own."""
+        is not cleared by a timer: nothing re-checks the device on its own. A failure after
+        an acknowledgement is a new one: the alert is active again (docs/rules.md)."""
         verdict = Verdict("command_failed", subject, firing=True, severity=Severity.CRITICAL)
         key = (verdict.rule, subject)
-        transition = judge(self.alerts.get(key), verdict, now, clear_after_s=0, evidence=True)
+        current = self.alerts.get(key)
+        if current is not None and current.state is AlertState.ACKNOWLEDGED:
+            transition: Transition | None = reopen(current, now)
+        else:
+            transition = judge(current, verdict, now, clear_after_s=0, evidence=True)
         assert transition is not None  # a firing verdict always raises or updates
         self.alerts[key] = transition.alert
         return transition

@@ -199,7 +199,6 @@ class Operations:
             resident=person.id,
             timeout_s=thresholds.command_timeout_s,
             tries=1,  # a second copy would be a late open; the resident may ask again
-            expiry_s=thresholds.command_timeout_s,
         )
         return _answer(result, "opened")
 
@@ -239,6 +238,9 @@ class Operations:
                 timeout_s=spec.thresholds.command_timeout_s,
                 tries=spec.thresholds.command_tries,
             )
+            if not on and result.outcome is not Outcome.ACKED:
+                # a cut-off that did not happen must reach a person, whoever asked for it
+                self._rules.command_failed(result.target.subject)
         except Refusal as refusal:
             await self._audit(
                 "port_power", target, person, ask, refusal.status, refusal.error, refusal.detail

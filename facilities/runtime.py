@@ -6,8 +6,10 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
@@ -21,7 +23,9 @@ from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.alerts import Alert, Change, Transition
 from facilities.rules.verdicts import Action, ActionKind
+from facilities.store import commands as outbox
 from facilities.store import rules as store
+from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
 from facilities.wire import CommandAck, CommandAction
 
@@ -117,6 +121,8 @@ class RulesRuntime:
             str, dict[tuple[MessageKind, str | None], OrderedDict[tuple[int, float], float]]
         ] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        # The rules' commands started and not finished: kept in the outbox at a stop.
+        self._inflight: dict[str, Queued] = {}
         self.listeners: list[Listener] = []  # told, on the event loop, what changed
         self._sending: Counter[Action] = Counter()  # the rules' commands awaiting their ack
         self._quiet_until: dict[Action, datetime] = {}  # failed: not re-asserted before
@@ -222,9 +228,12 @@ class RulesRuntime:
     async def run(self) -> None:
         """Tick, persist, publish and act until cancelled; save the live state on the way out."""
         self._loop = asyncio.get_running_loop()
+        resend = await self._recover()
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
+                for queued in resend:
+                    self._start(queued, _wanted(queued))
                 tasks.create_task(self._ticker(), name="rules-tick")
                 tasks.create_task(self._snapshots(), name="rules-snapshot")
                 tasks.create_task(self._process(), name="rules-process")
@@ -233,21 +242,51 @@ class RulesRuntime:
             await self._store_pending()
             await self.save_state()
 
+    async def _recover(self) -> list[Queued]:
+        """At start: the rules' commands that a stop left unfinished are sent again (same id,
+        the device dedups) while their alert is open; the others, and every other command
+        still `pending` (nothing waits for its ack any more), are closed as `abandoned`."""
+        with self._lock:
+            open_alerts = {a.id for a in self.engine.alerts.values()}
+
+        def why_not(queued: Queued) -> str | None:
+            if queued.alert_id not in open_alerts:
+                return "not sent again: its alert is closed"
+            if not self.reachable(queued.device):
+                # its broker session would deliver it late: the desired state sends the cut
+                # again when the device is back (docs/rules.md, "Desired state")
+                return "not sent again: the device is offline"
+            return None
+
+        async with self._write() as conn:
+            resend, closed = await outbox.recover(
+                conn,
+                why_not=why_not,
+                waiting=self._commands.waiting(),
+                at=self._clock().timestamp(),
+            )
+        if resend or closed:
+            log.warning("starting: %d commands sent again, %d closed", len(resend), closed)
+        return resend
+
     async def _store_pending(self) -> None:
-        """At shutdown: store what the engine said and was not handled yet (its commands can
-        no longer be sent: the alerts stay open and are restored at the next start)."""
+        """At shutdown: store what the engine said and was not handled yet, and keep every
+        command not finished (not sent yet, or waiting for its ack) in the outbox, with its
+        alert: the next start sends them."""
         with self._lock:
             left = list(self._pending)
             self._pending.clear()
         transitions = [t for o in left for t in o.transitions]
         sessions = [s for o in left for s in o.sessions]
-        unsent = sum(len(t.actions) for t in transitions)
-        if unsent:
-            log.warning("stopping: %d actions not sent", unsent)
-        if transitions or sessions:
+        unsent = [_queued(a, t.alert) for t in transitions for a in t.actions]
+        kept = unsent + list(self._inflight.values())
+        if kept:
+            log.warning("stopping: %d commands kept to send at the next start", len(kept))
+        if transitions or sessions or kept:
             async with self._db.transaction() as conn:
                 await store.save_transitions(conn, transitions)
                 await store.save_sessions(conn, sessions)
+                await outbox.keep(conn, kept, self._clock().timestamp())
 
     async def tick(self) -> None:
         """One evaluation of every rule at the clock's now (the ticker calls it every second)."""
@@ -343,19 +382,24 @@ class RulesRuntime:
                 await self._handle(merged)
             except asyncio.CancelledError:
                 # stopping mid-way: the transaction rolled back; `run` stores it on the way out
+                # (without its actions: they were started, `run` keeps them from `_inflight`)
+                started = [replace(t, actions=()) for t in merged.transitions]
                 with self._lock:
-                    self._pending.appendleft(merged)
+                    self._pending.appendleft(Observation(started, merged.sessions))
                 raise
 
     async def _handle(self, observation: Observation) -> None:
         """Act on, publish and store transitions, in the order the engine made them: only
         `_process` calls this, so an alert cleared and raised again is stored in that order."""
         # Commands first: a power-off must not wait for the database.
-        for transition in observation.transitions:
-            for action in transition.actions:
-                self._start_command(action, transition.alert)
-        for action, alert in observation.resends:
-            self._start_command(action, alert, again=True)
+        started = [
+            self._start_command(action, transition.alert)
+            for transition in observation.transitions
+            for action in transition.actions
+        ]
+        started += [
+            self._start_command(action, alert, again=True) for action, alert in observation.resends
+        ]
         changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
         for transition in changes:
             self._publish(transition)
@@ -364,6 +408,8 @@ class RulesRuntime:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)
             await self._save_desired(conn)
+            # with their alerts, in one commit: from here on a crash sends them again at start
+            await outbox.keep(conn, [q for q in started if q], self._clock().timestamp())
         # The live stream after the commit: a client told of a change reads it from the API
         # (staff routes read the database), and must find it there.
         for transition in changes:
@@ -396,52 +442,60 @@ class RulesRuntime:
         with self._lock:
             self.engine.desired.release_port(device, port)
 
-    def _start_command(self, action: Action, alert: Alert, *, again: bool = False) -> None:
+    def _start_command(self, action: Action, alert: Alert, *, again: bool = False) -> Queued | None:
         """Send what a rule asks for, unless the device is known offline: its broker session
         would queue the command and deliver it late; it stays in the desired state and is
         sent when the device is back. `again`: a cut-off re-asserted, not while the same
         command awaits its ack, nor for a while after it failed."""
         if again and self._sending[action]:
-            return  # a first cut may repeat another alert's: each is audited with its alert
+            return None  # a first cut may repeat another alert's: each is audited with its alert
         now = self._clock()
         if again and now < self._quiet_until.get(action, now):
-            return
+            return None
         if not self.reachable(action.device):
             log.warning("%s %s deferred: the device is offline", action.kind, action.device)
-            return
-        target = Target(action.device, port=action.port, gate=action.gate)
-        coroutine = self._command(target, _COMMANDS[action.kind], alert, wanted=action)
-        name = f"command-{action.kind}-{target.subject}"
-        if self._tasks is None:
-            coroutine.close()
-            raise RuntimeError("the rules runtime is not running")
-        self._sending[action] += 1
-        task = self._tasks.create_task(coroutine, name=name)
-        task.add_done_callback(lambda _task: self._sending.subtract((action,)))
+            return None
+        return self._start(_queued(action, alert), action)
 
-    async def _command(
-        self, target: Target, action: CommandAction, alert: Alert, *, wanted: Action
-    ) -> None:
+    def _start(self, queued: Queued, wanted: Action) -> Queued:
+        if self._tasks is None:
+            raise RuntimeError("the rules runtime is not running")
+        self._inflight[queued.id] = queued
+        self._sending[wanted] += 1
+        name = f"command-{queued.action}-{queued.device}"
+        task = self._tasks.create_task(self._command(queued, wanted), name=name)
+        task.add_done_callback(lambda _task: self._sending.subtract((wanted,)))
+        return queued
+
+    async def _command(self, queued: Queued, wanted: Action) -> None:
+        target = Target(queued.device, port=queued.port, gate=queued.gate)
         spec = self.engine.site.stations.get(target.device) or self.engine.site.garages.get(
             target.device
         )
         thresholds = spec.thresholds if spec else self.engine.site.thresholds
         result = await self._commands.send(
             target,
-            action,
-            reason=alert.rule,
-            alert_id=alert.id,
+            CommandAction(queued.action),
+            reason=queued.reason,
+            alert_id=queued.alert_id,
             timeout_s=thresholds.command_timeout_s,
             tries=thresholds.command_tries,
+            command_id=queued.id,
         )
+        del self._inflight[queued.id]  # not when cancelled: a stop keeps it in the outbox
         if result.outcome is Outcome.ACKED:
             self._quiet_until.pop(wanted, None)
             with self._lock:
                 self.engine.desired.confirm(wanted)
             return
         self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
+        self.command_failed(target.subject)
+
+    def command_failed(self, subject: str) -> None:
+        """A command to `subject` was not carried out (no ack after its tries, or refused):
+        raise `command_failed`, or raise it again after an acknowledgement."""
         with self._lock:
-            transition = self.engine.command_failed(target.subject, self._clock())
+            transition = self.engine.command_failed(subject, self._clock())
             self._pending.append(Observation([transition]))
             self._wake.set()
 
@@ -469,6 +523,23 @@ class RulesRuntime:
             alert.severity,
             alert.value,
         )
+
+
+def _queued(action: Action, alert: Alert) -> Queued:
+    """A rules' command for `action`, with a fresh id."""
+    command = _COMMANDS[action.kind]
+    return Queued(
+        uuid.uuid4().hex, action.device, action.port, action.gate, command, alert.rule, alert.id
+    )
+
+
+def _wanted(queued: Queued) -> Action:
+    """The rule's action a command of the outbox carries out."""
+    if queued.gate is not None:
+        return Action(ActionKind.OPEN_GATE, queued.device, gate=queued.gate)
+    if queued.port is not None:
+        return Action(ActionKind.POWER_OFF_PORT, queued.device, port=queued.port)
+    return Action(ActionKind.POWER_OFF_STATION, queued.device)
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -75,7 +75,9 @@ class Command(WireModel):
     port: Port | None = Field(None, description="charging: the port, absent = whole station")
     reason: Text | None = Field(None, description="why: a rule name, `staff`, `app`")
     resident: Text | None = Field(None, description="gate: the resident the gate opens for")
-    expires: DeviceTime | None = Field(None, description="gate: do not act after this time")
+    expires: DeviceTime | None = Field(
+        None, description="never act after this time (every command has it: docs/protocol.md)"
+    )
 
 
 class CommandAck(WireModel):

@@ -142,7 +142,7 @@ class Action(Out):
     command_id: str
     action: str
     target: str
-    outcome: str = Field(description="pending, acked, refused, timeout")
+    outcome: str = Field(description="pending, acked, refused, timeout, abandoned")
     tries: int
     sent_at: datetime
     done_at: datetime | None

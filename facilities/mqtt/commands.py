@@ -1,7 +1,8 @@
-"""Send a command, await its ack, retry, and keep the audit trail (PROTOCOL.md, Commands)."""
+"""Send a command, await its ack, retry, and keep the audit trail (docs/protocol.md, Commands)."""
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -15,10 +16,14 @@ from facilities.wire import Command, CommandAck, CommandAction
 
 log = logging.getLogger(__name__)
 
-# PROTOCOL.md: a command that gets no ack within its timeout (default 5 s) is reported as such;
-# RULES.md: retried, 3 tries, then command_failed.
+# docs/protocol.md: a command that gets no ack within its timeout (default 5 s) is reported as
+# such; docs/rules.md: retried, 3 tries, then command_failed.
 ACK_TIMEOUT_S = 5.0
 TRIES = 3
+# A command expires this long after the service stops waiting for the ack of its last try
+# (docs/protocol.md: "a little after its last try"): room for the broker's delivery and for
+# the clock of an NTP-synchronised device, which is within tens of milliseconds of ours.
+EXPIRES_MARGIN_S = 1.0
 
 
 class Outcome(StrEnum):
@@ -87,20 +92,22 @@ class CommandSender:
         resident: str | None = None,
         timeout_s: float | None = None,
         tries: int | None = None,
-        expiry_s: float | None = None,
+        command_id: str | None = None,
     ) -> Result:
         """Send, await the ack (timeout, retries), store the outcome; never raises for a
         device that is silent or refuses. The command is published before it is audited:
-        a power-off must not wait for the database. With `expiry_s`, each copy carries
-        `expires` (its send time + expiry_s) and the broker drops it after that long, so a
-        device that was away never acts on it late (gate opens)."""
+        a power-off must not wait for the database. Every copy carries the same `expires`, a
+        little after the service stops waiting for the last try's ack, and goes out with the
+        MQTT 5 Message Expiry Interval that ends then: a device that was away never acts on
+        it late. `command_id`: a command sent again after a restart keeps its id."""
         self._loop = asyncio.get_running_loop()
-        command_id = uuid.uuid4().hex
+        command_id = command_id or uuid.uuid4().hex
         started = time.perf_counter()
         future: asyncio.Future[CommandAck] = self._loop.create_future()
         self._pending[command_id] = (target, future)
         wait_s = timeout_s or self._timeout_s
         max_tries = tries or self._tries
+        expires = self._clock() + wait_s * max_tries + EXPIRES_MARGIN_S
         attempt, outcome, error = 0, Outcome.TIMEOUT, None
         try:
             while attempt < max_tries:
@@ -114,12 +121,14 @@ class CommandSender:
                     port=target.port,
                     reason=reason,
                     resident=resident,
-                    expires=sent_at + expiry_s if expiry_s is not None else None,
+                    expires=expires,
                 )
                 self._link.publish(
                     self._topic(target),
                     command.model_dump_json(exclude_none=True),
-                    expiry_s=expiry_s,
+                    # whole seconds, rounded up: the broker never drops a copy that the
+                    # device would still accept
+                    expiry_s=math.ceil(expires - sent_at),
                 )
                 if attempt == 1:
                     await self._audit_start(
@@ -151,6 +160,10 @@ class CommandSender:
         if outcome is not Outcome.ACKED:
             log.error("%s %s %s: %s", action, target.subject, outcome, error or "no ack")
         return result
+
+    def waiting(self) -> set[str]:
+        """The ids of the commands waiting for their ack now."""
+        return set(self._pending)
 
     def on_ack(self, device: str, gate: str | None, ack: CommandAck) -> None:
         """An ack heard on the broker (paho's thread): resolve the waiting command."""
@@ -196,10 +209,11 @@ class CommandSender:
             sent_at,
         )
         async with self._db.transaction() as conn:
+            # a command sent again after a restart keeps its first row (and first send time)
             await conn.execute(
                 "INSERT INTO commands (id, device, port, gate, action, reason, requested_by,"
                 " alert_id, sent_at, tries, outcome)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (id) DO NOTHING",
                 row,
             )
 
@@ -209,3 +223,5 @@ class CommandSender:
                 "UPDATE commands SET tries = ?, outcome = ?, error = ?, done_at = ? WHERE id = ?",
                 (result.tries, result.outcome.value, result.error, self._clock(), result.id),
             )
+            # finished: a rules' command leaves the outbox with its outcome, in one commit
+            await conn.execute("DELETE FROM command_outbox WHERE id = ?", (result.id,))

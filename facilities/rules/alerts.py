@@ -127,6 +127,22 @@ def judge(
     return None
 
 
+def reopen(alert: Alert, now: datetime) -> Transition:
+    """The condition of an acknowledged alert happened again as a new fact (a command that
+    failed again): back to `active`, published like an escalation, so that a person sees it
+    and what it blocks is blocked again. The acknowledgement stays in the alert's history."""
+    reopened = replace(
+        alert,
+        state=AlertState.ACTIVE,
+        updated_at=now,
+        count=alert.count + 1,
+        clear_since=None,
+        acknowledged_by=None,
+        acknowledged_at=None,
+    )
+    return Transition(Change.ESCALATED, reopened)
+
+
 def acknowledge(alert: Alert, who: str, now: datetime) -> Transition | None:
     """Staff acknowledge an active alert (who and when are kept)."""
     if alert.state is not AlertState.ACTIVE:

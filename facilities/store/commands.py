@@ -1,0 +1,100 @@
+"""The rules' unfinished commands (the outbox) and closing what a stop left pending."""
+
+import json
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+
+import aiosqlite
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A rules' command to send (again): its id is kept from the first try to the last."""
+
+    id: str
+    device: str
+    port: int | None
+    gate: str | None
+    action: str
+    reason: str
+    alert_id: str
+
+
+async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) -> None:
+    """Put commands in the outbox (again: a command already there keeps its row)."""
+    rows = [(q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, at) for q in queued]
+    if rows:
+        await conn.executemany(
+            "INSERT OR IGNORE INTO command_outbox (id, device, port, gate, action, reason,"
+            " alert_id, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+async def unfinished(conn: aiosqlite.Connection) -> list[Queued]:
+    """The outbox, oldest first."""
+    sql = (
+        "SELECT id, device, port, gate, action, reason, alert_id FROM command_outbox"
+        " ORDER BY queued_at, rowid"
+    )
+    async with conn.execute(sql) as cursor:
+        return [Queued(*row) async for row in cursor]
+
+
+async def abandon(
+    conn: aiosqlite.Connection, dropped: Iterable[Queued], *, reason: str, at: float
+) -> None:
+    """Take commands out of the outbox without sending them; their audit row (made if they
+    were never sent) says why."""
+    dropped = list(dropped)
+    await conn.executemany(
+        "INSERT INTO commands (id, device, port, gate, action, reason, requested_by, alert_id,"
+        " sent_at, tries, outcome, error, done_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'rules', ?, ?, 0, 'abandoned', ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET outcome = 'abandoned', error = excluded.error,"
+        " done_at = excluded.done_at WHERE outcome = 'pending'",
+        [
+            (q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, at, reason, at)
+            for q in dropped
+        ],
+    )
+    await conn.executemany("DELETE FROM command_outbox WHERE id = ?", [(q.id,) for q in dropped])
+
+
+async def close_pending(
+    conn: aiosqlite.Connection, *, keep_ids: Collection[str], reason: str, at: float
+) -> int:
+    """Close every `pending` row not in `keep_ids` (nothing waits for its ack any more)."""
+    cursor = await conn.execute(
+        "UPDATE commands SET outcome = 'abandoned', error = ?, done_at = ?"
+        " WHERE outcome = 'pending' AND id NOT IN (SELECT value FROM json_each(?))",
+        (reason, at, json.dumps(list(keep_ids))),
+    )
+    return cursor.rowcount
+
+
+async def recover(
+    conn: aiosqlite.Connection,
+    *,
+    why_not: Callable[[Queued], str | None],
+    waiting: Collection[str],
+    at: float,
+) -> tuple[list[Queued], int]:
+    """At start: the outbox's commands to send again (`why_not` says None); the others are
+    closed with its reason, and so is every other `pending` row but those in `waiting` (sent
+    since the start). Returns (to send again, rows closed)."""
+    resend, dropped = [], 0
+    for queued in await unfinished(conn):
+        reason = why_not(queued)
+        if reason is None:
+            resend.append(queued)
+        else:
+            await abandon(conn, [queued], reason=reason, at=at)
+            dropped += 1
+    closed = await close_pending(
+        conn,
+        keep_ids={q.id for q in resend} | set(waiting),
+        reason="the service stopped before the answer",
+        at=at,
+    )
+    return resend, dropped + closed
