@@ -2,7 +2,6 @@
 real service process through the real broker, with every invariant checked after each step."""
 
 import json
-import random
 import re
 import time
 import uuid
@@ -19,8 +18,8 @@ from simulators.client import DeviceClient
 from tests import random_checks as checks
 from tests.procs import ServiceProcess, run_cli
 from tests.random_devices import (
+    GARAGE,
     NORMAL_TEMP_C,
-    PORTS,
     STATIONS,
     TOPICS,
     UNKNOWN_STATION,
@@ -30,98 +29,13 @@ from tests.random_devices import (
     Sent,
     Station,
 )
+from tests.random_steps import Step
 
-# Step kinds and their weights. A SIGKILL and restart costs 1-2 s: at 4 in ~95 a run of 150
-# steps has about 6.
-WEIGHTS = {
-    "telemetry": 16,
-    "plug": 8,
-    "hazard_on": 10,
-    "hazard_off": 9,
-    "fault": 3,
-    "fault_cleared": 3,
-    "garage_smoke": 2,
-    "invalid": 5,
-    "huge_seq": 1,
-    "big_port": 2,
-    "qos0": 2,
-    "retained_qos0": 1,
-    "duplicate": 4,
-    "burst": 2,
-    "late_burst": 2,
-    "reorder": 2,
-    "behaviour": 4,
-    "staff_ack": 6,
-    "staff_power_on": 5,
-    "staff_power_off": 3,
-    "kill": 4,
-}
-# `spike`: one sample over the port's limit (an inrush), not two in a row: no overload.
-HAZARDS = ("port_hot", "overload", "spike", "rise", "cabinet_hot", "leakage", "smoke")
-# Where a SIGKILL lands: right after the previous step's publishes were acknowledged by the
-# broker, some milliseconds later (within the 50 ms ingest linger, a commit, an ack, a
-# command's first try), or once the previous step settled.
-KILL_POINTS = ("early:0", "early:20", "early:60", "early:150", "settled", "settled")
-BEHAVIOURS = ("obey", "obey", "obey", "late:0.7", "late:1.3", "never", "refuse")
 SETTLE_S = 10.0  # messages stored, commands finished: generous for a loaded 2-core machine
-EVENTUALLY_S = 3.0
-WATCH_S = 1.0  # after the last step: longer than a reconnect after a refused PUBACK (~10 ms)  # a re-cut, a clear or an alert write lands within the rules' 1 s tick
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    kind: str
-    device: str = ""
-    port: int = 0
-    arg: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.device} {self.port} {self.arg or '-'}"
-
-    @classmethod
-    def parse(cls, text: str) -> "Step":
-        """The step `str(step)` printed (a failure's trace, to replay it)."""
-        kind, device, port, arg = text.split()
-        return cls(kind, device, int(port), "" if arg == "-" else arg)
-
-
-def parse_steps(text: str) -> list[Step]:
-    """Steps separated by `;` or new lines, as a failure prints them."""
-    return [Step.parse(line) for line in text.replace(";", "\n").splitlines() if line.strip()]
-
-
-def generate(seed: int, count: int, kinds: list[str]) -> list[Step]:
-    """`count` steps from `seed`: the same seed always gives the same steps."""
-    rng = random.Random(seed)
-    weights = [WEIGHTS[k] for k in kinds]
-    steps = []
-    for _ in range(count):
-        kind = rng.choices(kinds, weights)[0]
-        station, port = rng.choice(STATIONS), rng.randint(1, PORTS)
-        arg = ""
-        if kind in ("hazard_on", "hazard_off"):
-            arg = rng.choice(HAZARDS)
-        elif kind == "plug":
-            arg = rng.choice(("in", "in", "out"))
-        elif kind == "fault":
-            arg = rng.choice(("over_current", "relay_error"))
-        elif kind == "garage_smoke":
-            arg = rng.choice(("on", "off"))
-        elif kind == "invalid":
-            arg = rng.choice(("malformed", "schema", "nan", "unknown"))
-        elif kind == "behaviour":
-            arg = rng.choice(BEHAVIOURS)
-        elif kind == "duplicate":
-            port = rng.randint(1, 3)
-        elif kind == "burst":
-            port = rng.choice((100, 600))  # 600: several ingest batches in flight
-        elif kind == "staff_ack":
-            port = rng.randint(1, 20)
-        elif kind == "kill":
-            arg = rng.choice(KILL_POINTS)
-            port = rng.randint(0, 3)  # telemetry messages published while the service is down
-        steps.append(Step(kind, station, port, arg))
-    return steps
+EVENTUALLY_S = 5.0  # a re-cut, a clear, an alert write: the rules tick every 1 s; under load
+# After the last step: longer than a reconnect after a refused PUBACK (~10 ms), and than an
+# alert restored without its evidence takes to clear itself (clear_after_s 1 s + a tick).
+WATCH_S = 2.5
 
 
 @dataclass
@@ -163,7 +77,7 @@ class Run:
         self.token = added.stdout.strip().splitlines()[-1]
         for sid in STATIONS:
             self.stations[sid] = Station(sid, self.broker.url(sid), self.ledger)
-        self.garage = Garage(self.broker.url("g-cq4"), self.ledger)
+        self.garage = Garage(self.broker.url(GARAGE), self.ledger)
         self.rogue = DeviceClient(
             BrokerUrl.parse(self.broker.url("rogue")), client_id=f"rogue-{uuid.uuid4().hex[:6]}"
         ).connect()
@@ -309,7 +223,8 @@ class Run:
             code = process.returncode if process else None
             lines = self.service.log.read_text(errors="replace").splitlines() or [""]
             tail = "\n".join(lines[-12:])
-            return f"the service exited ({code}): {lines[-1]}\n{tail}"
+            errors = [line for line in lines if "Error" in line] or lines
+            return f"the service exited ({code}): {errors[-1].strip()}\n{tail}"
         return None
 
     def healthy(self) -> str | None:
@@ -399,6 +314,7 @@ def play(
                 return Outcome(broken, i, run.stats)
         try:
             run.watch(WATCH_S)
+            run.check()  # once more: what the restarted service forgot shows up by now
         except checks.InvariantError as broken:
             return Outcome(broken, len(steps) - 1, run.stats)
         finally:

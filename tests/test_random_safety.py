@@ -45,8 +45,9 @@ from pathlib import Path
 from facilities.mosquitto import PrivateBroker
 from facilities.site import load_site
 from tests.random_devices import SITE_TOML
-from tests.random_driver import WEIGHTS, parse_steps, play, shrink
-from tests.random_driver import generate as generate_steps
+from tests.random_driver import play, shrink
+from tests.random_steps import WEIGHTS, parse_steps
+from tests.random_steps import generate as generate_steps
 
 SEED = int(os.environ.get("FACILITIES_RANDOM_SEED", "20261202"))
 STEPS = int(os.environ.get("FACILITIES_RANDOM_STEPS", "150"))
