@@ -244,7 +244,7 @@ class Station:
         with self.lock:
             before = self.ports[port].temp_c
             older = self.body(self.now())
-            self.ports[port].temp_c = before - 11.0
+            self.ports[port].temp_c = max(before - 11.0, -20.0)
             newer = self.body(self.now())
             for body in (newer, older):
                 self.send_valid("telemetry", body, ("station_samples", self.id))

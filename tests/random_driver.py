@@ -173,7 +173,8 @@ class Run:
         elif hazard == "rise":
             if on:
                 station.telemetry()  # the reading before the rise, a second before it
-            port.temp_c = port.temp_c + 11.0 if on else NORMAL_TEMP_C
+            # capped: a reading a thermistor can give, whatever bounds ingest puts on it
+            port.temp_c = min(port.temp_c + 11.0, 95.0) if on else NORMAL_TEMP_C
         elif hazard == "cabinet_hot":
             station.cabinet_temp_c = 62.0 if on else 25.0
         elif hazard == "leakage":

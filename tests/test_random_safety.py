@@ -1,42 +1,41 @@
-"""Random sequences of device messages, staff requests and SIGKILLs against the real service
-process through the real broker, with the safety invariants checked after every step.
+"""Random steps against the real service process and broker; safety invariants after each.
 
-The steps come from `random.Random(seed)`: the same seed always plays the same steps (what the
-service does in between is timed by the machine; the invariants hold whatever the timing).
-A step is one of: telemetry, a charger plugged in or out, a hazard appearing or clearing
-(socket or cabinet over-temperature, overload, a fast temperature rise, leakage, smoke, garage
-smoke), a fault and its clearing, bad input (malformed, wrong schema, NaN, unknown device, a
-seq past 2**63, a port the station lacks), QoS 0 telemetry and a retained QoS 0 `online`, a
-device repeating its last messages, late (buffered) and reordered samples, a device switching
-to answering late, never or with a refusal, staff acknowledging alerts and powering ports on
-and off (HTTP with a staff token), and SIGKILL + restart (right after a step, with messages in
-flight, or after it settled; devices publish while the service is down).
+Issue 10, point 15. The steps come from `random.Random(seed)`: a seed always plays the same
+steps (the service's timing in between is the machine's; the invariants hold whatever it is).
+A step is one of: telemetry; a charger plugged in or out; a hazard appearing or clearing
+(socket or cabinet over-temperature, overload, a one-sample spike, a fast temperature rise,
+leakage, smoke, garage smoke); a fault and its clearing; bad input (malformed, wrong schema,
+NaN, unknown device, a seq past 2**63, a port the station lacks); QoS 0 telemetry and a
+retained QoS 0 `online`; a device repeating its last messages; a burst of good and bad
+messages; late (buffered) and reordered samples; a device switching to answering late, never
+or with a refusal; staff acknowledging alerts and powering ports on and off (HTTP, staff
+token from the command line); SIGKILL and restart, right after a step (0-150 ms: amid a
+commit, an ack, a command) or once it settled, with devices publishing while it is down.
 
-After each step (except one followed at once by a SIGKILL), once settled — polling, never a
-fixed sleep — these must hold (tests/random_checks.py):
+After each step (except one followed at once by a SIGKILL), once settled by polling, these
+hold (tests/random_checks.py), and once more after the last step and 2.5 s of /healthz:
 
-- `stored_once`: every QoS 1 message is stored exactly once, or quarantined once (bad input
-  always quarantined); a QoS 0 message at most once;
-- `alive` / `healthy`: the process runs, /healthz is 200, and it never reconnected to a broker
-  that never went away;
-- `cut_or_failed`: every critical alert of a cutting rule sent its power-off, no command is
-  left pending, and every power-off (the rules' or staff's) was acknowledged by the device or
+- `stored_once`: every QoS 1 message stored exactly once, bad input quarantined exactly once;
+  a QoS 0 message at most once;
+- `alive`, `healthy`: the process runs, /healthz is 200, it never reconnected to a broker that
+  never went away;
+- `cut_or_failed`: every critical alert of a cutting rule sent its power-off; no command is
+  left pending; every power-off (the rules' or staff's) was acknowledged by the device or
   raised `command_failed` (anew after an acknowledged one);
 - `evidence`: every power-off the rules sent has, in the stored telemetry, a reading of its
   subject over the limit on the device's own clock;
-- `consistent`: every hazard the devices read has its open alert; GET /api/alerts and
-  GET /api/stations/{id} agree on the open alerts; a port with an open critical cut-off alert
-  (or a fault) is never shown free.
+- `consistent`: every hazard and fault the devices read has its open alert; GET /api/alerts
+  and GET /api/stations/{id} agree on the open alerts; a port with an open critical cut-off
+  alert, or a fault, is never shown free.
 
-In CI: seed 20261202, 150 steps (about 6 SIGKILLs), under a minute. On demand, a longer run:
+CI runs seed 20261202, 150 steps. On demand, a longer run, another seed, fewer step kinds
+(AWAITING: kinds that stress points of issue 10 not fixed on main when this was written),
+the steps a failure printed, or a failure shrunk to its shortest sequence (minutes):
 
     FACILITIES_RANDOM_SEED=7 FACILITIES_RANDOM_STEPS=2000 .venv/bin/pytest tests/test_random_safety.py
-
-`FACILITIES_RANDOM_REPLAY='hazard_on cs-01 2 port_hot; kill cs-01 0 early'` plays the
-steps a failure printed instead. `FACILITIES_RANDOM_SKIP=qos0,kill` leaves step kinds out (AWAITING lists which kinds stress
-points of issue 10 whose fixes were not merged when this test was written); with
-`FACILITIES_RANDOM_SHRINK=1` a failure is shrunk to the shortest sequence that still breaks the
-same invariant (a few minutes), printed with the seed.
+    FACILITIES_RANDOM_SKIP=qos0,kill …
+    FACILITIES_RANDOM_REPLAY='hazard_on cs-01 2 port_hot; kill cs-01 0 early:20' …
+    FACILITIES_RANDOM_SHRINK=1 …
 """
 
 import os
@@ -55,8 +54,8 @@ SKIP = {k for k in os.environ.get("FACILITIES_RANDOM_SKIP", "").split(",") if k}
 SHRINK = os.environ.get("FACILITIES_RANDOM_SHRINK") == "1"
 REPLAY = os.environ.get("FACILITIES_RANDOM_REPLAY", "")
 
-# Step kinds that stress points of issue 10 not yet fixed on main when this test was written
-# (the point in brackets); all stay enabled: FACILITIES_RANDOM_SKIP leaves them out by hand.
+# Step kinds that stress points of issue 10 not yet fixed on main when this test was written,
+# and those points. All stay enabled; FACILITIES_RANDOM_SKIP leaves kinds out by hand.
 AWAITING = {
     "qos0": "1",
     "retained_qos0": "1",
