@@ -41,6 +41,8 @@ the steps a failure printed, or a failure shrunk to its shortest sequence (minut
 import os
 from pathlib import Path
 
+import pytest
+
 from facilities.mosquitto import PrivateBroker
 from facilities.site import load_site
 from tests.random_devices import SITE_TOML
@@ -72,6 +74,7 @@ AWAITING = {
 ENABLED = [kind for kind in WEIGHTS if kind not in SKIP]
 
 
+@pytest.mark.slow
 def test_random_steps_keep_every_safety_invariant(broker: PrivateBroker, tmp_path: Path) -> None:
     site_file = tmp_path / "site.toml"
     site_file.write_text(SITE_TOML)
