@@ -323,6 +323,37 @@ def hazards(stations: Iterable[Station], garage: Garage, site: Site) -> set[tupl
     return found
 
 
+def cut_holds(db: Path, stations: dict[str, Station], present: set[tuple[str, str]]) -> str | None:
+    """Every lasting hazard the devices read has its power off at the device now (switched
+    back on by staff or by a reboot, it is cut again), or `command_failed` is open for it."""
+    failed = {
+        str(subject)
+        for (subject,) in query(
+            db, "SELECT subject FROM alerts WHERE rule = 'command_failed' AND state != 'cleared'"
+        )
+    }
+    for rule, subject in sorted(present):
+        if rule not in CUT_RULES:
+            continue
+        device, _, port = subject.partition("/")
+        cut: list[tuple[str, int | None]]
+        if device == GARAGE:  # garage smoke: the stations inside it
+            cut = [(sid, None) for sid, garage in STATION_GARAGE.items() if garage == GARAGE]
+        else:
+            cut = [(device, int(port) if port else None)]
+        for sid, n in cut:
+            station = stations[sid]
+            with station.lock:
+                on = [k for k, p in station.ports.items() if p.relay_on and n in (None, k)]
+            told = {sid, f"{sid}/{n}"} & failed if n else {sid} & failed
+            if on and not told:
+                return (
+                    f"{rule} on {subject}: {sid} port(s) {on} are on at the device"
+                    " and no command_failed is open"
+                )
+    return None
+
+
 def consistent(http: httpx.Client, token: str, present: set[tuple[str, str]]) -> str | None:
     """What is inconsistent between GET /api/alerts, GET /api/stations/{id} and the hazards
     the devices read; None when nothing is."""

@@ -262,6 +262,15 @@ class Station:
                 body = self.body(start + 60.0 * i, **{f"temp_{port}": temp})
                 self.send_valid("telemetry", body, ("station_samples", self.id))
 
+    def reboot(self) -> None:
+        """Power cycled: relays back on, `seq` from 0 again (docs/protocol.md), the sensors
+        as they were (a hot socket is still hot); it reports at once."""
+        with self.lock:
+            for port in self.ports.values():
+                port.relay_on = True
+            self.seq = {"telemetry": 0, "event": 0}
+            self.telemetry()
+
     def invalid(self, variant: str) -> None:
         """A message that must be quarantined, unique (a nonce), QoS 1."""
         nonce = uuid.uuid4().hex

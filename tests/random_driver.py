@@ -156,6 +156,8 @@ class Run:
             self._staff_power(station.id, step.port, on=kind == "staff_power_on")
         elif kind == "kill":
             self._kill(station, step.port, step.arg)
+        elif kind == "reboot":
+            station.reboot()
 
     def _hazard(self, station: Station, n: int, hazard: str, *, on: bool) -> None:
         port = station.ports[n]
@@ -263,6 +265,11 @@ class Run:
         )
         assert self.garage is not None
         present = checks.hazards(self.stations.values(), self.garage, self.site)
+        checks.until(
+            lambda: checks.cut_holds(self.db, self.stations, present),
+            timeout_s=EVENTUALLY_S,
+            name="cut_or_failed",
+        )
         checks.until(
             lambda: checks.consistent(self.http, self.token, present),
             timeout_s=EVENTUALLY_S,

@@ -29,6 +29,7 @@ WEIGHTS = {
     "staff_power_on": 5,
     "staff_power_off": 3,
     "kill": 4,
+    "reboot": 2,
 }
 # `spike`: one sample over the port's limit (an inrush), not two in a row: no overload.
 HAZARDS = ("port_hot", "overload", "spike", "rise", "cabinet_hot", "leakage", "smoke")

@@ -9,7 +9,7 @@ NaN, unknown device, a seq past 2**63, a port the station lacks); QoS 0 telemetr
 retained QoS 0 `online`; a device repeating its last messages; a burst of good and bad
 messages; late (buffered) and reordered samples; a device switching to answering late, never
 or with a refusal; staff acknowledging alerts and powering ports on and off (HTTP, staff
-token from the command line); SIGKILL and restart, right after a step (0-150 ms: amid a
+token from the command line); a station rebooting (relays on, seq from 0); SIGKILL and restart, right after a step (0-150 ms: amid a
 commit, an ack, a command) or once it settled, with devices publishing while it is down.
 
 After each step (except one followed at once by a SIGKILL), once settled by polling, these
@@ -21,7 +21,9 @@ hold (tests/random_checks.py), and once more after the last step and 2.5 s of /h
   never went away;
 - `cut_or_failed`: every critical alert of a cutting rule sent its power-off; no command is
   left pending; every power-off (the rules' or staff's) was acknowledged by the device or
-  raised `command_failed` (anew after an acknowledged one);
+  raised `command_failed` (anew after an acknowledged one); every lasting hazard the devices
+  read has its power off at the device now (cut again after a power-on or a reboot), or
+  `command_failed` open;
 - `evidence`: every power-off the rules sent has, in the stored telemetry, a reading of its
   subject over the limit on the device's own clock;
 - `consistent`: every hazard and fault the devices read has its open alert; GET /api/alerts
@@ -69,6 +71,7 @@ AWAITING = {
     "reorder": "5",
     "staff_power_off": "7",
     "behaviour": "4, 7",
+    "reboot": "14",
 }
 
 
