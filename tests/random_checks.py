@@ -168,9 +168,10 @@ def _failure_told(command: CommandRow, db: Path) -> bool:
     return False
 
 
-def cut_or_failed(db: Path) -> str | None:
+def cut_or_failed(db: Path, known: set[str]) -> str | None:
     """Every critical alert of a cutting rule sent its power-off; every power-off (the rules'
-    or staff's) was acknowledged by the device, or `command_failed` told a person."""
+    or staff's) was acknowledged by the device, or `command_failed` told a person. `known`:
+    commands already found told (it cannot be undone: the check grows with the run)."""
     sent = commands(db)
     by_alert: dict[str, list[CommandRow]] = {}
     for c in sent:
@@ -185,7 +186,11 @@ def cut_or_failed(db: Path) -> str | None:
         if c.outcome == "pending":
             return f"{c.action} {c.subject} ({c.reason}) left pending"
         must_tell = c.action == "power_off" or c.requested_by == "rules"
-        if c.outcome != "acked" and must_tell and not _failure_told(c, db):
+        if c.outcome == "acked" or not must_tell or f"told {c.id}" in known:
+            continue
+        if _failure_told(c, db):
+            known.add(f"told {c.id}")
+        else:
             return (
                 f"{c.action} {c.subject} by {c.requested_by} ({c.reason}) {c.outcome}"
                 " and no command_failed raised for it"
@@ -284,14 +289,18 @@ def has_evidence(db: Path, site: Site, c: CommandRow, rule: str) -> bool:
     return False  # a rule this test does not know: a cut it cannot justify
 
 
-def evidence(db: Path, site: Site) -> str | None:
+def evidence(db: Path, site: Site, known: set[str]) -> str | None:
     """Every power-off the rules sent is justified by the stored telemetry. The rule is the
-    alert's (a command re-sent for an open alert may give another reason), else the reason."""
+    alert's (a command re-sent for an open alert may give another reason), else the reason.
+    `known`: commands already found justified (stored telemetry is never taken back)."""
     rules = dict(query(db, "SELECT id, rule FROM alerts"))
     for c in commands(db):
         rule = rules.get(c.alert_id, c.reason)
-        justified = c.requested_by != "rules" or c.action != "power_off"
-        if not (justified or has_evidence(db, site, c, rule)):
+        if c.requested_by != "rules" or c.action != "power_off" or f"justified {c.id}" in known:
+            continue
+        if has_evidence(db, site, c, rule):
+            known.add(f"justified {c.id}")
+        else:
             return (
                 f"power_off {c.subject} for {rule} without a reading over the limit"
                 " on the device's clock in the stored telemetry"

@@ -68,6 +68,7 @@ class Run:
         self.token = ""
         self.started = time.time()
         self.stats = Stats()
+        self.known: set[str] = set()  # commands found justified or told: settled for good
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", timeout=10)
 
     def __enter__(self) -> "Run":
@@ -258,10 +259,14 @@ class Run:
         checks.until(self.healthy, timeout_s=EVENTUALLY_S, name="healthy")
         checks.stored_once(self.db, sent)
         checks.until(
-            lambda: checks.cut_or_failed(self.db), timeout_s=EVENTUALLY_S, name="cut_or_failed"
+            lambda: checks.cut_or_failed(self.db, self.known),
+            timeout_s=EVENTUALLY_S,
+            name="cut_or_failed",
         )
         checks.until(
-            lambda: checks.evidence(self.db, self.site), timeout_s=EVENTUALLY_S, name="evidence"
+            lambda: checks.evidence(self.db, self.site, self.known),
+            timeout_s=EVENTUALLY_S,
+            name="evidence",
         )
         assert self.garage is not None
         present = checks.hazards(self.stations.values(), self.garage, self.site)
