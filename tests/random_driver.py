@@ -66,7 +66,6 @@ class Run:
         self.rogue: DeviceClient | None = None
         self.retained: set[str] = set()
         self.token = ""
-        self.started = time.time()
         self.stats = Stats()
         self.known: set[str] = set()  # commands found justified or told: settled for good
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", timeout=10)
@@ -143,7 +142,7 @@ class Run:
         elif kind == "burst":
             station.burst(step.port)
         elif kind == "late_burst":
-            station.late_burst(step.port, before=self.started)
+            station.late_burst(step.port)
         elif kind == "reorder":
             station.reordered(step.port)
         elif kind == "behaviour":
