@@ -168,10 +168,11 @@ def _failure_told(command: CommandRow, db: Path) -> bool:
     return False
 
 
-def cut_or_failed(db: Path, known: set[str]) -> str | None:
-    """Every critical alert of a cutting rule sent its power-off; every power-off (the rules'
-    or staff's) was acknowledged by the device, or `command_failed` told a person. `known`:
-    commands already found told (it cannot be undone: the check grows with the run)."""
+def cut_or_failed(db: Path, known: set[str], already_off: Callable[[str], bool]) -> str | None:
+    """Every critical alert of a cutting rule sent its power-off (unless its subject was off
+    at the device already: a cut still in force needs no second command); every power-off
+    (the rules' or staff's) was acknowledged by the device, or `command_failed` told a
+    person. `known`: commands already found told (it cannot be undone: the check grows)."""
     sent = commands(db)
     by_alert: dict[str, list[CommandRow]] = {}
     for c in sent:
@@ -180,8 +181,9 @@ def cut_or_failed(db: Path, known: set[str]) -> str | None:
     for alert_id, rule, subject, severity in query(
         db, "SELECT id, rule, subject, severity FROM alerts"
     ):
-        if rule in CUT_RULES and severity == "critical" and not by_alert.get(str(alert_id)):
-            return f"{rule} on {subject}: no command was ever sent"
+        cutting = rule in CUT_RULES and severity == "critical"
+        if cutting and not by_alert.get(str(alert_id)) and not already_off(str(subject)):
+            return f"{rule} on {subject}: no command was ever sent, and it is on"
     for c in sent:
         if c.outcome == "pending":
             return f"{c.action} {c.subject} ({c.reason}) left pending"
@@ -332,6 +334,22 @@ def hazards(stations: Iterable[Station], garage: Garage, site: Site) -> set[tupl
     return found
 
 
+def relays_on(stations: dict[str, Station], subject: str) -> dict[str, list[int]]:
+    """Ports switched on at the devices, of a subject (`cs-01/2`, `cs-01`, the garage)."""
+    device, _, port = subject.partition("/")
+    targets: list[tuple[str, int | None]]
+    if device == GARAGE:  # garage smoke: the stations inside it
+        targets = [(sid, None) for sid, garage in STATION_GARAGE.items() if garage == GARAGE]
+    else:
+        targets = [(device, int(port) if port else None)]
+    found: dict[str, list[int]] = {}
+    for sid, n in targets:
+        station = stations[sid]
+        with station.lock:
+            found[sid] = [k for k, p in station.ports.items() if p.relay_on and n in (None, k)]
+    return found
+
+
 def cut_holds(db: Path, stations: dict[str, Station], present: set[tuple[str, str]]) -> str | None:
     """Every lasting hazard the devices read has its power off at the device now (switched
     back on by staff or by a reboot, it is cut again), or `command_failed` is open for it."""
@@ -344,17 +362,8 @@ def cut_holds(db: Path, stations: dict[str, Station], present: set[tuple[str, st
     for rule, subject in sorted(present):
         if rule not in CUT_RULES:
             continue
-        device, _, port = subject.partition("/")
-        cut: list[tuple[str, int | None]]
-        if device == GARAGE:  # garage smoke: the stations inside it
-            cut = [(sid, None) for sid, garage in STATION_GARAGE.items() if garage == GARAGE]
-        else:
-            cut = [(device, int(port) if port else None)]
-        for sid, n in cut:
-            station = stations[sid]
-            with station.lock:
-                on = [k for k, p in station.ports.items() if p.relay_on and n in (None, k)]
-            told = {sid, f"{sid}/{n}"} & failed if n else {sid} & failed
+        for sid, on in relays_on(stations, subject).items():
+            told = {sid, subject} & failed
             if on and not told:
                 return (
                     f"{rule} on {subject}: {sid} port(s) {on} are on at the device"

@@ -258,7 +258,7 @@ class Run:
         checks.until(self.healthy, timeout_s=EVENTUALLY_S, name="healthy")
         checks.stored_once(self.db, sent)
         checks.until(
-            lambda: checks.cut_or_failed(self.db, self.known),
+            lambda: checks.cut_or_failed(self.db, self.known, self._off),
             timeout_s=EVENTUALLY_S,
             name="cut_or_failed",
         )
@@ -279,6 +279,9 @@ class Run:
             timeout_s=EVENTUALLY_S,
             name="consistent",
         )
+
+    def _off(self, subject: str) -> bool:
+        return not any(checks.relays_on(self.stations, subject).values())
 
     def _stored(self, sent: list[Sent]) -> None:
         def missing() -> str | None:
