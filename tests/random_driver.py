@@ -71,6 +71,13 @@ class Run:
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", timeout=10)
 
     def __enter__(self) -> "Run":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # a device that cannot connect must not leave the service running
+            raise
+
+    def _start(self) -> "Run":
         self.service.start()
         added = run_cli("staff", "add", "--db", str(self.db), "--name", "随机测试")
         assert added.returncode == 0, added.stderr
