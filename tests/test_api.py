@@ -345,7 +345,8 @@ async def test_healthz_is_503_while_the_database_does_not_answer(api: Api, devic
 
     db = api.service.settings.db
     assert (await api.http.get("/healthz")).status_code == 200
-    locker = sqlite3.connect(db, isolation_level=None)
+    # waits out a commit of the service in progress (an fsync can take seconds on a busy disk)
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
         locker.execute("BEGIN EXCLUSIVE")
         device("cs-09").publish_raw(

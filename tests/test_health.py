@@ -32,7 +32,8 @@ async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(
     assert (await api.http.get("/healthz")).status_code == 200
     station = device("cs-09")
     topic = "facilities/charging/cs-09/telemetry"
-    locker = sqlite3.connect(db, isolation_level=None)
+    # waits out a commit of the service in progress (an fsync can take seconds on a busy disk)
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30)
     try:
         locker.execute("BEGIN EXCLUSIVE")
         hot = telemetry(1, [port(1, "charging", power_w=300.0, temp_c=72.0)])
