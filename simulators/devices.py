@@ -48,6 +48,10 @@ class SimulatedStation:
         self._now = now
         client.subscribe(topics.station(model.station, "command"), self._on_command)
 
+    def now(self) -> float:
+        """The device's clock (Unix seconds)."""
+        return self._now()
+
     def publish(self, telemetry: StationTelemetry) -> None:
         self.client.publish(self.topics.station(self.model.station, "telemetry"), telemetry)
 
@@ -96,6 +100,10 @@ class SimulatedGarage:
         for gate in gates:
             client.subscribe(topics.gate(garage, gate, "command"), self._handler(gate))
 
+    def now(self) -> float:
+        """The device's clock (Unix seconds)."""
+        return self._now()
+
     def gate_event(self, gate: str, kind: GateEventType, credential: str | None = None) -> None:
         with self.lock:
             seq = self.seq.get(gate, 0)
@@ -109,9 +117,6 @@ class SimulatedGarage:
             command = _take(self, payload, ack_topic, refusal="jammed (simulated)")
             if command is None:
                 return
-            if command.expires is not None and command.expires < self._now():
-                _answer(self, ack_topic, CommandAck(id=command.id, ok=False, error="expired"))
-                return
             _answer(self, ack_topic, CommandAck(id=command.id, ok=True))
             if command.action is CommandAction.OPEN:
                 self.gate_event(gate, GateEventType.OPENED)
@@ -124,6 +129,8 @@ class _Device(Protocol):
     behaviour: Behaviour
     commands: list[Command]
     answered: dict[str, CommandAck]
+
+    def now(self) -> float: ...
 
 
 # Command ids a simulated device remembers, to answer a repeated id without acting twice.
@@ -147,6 +154,10 @@ def _take(device: _Device, payload: bytes, ack_topic: str, *, refusal: str) -> C
     first = device.answered.get(command.id)
     if first is not None:  # a retry of a command already carried out: answer, do not act
         device.client.publish(ack_topic, first)
+        return None
+    if command.expires is not None and command.expires < device.now():
+        # docs/protocol.md: a device never acts on a command past `expires`
+        _answer(device, ack_topic, CommandAck(id=command.id, ok=False, error="expired"))
         return None
     return command
 

@@ -16,7 +16,7 @@ from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
-from simulators.devices import SimulatedGarage
+from simulators.devices import SimulatedGarage, SimulatedStation
 from simulators.fleet import Fleet
 from simulators.garage import GarageModel
 from tests.conftest import query, wait_for
@@ -202,5 +202,33 @@ async def test_a_repeated_command_id_is_answered_again_but_carried_out_once(
         await wait_for(lambda: len(acks) == 3, what="the late open answered")
         assert acks[2] == {"id": "c-2", "ok": False, "error": "expired"}
         assert [e["type"] for e in events] == ["opened"]  # once, for c-1 only
+    finally:
+        client.close()
+
+
+async def test_a_simulated_station_never_acts_on_a_command_past_its_expiry(
+    broker: PrivateBroker, device
+) -> None:
+    """docs/protocol.md: a device never acts on a command past `expires` (a power_on must not
+    happen minutes or days late); the simulated station refuses it as `expired`."""
+    url = BrokerUrl.parse(broker.url("cs-18"))
+    client = DeviceClient(url, client_id=f"cs-18-{uuid.uuid4().hex[:4]}").connect()
+    acks: list[dict[str, object]] = []
+    observer = device("observer")
+    observer.subscribe(
+        "facilities/charging/cs-18/command/ack", lambda _t, p: acks.append(json.loads(p))
+    )
+    rogue = device("rogue")
+    try:
+        station = SimulatedStation(
+            client, StationModel("cs-18", [PortModel(n) for n in range(1, 3)]), Topics()
+        )
+        station.model.power_off(1)
+        late = {"id": "c-late", "ts": time.time() - 60, "action": "power_on", "port": 1}
+        late["expires"] = time.time() - 1
+        rogue.publish_raw("facilities/charging/cs-18/command", json.dumps(late))
+        await wait_for(lambda: len(acks) == 1, what="the late power_on answered")
+        assert acks == [{"id": "c-late", "ok": False, "error": "expired"}]
+        assert station.model.ports[0].state is PortState.DISABLED
     finally:
         client.close()
