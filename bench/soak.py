@@ -1,15 +1,14 @@
-"""Soak: the district's devices at 50 times their rate against `facilities run`, with faults.
+"""Soak: the district's devices at 50 times their rate against `facilities run`, with faults."""
 
-Run on demand (`make soak`, or `.venv/bin/python bench/soak.py --minutes 3`), never in
-`make test`. A private broker (shipped config) and `facilities run` in its own process
-(bench/rig.py); the site's devices simulated by simulators/ (physics in real time, telemetry
-`--factor` times more often than the site's interval); at set points of the run: a port
-overheating, a port overloading, a leaking and a smoking station, smoke in a garage, a station
-that never acks its commands, invalid messages, a SIGKILL of the service and a restart, and a
-broker restart. At the end it prints RSS over time, messages stored against sent, commands
-sent against acked and alerts raised against expected (bench/soak_report.py), and exits 1 if an
-expectation fails.
-"""
+# Run on demand (`make soak`, or `.venv/bin/python bench/soak.py --minutes 3`), never in
+# `make test`. A private broker (shipped config) and `facilities run` in its own process
+# (bench/rig.py); the site's devices simulated by simulators/ (physics in real time, telemetry
+# `--factor` times more often than the site's interval); at set points of the run: a port
+# overheating, a port overloading, a leaking and a smoking station, smoke in a garage, a
+# station that never acks its commands, invalid messages, a SIGKILL of the service and a
+# restart, and a broker restart. At the end it prints RSS over time, messages stored against
+# sent, commands sent against acked and alerts raised against expected (bench/soak_report.py),
+# and exits 1 if an expectation fails. What it holds: docs/reliability.md.
 
 import argparse
 import asyncio
@@ -38,12 +37,13 @@ from bench.soak_report import (  # noqa: E402
 )
 from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.session import BrokerUrl  # noqa: E402
+from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import Site, load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
 from simulators.devices import Behaviour  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
 
-FACTOR = 50  # issue 10: the district's load times 50
+FACTOR = 50  # times the district's own rate: a day's wear in half an hour (docs/reliability.md)
 SERVICE_DOWN_S = 3.0  # the service stays dead this long after its SIGKILL: a backlog builds
 BROKER_DOWN_S = 2.0
 GARAGE_SMOKE_S = 120.0  # seconds of smoke in the garage: the alert must hold, then clear
@@ -155,19 +155,21 @@ def _bad_messages(batch: int, *, hostile: bool) -> list[tuple[str, bytes]]:
     """(topic, payload) of input a broken or hostile device sends, each to be quarantined;
     `batch` makes every payload unique (a copy would be a redelivery, stored once)."""
     good = {"seq": batch, "ts": time.time(), "ports": [{"port": 1, "state": "idle"}]}
-    cs, garage = "facilities/charging/cs-02", "facilities/garage/g-cq4"
+    topics = Topics()
+    cs = topics.station("cs-02", "telemetry")
     messages = [
-        (f"{cs}/telemetry", f"{{not json {batch}".encode()),
-        (f"{cs}/telemetry", json.dumps({**good, "temp_c": "hot"}).encode()),
-        (f"{cs}/telemetry", f'{{"seq": {batch}, "ts": 1.0, "temp_c": NaN}}'.encode()),
-        ("facilities/charging/cs-99/telemetry", json.dumps(good).encode()),
-        (f"{cs}/whatever", json.dumps(good).encode()),
-        (f"{garage}/telemetry", b"x" * 70_000 + str(batch).encode()),  # over the 64 KiB cap
+        (cs, f"{{not json {batch}".encode()),
+        (cs, json.dumps({**good, "temp_c": "hot"}).encode()),
+        (cs, f'{{"seq": {batch}, "ts": 1.0, "temp_c": NaN}}'.encode()),
+        (topics.station("cs-99", "telemetry"), json.dumps(good).encode()),
+        (topics.station("cs-02", "whatever"), json.dumps(good).encode()),
+        # over the protocol's 64 KiB cap
+        (topics.garage("g-cq4", "telemetry"), b"x" * 70_000 + str(batch).encode()),
     ]
     if hostile:  # numbers the store cannot hold, a port the station does not have
         messages += [
-            (f"{cs}/telemetry", json.dumps({**good, "seq": 2**63 + batch}).encode()),
-            (f"{cs}/telemetry", json.dumps({**good, "ports": [{"port": 25_000 + batch}]}).encode()),
+            (cs, json.dumps({**good, "seq": 2**63 + batch}).encode()),
+            (cs, json.dumps({**good, "ports": [{"port": 25_000 + batch}]}).encode()),
         ]
     return messages
 

@@ -1,5 +1,4 @@
-"""The soak's figures: RSS of the service over time, and what the database holds against what
-the devices sent, the commands the service sent and the alerts it raised."""
+"""The soak's figures: RSS over time; stored against sent; commands; alerts against expected."""
 
 import os
 import sqlite3
@@ -206,6 +205,18 @@ def check(rig: "Rig", stored: Stored, *, load_s: float) -> list[str]:
     return failures
 
 
+def _duplicates(http_port: int) -> str:
+    """Redeliveries the last service process found already stored (its own counter)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return "unknown (no /metrics)"
+    for line in text.splitlines():
+        if line.startswith("facilities_messages_duplicate_total "):
+            return f"{float(line.split()[1]):.0f}"
+    return "unknown"
+
+
 def _rss_table(rig: "Rig") -> None:
     samples = rig.rss.samples
     (rig.workdir / "rss.csv").write_text(
@@ -247,6 +258,10 @@ def print_figures(
     by_table: Counter[str] = Counter()
     for (table, _), count in stored.sent.items():
         by_table[table] += count
+    print(
+        "  redelivered and already stored (the last service process's count):"
+        f" {_duplicates(rig.http_port)}"
+    )
     print(
         "  sent by kind: "
         + ", ".join(f"{t} {n}" for t, n in sorted(by_table.items()))
