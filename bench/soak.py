@@ -297,6 +297,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     rig.note(f"load started: every device every {fleet.interval_s * 1000:.0f} ms")
     pending = schedule()
+    rss.quiet_from = pending[-1][0] * seconds
     try:
         while (elapsed := time.monotonic() - started) < seconds:
             if not publishing.alive():

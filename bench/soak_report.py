@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from bench.soak import Rig
     from simulators.fleet import Fleet
 
-# RSS is judged on the last service process only, after its first minute (imports, caches and
-# the backlog drained after a restart), and only over a window long enough for the slope to
-# mean something: over 5 minutes a leak of 10 MB/h is 0.8 MB, about the noise seen here.
+# RSS is judged on the last service process only, once the last fault is a minute past (a
+# fault allocates: alerts, command tasks, a reconnect, the backlog after a restart), and only
+# over a window long enough for the slope to mean something: over 5 minutes a leak of 10 MB/h
+# is 0.8 MB, about the noise seen here.
 WARMUP_S = 60.0
 JUDGE_MIN_S = 300.0
 # Flat: under 10 MB/h at 50 times the district's rate, i.e. ~0.2 MB/h (~5 MB/day) at its own.
@@ -46,7 +47,10 @@ class RssSampler:
 
     pid: int
     every_s: float
-    samples: list[tuple[float, int, float]] = field(default_factory=list)  # (t, pid, MB)
+    # (t, pid, VmRSS MB, RssAnon MB): anonymous memory is the heap (Python's and SQLite's),
+    # the rest is mapped files (code, the WAL index)
+    samples: list[tuple[float, int, float, float]] = field(default_factory=list)
+    quiet_from: float = 0.0  # t of the last fault: the slope is judged after it
     restarted_at: dict[int, float] = field(default_factory=dict)  # pid: t of its first sample
     loads: list[float] = field(default_factory=list)  # the machine's 1-minute load average
 
@@ -60,22 +64,27 @@ class RssSampler:
             status = Path(f"/proc/{self.pid}/status").read_text()
         except OSError:
             return  # between a SIGKILL and the restart
-        rss = [line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")]
-        if not rss:
+        kb = {
+            name: int(value.split()[0])
+            for name, _, value in (line.partition(":") for line in status.splitlines())
+            if name in ("VmRSS", "RssAnon")
+        }
+        if "VmRSS" not in kb:
             return  # a process that has exited but not been reaped yet
-        kb = int(rss[0])
         self.restarted_at.setdefault(self.pid, elapsed)
         self.loads.append(os.getloadavg()[0])
-        self.samples.append((elapsed, self.pid, kb / 1024))
+        self.samples.append((elapsed, self.pid, kb["VmRSS"] / 1024, kb.get("RssAnon", 0) / 1024))
 
-    def steady(self) -> list[tuple[float, float]]:
-        """(t, MB) of the last process, after its warm-up."""
-        since = self.restarted_at.get(self.pid, 0.0) + WARMUP_S
-        return [(t, mb) for t, pid, mb in self.samples if pid == self.pid and t >= since]
+    def steady(self, column: int = 2) -> list[tuple[float, float]]:
+        """(t, MB) of the last process, a minute after its start and after the last fault."""
+        since = max(self.restarted_at.get(self.pid, 0.0), self.quiet_from) + WARMUP_S
+        return [
+            (row[0], row[column]) for row in self.samples if row[1] == self.pid and row[0] >= since
+        ]
 
-    def slope_mb_h(self) -> tuple[float | None, float]:
+    def slope_mb_h(self, column: int = 2) -> tuple[float | None, float]:
         """Least-squares slope of the steady samples in MB per hour, and the window's length."""
-        points = self.steady()
+        points = self.steady(column)
         if len(points) < 3:
             return None, 0.0
         fit = statistics.linear_regression([t for t, _ in points], [mb for _, mb in points])
@@ -220,23 +229,25 @@ def _duplicates(http_port: int) -> str:
 def _rss_table(rig: "Rig") -> None:
     samples = rig.rss.samples
     (rig.workdir / "rss.csv").write_text(
-        "t_s,pid,rss_mb\n" + "".join(f"{t:.0f},{p},{mb:.1f}\n" for t, p, mb in samples)
+        "t_s,pid,rss_mb,anon_mb\n"
+        + "".join(f"{t:.0f},{p},{mb:.1f},{anon:.1f}\n" for t, p, mb, anon in samples)
     )
     step = max(1, len(samples) // TABLE_ROWS)
     shown = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
-    print("\nRSS of the service (VmRSS)\n   t s      pid    MB")
-    for t, pid, mb in shown:
-        print(f"{t:6.0f} {pid:8d} {mb:6.1f}")
+    print("\nRSS of the service (VmRSS; of which anonymous)\n   t s      pid    MB   anon")
+    for t, pid, mb, anon in shown:
+        print(f"{t:6.0f} {pid:8d} {mb:6.1f} {anon:6.1f}")
+    anon_slope, _ = rig.rss.slope_mb_h(3)
     slope, window = rig.rss.slope_mb_h()
     if slope is None:
         print("slope: too few samples after the warm-up")
     else:
         verdict = "judged" if window >= JUDGE_MIN_S else f"not judged: under {JUDGE_MIN_S:.0f} s"
-        peak = max(mb for _, _, mb in samples)
+        peak = max(row[2] for row in samples)
         print(
-            f"slope of the last process after {WARMUP_S:.0f} s: {slope:+.2f} MB/h over"
-            f" {window / 60:.1f} min ({verdict}; flat means under {RSS_SLOPE_MAX_MB_H:g} MB/h);"
-            f" peak {peak:.1f} MB"
+            f"slope from a minute after the last fault: {slope:+.2f} MB/h (anonymous"
+            f" {anon_slope or 0:+.2f}) over {window / 60:.1f} min ({verdict}; flat means under"
+            f" {RSS_SLOPE_MAX_MB_H:g} MB/h); peak {peak:.1f} MB"
         )
     loads = rig.rss.loads or [0.0]
     print(
