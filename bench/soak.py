@@ -142,7 +142,7 @@ def smoke(station: str) -> tuple[str, Callable[[Rig], None]]:
 
 def garage_smoke(garage: str) -> tuple[str, Callable[[Rig], None]]:
     def inject(rig: Rig) -> None:
-        model = rig.fleet.garages[garage][0]
+        model = rig.fleet.world.garages[garage]
         model.smoke_left_s = GARAGE_SMOKE_S
         rig.expected.alert("smoke", garage)
         # gates opened for the evacuation may stay open past the held-open limit
@@ -214,8 +214,8 @@ def resubscribe(fleet: Fleet, timeout_s: float = 60.0) -> None:
     for station in fleet.stations.values():
         topic = fleet.topics.station(station.model.station, "command")
         station.client.subscribe(topic, station._on_command)
-    for garage_id, (model, device) in fleet.garages.items():
-        for gate in model.gates:
+    for garage_id, device in fleet.garages.items():
+        for gate in fleet.world.garages[garage_id].gates:
             topic = fleet.topics.gate(garage_id, gate, "command")
             device.client.subscribe(topic, device._handler(gate))
 

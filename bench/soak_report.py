@@ -109,8 +109,8 @@ def _sent(fleet: "Fleet") -> dict[tuple[str, str], int]:
     for sid, station in fleet.stations.items():
         sent[("station_samples", sid)] = station.model.seq_telemetry
         sent[("charging_events", sid)] = station.model.seq_event
-    for gid, (model, device) in fleet.garages.items():
-        sent[("garage_samples", gid)] = model.seq_telemetry
+    for gid, device in fleet.garages.items():
+        sent[("garage_samples", gid)] = fleet.world.garages[gid].seq_telemetry
         sent[("gate_events", gid)] = sum(device.seq.values())
     return sent
 
@@ -146,7 +146,7 @@ def _read(db: Path, fleet: "Fleet") -> Stored:
     finally:
         conn.close()
     received = sum(len(s.commands) for s in fleet.stations.values()) + sum(
-        len(d.commands) for _, d in fleet.garages.values()
+        len(d.commands) for d in fleet.garages.values()
     )
     # the simulated stations report every port in every message
     ports = sum(s.model.seq_telemetry * len(s.model.ports) for s in fleet.stations.values())
