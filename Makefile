@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system system-tests lint bench clean schemas dashboards messages
+.PHONY: demo test setup system system-tests lint bench soak clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
@@ -52,6 +52,11 @@ bench: setup
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/alert_latency.py
 	$(BIN)/python bench/api.py
+
+# The soak (docs/reliability.md): 30 minutes at 50 times the district's rate, with faults;
+# `make soak SOAK_ARGS="--minutes 3"` for a short run.
+soak: setup
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
