@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from facilities.store.db import migrations, open_db
+from facilities.store.telemetry import CHUNK_SIZES, BatchRows, chunk_sizes, write_batch
 
 
 async def test_open_migrates_once_and_sets_the_pragmas(tmp_path: Path) -> None:
@@ -85,3 +86,35 @@ async def test_the_api_queries_use_an_index(tmp_path: Path, query: str, index: s
         plan = " ".join(str(row[-1]) for row in raw.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert index in plan
     assert "SCAN" not in plan.replace("SCAN CONSTANT", "")
+
+
+async def test_batches_of_every_size_use_a_bounded_set_of_statements(tmp_path: Path) -> None:
+    """Every batch size is stored whole, with statements of a few fixed sizes only: the driver
+    keeps each distinct statement text prepared, so one per batch size grew the writer's
+    memory for hours in the soak (docs/reliability.md)."""
+    conn = await open_db(tmp_path / "f.db")
+    statements: set[str] = set()
+    await conn.set_trace_callback(
+        lambda sql: (
+            statements.add(sql.split(" VALUES ")[0] + str(sql.count("(")))
+            if sql.startswith("INSERT INTO availability_changes")
+            else None
+        )
+    )
+    try:
+        total = 0
+        for size in range(1, 700):
+            batch = BatchRows()
+            batch.tables["availability"] = [
+                ("station", "cs-01", "online", float(total + n)) for n in range(size)
+            ]
+            await write_batch(conn, batch)
+            total += size
+        async with conn.execute("SELECT count(*) FROM availability_changes") as cursor:
+            assert (await cursor.fetchone()) == (total,)
+    finally:
+        await conn.close()
+    assert len(statements) == len(CHUNK_SIZES)
+    for rows in range(2000):
+        sizes = chunk_sizes(rows)
+        assert sum(sizes) == rows and set(sizes) <= set(CHUNK_SIZES)

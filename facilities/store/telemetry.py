@@ -34,8 +34,11 @@ _TABLES: dict[str, tuple[str, int]] = {
     ),
 }
 # Rows per statement: SQLite allows 32,766 bound variables; 500 rows of 11 columns stay far
-# below, and larger statements gained nothing measurable.
-_CHUNK_ROWS = 500
+# below, and larger statements gained nothing measurable. Only these sizes, largest first:
+# the driver keeps every distinct statement text prepared (128 per connection, ~0.5 MB for
+# one of 500 port rows), so a statement per batch size grew the writer's memory in steps
+# (docs/reliability.md, the soak); five sizes per table keep it bounded.
+CHUNK_SIZES = (500, 100, 20, 5, 1)
 _MESSAGE_TABLES = ("station", "event", "garage", "gate", "quarantine")
 
 Row = tuple[object, ...]
@@ -125,15 +128,25 @@ async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
 
 async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: Sequence[Row]) -> int:
     prefix, columns = _TABLES[table]
-    inserted = 0
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        chunk = rows[start : start + _CHUNK_ROWS]
+    inserted = start = 0
+    for size in chunk_sizes(len(rows)):
+        chunk = rows[start : start + size]
+        start += size
         cursor = await conn.execute(
-            prefix + _placeholders(columns, len(chunk)),
+            prefix + _placeholders(columns, size),
             [value for row in chunk for value in row],
         )
         inserted += cursor.rowcount
     return inserted
+
+
+def chunk_sizes(rows: int) -> list[int]:
+    """`rows` cut into statements of the sizes in CHUNK_SIZES, largest first."""
+    sizes = []
+    for size in CHUNK_SIZES:
+        count, rows = divmod(rows, size)
+        sizes += [size] * count
+    return sizes
 
 
 @functools.cache
