@@ -137,6 +137,8 @@ class StationModel:
             if port.state is PortState.DISABLED:
                 continue
             if port.port == self.overload_port:  # a faulty charger drawing far too much
+                if port.pack_wh <= 0:  # the port was free: the faulty charger is plugged in
+                    port.pack_wh, port.soc = PACK_WH[1], 0.1
                 port.state, port.power_w = PortState.CHARGING, 1400.0
             if port.port == self.overheat_port:  # a poor contact in the socket
                 port.temp_c = 72.0

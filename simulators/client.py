@@ -47,13 +47,20 @@ class DeviceClient:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._subacked: dict[int, threading.Event] = {}
+        self._topics: list[str] = []
         self._subacked_lock = threading.Lock()
 
     def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
         self._connect_code = code
         self._connected.set()
-        if not code.is_failure and self.availability_topic:
+        if code.is_failure:
+            return
+        if self.availability_topic:
             self._client.publish(self.availability_topic, "online", qos=1, retain=True)
+        # A clean session forgets subscriptions: after paho reconnects (a broker restart),
+        # subscribe again or the device never hears another command.
+        for topic in self._topics:
+            self._client.subscribe(topic, qos=1)
 
     def connect(self) -> "DeviceClient":
         """Connect and wait for the CONNACK; raise BrokerError when refused."""
@@ -74,6 +81,10 @@ class DeviceClient:
             raise cls(f"{self.client_id}: broker refused the connection: {code}")
         return self
 
+    def connected(self) -> bool:
+        """Whether the connection is up now (paho reconnects on its own after a loss)."""
+        return self._client.is_connected()
+
     def publish_raw(
         self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
     ) -> paho.MQTTMessageInfo:
@@ -92,6 +103,7 @@ class DeviceClient:
             callback(msg.topic, bytes(msg.payload))
 
         self._client.message_callback_add(topic, on_message)
+        self._topics.append(topic)
         _rc, mid = self._client.subscribe(topic, qos=1)
         if mid is None:
             raise BrokerError(f"{self.client_id}: cannot subscribe to {topic}: not connected")

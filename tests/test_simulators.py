@@ -1,6 +1,7 @@
 """Simulated devices: realistic curves, valid payloads, their own credentials."""
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -19,7 +20,7 @@ from simulators.client import DeviceClient
 from simulators.devices import SimulatedGarage, SimulatedStation
 from simulators.fleet import Fleet
 from simulators.garage import GarageModel
-from tests.conftest import query, wait_for
+from tests.conftest import query, start_broker, wait_for
 
 
 def test_a_charge_tapers_from_a_few_hundred_watts_to_a_trickle() -> None:
@@ -232,3 +233,44 @@ async def test_a_simulated_station_never_acts_on_a_command_past_its_expiry(
         assert station.model.ports[0].state is PortState.DISABLED
     finally:
         client.close()
+
+
+def test_an_overload_injected_on_a_free_port_plugs_the_faulty_charger_in() -> None:
+    """The overload scenario on a port with nothing plugged in used to divide by its empty
+    pack in `advance` and stop the whole simulated fleet."""
+    model = StationModel("cs-01", [PortModel(n) for n in range(1, 3)])
+    model.overload_port = 1
+    rng = random.Random(3)
+    for _ in range(5):
+        model.advance(10.0, 12.0, rng)
+    assert model.ports[0].state is PortState.CHARGING
+    assert model.ports[0].power_w == 1400.0
+
+
+async def test_a_simulated_device_hears_commands_again_after_a_broker_restart(
+    tmp_path, site
+) -> None:
+    """A clean-session device must subscribe again when paho reconnects after the broker
+    restarted, or it never hears another command (a cut the service sends is lost)."""
+    broker = start_broker(tmp_path / "broker", site)
+    heard: list[bytes] = []
+    client = DeviceClient(BrokerUrl.parse(broker.url("cs-02")), client_id="cs-02").connect()
+    try:
+        client.subscribe("facilities/charging/cs-02/command", lambda _t, p: heard.append(p))
+        broker.stop()
+        broker.start()  # same port, same credentials
+        await wait_for(client.connected, timeout_s=20, what="the device reconnected")
+        sender = DeviceClient(BrokerUrl.parse(broker.url("rogue")), client_id="rogue-r").connect()
+        try:
+            # the resubscription races the first publish: publish again until one is heard
+            for _ in range(40):
+                sender.publish_raw("facilities/charging/cs-02/command", b"{}").wait_for_publish(5)
+                with contextlib.suppress(AssertionError):
+                    await wait_for(lambda: len(heard) > 0, timeout_s=0.25, what="heard")
+                    break
+            assert heard, "no command heard after the broker restart"
+        finally:
+            sender.close()
+    finally:
+        client.close()
+        broker.stop()
