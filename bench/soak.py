@@ -88,13 +88,6 @@ def _station_fault(station: str, **attrs: object) -> Callable[[Rig], None]:
     def inject(rig: Rig) -> None:
         device = rig.fleet.stations[station]
         with device.lock:
-            port = attrs.get("overload_port")
-            if isinstance(port, int):
-                # a faulty charger plugged in: the simulator's overload on a free port has no
-                # battery behind it (pack 0 Wh) and its physics divide by zero
-                model = device.model.ports[port - 1]
-                if model.pack_wh == 0:
-                    model.plug_in(rig.fleet.rng)
             for name, value in attrs.items():
                 setattr(device.model, name, value)
 
@@ -199,25 +192,17 @@ def restart_broker(rig: Rig) -> None:
     rig.broker.stop()
     time.sleep(BROKER_DOWN_S)
     rig.broker.start()
-    resubscribe(rig.fleet)
+    reconnected(rig.fleet)
 
 
-def resubscribe(fleet: Fleet, timeout_s: float = 60.0) -> None:
-    """The simulated devices connect with a clean session and paho does not subscribe again
-    after a reconnect: do it for them, or they would never hear a command again."""
+def reconnected(fleet: Fleet, timeout_s: float = 60.0) -> None:
+    """Wait for every simulated device to be back (each subscribes again on its own)."""
     deadline = time.monotonic() + timeout_s
     for device_id, client in fleet.clients.items():
-        while not client._client.is_connected():
+        while not client.connected():
             if time.monotonic() > deadline:
                 raise SystemExit(f"{device_id} did not reconnect to the broker in {timeout_s} s")
             time.sleep(0.1)
-    for station in fleet.stations.values():
-        topic = fleet.topics.station(station.model.station, "command")
-        station.client.subscribe(topic, station._on_command)
-    for garage_id, device in fleet.garages.items():
-        for gate in fleet.world.garages[garage_id].gates:
-            topic = fleet.topics.gate(garage_id, gate, "command")
-            device.client.subscribe(topic, device._handler(gate))
 
 
 def schedule() -> list[tuple[float, str, Callable[[Rig], None]]]:
