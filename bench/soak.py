@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,13 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import start_broker, start_service  # noqa: E402
 from bench.soak_report import (  # noqa: E402
-    Expected,
+    Rig,
     RssSampler,
     check,
     print_figures,
     wait_stored,
 )
-from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.session import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import Site, load_site  # noqa: E402
@@ -57,28 +55,6 @@ def district_rate(site: Site) -> float:
     intervals = [s.thresholds.telemetry_interval_s for s in site.stations.values()]
     intervals += [g.thresholds.telemetry_interval_s for g in site.garages.values()]
     return sum(1.0 / interval for interval in intervals)
-
-
-@dataclass
-class Rig:
-    """What the faults act on."""
-
-    workdir: Path
-    site_path: Path
-    broker: PrivateBroker
-    fleet: Fleet
-    service: subprocess.Popen[bytes]
-    http_port: int
-    bad: DeviceClient  # publishes invalid messages as the `bench` user
-    rss: RssSampler
-    expected: Expected = field(default_factory=Expected)
-    log: list[str] = field(default_factory=list)
-    hostile: bool = False
-
-    def note(self, text: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')}  {text}"
-        self.log.append(line)
-        print(line, flush=True)
 
 
 # --- faults ----------------------------------------------------------------------------------

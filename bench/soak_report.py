@@ -3,6 +3,7 @@
 import os
 import sqlite3
 import statistics
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 if TYPE_CHECKING:
-    from bench.soak import Rig
+    from facilities.mosquitto import PrivateBroker
+    from simulators.client import DeviceClient
     from simulators.fleet import Fleet
 
 # RSS is judged on the last service process only, once the last fault is a minute past (a
@@ -168,7 +170,29 @@ def wait_stored(db: Path, fleet: "Fleet", *, expected: Expected) -> Stored:
         time.sleep(1.0)
 
 
-def check(rig: "Rig", stored: Stored, *, load_s: float) -> list[str]:
+@dataclass
+class Rig:
+    """What the faults act on."""
+
+    workdir: Path
+    site_path: Path
+    broker: "PrivateBroker"
+    fleet: "Fleet"
+    service: subprocess.Popen[bytes]
+    http_port: int
+    bad: "DeviceClient"  # publishes invalid messages as the `bench` user
+    rss: RssSampler
+    expected: Expected = field(default_factory=Expected)
+    log: list[str] = field(default_factory=list)
+    hostile: bool = False
+
+    def note(self, text: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')}  {text}"
+        self.log.append(line)
+        print(line, flush=True)
+
+
+def check(rig: Rig, stored: Stored, *, load_s: float) -> list[str]:
     """Every expectation that failed, in words."""
     failures = []
     if rig.service.poll() is not None:
@@ -226,7 +250,7 @@ def _duplicates(http_port: int) -> str:
     return "unknown"
 
 
-def _rss_table(rig: "Rig") -> None:
+def _rss_table(rig: Rig) -> None:
     samples = rig.rss.samples
     (rig.workdir / "rss.csv").write_text(
         "t_s,pid,rss_mb,anon_mb\n"
@@ -257,7 +281,7 @@ def _rss_table(rig: "Rig") -> None:
 
 
 def print_figures(
-    rig: "Rig", stored: Stored, *, load_s: float, rate: float, failures: list[str]
+    rig: Rig, stored: Stored, *, load_s: float, rate: float, failures: list[str]
 ) -> None:
     _rss_table(rig)
     sent, kept = sum(stored.sent.values()), sum(stored.stored.values())
