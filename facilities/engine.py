@@ -4,6 +4,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from facilities import cutoffs
 from facilities.charging import state as charging
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES
@@ -11,7 +12,6 @@ from facilities.garage import state as garage
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
 from facilities.messages import STATION_KINDS, Accepted
-from facilities.rules import cutoffs
 from facilities.rules.alerts import (
     Alert,
     AlertState,

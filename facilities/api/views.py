@@ -6,9 +6,9 @@ from datetime import datetime, timedelta
 from facilities.api import models
 from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, StationLive, is_free, shown_state
+from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert, hazards
-from facilities.rules.cutoffs import Cutoff
 from facilities.rules.verdicts import Severity
 from facilities.site import Garage, Site, Station
 

@@ -8,9 +8,9 @@ import aiosqlite
 from pydantic import TypeAdapter
 
 from facilities.charging.state import Session, StationLive
+from facilities.cutoffs import Cutoff, DesiredState
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert, AlertState, Change, Transition
-from facilities.rules.cutoffs import Cutoff, DesiredState
 from facilities.rules.verdicts import Severity
 
 _STATION_STATE = TypeAdapter(StationLive)
