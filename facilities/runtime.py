@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -16,12 +16,13 @@ from typing import Protocol, TypeVar
 import aiosqlite
 
 from facilities.charging import state as charging
+from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.engine import Engine, Observation
 from facilities.garage import state as garage
 from facilities.messages import Accepted, MessageKind
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
-from facilities.rules.alerts import Alert, Change, Transition
+from facilities.rules.alerts import Alert, Change, Transition, alert_payload
 from facilities.rules.verdicts import Action, ActionKind
 from facilities.store import commands as outbox
 from facilities.store import rules as store
@@ -31,13 +32,6 @@ from facilities.wire import CommandAck, CommandAction
 
 log = logging.getLogger(__name__)
 
-# Per device topic, the (seq, ts) of this many recent messages: a redelivery after a lost
-# link is at most the messages in flight (2,000 for the whole service, mosquitto.conf).
-RECENT_KEPT = 2048
-# The marks of messages counted this long before a snapshot are saved with it: a counted
-# message is committed within seconds (the writer gives up after its 5 s busy timeout, and
-# the service stops), so only those can come back, redelivered, after a restart.
-MARKS_SAVED_S = 60.0
 TICK_S = 1.0  # time-based rules are evaluated every second on the server's clock
 SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdown
 # /healthz says the rules are not doing their job when the tick has not run for five ticks,
@@ -114,12 +108,7 @@ class RulesRuntime:
         # What the engine said, in the order it said it (appended under the engine lock).
         self._pending: deque[Observation] = deque()
         self._wake = asyncio.Event()
-        # per device: the receive time of the last message counted (they come in that order)
-        self._counted_until: dict[str, float] = {}
-        # per device, per topic (kind, gate): (seq, ts) → received_at of the messages counted
-        self._recent: dict[
-            str, dict[tuple[MessageKind, str | None], OrderedDict[tuple[int, float], float]]
-        ] = {}
+        self._counted = Counted()  # which messages the live state holds (engine lock)
         self._tasks: asyncio.TaskGroup | None = None
         # The rules' commands started and not finished: kept in the outbox at a stop.
         self._inflight: dict[str, Queued] = {}
@@ -138,7 +127,7 @@ class RulesRuntime:
             self._commands.on_ack(route.device, route.gate, payload)
             return
         with self._lock:  # the mark and its evidence go into the live state together
-            if self._seen_before(message):
+            if self._counted.seen_before(message):
                 return  # a redelivered duplicate is not new evidence
             observation = self.engine.observe(message)
             if observation.changed is not None and self._loop is not None and self.listeners:
@@ -161,48 +150,12 @@ class RulesRuntime:
         for listener in self.listeners:
             listener.device_changed(device)
 
-    def _seen_before(self, message: Accepted) -> bool:
-        """Whether this (seq, ts) of this device's topic was counted recently (kept with the
-        snapshots, so also across a restart). After a lost link the broker redelivers every
-        unacknowledged message, up to a batch or two. Call with the engine lock held."""
-        route = message.route
-        self._counted_until[route.device] = message.received_at
-        seq = getattr(message.payload, "seq", None)
-        ts = getattr(message.payload, "ts", None)
-        if seq is None or ts is None:
-            return False
-        topics = self._recent.setdefault(route.device, {})
-        recent = topics.get((route.kind, route.gate))
-        if recent is None:
-            recent = topics[(route.kind, route.gate)] = OrderedDict()
-        if (seq, ts) in recent:
-            return True
-        if len(recent) >= RECENT_KEPT:
-            recent.popitem(last=False)
-        recent[(seq, ts)] = message.received_at
-        return False
-
-    def _marks(self, device: str, since: float) -> list[store.Mark]:
-        """The marks of `device` counted since `since` (Unix seconds). Engine lock held."""
-        marks = []
-        for (kind, gate), recent in self._recent.get(device, {}).items():
-            for (seq, ts), received_at in reversed(recent.items()):
-                if received_at < since:
-                    break
-                marks.append((kind.value, gate, seq, ts, received_at))
-        return marks
-
     def restore_marks(
         self, saved: Mapping[str, Iterable[store.Mark]], counted_until: Mapping[str, float | None]
     ) -> None:
         """At start: the marks saved with the live state (messages it already counted)."""
         with self._lock:
-            self._counted_until.update((d, t) for d, t in counted_until.items() if t is not None)
-            for device, marks in saved.items():
-                topics = self._recent.setdefault(device, {})
-                for kind, gate, seq, ts, received_at in sorted(marks, key=lambda m: m[4]):
-                    recent = topics.setdefault((MessageKind(kind), gate), OrderedDict())
-                    recent[(seq, ts)] = received_at
+            self._counted.restore(saved, counted_until)
 
     def replay(self, messages: Iterable[Accepted]) -> int:
         """At start, before ingest and `run`: fold in what was stored after the last
@@ -213,7 +166,7 @@ class RulesRuntime:
         counted = 0
         with self._lock:
             for message in messages:
-                if self._seen_before(message):
+                if self._counted.seen_before(message):
                     continue
                 counted += 1
                 observation = self.engine.observe(message)
@@ -347,7 +300,7 @@ class RulesRuntime:
         for live in devices:
             with self._lock:  # the state and the marks of what it counted, together
                 device = live.station if isinstance(live, charging.StationLive) else live.garage
-                marks, until = self._marks(device, since), self._counted_until.get(device)
+                marks, until = self._counted.marks(device, since), self._counted.until(device)
                 rows.append(store.live_state_row(live, marks, now, counted_until=until))
         async with self._write() as conn:
             await store.write_live_state(conn, rows)
@@ -540,32 +493,3 @@ def _wanted(queued: Queued) -> Action:
     if queued.port is not None:
         return Action(ActionKind.POWER_OFF_PORT, queued.device, port=queued.port)
     return Action(ActionKind.POWER_OFF_STATION, queued.device)
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat().replace("+00:00", "Z") if when else None
-
-
-def alert_payload(transition: Transition) -> dict[str, object]:
-    """The JSON of an alert as published on `facilities/alerts/…`."""
-    a = transition.alert
-    return {
-        "id": a.id,
-        "rule": a.rule,
-        "subject": a.subject,
-        "severity": a.severity.value,
-        "state": a.state.value,
-        "change": transition.change.value,
-        "raised_at": _iso(a.raised_at),
-        "updated_at": _iso(a.updated_at),
-        "cleared_at": _iso(a.cleared_at),
-        "value": a.value,
-        "peak": a.peak,
-        "count": a.count,
-        "acknowledged_by": a.acknowledged_by,
-        "acknowledged_at": _iso(a.acknowledged_at),
-        "actions": [
-            {"action": act.kind.value, "device": act.device, "port": act.port, "gate": act.gate}
-            for act in transition.actions
-        ],
-    }

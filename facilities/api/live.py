@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from facilities.rules.alerts import Transition
-from facilities.runtime import alert_payload
+from facilities.rules.alerts import Transition, alert_payload
 
 log = logging.getLogger(__name__)
 

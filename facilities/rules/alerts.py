@@ -155,3 +155,32 @@ def acknowledge(alert: Alert, who: str, now: datetime) -> Transition | None:
         updated_at=now,
     )
     return Transition(Change.ACKNOWLEDGED, acked)
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat().replace("+00:00", "Z") if when else None
+
+
+def alert_payload(transition: Transition) -> dict[str, object]:
+    """The JSON of an alert as published on `facilities/alerts/…`."""
+    a = transition.alert
+    return {
+        "id": a.id,
+        "rule": a.rule,
+        "subject": a.subject,
+        "severity": a.severity.value,
+        "state": a.state.value,
+        "change": transition.change.value,
+        "raised_at": _iso(a.raised_at),
+        "updated_at": _iso(a.updated_at),
+        "cleared_at": _iso(a.cleared_at),
+        "value": a.value,
+        "peak": a.peak,
+        "count": a.count,
+        "acknowledged_by": a.acknowledged_by,
+        "acknowledged_at": _iso(a.acknowledged_at),
+        "actions": [
+            {"action": act.kind.value, "device": act.device, "port": act.port, "gate": act.gate}
+            for act in transition.actions
+        ],
+    }
