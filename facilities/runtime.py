@@ -290,21 +290,26 @@ class RulesRuntime:
     async def save_state(self) -> None:
         """Snapshot the live state: each device serialised under the lock (one at a time, so
         that paho's thread never waits for more than one), written outside it."""
-        now = self._clock()
-        since = now.timestamp() - MARKS_SAVED_S
-        rows = []
-        devices: list[charging.StationLive | garage.GarageLive] = [
-            *self.engine.stations.values(),
-            *self.engine.garages.values(),
-        ]
-        for live in devices:
-            with self._lock:  # the state and the marks of what it counted, together
-                device = live.station if isinstance(live, charging.StationLive) else live.garage
-                marks, until = self._counted.marks(device, since), self._counted.until(device)
-                rows.append(store.live_state_row(live, marks, now, counted_until=until))
+        rows = self._snapshot([*self.engine.stations, *self.engine.garages])
         async with self._write() as conn:
             await store.write_live_state(conn, rows)
             await self._save_desired(conn, always=True)
+
+    def _snapshot(self, devices: Iterable[str]) -> list[store.LiveRow]:
+        """The live-state rows of `devices`, each with the marks of what it counted."""
+        now = self._clock()
+        since = now.timestamp() - MARKS_SAVED_S
+        rows = []
+        for device in devices:
+            with self._lock:  # the state and the marks of what it counted, together
+                live: charging.StationLive | garage.GarageLive | None = self.engine.stations.get(
+                    device
+                ) or self.engine.garages.get(device)
+                if live is None:
+                    continue
+                marks, until = self._counted.marks(device, since), self._counted.until(device)
+                rows.append(store.live_state_row(live, marks, now, counted_until=until))
+        return rows
 
     async def _ticker(self) -> None:
         while True:
@@ -357,9 +362,16 @@ class RulesRuntime:
         for transition in changes:
             self._publish(transition)
             self._log(transition)
+        # The devices whose alerts changed are snapshotted in the same commit: a restart then
+        # replays only what came after (docs/architecture.md, "Start-up"), never evidence
+        # that these alerts already judged (an overload raised, cut and cleared in the last
+        # seconds was raised a second time from an older snapshot).
+        touched = dict.fromkeys(t.alert.subject.split("/")[0] for t in observation.transitions)
+        rows = self._snapshot(touched)
         async with self._write() as conn:
             await store.save_transitions(conn, observation.transitions)
             await store.save_sessions(conn, observation.sessions)
+            await store.write_live_state(conn, rows)
             await self._save_desired(conn)
             # with their alerts, in one commit: from here on a crash sends them again at start
             await outbox.keep(conn, [q for q in started if q], self._clock().timestamp())

@@ -114,3 +114,87 @@ def test_random_steps_keep_every_safety_invariant(broker: PrivateBroker, tmp_pat
         f" FACILITIES_RANDOM_REPLAY='{trace}' plays them again)\n"
         f"{failure}"
     )
+
+
+# What the random steps found, each at its shortest (docs/reliability.md): played again in
+# every run, so that each stays fixed. The issue-10 point (or what it broke) names each.
+FOUND = {
+    "1 qos0": "qos0 cs-01 0 -",
+    "1 retained qos0": "retained_qos0 cs-01 1 -",
+    "2 huge seq": "huge_seq cs-01 1 -",
+    "2 port past the station's": "big_port cs-01 1 -",
+    "3 cut in flight at a kill": (
+        "plug cs-01 1 in; behaviour cs-01 0 late:0.7; hazard_on cs-01 1 port_hot;"
+        " kill cs-01 0 early:150"
+    ),
+    "4 power-on while hot": (
+        "plug cs-01 1 in; hazard_on cs-01 1 port_hot; staff_ack cs-01 0 -; staff_ack cs-01 0 -;"
+        " staff_power_on cs-01 1 -"
+    ),
+    "5 late burst": "late_burst cs-01 2 -",
+    "5 reordered": "reorder cs-01 1 -",
+    "6 fault before a kill": "fault cs-01 3 over_current; kill cs-01 0 settled",
+    "7 failure after an ack": (
+        "plug cs-01 1 in; behaviour cs-01 0 never; hazard_on cs-01 1 port_hot;"
+        " staff_ack cs-01 0 -; staff_ack cs-01 0 -; staff_ack cs-01 0 -; staff_ack cs-01 0 -;"
+        " hazard_on cs-01 1 overload"
+    ),
+    "7 staff power-off timeout": "behaviour cs-01 0 never; staff_power_off cs-01 1 -",
+    "10 quarantine redelivered": "burst cs-01 600 -; kill cs-01 0 early:0",
+    "14 reboot while hot": "plug cs-01 1 in; hazard_on cs-01 1 port_hot; reboot cs-01 0 -",
+    "ports free under a refused cut": "behaviour cs-01 0 never; hazard_on cs-01 1 leakage",
+    # seed 6, 400 steps: an overload raised, cut and cleared between two snapshots was
+    # raised again at the next start, from the older snapshot
+    "6 replay from an older snapshot": (
+        "staff_ack cs-01 9 -; telemetry cs-01 4 -; kill cs-03 2 early:0; "
+        "fault_cleared cs-01 4 -; staff_power_off cs-01 2 -; invalid cs-03 1 unknown; "
+        "hazard_on cs-01 3 smoke; hazard_off cs-03 4 leakage; telemetry cs-01 3 -; "
+        "telemetry cs-01 2 -; staff_ack cs-03 7 -; garage_smoke cs-01 3 on; "
+        "big_port cs-03 3 -; huge_seq cs-01 2 -; telemetry cs-03 3 -; late_burst cs-03 4 -; "
+        "plug cs-01 1 in; behaviour cs-01 3 late:1.3; staff_power_on cs-03 3 -; "
+        "hazard_off cs-03 3 overload; duplicate cs-03 1 -; hazard_off cs-03 1 rise; "
+        "plug cs-01 4 in; behaviour cs-03 1 late:1.3; hazard_off cs-03 4 port_hot; "
+        "plug cs-03 4 in; late_burst cs-01 1 -; telemetry cs-01 3 -; huge_seq cs-03 2 -; "
+        "hazard_on cs-03 3 cabinet_hot; hazard_on cs-03 4 cabinet_hot; "
+        "fault_cleared cs-03 4 -; fault_cleared cs-03 4 -; hazard_on cs-03 3 spike; "
+        "duplicate cs-03 2 -; duplicate cs-03 2 -; invalid cs-03 1 schema; "
+        "telemetry cs-01 3 -; hazard_off cs-03 1 overload; telemetry cs-03 1 -; "
+        "hazard_off cs-03 1 rise; plug cs-03 3 in; duplicate cs-01 1 -; telemetry cs-01 1 -; "
+        "telemetry cs-03 4 -; late_burst cs-01 1 -; burst cs-01 100 -; qos0 cs-03 4 -; "
+        "fault_cleared cs-01 2 -; staff_ack cs-01 16 -; behaviour cs-03 3 late:0.7; "
+        "late_burst cs-01 3 -; kill cs-03 0 early:0; fault_cleared cs-03 3 -; "
+        "hazard_on cs-03 4 rise; staff_power_off cs-01 1 -; plug cs-01 1 out; "
+        "plug cs-03 1 in; kill cs-01 0 early:60; telemetry cs-01 4 -; "
+        "invalid cs-03 4 malformed; telemetry cs-03 1 -; plug cs-01 2 in; reorder cs-03 2 -; "
+        "kill cs-01 1 settled; behaviour cs-01 1 refuse; staff_ack cs-03 11 -; "
+        "staff_power_on cs-03 1 -; hazard_off cs-01 2 leakage; invalid cs-03 3 schema; "
+        "kill cs-01 0 early:150; telemetry cs-01 4 -; behaviour cs-01 1 never; "
+        "hazard_off cs-01 1 cabinet_hot; plug cs-03 2 out; burst cs-03 600 -; "
+        "telemetry cs-01 2 -; staff_power_on cs-03 1 -; kill cs-01 0 settled; "
+        "behaviour cs-03 3 obey; hazard_off cs-01 2 spike; huge_seq cs-03 3 -; "
+        "behaviour cs-01 1 obey; hazard_off cs-01 2 smoke; telemetry cs-03 4 -; "
+        "duplicate cs-01 1 -; telemetry cs-03 1 -; fault_cleared cs-03 3 -; "
+        "telemetry cs-03 2 -; telemetry cs-03 2 -; plug cs-03 4 out; "
+        "garage_smoke cs-03 3 off; telemetry cs-01 2 -; behaviour cs-01 2 late:1.3; "
+        "telemetry cs-01 2 -; telemetry cs-03 4 -; fault_cleared cs-03 2 -; "
+        "staff_ack cs-03 15 -; staff_power_on cs-01 3 -; hazard_off cs-03 2 spike; "
+        "hazard_off cs-03 2 port_hot; behaviour cs-01 1 late:0.7; qos0 cs-01 1 -; "
+        "plug cs-03 2 in; garage_smoke cs-01 4 off; staff_power_on cs-03 4 -; "
+        "staff_power_on cs-01 3 -; telemetry cs-01 2 -; staff_ack cs-01 3 -; "
+        "reboot cs-01 2 -; hazard_on cs-01 2 overload; kill cs-01 3 early:150; "
+        "qos0 cs-01 4 -; kill cs-01 1 settled; kill cs-03 0 early:60"
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FOUND)
+def test_what_the_random_steps_found_stays_fixed(
+    name: str, broker: PrivateBroker, tmp_path: Path
+) -> None:
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(SITE_TOML)
+    outcome = play(
+        parse_steps(FOUND[name]), tmp_path / "run", broker, site_file, load_site(site_file)
+    )
+    assert outcome.failure is None, f"after step {outcome.at}: {outcome.failure}"
