@@ -1,6 +1,7 @@
 """The HTTP API through the real ASGI app and lifespan: public status from the live state,
 staff operations, history, and clear errors for whatever a client sends."""
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -326,15 +327,16 @@ async def test_docs_work_offline_and_document_every_path(api: Api) -> None:
 async def test_a_token_added_while_running_works_at_once(api: Api) -> None:
     from tests.procs import run_cli
 
-    added = run_cli(
-        "staff", "add", "--db", str(api.service.settings.db), "--name", "夜班", timeout_s=30
-    )
+    # the command line in a thread: the service shares this event loop and must go on
+    db = str(api.service.settings.db)
+    added = await asyncio.to_thread(run_cli, "staff", "add", "--db", db, "--name", "夜班")
     token = added.stdout.strip().splitlines()[-1]
     me = await api.http.get("/api/me", headers=bearer(token))
     assert me.status_code == 200
     assert me.json()["role"] == "staff"
     person = me.json()["id"]
-    assert run_cli("staff", "revoke", "--db", str(api.service.settings.db), person).returncode == 0
+    revoked = await asyncio.to_thread(run_cli, "staff", "revoke", "--db", db, person)
+    assert revoked.returncode == 0
     assert (await api.http.get("/api/me", headers=bearer(token))).status_code == 401
 
 
@@ -345,10 +347,11 @@ async def test_healthz_is_503_while_the_database_does_not_answer(api: Api, devic
 
     db = api.service.settings.db
     assert (await api.http.get("/healthz")).status_code == 200
-    # waits out a commit of the service in progress (an fsync can take seconds on a busy disk)
-    locker = sqlite3.connect(db, isolation_level=None, timeout=30)
+    # Taken in a thread: the service runs on this test's event loop, and a transaction it has
+    # open must be able to finish (blocking the loop here held both sides until the timeout).
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30, check_same_thread=False)
     try:
-        locker.execute("BEGIN EXCLUSIVE")
+        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
         device("cs-09").publish_raw(
             "facilities/charging/cs-09/telemetry", json.dumps(telemetry(1, [port(1)]))
         )

@@ -32,10 +32,11 @@ async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(
     assert (await api.http.get("/healthz")).status_code == 200
     station = device("cs-09")
     topic = "facilities/charging/cs-09/telemetry"
-    # waits out a commit of the service in progress (an fsync can take seconds on a busy disk)
-    locker = sqlite3.connect(db, isolation_level=None, timeout=30)
+    # Taken in a thread: the service runs on this test's event loop, and a transaction it has
+    # open must be able to finish (blocking the loop here held both sides until the timeout).
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30, check_same_thread=False)
     try:
-        locker.execute("BEGIN EXCLUSIVE")
+        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
         hot = telemetry(1, [port(1, "charging", power_w=300.0, temp_c=72.0)])
         station.publish_raw(topic, json.dumps(hot))
         rules, ingest = api.service.rules, api.service.ingest
