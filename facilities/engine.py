@@ -184,18 +184,12 @@ class Engine:
     def reachable(self, device: str, now: datetime) -> bool:
         """Whether a command published now can reach the device (docs/rules.md, "Desired
         state"): not to one known offline, whose broker session would queue it."""
-        station = self.stations.get(device)
-        if station is not None:
-            t = self.site.stations[device].thresholds
-            return cutoffs.reachable(
-                station.online, station.last_seen, t, now, listening_since=self.listening_since
-            )
-        live = self.garages.get(device)
-        if live is None or device not in self.site.garages:
+        live = self.stations.get(device) or self.garages.get(device)
+        spec = self.site.stations.get(device) or self.site.garages.get(device)
+        if live is None or spec is None:
             return True
-        t = self.site.garages[device].thresholds
         return cutoffs.reachable(
-            live.online, live.last_seen, t, now, listening_since=self.listening_since
+            live.online, live.last_seen, spec.thresholds, now, listening_since=self.listening_since
         )
 
     def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[str]:

@@ -211,9 +211,12 @@ async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
         code, _ = service.terminate()
         assert code == 0
         service.start()
-        await asyncio.sleep(1.0)
+        # A barrier: the broker hands a resumed session what it kept before anything published
+        # since, so once this new sample is in, a redelivery would have come before it.
+        station.publish_raw(topic, telemetry(100)).wait_for_publish(5)
         telemetry_ingested = 'facilities_messages_ingested_total{kind="station_telemetry"}'
-        assert _metric(service, telemetry_ingested) == 0
+        await wait_for(lambda: _metric(service, telemetry_ingested) >= 1, what="the barrier")
+        assert _metric(service, telemetry_ingested) == 1
         assert _metric(service, 'facilities_messages_rejected_total{reason="store_failed"}') == 0
     finally:
         if service.process and service.process.poll() is None:
@@ -250,7 +253,9 @@ async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
             lambda: _metric(service, rejected) >= 1,
             what="the retained message delivered again",
         )
-        await asyncio.sleep(0.5)
+        # a barrier: what the broker kept for the session comes before a sample sent now
+        station.publish_raw(telemetry_topic, telemetry(2)).wait_for_publish(5)
+        await wait_for(lambda: _seqs(db, "cs-10") == [2], what="the barrier stored")
         assert _quarantine(db, availability) == [
             ("schema_mismatch", "availability must be `online` or `offline`")
         ]

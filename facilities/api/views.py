@@ -9,7 +9,6 @@ from facilities.charging.state import PortLive, StationLive, is_free, shown_stat
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Alert, hazards
-from facilities.rules.verdicts import Severity
 from facilities.site import Garage, Site, Station
 
 # A charging port's estimated free time is never closer than this: a session that runs past
@@ -35,16 +34,13 @@ def alerts_of(device: str, alerts: Iterable[Alert]) -> list[models.AlertBrief]:
     return [_brief(a) for a in mine]
 
 
-def _faulty(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> bool:
+def _faulty(spec: Station, live: StationLive, critical: frozenset[str]) -> bool:
+    """A fault reported, or a critical alert open on the station or one of its ports."""
     if live.fault_code is not None or any(
         p.fault_code is not None or p.state is PortState.FAULT for p in live.ports.values()
     ):
         return True
-    return any(
-        a.severity is Severity.CRITICAL
-        and (a.subject == spec.id or a.subject.startswith(spec.id + "/"))
-        for a in alerts
-    )
+    return any(s == spec.id or s.startswith(spec.id + "/") for s in critical)
 
 
 def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models.Station:
@@ -61,7 +57,7 @@ def station(spec: Station, live: StationLive, alerts: Iterable[Alert]) -> models
         ports_total=spec.ports,
         ports_free=sum(is_free(live, p, hazards=critical) for p in ports),
         power_w=round(sum(p.power_w or 0.0 for p in ports), 1),
-        fault=_faulty(spec, live, alerts),
+        fault=_faulty(spec, live, critical),
         last_seen=live.last_seen,
     )
 
