@@ -366,7 +366,7 @@ class RulesRuntime:
         # replays only what came after (docs/architecture.md, "Start-up"), never evidence
         # that these alerts already judged (an overload raised, cut and cleared in the last
         # seconds was raised a second time from an older snapshot).
-        touched = dict.fromkeys(t.alert.subject.split("/")[0] for t in observation.transitions)
+        touched = dict.fromkeys(t.alert.device for t in observation.transitions)
         rows = self._snapshot(touched)
         async with self._write() as conn:
             await store.save_transitions(conn, observation.transitions)

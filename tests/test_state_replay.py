@@ -52,6 +52,14 @@ def _service(tmp_path: Path, broker: PrivateBroker) -> ServiceProcess:
     )
 
 
+async def _port_1_free_and_saved(service: ServiceProcess, client: DeviceClient) -> None:
+    """Port 1 reported idle and shown free; return right after the next snapshot."""
+    idle = {"port": 1, "state": "idle", "power_w": 0.0}
+    _send(client, "telemetry", {"seq": 1, "ts": time.time(), "ports": [idle]})
+    await wait_for(lambda: _port(service, 1)["free"] is True, what="port 1 free")
+    await _right_after_a_snapshot(service.db)
+
+
 async def _right_after_a_snapshot(db: Path) -> None:
     """Return just after the service saved its live state (every 5 s): the next snapshot is
     seconds away, so what follows is acknowledged but not in the saved state."""
@@ -68,10 +76,7 @@ async def test_a_port_state_acknowledged_just_before_a_crash_is_not_forgotten(
     db = service.db
     client = device(STATION)
     try:
-        idle = {"port": 1, "state": "idle", "power_w": 0.0}
-        _send(client, "telemetry", {"seq": 1, "ts": time.time(), "ports": [idle]})
-        await wait_for(lambda: _port(service, 1)["free"] is True, what="port 1 free")
-        await _right_after_a_snapshot(db)
+        await _port_1_free_and_saved(service, client)
         charging = {"port": 1, "state": "charging", "power_w": 180.0}
         _send(client, "telemetry", {"seq": 2, "ts": time.time(), "ports": [charging]})
         await wait_for(
@@ -96,10 +101,7 @@ async def test_a_fault_acknowledged_just_before_a_crash_is_not_forgotten(
     db = service.db
     client = device(STATION)
     try:
-        idle = {"port": 1, "state": "idle", "power_w": 0.0}
-        _send(client, "telemetry", {"seq": 1, "ts": time.time(), "ports": [idle]})
-        await wait_for(lambda: _port(service, 1)["free"] is True, what="port 1 free")
-        await _right_after_a_snapshot(db)
+        await _port_1_free_and_saved(service, client)
         fault = {"seq": 2, "ts": time.time(), "type": "fault", "port": 1, "code": "over_current"}
         _send(client, "event", fault)
         await wait_for(

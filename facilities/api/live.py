@@ -112,7 +112,7 @@ class LiveFeed:
             self.publish("alert", alert_payload(transition))
             # what residents see of a device depends on its open alerts too (a garage's
             # smoke warning stays until its alert clears, with no message from the garage)
-            self.device_changed(transition.alert.subject.split("/", 1)[0])
+            self.device_changed(transition.alert.device)
 
     def publish(self, kind: str, body: dict[str, Any]) -> None:
         event = Event(next(self._ids), kind, json.dumps(body, ensure_ascii=False))

@@ -47,6 +47,10 @@ class Alert:
         return (self.rule, self.subject)
 
     @property
+    def device(self) -> str:
+        return device_of(self.subject)
+
+    @property
     def open(self) -> bool:
         return self.state is not AlertState.CLEARED
 
@@ -58,6 +62,11 @@ class Transition:
     change: Change
     alert: Alert
     actions: tuple[Action, ...] = ()
+
+
+def device_of(subject: str) -> str:
+    """The device an alert's subject belongs to (`cs-07/3` → `cs-07`)."""
+    return subject.split("/", 1)[0]
 
 
 def hazards(alerts: Iterable[Alert]) -> frozenset[str]:

@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from facilities.charging.state import Session, StationLive
 from facilities.cutoffs import Cutoff, DesiredState
 from facilities.garage.state import GarageLive
-from facilities.rules.alerts import Alert, AlertState, Change, Transition
+from facilities.rules.alerts import Alert, AlertState, Change, Transition, device_of
 from facilities.rules.verdicts import Severity
 
 _STATION_STATE = TypeAdapter(StationLive)
@@ -109,11 +109,6 @@ async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], 
             )
             alerts[alert.key] = alert
     return alerts
-
-
-def device_of(subject: str) -> str:
-    """The device an alert's subject belongs to (`cs-07/3` → `cs-07`)."""
-    return subject.split("/", 1)[0]
 
 
 async def forget_removed(
