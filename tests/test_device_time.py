@@ -140,3 +140,44 @@ def test_refusals_buffered_by_a_garage_are_counted_on_its_clock(site: Site) -> N
     assert "access_denied_burst" not in [t.alert.rule for t in engine.tick(received)]
     fired = [denied(10 + n, T0 + timedelta(seconds=100 + 10 * n)) for n in range(5)]
     assert "access_denied_burst" in fired[-1]
+
+
+def _hot(seq: int, ts: float, **fields: object) -> str:
+    reading = {"port": 1, "state": "charging", "power_w": 300.0, "temp_c": 95.0}
+    return json.dumps({"seq": seq, "ts": ts, "ports": [reading], **fields})
+
+
+async def test_one_timestamp_ahead_does_not_make_the_next_readings_late(
+    service: Service, device: DeviceFactory
+) -> None:
+    """One message stamped 590 s ahead (within clock_skew_s), then the device's right time
+    again: its next readings go on counting (seq goes on), so a socket at 95 °C is cut at
+    once, not ignored as 'late' for ten minutes."""
+    now = time.time()
+    _publish_all(device, [_sample(0, now, 30.0), _sample(1, now + 590, 30.0), _hot(2, now + 1)])
+    db = service.settings.db
+    await wait_for(
+        lambda: (
+            query(
+                db,
+                "SELECT device, port, action FROM commands WHERE reason = ?",
+                "port_over_temperature",
+            )
+            == [(STATION, 1, "power_off")]
+        ),
+        what="the hot socket cut",
+    )
+
+
+async def test_a_device_clock_stepped_back_still_reports_smoke(
+    service: Service, device: DeviceFactory
+) -> None:
+    """The clock ran 300 s ahead, then NTP stepped it back: smoke reported after the step is
+    the current reading (the station is cut), not a late sample."""
+    now = time.time()
+    ahead = [_sample(seq, now + 300 + seq, 30.0) for seq in range(3)]
+    smoke = json.dumps({"seq": 3, "ts": now + 1, "smoke": True, "temp_c": 30.0, "ports": []})
+    _publish_all(device, [*ahead, smoke])
+    db = service.settings.db
+    await wait_for(lambda: _alerts(db, "smoke") == [(STATION, "active")], what="smoke raised")
+    assert service.rules.read(lambda e: e.stations[STATION].smoke) is True

@@ -114,6 +114,11 @@ def _port(**changes: object) -> str:
         (_port(voltage_v=-1e10), RejectReason.SCHEMA_MISMATCH),
         (_port(port=65), RejectReason.SCHEMA_MISMATCH),  # past any station of the site file
         (_port(port=11), RejectReason.UNKNOWN_PORT),  # cs-01 has 10 ports
+        # one port twice in one message: which reading is the port's?
+        (
+            json.dumps({**GOOD, "ports": [GOOD["ports"][0], GOOD["ports"][0]]}),  # type: ignore[index]
+            RejectReason.SCHEMA_MISMATCH,
+        ),
     ],
 )
 def test_bad_payloads_are_rejected_with_their_reason(

@@ -2,7 +2,7 @@
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facilities.wire import (
     DeviceTime,
@@ -54,8 +54,19 @@ class StationTelemetry(WireModel):
     leakage_ma: NonNegative | None = Field(None, description="residual (leakage) current")
     smoke: bool | None = Field(None, description="the cabinet's smoke detector")
     ports: list[PortReading] = Field(
-        default_factory=list, max_length=64, description="all ports, or those that changed"
+        default_factory=list,
+        max_length=64,
+        description="all ports, or those that changed; each port once",
     )
+
+    @field_validator("ports")
+    @classmethod
+    def _each_port_once(cls, ports: list[PortReading]) -> list[PortReading]:
+        # Two readings of one port: the rules would judge one and the store keep the other.
+        numbers = [p.port for p in ports]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("a port is listed more than once")
+        return ports
 
     def extra_field_count(self) -> int:
         return super().extra_field_count() + sum(p.extra_field_count() for p in self.ports)

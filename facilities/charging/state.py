@@ -89,10 +89,12 @@ class StationLive:
     )
     fault_code: str | None = None  # an open station-wide `fault` event
     clock_skew_s: float | None = None  # device ts minus server time, last telemetry
-    # The time of the newest telemetry folded in, on the clock the windows use: the device's
-    # while its clock is within `clock_skew_s` of the server's (`on_device_clock`), else the
-    # receive time. A sample older than it is late: it joins the windows, nothing else.
+    # The time and seq of the newest telemetry folded in, on the clock the windows use: the
+    # device's while its clock is within `clock_skew_s` of the server's (`on_device_clock`),
+    # else the receive time. A sample older than it, and sent before it (a lower seq), is
+    # late: it joins the windows, nothing else.
     latest_at: datetime | None = None
+    latest_seq: int | None = None
     on_device_clock: bool | None = None
 
     @classmethod
@@ -162,14 +164,17 @@ def apply_telemetry(
     evidence = device_at or at
     if live.on_device_clock is not on_device:
         # readings on two clocks cannot share a window: start the windows again
-        live.on_device_clock, live.latest_at = on_device, None
-        live.temps.clear()
-        for known in live.ports.values():
-            known.temps.clear()
+        live.on_device_clock = on_device
+        _restart_windows(live)
     if live.latest_at is not None and evidence < live.latest_at:
-        _apply_late(live, message, evidence, window)
-        return []
-    live.latest_at = evidence
+        if _sent_before(message.seq, live.latest_seq):
+            _apply_late(live, message, evidence, window)
+            return []
+        # Sent after the newest, yet stamped earlier: the device's clock stepped back (or
+        # the newest time was a glitch). Its readings are the current ones; only the windows,
+        # which cannot span the step, start again.
+        _restart_windows(live)
+    live.latest_at, live.latest_seq = evidence, message.seq
     if message.temp_c is not None:
         live.temp_c = message.temp_c
         _remember(live.temps, evidence, message.temp_c, window)
@@ -187,6 +192,19 @@ def apply_telemetry(
             ended.append(session)
     live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
     return ended
+
+
+def _sent_before(seq: int, latest_seq: int | None) -> bool:
+    """Whether a sample was sent before the newest one: a lower seq, but not 0 (a reboot
+    starts again from 0: docs/protocol.md)."""
+    return latest_seq is not None and 0 < seq <= latest_seq
+
+
+def _restart_windows(live: StationLive) -> None:
+    live.latest_at = live.latest_seq = None
+    live.temps.clear()
+    for port in live.ports.values():
+        port.temps.clear()
 
 
 def _apply_late(
