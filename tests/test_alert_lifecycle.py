@@ -85,7 +85,7 @@ station_message = st.fixed_dictionaries(
         "temp_c": finite,
         "leakage_ma": non_negative,
         "smoke": st.booleans(),
-        "ports": st.lists(port_reading, max_size=12),
+        "ports": st.lists(port_reading, max_size=12, unique_by=lambda p: p["port"]),
     },
 )
 garage_message = st.fixed_dictionaries(
