@@ -1,0 +1,96 @@
+"""A device's password cannot take the service's MQTT identity (docs/security.md)."""
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from facilities.app import Service
+from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerUrl
+from facilities.settings import Settings
+from facilities.site import Site
+from tests.conftest import DeviceFactory, query, wait_for
+
+MESSAGES = 50
+
+
+def _impostor(broker: PrivateBroker, user: str, client_id: str) -> paho.Client:
+    """A client with `user`'s own password that claims `client_id`, on a clean session:
+    on a broker that trusts the client id, it takes over (and wipes) that id's session."""
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv311,
+        clean_session=True,
+        reconnect_on_failure=False,
+    )
+    client.username_pw_set(user, broker.credentials[user])
+    return client
+
+
+def _connect_and_leave(client: paho.Client, broker: PrivateBroker) -> None:
+    connected: list[bool] = []
+    client.on_connect = lambda *_args: connected.append(True)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 5
+        while not connected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert connected, "the impostor's CONNACK never came"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _service_identities(settings: Settings) -> set[str]:
+    """The client id the service asks for, and the broker user it runs as."""
+    return {settings.client_id, BrokerUrl.parse(settings.broker).username or "", "facilities"}
+
+
+def _telemetry(seq: int) -> str:
+    return json.dumps({"seq": seq, "ts": time.time(), "ports": []})
+
+
+def _stored(db: Path, station: str) -> int:
+    rows = query(db, "SELECT count(*) FROM station_samples WHERE station = ?", station)
+    count = rows[0][0]
+    assert isinstance(count, int)
+    return count
+
+
+async def test_a_device_password_cannot_kick_the_service_off_the_broker(
+    service: Service, settings: Settings, broker: PrivateBroker, device: DeviceFactory
+) -> None:
+    station = device("cs-03", client_id="cs-03")
+    for seq in range(1, MESSAGES + 1):
+        station.publish_raw("facilities/charging/cs-03/telemetry", _telemetry(seq))
+        # between every few messages, cs-01's password claims the service's identity: the
+        # id the service connected with, and the broker user it runs as
+        if seq % 5 == 0:
+            for claimed in _service_identities(settings):
+                await asyncio.to_thread(_connect_and_leave, _impostor(broker, "cs-01", claimed), broker)
+    await wait_for(lambda: _stored(settings.db, "cs-03") == MESSAGES, what="all 50 stored")
+    assert service.link.reconnects == 0
+    assert service.link.connected
+
+
+async def test_a_clean_session_under_the_service_id_keeps_its_backlog(
+    settings: Settings, site: Site, broker: PrivateBroker, device: DeviceFactory
+) -> None:
+    first = Service(settings, site)
+    async with first.running():
+        await wait_for(lambda: first.link.subscribed, what="subscription")
+    # the service is away (an upgrade): the broker queues for its persistent session
+    station = device("cs-04", client_id="cs-04")
+    for seq in range(1, MESSAGES + 1):
+        station.publish_raw("facilities/charging/cs-04/telemetry", _telemetry(seq)).wait_for_publish(5)
+    for claimed in _service_identities(settings):
+        await asyncio.to_thread(_connect_and_leave, _impostor(broker, "cs-01", claimed), broker)
+    second = Service(settings, site)
+    async with second.running():
+        await wait_for(lambda: _stored(settings.db, "cs-04") == MESSAGES, what="backlog stored")
