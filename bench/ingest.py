@@ -89,6 +89,13 @@ class Bench:
             text=True,
         )
 
+    def reader(self, client_id: str) -> str:
+        """A broker user named `client_id`, made on first use: the broker takes a client's id
+        from its user name (mosquitto.conf), so each session needs a user of its own."""
+        if client_id not in self.broker.credentials:
+            self.broker.add_user(client_id, BENCH_USER)
+        return self.broker.credentials[client_id]
+
     def sub_argv(self, client_id: str, *extra: str) -> list[str]:
         return [
             "mosquitto_sub",
@@ -97,9 +104,9 @@ class Bench:
             "-p",
             str(self.broker.port),
             "-u",
-            "bench",
+            client_id,
             "-P",
-            self.broker.credentials["bench"],
+            self.reader(client_id),
             "-i",
             client_id,
             "-q",
@@ -161,7 +168,7 @@ def paho_backlog(bench: Bench, ports: int) -> float:
             protocol=MQTTProtocolVersion.MQTTv311,
             clean_session=False,
         )
-        made.username_pw_set("bench", bench.broker.credentials["bench"])
+        made.username_pw_set(client_id, bench.reader(client_id))
         return made
 
     subprocess.run(bench.sub_argv(client_id, "-E"), check=True)  # create the session
@@ -186,7 +193,8 @@ def paho_backlog(bench: Bench, ports: int) -> float:
 
 
 class Service:
-    """`facilities run` as a subprocess, with its own database and persistent session."""
+    """`facilities run` as a subprocess, with its own database, broker user and so persistent
+    session."""
 
     def __init__(self, bench: Bench, client_id: str) -> None:
         self.bench = bench
@@ -208,13 +216,11 @@ class Service:
                 "--site",
                 str(SITE),
                 "--broker",
-                self.bench.broker.url(),
+                self.bench.broker.service_url(self.client_id),
                 "--db",
                 str(self.db),
                 "--listen",
                 f"127.0.0.1:{self.port}",
-                "--client-id",
-                self.client_id,
             ],
             stdout=log,
             stderr=log,

@@ -68,7 +68,9 @@ def start_load(
     broker: PrivateBroker, *, rate: float, seconds: float, stations: tuple[str, ...]
 ) -> subprocess.Popen[str]:
     """bench/load.py: `rate` msg/s of normal 10-port telemetry from `stations`; prints
-    {"sent", "seconds"} as JSON when done."""
+    {"sent", "seconds"} as JSON when done. Each load has a user of its own (`bench-…`): the
+    broker takes a client's id from its user name, so two loads of one user would take turns."""
+    user = broker.new_user_like("bench")
     return subprocess.Popen(
         [
             sys.executable,
@@ -76,9 +78,9 @@ def start_load(
             "--port",
             str(broker.port),
             "--user",
-            "bench",
+            user,
             "--password",
-            broker.credentials["bench"],
+            broker.credentials[user],
             "--rate",
             str(rate),
             "--seconds",

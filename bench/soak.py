@@ -251,7 +251,8 @@ def run(args: argparse.Namespace) -> int:
     # `factor` times as often as the site's devices send it
     fleet.interval_s = 1.0 / rate * (len(site.stations) + len(site.garages))
     fleet.connect()
-    bad = DeviceClient(BrokerUrl.parse(broker.url("bench")), client_id="soak-bad").connect()
+    bad_user = broker.new_user_like("bench")
+    bad = DeviceClient(BrokerUrl.parse(broker.url(bad_user)), client_id=bad_user).connect()
     rig = Rig(workdir, site_path, broker, fleet, service, http_port, bad, rss, hostile=args.hostile)
     publishing = FleetThread(fleet)
     seconds = args.minutes * 60.0

@@ -29,7 +29,7 @@ from facilities.metrics import (
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
-from facilities.mqtt.session import BrokerLink, BrokerUrl
+from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
 from facilities.mqtt.topics import Topics
 from facilities.operations import Authenticator, Operations
 from facilities.runtime import Listener, RulesRuntime
@@ -185,7 +185,7 @@ class Service:
             await ingest.start()
             link = BrokerLink(
                 self.broker_url,
-                client_id=self.settings.client_id,
+                client_id=session_client_id(self.broker_url, self.settings.client_id),
                 topics=self.topics,
                 on_message=ingest.on_message,
                 subscriptions=self.topics.subscriptions(),

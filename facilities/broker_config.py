@@ -1,17 +1,25 @@
 """Mosquitto password file and ACL for every device of the site, and the broker config."""
 
 import base64
+import grp
 import hashlib
 import os
 import re
 import secrets
+from collections.abc import Collection
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from facilities.errors import OperatorError, UsageError
 from facilities.mqtt.topics import Topics
 from facilities.site import Site
 
 SERVICE_USER = "facilities"
+# Beside the password file: the plaintext passwords of the users a run made (mode 0600).
+CREDENTIALS_FILE = "credentials.new"
+# The group Debian's and the official packages run Mosquitto as.
+BROKER_GROUP = "mosquitto"
 # Mosquitto 2.0's own format (`mosquitto_passwd`): $7$ = PBKDF2-HMAC-SHA512, 101 iterations,
 # 12-byte salt; checked against mosquitto_passwd output and the real broker in the tests.
 _PBKDF2_ITERATIONS = 101
@@ -33,11 +41,7 @@ def acl_text(site: Site, topics: Topics) -> str:
         "# Written by `facilities broker-config`. Regenerate after changing the site file.",
         "",
         f"user {SERVICE_USER}",
-        f"topic read {t.prefix}/#",
-        f"topic write {t.station('+', 'command')}",
-        f"topic write {t.gate('+', '+', 'command')}",
-        f"topic write {t.prefix}/service/#",
-        f"topic write {t.prefix}/alerts/#",
+        *service_acl(topics),
     ]
     for station in site.stations:
         blocks += [
@@ -61,10 +65,51 @@ def acl_text(site: Site, topics: Topics) -> str:
     return "\n".join(blocks) + "\n"
 
 
-def new_credentials(site: Site) -> dict[str, str]:
-    """A fresh random password for the service and every station and garage controller."""
-    users = [SERVICE_USER, *site.stations, *site.garages]
-    return {user: secrets.token_urlsafe(18) for user in users}
+def service_acl(topics: Topics) -> tuple[str, ...]:
+    """The service's ACL lines: it reads everything and writes only commands, alerts and its
+    own status."""
+    t = topics
+    return (
+        f"topic read {t.prefix}/#",
+        f"topic write {t.station('+', 'command')}",
+        f"topic write {t.gate('+', '+', 'command')}",
+        f"topic write {t.prefix}/service/#",
+        f"topic write {t.prefix}/alerts/#",
+    )
+
+
+def users_of(site: Site) -> tuple[str, ...]:
+    """Every broker user the site needs: the service, then each station and garage."""
+    return (SERVICE_USER, *site.stations, *site.garages)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerFiles:
+    """What one run of `broker-config` did. `made` holds the only plaintext passwords: those
+    of new and rotated users (the kept ones exist only as hashes, in the password file)."""
+
+    made: dict[str, str]
+    kept: tuple[str, ...]
+    rotated: tuple[str, ...]
+    removed: tuple[str, ...]
+    credentials: Path | None  # where `made` was written; None when nothing was made
+
+
+def read_passwd(path: Path) -> dict[str, str]:
+    """`user → hash` of a Mosquitto password file, hashes as written; {} if there is none."""
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        return {}
+    hashes: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        user, sep, hashed = line.partition(":")
+        if not sep or not user or not hashed:
+            raise OperatorError(f"{path}:{number}: expected user:hash")
+        hashes[user] = hashed
+    return hashes
 
 
 def write_broker_config(
@@ -72,22 +117,86 @@ def write_broker_config(
     out: Path,
     *,
     topic_prefix: str = "facilities",
-    credentials: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Write `passwd` and `acl` into `out` (mode 0600); return the credentials."""
-    credentials = credentials if credentials is not None else new_credentials(site)
-    out.mkdir(parents=True, exist_ok=True)
-    passwd = "".join(f"{user}:{hash_password(pw)}\n" for user, pw in credentials.items())
-    _write_private(out / "passwd", passwd)
-    _write_private(out / "acl", acl_text(site, Topics(topic_prefix)))
-    return credentials
+    rotate: Collection[str] = (),
+    group: str | None = None,
+) -> BrokerFiles:
+    """Bring `out/passwd` and `out/acl` in line with the site, safe to run on a live site:
+    users already in the password file keep their hash line as it is, new users get a new
+    password, users no longer in the site are removed, and `rotate` names users that get a
+    new password. The new passwords go to `out/credentials.new` (mode 0600) and are
+    returned. With `group`, the password file and ACL are that group's to read (mode 0640;
+    Mosquitto opens them after dropping root for its own user); without, mode 0600."""
+    users = users_of(site)
+    unknown = sorted(set(rotate) - set(users))
+    if unknown:
+        raise UsageError(f"--rotate {', '.join(unknown)}: not the service nor a device of the site")
+    gid = _group_id(group)
+    if not out.exists():
+        out.mkdir(parents=True, mode=0o750)
+        if gid is not None:
+            os.chown(out, -1, gid)
+    existing = read_passwd(out / "passwd")
+    made = {
+        user: secrets.token_urlsafe(18) for user in users if user not in existing or user in rotate
+    }
+    hashes = {user: hash_password(made[user]) if user in made else existing[user] for user in users}
+    readable = 0o640 if gid is not None else 0o600
+    _write_atomic(out / "passwd", "".join(f"{u}:{h}\n" for u, h in hashes.items()), readable, gid)
+    _write_atomic(out / "acl", acl_text(site, Topics(topic_prefix)), readable, gid)
+    credentials = None
+    if made:
+        credentials = out / CREDENTIALS_FILE
+        _write_atomic(credentials, credentials_toml(made), 0o600, None)
+    return BrokerFiles(
+        made=made,
+        kept=tuple(u for u in users if u not in made),
+        rotated=tuple(u for u in users if u in made and u in existing),
+        removed=tuple(u for u in existing if u not in hashes),
+        credentials=credentials,
+    )
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        file.write(text)
-    path.chmod(0o600)
+def credentials_toml(passwords: dict[str, str]) -> str:
+    """`user = "password"` lines: the file `facilities simulate --credentials` reads."""
+    return "".join(f'{user} = "{password}"\n' for user, password in passwords.items())
+
+
+def _group_id(group: str | None) -> int | None:
+    """The group that may read the broker's files; None: only their owner may (then the
+    broker must run as whoever runs this)."""
+    if not group:
+        return None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise OperatorError(
+            f"group {group!r} does not exist: pass --broker-group with the group Mosquitto "
+            "runs as (its `user`), or --broker-group '' when it runs as this user"
+        ) from None
+    if os.geteuid() != 0 and gid not in (os.getegid(), *os.getgroups()):
+        raise OperatorError(f"cannot give files to group {group!r}: run as root or a member")
+    return gid
+
+
+def _write_atomic(path: Path, text: str, mode: int, gid: int | None) -> None:
+    """Write a new file beside `path` with its final mode and group, then rename it over
+    `path`: a broker reloading meanwhile reads the old file or the new, never half of one,
+    and the secret is never readable by others, not even for an instant."""
+    temporary = path.with_name(f".{path.name}.new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            # before the first byte; a leftover of an interrupted run may have another mode
+            if gid is not None:
+                os.fchown(fd, -1, gid)
+            os.fchmod(fd, mode)
+            file.write(text)
+            file.flush()
+            os.fsync(fd)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.replace(temporary, path)
 
 
 def shipped_mosquitto_conf() -> str:
@@ -95,8 +204,12 @@ def shipped_mosquitto_conf() -> str:
     return resources.files("facilities").joinpath("mosquitto.conf").read_text("utf-8")
 
 
+# Per-listener options go with the listener they follow: left behind without it, Mosquitto
+# would give them to a default listener on port 1883 (man mosquitto.conf, "Listeners").
 _REPLACED = re.compile(
-    r"^(listener|password_file|acl_file|persistence_location|log_dest|user)\b.*$", re.M
+    r"^(listener|use_username_as_clientid|password_file|acl_file|persistence_location"
+    r"|log_dest|user)\b.*$",
+    re.M,
 )
 
 
@@ -106,6 +219,7 @@ def render_mosquitto_conf(*, port: int, config_dir: Path, data_dir: Path, user: 
     return (
         f"{body}\n# --- private instance ---\n"
         f"listener {port} 127.0.0.1\n"
+        "use_username_as_clientid true\n"
         f"password_file {config_dir / 'passwd'}\n"
         f"acl_file {config_dir / 'acl'}\n"
         f"persistence_location {data_dir}/\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from facilities.access import Role
+from facilities.broker_config import BROKER_GROUP, CREDENTIALS_FILE, SERVICE_USER
 from facilities.errors import OperatorError, SiteError, UsageError
 from facilities.settings import (
     DEFAULT_AUTH_FAILURES_PER_MINUTE,
@@ -73,7 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         "seconds to reach the broker",
         kind=float,
     )
-    _option(run, "client-id", DEFAULT_CLIENT_ID, "MQTT client id of the persistent session")
+    _option(
+        run,
+        "client-id",
+        DEFAULT_CLIENT_ID,
+        "MQTT client id of the persistent session; empty: the broker user, which the shipped "
+        "mosquitto.conf uses whatever is set",
+    )
     _option(run, "topic-prefix", "facilities", "MQTT topic prefix")
     _option(
         run,
@@ -118,10 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     _option(simulate, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
     _option(simulate, "topic-prefix", "facilities", "MQTT topic prefix")
 
-    broker = commands.add_parser("broker-config", help="Mosquitto password file and ACL")
+    broker = commands.add_parser(
+        "broker-config",
+        help="Mosquitto password file and ACL; safe to run again on a live site",
+        description="Brings DIR/passwd and DIR/acl in line with the site file: users already "
+        "in DIR/passwd keep their passwords, new devices get one, devices no longer in the "
+        f"site are removed. New and rotated passwords go to DIR/{CREDENTIALS_FILE} (mode "
+        "0600) and to stdout; the others cannot be shown (only their hashes are kept). "
+        "Reload the broker afterwards (SIGHUP).",
+    )
     broker.add_argument("--site", default=_env("site", DEFAULT_SITE), help="site file")
     broker.add_argument("--out", required=True, help="directory to write passwd and acl into")
     _option(broker, "topic-prefix", "facilities", "MQTT topic prefix")
+    broker.add_argument(
+        "--rotate",
+        action="append",
+        default=[],
+        metavar="ID",
+        help=f"a new password for this device (or {SERVICE_USER}, the service); repeatable",
+    )
+    _option(
+        broker,
+        "broker-group",
+        BROKER_GROUP if os.geteuid() == 0 else "",
+        "group that may read passwd and acl (mode 0640), the group Mosquitto drops root for; "
+        "empty: owner only (0600), for a broker run as this user",
+    )
 
     for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
         _people_parser(commands, role, what)
@@ -259,14 +288,34 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _broker_config(args: argparse.Namespace) -> int:
-    from facilities.broker_config import write_broker_config
+    from facilities.broker_config import credentials_toml, write_broker_config
 
     site = load_site(args.site)
-    credentials = write_broker_config(site, Path(args.out), topic_prefix=args.topic_prefix)
-    print(f"# wrote {Path(args.out) / 'passwd'} and {Path(args.out) / 'acl'}", file=sys.stderr)
-    print("# device credentials, shown once: keep this file (facilities simulate --credentials)")
-    for user, password in credentials.items():
-        print(f'{user} = "{password}"')
+    out = Path(args.out)
+    done = write_broker_config(
+        site,
+        out,
+        topic_prefix=args.topic_prefix,
+        rotate=args.rotate,
+        group=args.broker_group or None,
+    )
+    readable = f"group {args.broker_group}, mode 0640" if args.broker_group else "mode 0600"
+    print(f"# wrote {out / 'passwd'} and {out / 'acl'} ({readable})", file=sys.stderr)
+    print(
+        f"# users: {len(done.kept)} kept, {len(done.made) - len(done.rotated)} new, "
+        f"rotated: {' '.join(done.rotated) or '-'}, removed: {' '.join(done.removed) or '-'}",
+        file=sys.stderr,
+    )
+    if done.credentials is None:
+        print("# no new passwords", file=sys.stderr)
+        return EXIT_OK
+    print(
+        f"# new passwords in {done.credentials} (mode 0600): hand them over, then delete it. "
+        "Reload the broker (SIGHUP) for the changes to apply.",
+        file=sys.stderr,
+    )
+    print("# new passwords, shown once (facilities simulate --credentials reads this form)")
+    print(credentials_toml(done.made), end="")
     return EXIT_OK
 
 

@@ -43,9 +43,7 @@ async def run_demo(
     await asyncio.to_thread(broker.start)
     try:
         sock = _bind_or_any(listen)
-        settings = Settings(
-            site=site_path, broker=broker.url(), db=db, listen=listen, client_id="facilities-demo"
-        )
+        settings = Settings(site=site_path, broker=broker.url(), db=db, listen=listen)
         service = Service(settings, site)
         fleet = Fleet(
             site,

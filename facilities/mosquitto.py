@@ -3,9 +3,11 @@
 import getpass
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from facilities.broker_config import (
     SERVICE_USER,
     hash_password,
     render_mosquitto_conf,
+    service_acl,
     write_broker_config,
 )
 from facilities.errors import BrokerError
+from facilities.mqtt.topics import Topics
 from facilities.site import Site
 
 START_TIMEOUT_S = 10.0
@@ -55,7 +59,9 @@ class PrivateBroker:
         """Write the config (first time) and start the broker; wait until it accepts TCP."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.credentials:
-            self.credentials = write_broker_config(self.site, self.workdir)
+            # a private broker: new passwords for everyone at each first start
+            (self.workdir / "passwd").unlink(missing_ok=True)
+            self.credentials = write_broker_config(self.site, self.workdir).made
             self._add_extra_users()
         if not self.port:
             self.port = free_port()
@@ -82,12 +88,48 @@ class PrivateBroker:
         return self
 
     def _add_extra_users(self) -> None:
+        for user, lines in self.extra_users.items():
+            self._append_user(user, lines)
+
+    def _append_user(self, user: str, acl_lines: Sequence[str]) -> str:
+        password = secrets.token_urlsafe(12)
         with (self.workdir / "passwd").open("a") as passwd, (self.workdir / "acl").open("a") as acl:
-            for user, lines in self.extra_users.items():
-                password = secrets.token_urlsafe(12)
-                self.credentials[user] = password
-                passwd.write(f"{user}:{hash_password(password)}\n")
-                acl.write(f"\nuser {user}\n" + "".join(f"{line}\n" for line in lines))
+            passwd.write(f"{user}:{hash_password(password)}\n")
+            acl.write(f"\nuser {user}\n" + "".join(f"{line}\n" for line in acl_lines))
+        self.credentials[user] = password
+        return password
+
+    def add_user(self, user: str, acl_lines: Sequence[str]) -> None:
+        """A new user with its own ACL, on the running broker. The broker takes a client's id
+        from its user name (mosquitto.conf), so every connection that must not share a
+        session or kick another one needs its own user: the tests' services and observers."""
+        if user in self.credentials:
+            raise BrokerError(f"broker user {user} exists already")
+        password = self._append_user(user, acl_lines)
+        if self.process is None or self.process.poll() is not None:
+            return  # read at the next start
+        # Mosquitto 2.0 reloads password_file and acl_file on SIGHUP (man mosquitto.conf),
+        # after the network events in hand: wait until the new user is let in.
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not accepts(self.port, user, password):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"mosquitto did not take the new user {user} in time")
+            time.sleep(0.01)
+
+    def service_url(self, user: str) -> str:
+        """The URL of a service user `user` (with the service's ACL), made on first use. Each
+        service (each test's) needs its own: its persistent session is keyed by the user."""
+        if user not in self.credentials:
+            self.add_user(user, service_acl(Topics()))
+        return self.url(user)
+
+    def new_user_like(self, template: str) -> str:
+        """A new user with the ACL of the extra user `template` (`observer-1a2b3c` reads
+        like `observer`); its name. Connections that must coexist each need their own."""
+        user = f"{template}-{secrets.token_hex(3)}"
+        self.add_user(user, self.extra_users[template])
+        return user
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -114,4 +156,33 @@ class PrivateBroker:
         self.process = None
 
     def url(self, user: str = SERVICE_USER) -> str:
+        """`mqtt://user:password@127.0.0.1:port` of an existing user."""
         return f"mqtt://{user}:{self.credentials[user]}@127.0.0.1:{self.port}"
+
+
+def accepts(port: int, user: str, password: str) -> bool:
+    """Whether the broker accepts `user` now: one MQTT 3.1.1 CONNECT with a clean session
+    (MQTT 3.1.1 §3.1), then DISCONNECT. The client id is the user's, as the broker makes it."""
+
+    def utf8(text: str) -> bytes:
+        data = text.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    # protocol "MQTT" level 4; flags: user name, password, clean session; keep-alive 10 s
+    body = utf8("MQTT") + bytes([4, 0xC2, 0, 10]) + utf8(user) + utf8(user) + utf8(password)
+    length, size = b"", len(body)
+    while True:  # the remaining length, 7 bits a byte (§2.2.3)
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            break
+    with socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S) as sock:
+        sock.sendall(b"\x10" + length + body)
+        connack = b""
+        while len(connack) < 4 and (chunk := sock.recv(4 - len(connack))):
+            connack += chunk
+        # CONNACK: 0x20, length 2, flags, return code (0: accepted)
+        if connack[:1] == b"\x20" and connack[3:4] == b"\x00":
+            sock.sendall(b"\xe0\x00")
+            return True
+        return False

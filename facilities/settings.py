@@ -10,7 +10,8 @@ DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "./var/facilities.db"
 DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_SITE = "site.example.toml"
-DEFAULT_CLIENT_ID = "facilities"
+# Empty: the broker URL's user name, the id the shipped mosquitto.conf gives the service anyway.
+DEFAULT_CLIENT_ID = ""
 # CLI.md: an unreachable broker is retried for up to 30 s at start.
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
 # API.md (issue 4): gate opens per resident and failed authentications per client address.

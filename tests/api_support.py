@@ -101,7 +101,7 @@ class Api:
 @pytest.fixture
 async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> AsyncIterator[Api]:
     service = Service(
-        replace(settings, client_id=f"api-{uuid.uuid4().hex[:6]}"),
+        settings,
         quick_site,
         clock=clock,
         monotonic=clock.monotonic,

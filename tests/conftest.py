@@ -50,9 +50,8 @@ def clear_retained_status(broker: PrivateBroker, site: Site) -> None:
     """Remove every device's retained availability from the shared broker: the `offline`
     that an earlier test's devices left (their Will, a clean close) is not this test's, and
     the service sends nothing to a device it knows is offline (docs/rules.md)."""
-    client = DeviceClient(
-        BrokerUrl.parse(broker.url("rogue")), client_id=f"rogue-{uuid.uuid4().hex[:6]}"
-    ).connect()
+    rogue = broker.new_user_like("rogue")
+    client = DeviceClient(BrokerUrl.parse(broker.url(rogue)), client_id=rogue).connect()
     try:
         topics = [f"facilities/charging/{s}/availability" for s in site.stations]
         topics += [f"facilities/garage/{g}/availability" for g in site.garages]
@@ -64,12 +63,13 @@ def clear_retained_status(broker: PrivateBroker, site: Site) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path, broker: PrivateBroker, site: Site) -> Settings:
+    """The service's settings, with a broker user of its own: the broker takes the client id
+    from the user name, so the user is the persistent session (mosquitto.conf)."""
     clear_retained_status(broker, site)
     return Settings(
         site=EXAMPLE_SITE,
-        broker=broker.url(),
+        broker=broker.service_url(f"facilities-test-{uuid.uuid4().hex[:8]}"),
         db=tmp_path / "facilities.db",
-        client_id=f"facilities-test-{uuid.uuid4().hex[:8]}",
         connect_timeout_s=5.0,
     )
 
@@ -88,10 +88,14 @@ DeviceFactory = Callable[..., DeviceClient]
 
 @pytest.fixture
 def device(broker: PrivateBroker) -> Iterator[DeviceFactory]:
-    """Connect as a device (or test user) with its own credentials; closed at teardown."""
+    """Connect as a device (or test user) with its own credentials; closed at teardown. A test
+    user (`observer`, `rogue`) is a new user with its ACL at each call: connections of one user
+    share one client id (mosquitto.conf), so two at once would take turns."""
     clients: list[DeviceClient] = []
 
     def connect(user: str, *, client_id: str | None = None) -> DeviceClient:
+        if user in broker.extra_users:
+            user = broker.new_user_like(user)
         url = BrokerUrl.parse(broker.url(user))
         client = DeviceClient(url, client_id=client_id or f"{user}-{uuid.uuid4().hex[:6]}")
         clients.append(client.connect())

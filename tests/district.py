@@ -28,7 +28,7 @@ def district(
     """`facilities run` and `facilities simulate` (every device of the example site, time x10)."""
     workdir = tmp_path_factory.mktemp("district")
     service = ServiceProcess(
-        broker.url(),
+        broker,
         workdir / "facilities.db",
         client_id=f"district-{uuid.uuid4().hex[:6]}",
         log=workdir / "service.log",

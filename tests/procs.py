@@ -9,16 +9,18 @@ from pathlib import Path
 
 import httpx
 
-from facilities.mosquitto import free_port
+from facilities.mosquitto import PrivateBroker, free_port
 from tests.conftest import EXAMPLE_SITE
 
 
 class ServiceProcess:
-    """One `facilities run` process with its HTTP port, database and log file."""
+    """One `facilities run` process with its HTTP port, database and log file. It runs as the
+    broker user `client_id` (made on first use): the broker takes the client id, and so the
+    persistent session, from the user name (mosquitto.conf)."""
 
     def __init__(
         self,
-        broker_url: str,
+        broker: PrivateBroker,
         db: Path,
         *,
         client_id: str,
@@ -40,13 +42,11 @@ class ServiceProcess:
             "--site",
             str(site),
             "--broker",
-            broker_url,
+            broker.service_url(client_id),
             "--db",
             str(db),
             "--listen",
             f"127.0.0.1:{self.port}",
-            "--client-id",
-            client_id,
             "--connect-timeout",
             "10",
             *extra,

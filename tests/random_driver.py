@@ -54,7 +54,7 @@ class Run:
         self.broker, self.site = broker, site
         self.db = workdir / "facilities.db"
         self.service = ServiceProcess(
-            broker.url(),
+            broker,
             self.db,
             client_id=f"random-{uuid.uuid4().hex[:8]}",
             log=workdir / "service.log",
@@ -86,7 +86,7 @@ class Run:
             self.stations[sid] = Station(sid, self.broker.url(sid), self.ledger)
         self.garage = Garage(self.broker.url(GARAGE), self.ledger)
         self.rogue = DeviceClient(
-            BrokerUrl.parse(self.broker.url("rogue")), client_id=f"rogue-{uuid.uuid4().hex[:6]}"
+            BrokerUrl.parse(self.broker.url(self.broker.new_user_like("rogue"))), client_id="rogue"
         ).connect()
         return self
 

@@ -30,7 +30,7 @@ class Commands:
     too)."""
 
     def __init__(self, broker: PrivateBroker, *topics: str) -> None:
-        url = BrokerUrl.parse(broker.url("observer"))
+        url = BrokerUrl.parse(broker.url(broker.new_user_like("observer")))
         self.seen: list[tuple[str, dict[str, Any], Any]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()

@@ -5,9 +5,8 @@ import contextlib
 import json
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -39,9 +38,7 @@ class Live:
 async def _serve(
     settings: Settings, site: Site, live_queue: int, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[Live]:
-    service = Service(
-        replace(settings, client_id=f"live-{uuid.uuid4().hex[:6]}"), site, clock=clock
-    )
+    service = Service(settings, site, clock=clock)
     sock = bind(Listen("127.0.0.1", 0))
     stop, started = asyncio.Event(), asyncio.Event()
     async with service.running():

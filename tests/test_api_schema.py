@@ -57,7 +57,7 @@ def served(
         )
         tokens[role.value] = added.token
     process = ServiceProcess(
-        broker.url(),
+        broker,
         db,
         client_id=f"schema-{uuid.uuid4().hex[:6]}",
         log=workdir / "service.log",

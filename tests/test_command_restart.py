@@ -78,10 +78,10 @@ async def test_a_power_off_in_flight_is_sent_again_after_a_restart(
     db = tmp_path / "facilities.db"
     client_id = f"restart-{uuid.uuid4().hex[:6]}"
     first = ServiceProcess(
-        broker.url(), db, client_id=client_id, log=tmp_path / "1.log", site=quick_site_file
+        broker, db, client_id=client_id, log=tmp_path / "1.log", site=quick_site_file
     ).start()
     second = ServiceProcess(
-        broker.url(), db, client_id=client_id, log=tmp_path / "2.log", site=quick_site_file
+        broker, db, client_id=client_id, log=tmp_path / "2.log", site=quick_site_file
     )
     try:
         station.publish_raw(_leakage(1))
@@ -218,10 +218,10 @@ async def test_a_staff_command_waiting_when_the_service_dies_is_closed_not_sent_
     token = added.stdout.strip().splitlines()[-1]
     client_id = f"staff-{uuid.uuid4().hex[:6]}"
     first = ServiceProcess(
-        broker.url(), db, client_id=client_id, log=tmp_path / "1.log", site=quick_site_file
+        broker, db, client_id=client_id, log=tmp_path / "1.log", site=quick_site_file
     ).start()
     second = ServiceProcess(
-        broker.url(), db, client_id=client_id, log=tmp_path / "2.log", site=quick_site_file
+        broker, db, client_id=client_id, log=tmp_path / "2.log", site=quick_site_file
     )
     try:
         async with httpx.AsyncClient(timeout=10) as http:

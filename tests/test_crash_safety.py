@@ -72,7 +72,7 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 60
 async def test_20000_messages_survive_two_sigkills_exactly_once(tmp_path: Path, site: Site) -> None:
     broker = start_broker(tmp_path / "broker", site)
     db = tmp_path / "facilities.db"
-    service = ServiceProcess(broker.url(), db, client_id="crash", log=tmp_path / "service.log")
+    service = ServiceProcess(broker, db, client_id="crash", log=tmp_path / "service.log")
     try:
         service.start()
         publisher = Publisher(broker, 20_000)
@@ -107,7 +107,7 @@ async def test_sigterm_under_load_commits_acks_and_exits_within_5_s(
 ) -> None:
     broker = start_broker(tmp_path / "broker", site)
     db = tmp_path / "facilities.db"
-    service = ServiceProcess(broker.url(), db, client_id="term", log=tmp_path / "service.log")
+    service = ServiceProcess(broker, db, client_id="term", log=tmp_path / "service.log")
     try:
         service.start()
         publisher = Publisher(broker, 8_000)
@@ -138,7 +138,6 @@ async def test_broker_restart_health_503_then_reconnect_and_resume(
         site=EXAMPLE_SITE,
         broker=broker.url(),
         db=tmp_path / "f.db",
-        client_id="restart",
         connect_timeout_s=5.0,
     )
     service = Service(settings, site)
@@ -180,7 +179,7 @@ def test_sigterm_while_the_broker_is_down_still_exits_0_within_5_s(
     reconnect attempts (backoff up to 30 s) when SIGTERM comes, and must not wait them out."""
     broker = start_broker(tmp_path / "broker", site)
     service = ServiceProcess(
-        broker.url(),
+        broker,
         tmp_path / "f.db",
         client_id="down",
         log=tmp_path / "service.log",

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ class Observer:
     """Every command the broker delivers on `topic`, seen by an MQTT 5 client."""
 
     def __init__(self, broker: PrivateBroker, topic: str) -> None:
-        url = BrokerUrl.parse(broker.url("observer"))
+        url = BrokerUrl.parse(broker.url(broker.new_user_like("observer")))
         self.seen: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
@@ -315,7 +314,6 @@ async def test_staff_see_what_the_service_switched_off_until_it_is_back_on(
 async def test_the_desired_state_survives_a_restart(
     settings: Settings, site: Site, broker: PrivateBroker
 ) -> None:
-    settings = replace(settings, client_id=f"desired-{uuid.uuid4().hex[:6]}")
     client = DeviceClient(BrokerUrl.parse(broker.url("cs-10")), client_id="cs-10").connect()
     station = SimulatedStation(
         client, StationModel("cs-10", [PortModel(n) for n in range(1, 11)]), Topics()
@@ -389,7 +387,7 @@ async def test_a_sigkilled_service_still_cuts_a_rebooted_station_again(
         client, StationModel("cs-11", [PortModel(n) for n in range(1, 11)]), Topics()
     )
     client_id = f"killed-{uuid.uuid4().hex[:6]}"
-    service = ServiceProcess(broker.url(), db, client_id=client_id, log=tmp_path / "service.log")
+    service = ServiceProcess(broker, db, client_id=client_id, log=tmp_path / "service.log")
     try:
         service.start()
         station.model.ports[5].temp_c = HOT_C

@@ -83,7 +83,6 @@ async def test_qos0_retained_online_and_telemetry_are_stored_without_reconnects(
         site=EXAMPLE_SITE,
         broker=broker.url(),
         db=tmp_path / "facilities.db",
-        client_id="qos0",
         connect_timeout_s=5.0,
     )
     station = DeviceClient(BrokerUrl.parse(broker.url("cs-07")), client_id="cs-07").connect()
@@ -118,7 +117,7 @@ async def test_out_of_range_numbers_and_ports_are_quarantined_and_the_service_st
 ) -> None:
     db = tmp_path / "facilities.db"
     service = ServiceProcess(
-        broker.url(), db, client_id=f"range-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
+        broker, db, client_id=f"range-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )
     topic = "facilities/charging/cs-08/telemetry"
     event_topic = "facilities/charging/cs-08/event"
@@ -186,7 +185,7 @@ async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
     )
     await conn.close()
     service = ServiceProcess(
-        broker.url(), db, client_id=f"refuse-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
+        broker, db, client_id=f"refuse-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )
     topic = "facilities/charging/cs-09/telemetry"
     try:
@@ -234,7 +233,7 @@ async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
     so does a QoS 1 message that was committed but not acknowledged when it was killed."""
     db = tmp_path / "facilities.db"
     service = ServiceProcess(
-        broker.url(), db, client_id=f"once-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
+        broker, db, client_id=f"once-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )
     availability = "facilities/charging/cs-10/availability"
     telemetry_topic = "facilities/charging/cs-10/telemetry"
@@ -295,7 +294,7 @@ async def test_a_wall_clock_stepped_back_does_not_hold_commits_and_acks(
 
     def link_for(on_message: object) -> BrokerLink:
         return BrokerLink(
-            BrokerUrl.parse(broker.url()),
+            BrokerUrl.parse(broker.service_url(client_id)),
             client_id=client_id,
             topics=Topics(),
             on_message=on_message,  # type: ignore[arg-type]

@@ -1,8 +1,6 @@
 """Rule state survives a restart: open alerts, timers (charge_complete's 120 min), live state."""
 
 import time
-import uuid
-from dataclasses import replace
 
 from facilities.app import Service
 from facilities.mosquitto import PrivateBroker
@@ -30,7 +28,6 @@ async def test_a_restart_mid_timer_keeps_the_timer_and_the_open_alerts(
     settings: Settings, site: Site, broker: PrivateBroker
 ) -> None:
     clock = FakeClock()
-    settings = replace(settings, client_id=f"restart-{uuid.uuid4().hex[:6]}")
     client = DeviceClient(BrokerUrl.parse(broker.url("cs-15")), client_id="cs-15").connect()
     station = SimulatedStation(
         client, StationModel("cs-15", [PortModel(n) for n in range(1, 11)]), Topics(), now=clock

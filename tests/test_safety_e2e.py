@@ -4,7 +4,6 @@ obeys, acks, and reports the port disabled."""
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -192,7 +191,7 @@ async def impatient(settings: Settings, site: Site, tmp_path: Path) -> AsyncIter
         fast = stations[sid].thresholds.merged({"command_timeout_s": 0.2})
         stations[sid] = replace(stations[sid], thresholds=fast)
     quick = replace(site, stations=stations)
-    running = Service(replace(settings, client_id=f"impatient-{uuid.uuid4().hex[:6]}"), quick)
+    running = Service(settings, quick)
     async with running.running():
         await wait_for(lambda: running.link.subscribed, what="subscription")
         yield running
@@ -228,7 +227,7 @@ async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -
 
     seen: list[tuple[str, bytes]] = []
     observer = DeviceClient(
-        BrokerUrl.parse(broker.url("observer")), client_id=f"obs-{uuid.uuid4().hex[:6]}"
+        BrokerUrl.parse(broker.url(broker.new_user_like("observer"))), client_id="observer"
     ).connect()
     try:
         observer.subscribe("facilities/alerts/#", lambda t, p: seen.append((t, p)))

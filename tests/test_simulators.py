@@ -260,7 +260,9 @@ async def test_a_simulated_device_hears_commands_again_after_a_broker_restart(
         broker.stop()
         broker.start()  # same port, same credentials
         await wait_for(client.connected, timeout_s=20, what="the device reconnected")
-        sender = DeviceClient(BrokerUrl.parse(broker.url("rogue")), client_id="rogue-r").connect()
+        sender = DeviceClient(
+            BrokerUrl.parse(broker.url(broker.new_user_like("rogue"))), client_id="rogue"
+        ).connect()
         try:
             # the resubscription races the first publish: publish again until one is heard
             for _ in range(40):

@@ -39,7 +39,7 @@ async def test_a_station_removed_from_the_site_is_closed_not_a_crash_loop(
 ) -> None:
     db = tmp_path / "facilities.db"
     name = f"shrink-{uuid.uuid4().hex[:6]}"
-    first = ServiceProcess(broker.url(), db, client_id=name, log=tmp_path / "first.log")
+    first = ServiceProcess(broker, db, client_id=name, log=tmp_path / "first.log")
     first.start()
     try:
         # the cabinet warm enough for a warning (cs-20 warns from 55 °C)
@@ -61,7 +61,7 @@ async def test_a_station_removed_from_the_site_is_closed_not_a_crash_loop(
 
     smaller = _smaller_site(tmp_path / "site.toml")
     log = tmp_path / "second.log"
-    second = ServiceProcess(broker.url(), db, client_id=name, log=log, site=smaller)
+    second = ServiceProcess(broker, db, client_id=name, log=log, site=smaller)
     started = time.time()
     second.start()
     try:

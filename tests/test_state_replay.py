@@ -48,7 +48,7 @@ def _send(client: DeviceClient, kind: str, body: dict[str, object]) -> None:
 def _service(tmp_path: Path, broker: PrivateBroker) -> ServiceProcess:
     name = f"replay-{uuid.uuid4().hex[:6]}"
     return ServiceProcess(
-        broker.url(), tmp_path / "facilities.db", client_id=name, log=tmp_path / "service.log"
+        broker, tmp_path / "facilities.db", client_id=name, log=tmp_path / "service.log"
     )
 
 

@@ -22,6 +22,8 @@ from facilities.mqtt.topics import Topics
 
 log = logging.getLogger(__name__)
 
+# The client id when the broker URL names no user (and no --client-id is given).
+DEFAULT_CLIENT_ID = "facilities"
 # CONNACK reason codes that retrying will not fix (MQTT 5 §3.2.2.2; paho maps the 3.1.1
 # return codes 4 and 5 onto 134 and 135).
 _AUTH_FAILURES = frozenset({134, 135})
@@ -84,6 +86,22 @@ class BrokerUrl:
         return f"mqtt://{user}{self.host}:{self.port}"
 
 
+def session_client_id(url: BrokerUrl, requested: str = "") -> str:
+    """The client id to connect with: the broker user's name unless another is asked for.
+    The shipped mosquitto.conf (`use_username_as_clientid`) replaces any client id with the
+    user name, so that a device's password cannot take the service's id: there, the session
+    (and the queue kept for it) belongs to the user, whatever is asked for."""
+    user = url.username or ""
+    if requested and user and requested != user:
+        log.warning(
+            "client id %s: a broker with the shipped mosquitto.conf uses the user name %s "
+            "as client id instead (one session per broker user)",
+            requested,
+            user,
+        )
+    return requested or user or DEFAULT_CLIENT_ID
+
+
 def _connect_properties() -> Properties:
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
     properties.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -116,6 +134,7 @@ class BrokerLink:
         subscriptions: Sequence[str] = (),
     ) -> None:
         self.url = url
+        self.client_id = client_id
         self.topics = topics
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
