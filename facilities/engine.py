@@ -1,8 +1,9 @@
 """State → verdicts → alert transitions and actions. Pure: time comes in, nothing goes out."""
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from facilities import cutoffs
 from facilities.charging import state as charging
@@ -23,7 +24,7 @@ from facilities.rules.alerts import (
 )
 from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict
 from facilities.site import Site
-from facilities.wire import Availability
+from facilities.wire import Availability, CommandAck
 
 # The reason a session ends when a rule switched its port off.
 _END_REASONS = {
@@ -33,6 +34,28 @@ _END_REASONS = {
     "station_overload": charging.EndReason.OVERLOAD,
     "session_too_long": charging.EndReason.TOO_LONG,
 }
+
+
+def message_cause(message: Accepted) -> str:
+    """Which device message this is, for the audit of what it caused: its kind, the device
+    (and gate) of its topic, and its identity (`seq`, `ts`) as stored, e.g.
+    `garage_telemetry g-hc3 seq 41 ts 1764400301.000`. Nothing is taken from the payload but
+    those two numbers: the device is the topic's, which the broker's ACL ties to its user."""
+    route, payload = message.route, message.payload
+    source = f"{route.device}/{route.gate}" if route.gate is not None else route.device
+    if isinstance(payload, Availability):
+        return f"{route.kind} {source} {payload.value} received {message.received_at:.3f}"
+    if isinstance(payload, CommandAck):
+        return f"{route.kind} {source} id {payload.id}"
+    return f"{route.kind} {source} seq {payload.seq} ts {payload.ts:.3f}"
+
+
+class Resend(NamedTuple):
+    """A cut-off asserted again, the alert that wants it, and the message that made it due."""
+
+    action: Action
+    alert: Alert
+    cause: str | None = None
 
 
 @dataclass(slots=True)
@@ -45,7 +68,7 @@ class Observation:
     changed: str | None = None  # the device, when its visible state changed
     # Cut-offs asserted again (the device contradicted one, or is back): docs/rules.md,
     # "Desired state". First cuts ride on their transitions' actions.
-    resends: list[tuple[Action, Alert]] = field(default_factory=list)
+    resends: list[Resend] = field(default_factory=list)
 
 
 def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None:
@@ -121,6 +144,13 @@ class Engine:
     def observe(self, message: Accepted) -> Observation:
         """Fold a message into the live state and evaluate that device's rules at once
         (safety cut-offs act on the first evidence)."""
+        observation = self._observe(message)
+        cause = message_cause(message)
+        observation.transitions = [replace(t, cause=cause) for t in observation.transitions]
+        observation.resends = [r._replace(cause=cause) for r in observation.resends]
+        return observation
+
+    def _observe(self, message: Accepted) -> Observation:
         at = datetime.fromtimestamp(message.received_at, UTC)
         self._due = []
         device, payload = message.route.device, message.payload
@@ -251,9 +281,7 @@ class Engine:
                 due += self.desired.port_reported(device, reading.port, reading.state)
         return due
 
-    def _resends(
-        self, due: list[Action], transitions: list[Transition]
-    ) -> list[tuple[Action, Alert]]:
+    def _resends(self, due: list[Action], transitions: list[Transition]) -> list[Resend]:
         """What to send again, with the alert that wants it; not what this very message
         raised (those first cuts ride on their transitions)."""
         first = {
@@ -270,7 +298,7 @@ class Engine:
             ids = {c.alert_id for c in self.desired.of(action.device) if c.action == action}
             alert = next((a for a in self.alerts.values() if a.id in ids and a.open), None)
             if alert is not None:
-                resends.append((action, alert))
+                resends.append(Resend(action, alert))
                 self._hint_end_reasons(alert.rule, (action,))
         return resends
 

@@ -231,7 +231,7 @@ class RulesRuntime:
             self._pending.clear()
         transitions = [t for o in left for t in o.transitions]
         sessions = [s for o in left for s in o.sessions]
-        unsent = [_queued(a, t.alert) for t in transitions for a in t.actions]
+        unsent = [_queued(a, t.alert, t.cause) for t in transitions for a in t.actions]
         kept = unsent + list(self._inflight.values())
         if kept:
             log.warning("stopping: %d commands kept to send at the next start", len(kept))
@@ -351,12 +351,13 @@ class RulesRuntime:
         `_process` calls this, so an alert cleared and raised again is stored in that order."""
         # Commands first: a power-off must not wait for the database.
         started = [
-            self._start_command(action, transition.alert)
+            self._start_command(action, transition.alert, cause=transition.cause)
             for transition in observation.transitions
             for action in transition.actions
         ]
         started += [
-            self._start_command(action, alert, again=True) for action, alert in observation.resends
+            self._start_command(r.action, r.alert, cause=r.cause, again=True)
+            for r in observation.resends
         ]
         changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
         for transition in changes:
@@ -407,11 +408,14 @@ class RulesRuntime:
         with self._lock:
             self.engine.desired.release_port(device, port)
 
-    def _start_command(self, action: Action, alert: Alert, *, again: bool = False) -> Queued | None:
+    def _start_command(
+        self, action: Action, alert: Alert, *, cause: str | None, again: bool = False
+    ) -> Queued | None:
         """Send what a rule asks for, unless the device is known offline: its broker session
         would queue the command and deliver it late; it stays in the desired state and is
         sent when the device is back. `again`: a cut-off re-asserted, not while the same
-        command awaits its ack, nor for a while after it failed."""
+        command awaits its ack, nor for a while after it failed. `cause`: the device message
+        that made it due, kept in the audit (None: the server's clock)."""
         if again and self._sending[action]:
             return None  # a first cut may repeat another alert's: each is audited with its alert
         now = self._clock()
@@ -420,7 +424,7 @@ class RulesRuntime:
         if not self.reachable(action.device):
             log.warning("%s %s deferred: the device is offline", action.kind, action.device)
             return None
-        return self._start(_queued(action, alert), action)
+        return self._start(_queued(action, alert, cause), action)
 
     def _start(self, queued: Queued, wanted: Action) -> Queued:
         if self._tasks is None:
@@ -446,6 +450,7 @@ class RulesRuntime:
             timeout_s=thresholds.command_timeout_s,
             tries=thresholds.command_tries,
             command_id=queued.id,
+            cause=queued.cause,
         )
         del self._inflight[queued.id]  # not when cancelled: a stop keeps it in the outbox
         if result.outcome is Outcome.ACKED:
@@ -481,20 +486,28 @@ class RulesRuntime:
     def _log(transition: Transition) -> None:
         alert = transition.alert
         log.warning(
-            "alert %s %s %s (%s, value %s)",
+            "alert %s %s %s (%s, value %s)%s",
             transition.change,
             alert.rule,
             alert.subject,
             alert.severity,
             alert.value,
+            f", caused by {transition.cause}" if transition.cause else "",
         )
 
 
-def _queued(action: Action, alert: Alert) -> Queued:
+def _queued(action: Action, alert: Alert, cause: str | None) -> Queued:
     """A rules' command for `action`, with a fresh id."""
     command = _COMMANDS[action.kind]
     return Queued(
-        uuid.uuid4().hex, action.device, action.port, action.gate, command, alert.rule, alert.id
+        uuid.uuid4().hex,
+        action.device,
+        action.port,
+        action.gate,
+        command,
+        alert.rule,
+        alert.id,
+        cause,
     )
 
 

@@ -192,7 +192,7 @@ def test_engine_firing_evidence_for_an_open_alert_cuts_again(site: Site) -> None
     engine.desired.release_port("cs-07", 2)  # a person switches it on
     assert _telemetry(engine, 3, 4, _port("idle", 58.0)).resends == []
     again = _telemetry(engine, 4, 5, _port("charging", 65.0))
-    assert [(action, alert.rule) for action, alert in again.resends] == [
+    assert [(r.action, r.alert.rule) for r in again.resends] == [
         (PORT_OFF, "port_over_temperature")
     ]
     assert [t.change for t in again.transitions] == [Change.UPDATED]
@@ -208,7 +208,7 @@ def test_engine_a_station_back_online_gets_what_it_never_confirmed(site: Site) -
     cs01_off = Action(ActionKind.POWER_OFF_STATION, "cs-01")
     assert cs01_off in raised[0].actions
     back = _observe(engine, MessageKind.STATION_AVAILABILITY, "cs-01", Availability.ONLINE, 3)
-    assert [(action, alert.rule) for action, alert in back.resends] == [(cs01_off, "smoke")]
+    assert [(r.action, r.alert.rule) for r in back.resends] == [(cs01_off, "smoke")]
 
 
 def test_engine_a_gate_closing_during_smoke_is_opened_again(site: Site) -> None:
@@ -224,7 +224,7 @@ def test_engine_a_gate_closing_during_smoke_is_opened_again(site: Site) -> None:
         )
     )
     north = Action(ActionKind.OPEN_GATE, "g-cq4", gate="north")
-    assert [action for action, _ in closed.resends] == [north]
+    assert [r.action for r in closed.resends] == [north]
     feed.garage("g-cq4", 3, smoke=False)
     feed.tick(3 + site.thresholds.clear_after_s)  # the smoke alert clears
     assert ("smoke", "g-cq4") not in engine.alerts

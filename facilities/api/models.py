@@ -9,6 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 T = TypeVar("T")
 
 
+# What a command's `cause` says (the command audit of docs/security.md).
+CAUSE = (
+    "the device message that made a rule send it: its kind, device, `seq` and `ts` as stored "
+    "(`garage_telemetry g-hc3 seq 41 ts 1764400301.000`); null: the server's clock or a person"
+)
+
+
 class Out(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -148,6 +155,7 @@ class Action(Out):
     done_at: datetime | None
     error: str | None
     requested_by: str
+    cause: str | None = Field(description=CAUSE)
 
 
 class Alert(Out):
@@ -250,6 +258,7 @@ class AuditEntry(Out):
     command_id: str | None
     reason: str | None
     client: str | None = Field(description="requests: the client's address")
+    cause: str | None = Field(description=f"commands: {CAUSE}")
 
 
 class Page(Out, Generic[T]):

@@ -93,13 +93,15 @@ class CommandSender:
         timeout_s: float | None = None,
         tries: int | None = None,
         command_id: str | None = None,
+        cause: str | None = None,
     ) -> Result:
         """Send, await the ack (timeout, retries), store the outcome; never raises for a
         device that is silent or refuses. The command is published before it is audited:
         a power-off must not wait for the database. Every copy carries the same `expires`, a
         little after the service stops waiting for the last try's ack, and goes out with the
         MQTT 5 Message Expiry Interval that ends then: a device that was away never acts on
-        it late. `command_id`: a command sent again after a restart keeps its id."""
+        it late. `command_id`: a command sent again after a restart keeps its id. `cause`:
+        the device message that made a rule ask for it, for the audit."""
         self._loop = asyncio.get_running_loop()
         command_id = command_id or uuid.uuid4().hex
         started = time.perf_counter()
@@ -132,7 +134,14 @@ class CommandSender:
                 )
                 if attempt == 1:
                     await self._audit_start(
-                        command_id, target, action, reason, requested_by, alert_id, command.ts
+                        command_id,
+                        target,
+                        action,
+                        reason,
+                        requested_by=requested_by,
+                        alert_id=alert_id,
+                        cause=cause,
+                        sent_at=command.ts,
                     )
                 try:
                     ack = await asyncio.wait_for(asyncio.shield(future), wait_s)
@@ -193,8 +202,10 @@ class CommandSender:
         target: Target,
         action: CommandAction,
         reason: str,
+        *,
         requested_by: str,
         alert_id: str | None,
+        cause: str | None,
         sent_at: float,
     ) -> None:
         row = (
@@ -206,14 +217,15 @@ class CommandSender:
             reason,
             requested_by,
             alert_id,
+            cause,
             sent_at,
         )
         async with self._db.transaction() as conn:
             # a command sent again after a restart keeps its first row (and first send time)
             await conn.execute(
                 "INSERT INTO commands (id, device, port, gate, action, reason, requested_by,"
-                " alert_id, sent_at, tries, outcome)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (id) DO NOTHING",
+                " alert_id, cause, sent_at, tries, outcome)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (id) DO NOTHING",
                 row,
             )
 

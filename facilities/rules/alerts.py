@@ -62,6 +62,9 @@ class Transition:
     change: Change
     alert: Alert
     actions: tuple[Action, ...] = ()
+    # The device message that caused it (`message_cause`); None: the server's clock (a
+    # timer, silence) or a person.
+    cause: str | None = None
 
 
 def device_of(subject: str) -> str:

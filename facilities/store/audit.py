@@ -94,20 +94,23 @@ class AuditRow:
     command_id: str | None
     reason: str | None
     client: str | None
+    cause: str | None
 
 
 # Commands the service sent and API requests, in one time line; a page continues after the
 # (at, kind, rowid) of the last row of the previous page.
 _AUDIT = """
-SELECT at, kind, rid, action, target, who, outcome, status, detail, command_id, reason, client
+SELECT at, kind, rid, action, target, who, outcome, status, detail, command_id, reason, client,
+       cause
 FROM (
     SELECT sent_at AS at, 'command' AS kind, rowid AS rid, action,
            device || coalesce('/' || gate, '/' || port, '') AS target, requested_by AS who,
-           outcome, NULL AS status, error AS detail, id AS command_id, reason, NULL AS client
+           outcome, NULL AS status, error AS detail, id AS command_id, reason, NULL AS client,
+           cause
     FROM commands WHERE sent_at >= :since
     UNION ALL
     SELECT at, 'request', id, action, target, person, outcome, status, detail, command_id,
-           NULL, client
+           NULL, client, NULL
     FROM api_requests WHERE at >= :since
 )
 WHERE (at, kind, rid) > (:at, :kind, :rid)

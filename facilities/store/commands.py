@@ -18,15 +18,19 @@ class Queued:
     action: str
     reason: str
     alert_id: str
+    cause: str | None = None  # the device message that made it due (engine.message_cause)
 
 
 async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) -> None:
     """Put commands in the outbox (again: a command already there keeps its row)."""
-    rows = [(q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, at) for q in queued]
+    rows = [
+        (q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, q.cause, at)
+        for q in queued
+    ]
     if rows:
         await conn.executemany(
             "INSERT OR IGNORE INTO command_outbox (id, device, port, gate, action, reason,"
-            " alert_id, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " alert_id, cause, queued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -34,7 +38,7 @@ async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) 
 async def unfinished(conn: aiosqlite.Connection) -> list[Queued]:
     """The outbox, oldest first."""
     sql = (
-        "SELECT id, device, port, gate, action, reason, alert_id FROM command_outbox"
+        "SELECT id, device, port, gate, action, reason, alert_id, cause FROM command_outbox"
         " ORDER BY queued_at, rowid"
     )
     async with conn.execute(sql) as cursor:
@@ -49,12 +53,24 @@ async def abandon(
     dropped = list(dropped)
     await conn.executemany(
         "INSERT INTO commands (id, device, port, gate, action, reason, requested_by, alert_id,"
-        " sent_at, tries, outcome, error, done_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, 'rules', ?, ?, 0, 'abandoned', ?, ?)"
+        " cause, sent_at, tries, outcome, error, done_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, 'rules', ?, ?, ?, 0, 'abandoned', ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET outcome = 'abandoned', error = excluded.error,"
         " done_at = excluded.done_at WHERE outcome = 'pending'",
         [
-            (q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, at, reason, at)
+            (
+                q.id,
+                q.device,
+                q.port,
+                q.gate,
+                q.action,
+                q.reason,
+                q.alert_id,
+                q.cause,
+                at,
+                reason,
+                at,
+            )
             for q in dropped
         ],
     )

@@ -18,6 +18,7 @@ class CommandRow:
     done_at: float | None
     error: str | None
     requested_by: str
+    cause: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ LIMIT :limit
 
 _ACTIONS = """
 SELECT alert_id, id, action, device || coalesce('/' || gate, '/' || port, ''), outcome, tries,
-       sent_at, done_at, error, requested_by
+       sent_at, done_at, error, requested_by, cause
 FROM commands
 WHERE alert_id IN (SELECT value FROM json_each(:ids))
 ORDER BY sent_at

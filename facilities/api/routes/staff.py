@@ -53,6 +53,7 @@ def _action(row: history.CommandRow) -> models.Action:
         done_at=utc(row.done_at),
         error=row.error,
         requested_by=row.requested_by,
+        cause=row.cause,
     )
 
 
@@ -314,6 +315,7 @@ async def audit_log(
             command_id=r.command_id,
             reason=r.reason,
             client=r.client,
+            cause=r.cause,
         )
         for r in rows
     ]
