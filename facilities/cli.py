@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Reload the broker afterwards (SIGHUP).",
     )
     broker.add_argument("--site", default=_env("site", DEFAULT_SITE), help="site file")
-    broker.add_argument("--out", required=True, help="directory to write passwd and acl into")
+    broker.add_argument(
+        "--out", required=True, metavar="DIR", help="directory to write passwd and acl into"
+    )
     _option(broker, "topic-prefix", "facilities", "MQTT topic prefix")
     broker.add_argument(
         "--rotate",
