@@ -162,7 +162,9 @@ class PrivateBroker:
 
 def accepts(port: int, user: str, password: str) -> bool:
     """Whether the broker accepts `user` now: one MQTT 3.1.1 CONNECT with a clean session
-    (MQTT 3.1.1 §3.1), then DISCONNECT. The client id is the user's, as the broker makes it."""
+    (MQTT 3.1.1 §3.1), then DISCONNECT. The client id is the user's, as the broker makes it:
+    so never ask about a user whose session matters (connected, or a service's queue), which
+    this clean session would replace."""
 
     def utf8(text: str) -> bytes:
         data = text.encode()
