@@ -106,3 +106,40 @@ async def test_a_station_cannot_name_another_station_in_its_report(
     assert {row[0] for row in query(db, "SELECT device FROM commands")} == {"cs-05"}
     causes = {row[0] for row in query(db, "SELECT cause FROM commands")}
     assert causes == {f"station_telemetry cs-05 seq 3 ts {now:.3f}"}
+
+
+async def test_a_device_cannot_publish_commands_alerts_or_the_service_status(
+    device: DeviceFactory,
+) -> None:
+    """Straight to the broker, without the service: a device's password writes nothing that
+    other devices, wall displays or the service act on (the broker drops it silently)."""
+    seen: list[str] = []
+    device("observer").subscribe("facilities/#", lambda topic, _payload: seen.append(topic))
+    controller = device("g-hc3", client_id="g-hc3")
+    barrier = "facilities/garage/g-hc3/telemetry"
+
+    async def pass_barrier(seq: int) -> None:
+        """Publish what the device may publish; once the observer has it, the broker has
+        delivered everything before it (and the retained messages of earlier tests)."""
+        body = json.dumps({"seq": seq, "ts": time.time()})
+        controller.publish_raw(barrier, body).wait_for_publish(5)
+        await wait_for(lambda: barrier in seen, what="the barrier message")
+        seen.clear()
+
+    await pass_barrier(1)
+    command = {"id": "forged", "ts": time.time(), "action": "power_off", "expires": 4e9}
+    alert = {"rule": "smoke", "subject": "g-cq4", "severity": "critical", "state": "active"}
+    forged = [
+        ("facilities/charging/cs-07/command", command),  # a station inside its own garage
+        ("facilities/charging/cs-20/command", command),
+        ("facilities/garage/g-cq4/gate/north/command", {**command, "action": "open"}),
+        ("facilities/garage/g-hc3/gate/north/command", {**command, "action": "open"}),
+        ("facilities/alerts/smoke/g-cq4", alert),
+        ("facilities/service/status", "offline"),
+    ]
+    for topic, body in forged:
+        payload = body if isinstance(body, str) else json.dumps(body)
+        controller.publish_raw(topic, payload, retain=True).wait_for_publish(5)
+    controller.publish_raw(barrier, json.dumps({"seq": 2, "ts": time.time()})).wait_for_publish(5)
+    await wait_for(lambda: barrier in seen, what="the barrier message")
+    assert seen == [barrier]
