@@ -250,6 +250,9 @@ class AuditEntry(Out):
     command_id: str | None
     reason: str | None
     client: str | None = Field(description="requests: the client's address")
+    idempotency_key: str | None = Field(
+        description="gate opens: the request's Idempotency-Key, if it had one"
+    )
 
 
 class Page(Out, Generic[T]):

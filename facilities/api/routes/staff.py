@@ -314,6 +314,7 @@ async def audit_log(
             command_id=r.command_id,
             reason=r.reason,
             client=r.client,
+            idempotency_key=r.idempotency_key,
         )
         for r in rows
     ]
