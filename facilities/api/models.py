@@ -133,7 +133,8 @@ class CommandResult(Out):
 
 
 class PowerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `{"on": "yes"}` or `{"on": 1}` is a 422, never a power-on
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     on: bool = Field(description="true: power the port on; false: off")
 
