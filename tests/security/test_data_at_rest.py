@@ -50,7 +50,7 @@ def test_a_new_database_and_its_wal_are_0600(broker: PrivateBroker, tmp_path: Pa
         assert httpx.get(f"http://127.0.0.1:{process.port}/api/stations").status_code == 200
         found = modes(db)
         # before: {"": 0o644, "-wal": 0o644, "-shm": 0o644}
-        assert found == {suffix: 0o600 for suffix in SUFFIXES}, {k: oct(v) for k, v in found.items()}
+        assert found == dict.fromkeys(SUFFIXES, 0o600), {k: oct(v) for k, v in found.items()}
         assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700  # the directory it made
     finally:
         process.terminate()
@@ -66,12 +66,12 @@ def test_existing_database_files_readable_by_others_are_made_0600_at_start(
         conn.execute("CREATE TABLE t (x INTEGER)")
         conn.execute("INSERT INTO t VALUES (1)")
         conn.commit()
-        assert modes(db) == {suffix: 0o644 for suffix in SUFFIXES}
+        assert modes(db) == dict.fromkeys(SUFFIXES, 0o644)
         process = _serve(broker, db, tmp_path)
     conn.close()
     try:
         found = modes(db)
-        assert found == {suffix: 0o600 for suffix in SUFFIXES}, {k: oct(v) for k, v in found.items()}
+        assert found == dict.fromkeys(SUFFIXES, 0o600), {k: oct(v) for k, v in found.items()}
         assert "(mode 0644): set to 0600" in process.log.read_text()
     finally:
         process.terminate()
