@@ -38,6 +38,7 @@ from facilities.site import Site
 from facilities.store import history, replay
 from facilities.store import rules as rules_store
 from facilities.store.db import SharedWriter, open_db
+from facilities.store.retention import Policy, Retention
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class Service:
         self._rules: RulesRuntime | None = None
         self._reader: aiosqlite.Connection | None = None
         self._operations: Operations | None = None
+        self._retention: Retention | None = None
         self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
         self._typical_charge: dict[str, timedelta] = {}
         # the ingest writer's heartbeat: when it last had nothing waiting or committed more
@@ -129,6 +131,13 @@ class Service:
         if self._operations is None:
             raise RuntimeError("the service is not running")
         return self._operations
+
+    @property
+    def retention(self) -> Retention:
+        """Deletes quarantine and request audit rows past their retention."""
+        if self._retention is None:
+            raise RuntimeError("the service is not running")
+        return self._retention
 
     @property
     def reader(self) -> aiosqlite.Connection:
@@ -181,6 +190,7 @@ class Service:
                 Decoder(self.site, self.topics),
                 metrics=self.ingest_metrics,
                 clock=self.clock,
+                quarantine_quota=self.settings.quarantine_per_device_hour,
             )
             await ingest.start()
             link = BrokerLink(
@@ -225,6 +235,15 @@ class Service:
                 clock=self.clock,
                 metrics=self.api_metrics,
             )
+            self._retention = retention = Retention(
+                rules_db,
+                Policy(
+                    quarantine_days=self.settings.quarantine_retention_days,
+                    audit_days=self.settings.audit_retention_days,
+                ),
+                clock=self.clock,
+                metrics=self.ingest_metrics,
+            )
             await self._estimate()
             self._ingest, self._link, self._rules = ingest, link, rules
             await link.connect(timeout_s=self.settings.connect_timeout_s)
@@ -236,6 +255,7 @@ class Service:
                     rules_task = tasks.create_task(rules.run(), name="rules")
                     estimates = tasks.create_task(self._estimates(), name="estimates")
                     watch = tasks.create_task(self._watch_ingest(), name="ingest-watch")
+                    sweeps = tasks.create_task(retention.run(), name="retention")
                     try:
                         yield self
                     finally:
@@ -244,11 +264,13 @@ class Service:
                         rules_task.cancel()  # saves the live state on its way out
                         estimates.cancel()
                         watch.cancel()
+                        sweeps.cancel()
                         await link.close()
             finally:
                 await link.close()  # idempotent: also when the task group failed
         finally:
             self._ingest = self._link = self._conn = self._rules = self._operations = None
+            self._retention = None
             reader, self._reader = self._reader, None
             await reader.close()
             await rules_conn.close()

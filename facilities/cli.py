@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from facilities.access import Role
 from facilities.broker_config import BROKER_GROUP, CREDENTIALS_FILE, SERVICE_USER
 from facilities.errors import OperatorError, SiteError, UsageError
 from facilities.settings import (
+    DEFAULT_AUDIT_RETENTION_DAYS,
     DEFAULT_AUTH_FAILURES_PER_MINUTE,
     DEFAULT_BROKER,
     DEFAULT_CLIENT_ID,
@@ -21,6 +23,8 @@ from facilities.settings import (
     DEFAULT_DB,
     DEFAULT_LISTEN,
     DEFAULT_OPENS_PER_MINUTE,
+    DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
+    DEFAULT_QUARANTINE_RETENTION_DAYS,
     DEFAULT_SITE,
     Listen,
     Settings,
@@ -103,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         kind=int,
     )
 
+    _retention_options(run)
+
     demo = commands.add_parser("demo", help="private broker + service + simulators")
     _option(demo, "site", DEFAULT_SITE, "site file")
     _option(demo, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT (port 0: any free port)")
@@ -163,6 +169,45 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = commands.add_parser("schemas", help="write the payloads' JSON Schemas")
     schemas.add_argument("--out", default="docs/schemas", help="directory (default %(default)s)")
     return parser
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: a finite number above 0 (nothing may be kept for ever, or not at
+    all)."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above 0")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error
+    return parse
+
+
+def _retention_options(run: argparse.ArgumentParser) -> None:
+    """What clients and devices make the service store is bounded (docs/operations.md)."""
+    _option(
+        run,
+        "quarantine-per-device-hour",
+        str(DEFAULT_QUARANTINE_PER_DEVICE_HOUR),
+        "bad messages kept per device and hour; past it they are only counted",
+        kind=_positive(int),
+    )
+    _option(
+        run,
+        "quarantine-retention-days",
+        str(DEFAULT_QUARANTINE_RETENTION_DAYS),
+        "days quarantined messages and their counts are kept",
+        kind=_positive(float),
+    )
+    _option(
+        run,
+        "audit-retention-days",
+        str(DEFAULT_AUDIT_RETENTION_DAYS),
+        "days the audit of API requests (gate opens, port power) is kept",
+        kind=_positive(float),
+    )
 
 
 def _people_parser(commands: Any, role: Role, what: str) -> None:
@@ -238,6 +283,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         opens_per_minute=args.opens_per_minute,
         auth_failures_per_minute=args.auth_failures_per_minute,
         public_url=args.public_url,
+        quarantine_per_device_hour=args.quarantine_per_device_hour,
+        quarantine_retention_days=args.quarantine_retention_days,
+        audit_retention_days=args.audit_retention_days,
     )
 
 

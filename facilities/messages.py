@@ -73,3 +73,6 @@ class Rejected:
     reason: RejectReason
     detail: str
     received_at: float
+    # the site's device it came from; "" when the topic names none the site knows (all such
+    # messages share one quarantine quota: docs/protocol.md, "What happens to bad input")
+    device: str = ""

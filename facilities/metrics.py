@@ -37,6 +37,18 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.over_quota = Counter(
+            "facilities_quarantine_over_quota",
+            "Bad messages past their device's quarantine quota for the hour: counted, not kept",
+            ["reason"],
+            registry=registry,
+        )
+        self.retention_deleted = Counter(
+            "facilities_retention_deleted_rows",
+            "Rows deleted after their retention (quarantine, api_requests, ...), by table",
+            ["table"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             "facilities_messages_duplicate",
             "Redelivered messages that were already stored",

@@ -17,6 +17,15 @@ DEFAULT_CONNECT_TIMEOUT_S = 30.0
 # API.md (issue 4): gate opens per resident and failed authentications per client address.
 DEFAULT_OPENS_PER_MINUTE = 5
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
+# docs/operations.md, "Retention": what clients and devices make the service store is bounded.
+# Bad messages kept per device and hour (past it, counted only): a device whose every
+# telemetry (each 10 s) is bad fills 60 in 10 minutes, and 60 rows of at most ~1.6 KiB (a
+# 1 KiB prefix, a 256-character topic, a 300-character detail) are ~100 KiB an hour.
+# Quarantine is kept for a month (long enough to take a vendor through a firmware fault), the
+# request audit for half a year (a resident's "who opened the gate in spring" is answered).
+DEFAULT_QUARANTINE_PER_DEVICE_HOUR = 60
+DEFAULT_QUARANTINE_RETENTION_DAYS = 30.0
+DEFAULT_AUDIT_RETENTION_DAYS = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,3 +53,6 @@ class Settings:
     opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
     auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
     public_url: str = ""  # printed in QR codes; empty: the address each request came to
+    quarantine_per_device_hour: int = DEFAULT_QUARANTINE_PER_DEVICE_HOUR
+    quarantine_retention_days: float = DEFAULT_QUARANTINE_RETENTION_DAYS
+    audit_retention_days: float = DEFAULT_AUDIT_RETENTION_DAYS

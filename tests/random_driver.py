@@ -59,6 +59,9 @@ class Run:
             client_id=f"random-{uuid.uuid4().hex[:8]}",
             log=workdir / "service.log",
             site=site_file,
+            # every bad message is checked to be quarantined once, by its row: no quota here
+            # (tests/security/test_quarantine_bounds.py holds the quota)
+            extra=("--quarantine-per-device-hour", "1000000"),
         )
         self.ledger = Ledger()
         self.stations: dict[str, Station] = {}

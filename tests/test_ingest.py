@@ -11,6 +11,7 @@ from asgi_lifespan import LifespanManager
 from facilities.app import Service
 from facilities.http import create_app
 from facilities.messages import RejectReason
+from facilities.store.telemetry import QUARANTINE_PREFIX_BYTES
 from tests.conftest import DeviceFactory, query, wait_for
 
 
@@ -186,11 +187,12 @@ async def test_bad_input_is_quarantined_and_the_rest_flows(
     db = service.settings.db
     stored = query(db, "SELECT seq FROM station_samples WHERE station = 'cs-04' ORDER BY seq")
     assert stored == [(1,), (2,)]
-    quarantined = query(db, "SELECT topic, payload, reason, detail FROM quarantine")
+    quarantined = query(db, "SELECT topic, payload, reason, detail, size FROM quarantine")
     assert len(quarantined) == 1
-    q_topic, q_payload, q_reason, q_detail = quarantined[0]
+    q_topic, q_payload, q_reason, q_detail, q_size = quarantined[0]
     assert (q_topic, q_reason) == (topic, reason.value)
-    assert q_payload == payload[: 64 * 1024]
+    assert q_payload == payload[:QUARANTINE_PREFIX_BYTES]  # and the length of all of it
+    assert q_size == len(payload)
     assert q_detail
     assert counter(service, "facilities_messages_rejected_total", {"reason": reason.value}) == 1
     logged = [r.getMessage() for r in caplog.records if topic in r.getMessage()]

@@ -140,7 +140,8 @@ class CommandResult(Out):
 
 
 class PowerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `{"on": "yes"}` or `{"on": 1}` is a 422, never a power-on
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     on: bool = Field(description="true: power the port on; false: off")
 
@@ -259,6 +260,9 @@ class AuditEntry(Out):
     reason: str | None
     client: str | None = Field(description="requests: the client's address")
     cause: str | None = Field(description=f"commands: {CAUSE}")
+    idempotency_key: str | None = Field(
+        description="gate opens: the request's Idempotency-Key, if it had one"
+    )
 
 
 class Page(Out, Generic[T]):

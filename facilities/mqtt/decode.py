@@ -60,6 +60,7 @@ class Decoder:
                 RejectReason.TOO_LARGE,
                 f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}",
                 received_at,
+                route.device,
             )
         if route.kind in _AVAILABILITY_KINDS:
             try:
@@ -71,16 +72,19 @@ class Decoder:
                     RejectReason.SCHEMA_MISMATCH,
                     "availability must be `online` or `offline`",
                     received_at,
+                    route.device,
                 )
         try:
             payload = _MODELS[route.kind].model_validate_json(raw)
         except ValidationError as exc:
             reason, detail = _classify(exc)
-            return Rejected(topic, raw, reason, detail, received_at)
+            return Rejected(topic, raw, reason, detail, received_at, route.device)
         assert isinstance(payload, DevicePayload)  # _MODELS only holds device payload models
         beyond = self._port_beyond(route, payload)
         if beyond is not None:
-            return Rejected(topic, raw, RejectReason.UNKNOWN_PORT, beyond, received_at)
+            return Rejected(
+                topic, raw, RejectReason.UNKNOWN_PORT, beyond, received_at, route.device
+            )
         return Accepted(route, payload, received_at, payload.extra_field_count())
 
     def _port_beyond(self, route: Route, payload: DevicePayload) -> str | None:

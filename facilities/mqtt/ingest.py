@@ -20,7 +20,14 @@ from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
-from facilities.store.telemetry import BatchRows, last_availability, write_batch
+from facilities.settings import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
+from facilities.store.telemetry import (
+    BatchRows,
+    hour_start,
+    last_availability,
+    quarantined_last_hour,
+    write_batch,
+)
 from facilities.wire import Availability
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ class _Pending:
     delivery: Delivery
     received_at: float  # the wall clock (Unix seconds), stored with the message
     arrived: float  # time.monotonic(): linger and ack lag, whatever the wall clock does
+    kept: bool = True  # a rejection within its device's quarantine quota (a row of its own)
 
 
 Listener = Callable[[Accepted], None]
@@ -74,6 +82,7 @@ class Ingest:
         clock: Callable[[], float] = time.time,
         batch_max: int = BATCH_MAX,
         flush_interval_s: float = FLUSH_INTERVAL_S,
+        quarantine_quota: int = DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
     ) -> None:
         self._conn = conn
         self._decoder = decoder
@@ -89,6 +98,9 @@ class Ingest:
         self._stopping = False
         self._availability: dict[str, str] = {}
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
+        self._quota = quarantine_quota
+        # device → (start of the hour, bad messages in it): the site's devices and "" only
+        self._quarantined: dict[str, tuple[float, int]] = {}
         # Before the commit, on paho's thread: the rules see the first evidence at once.
         self.observers: list[Listener] = []
         self.committed = 0
@@ -98,6 +110,7 @@ class Ingest:
         """Bind to the running loop and load what was last known (availability)."""
         self._loop = asyncio.get_running_loop()
         self._availability = await last_availability(self._conn)
+        self._quarantined = await quarantined_last_hour(self._conn)
 
     # -- network thread ----------------------------------------------------------------------
 
@@ -186,6 +199,13 @@ class Ingest:
             del self._inbox[: self._batch_max]
         if not pending:
             return 0
+        # decided once per message, before the write: a batch stored by halves keeps it
+        pending = [
+            dataclasses.replace(item, kept=self._within_quota(item.message))
+            if isinstance(item.message, Rejected)
+            else item
+            for item in pending
+        ]
         started = time.perf_counter()
         try:
             stored, inserted = await store_by_halves(pending, self._write, self._store_failed)
@@ -210,7 +230,10 @@ class Ingest:
             if isinstance(item.message, Accepted):
                 self._add(rows, item.message)
             elif isinstance(item.message, Rejected):
-                rows.add_rejected(item.message)
+                if item.kept:
+                    rows.add_rejected(item.message)
+                else:
+                    rows.add_over_quota(item.message)
         try:
             return await write_batch(self._conn, rows)
         except BaseException:
@@ -220,14 +243,34 @@ class Ingest:
     def _store_failed(self, item: _Pending, exc: Exception) -> _Pending:
         # backslashreplace: the error may quote text that cannot be stored as it is
         detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
+        device = item.message.route.device if isinstance(item.message, Accepted) else ""
         rejected = Rejected(
             item.topic,
             item.raw,
             RejectReason.STORE_FAILED,
             detail[:_DETAIL_CHARS],
             item.received_at,
+            device,
         )
-        return dataclasses.replace(item, message=rejected)
+        return dataclasses.replace(item, message=rejected, kept=self._within_quota(rejected))
+
+    def _within_quota(self, rejected: Rejected) -> bool:
+        """Whether a bad message gets a quarantine row: at most `quarantine_quota` a device
+        (or all unknown ones together) in each hour of the service's clock; past it, only
+        counted. Told once per device and hour."""
+        hour = hour_start(rejected.received_at)
+        start, count = self._quarantined.get(rejected.device, (hour, 0))
+        if start != hour:
+            count = 0
+        self._quarantined[rejected.device] = (hour, count + 1)
+        if count == self._quota:
+            log.warning(
+                "%s passed its quarantine quota (%d bad messages this hour): the rest of the"
+                " hour's are counted, not kept",
+                rejected.device or "unknown devices",
+                self._quota,
+            )
+        return count < self._quota
 
     def _add(self, rows: BatchRows, message: Accepted) -> None:
         kind = message.route.kind
@@ -263,9 +306,11 @@ class Ingest:
                 rows += kind not in _ACK_KINDS and kind not in _AVAILABILITY_KINDS
             elif isinstance(message, Rejected):
                 m.rejected.labels(message.reason.value).inc()
+                if not item.kept:
+                    m.over_quota.labels(message.reason.value).inc()
                 self._log_rejected(message)
                 self.quarantined += 1
-                rows += 1
+                rows += item.kept
         m.batch_size.observe(len(items))
         m.duplicates.inc(rows - inserted)
         for name, count in kinds.items():

@@ -2,6 +2,7 @@
 
 import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,13 +11,20 @@ import aiosqlite
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected
-from facilities.wire import MAX_PAYLOAD_BYTES, Availability
+from facilities.wire import Availability
 
-# Table → (INSERT prefix, columns). Rows are written as multi-row INSERTs: one statement per
-# chunk instead of one step per row, so the writer thread gives up the GIL once per chunk
-# rather than once per row (per-row handoffs with paho's busy network thread cut throughput
-# tenfold in the ingest benchmark).
-_TABLES: dict[str, tuple[str, int]] = {
+# A quarantined message keeps this much of its payload, with the SHA-256 and length of all
+# of it (migration 009): enough to see what a device sent (a whole telemetry message of ten
+# ports is ~900 bytes), never its 64 KiB. Its topic is cut too (MQTT allows 64 KiB); topics
+# of the protocol are under 100 characters.
+QUARANTINE_PREFIX_BYTES = 1024
+QUARANTINE_TOPIC_CHARS = 256
+
+# Table → (INSERT prefix, columns[, what follows the VALUES]). Rows are written as multi-row
+# INSERTs: one statement per chunk instead of one step per row, so the writer thread gives up
+# the GIL once per chunk rather than once per row (per-row handoffs with paho's busy network
+# thread cut throughput tenfold in the ingest benchmark).
+_TABLES: dict[str, tuple[str, int] | tuple[str, int, str]] = {
     "station": ("INSERT OR IGNORE INTO station_samples VALUES ", 7),
     "port": ("INSERT OR IGNORE INTO port_samples VALUES ", 11),
     "event": ("INSERT OR IGNORE INTO charging_events VALUES ", 7),
@@ -28,9 +36,18 @@ _TABLES: dict[str, tuple[str, int]] = {
     ),
     # Stored once (migration 006): a bad message redelivered is the same (topic, digest).
     "quarantine": (
-        "INSERT OR IGNORE INTO quarantine (received_at, topic, payload, reason, detail, digest)"
+        "INSERT OR IGNORE INTO quarantine"
+        " (received_at, topic, payload, reason, detail, digest, device, size) VALUES ",
+        8,
+    ),
+    # Past a device's quota (migration 009): counted per device, hour and reason, not kept.
+    "over_quota": (
+        "INSERT INTO quarantine_over_quota (device, hour_start, reason, messages, bytes, last_at)"
         " VALUES ",
         6,
+        " ON CONFLICT (device, hour_start, reason) DO UPDATE SET"
+        " messages = messages + excluded.messages, bytes = bytes + excluded.bytes,"
+        " last_at = max(last_at, excluded.last_at)",
     ),
 }
 # Rows per statement: SQLite allows 32,766 bound variables; 500 rows of 11 columns stay far
@@ -92,16 +109,37 @@ class BatchRows:
         )
 
     def add_rejected(self, rejected: Rejected) -> None:
+        """A quarantine row: the payload's prefix, with the hash and length of all of it."""
         self.tables["quarantine"].append(
             (
                 rejected.received_at,
-                rejected.topic,
-                rejected.raw[:MAX_PAYLOAD_BYTES],
+                rejected.topic[:QUARANTINE_TOPIC_CHARS],
+                rejected.raw[:QUARANTINE_PREFIX_BYTES],
                 rejected.reason.value,
                 rejected.detail,
                 quarantine_digest(rejected.raw),
+                rejected.device,
+                len(rejected.raw),
             )
         )
+
+    def add_over_quota(self, rejected: Rejected) -> None:
+        """A bad message past its device's quota: one more in the hour's count."""
+        self.tables["over_quota"].append(
+            (
+                rejected.device,
+                hour_start(rejected.received_at),
+                rejected.reason.value,
+                1,
+                len(rejected.raw),
+                rejected.received_at,
+            )
+        )
+
+
+def hour_start(at: float) -> float:
+    """The start of the hour of `at` (Unix seconds), as the queries below compute it too."""
+    return float(math.floor(at / 3600) * 3600)
 
 
 def quarantine_digest(raw: bytes) -> bytes:
@@ -127,13 +165,13 @@ async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
 
 
 async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: Sequence[Row]) -> int:
-    prefix, columns = _TABLES[table]
+    prefix, columns, *suffix = _TABLES[table]
     inserted = start = 0
     for size in chunk_sizes(len(rows)):
         chunk = rows[start : start + size]
         start += size
         cursor = await conn.execute(
-            prefix + _placeholders(columns, size),
+            prefix + _placeholders(columns, size) + "".join(suffix),
             [value for row in chunk for value in row],
         )
         inserted += cursor.rowcount
@@ -167,3 +205,15 @@ async def last_availability(conn: aiosqlite.Connection) -> dict[str, str]:
 
 def _bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
+
+
+async def quarantined_last_hour(conn: aiosqlite.Connection) -> dict[str, tuple[float, int]]:
+    """Per device, the last hour it has quarantine rows in (its start, Unix seconds) and how
+    many: what each device has used of its quota, also across a restart."""
+    async with conn.execute(
+        "SELECT device, CAST(received_at / 3600 AS INTEGER) * 3600.0 AS hour, count(*)"
+        " FROM quarantine"
+        " WHERE received_at >= (SELECT max(received_at) - 3600 FROM quarantine)"
+        " GROUP BY device, hour ORDER BY hour"
+    ) as cursor:
+        return {str(row[0]): (float(row[1]), int(row[2])) for row in await cursor.fetchall()}
