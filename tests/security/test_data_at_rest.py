@@ -38,7 +38,7 @@ def modes(db: Path) -> dict[str, int]:
 def _serve(broker: PrivateBroker, db: Path, tmp_path: Path) -> ServiceProcess:
     with umask(0o022):
         return ServiceProcess(
-            broker.url(), db, client_id=f"rest-{uuid.uuid4().hex[:6]}", log=tmp_path / "log"
+            broker, db, client_id=f"rest-{uuid.uuid4().hex[:6]}", log=tmp_path / "log"
         ).start()
 
 
