@@ -86,6 +86,10 @@ async def serve_http(
         access_log=False,
         timeout_graceful_shutdown=int(HTTP_GRACE_S),
         lifespan="on",
+        # on every response uvicorn writes, the app's and its own (errors, 503): a browser
+        # never guesses a type other than the one declared (an SVG, JSON, a text error)
+        headers=[("X-Content-Type-Options", "nosniff")],
+        server_header=False,
     )
     server = _Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
