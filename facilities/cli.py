@@ -23,6 +23,7 @@ from facilities.settings import (
     DEFAULT_SITE,
     Listen,
     Settings,
+    public_url,
 )
 from facilities.site import load_site
 
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         "public-url",
         "",
-        "address residents reach the service at, printed in QR codes (e.g. https://…)",
+        "address residents reach the service at, printed in QR codes (e.g. https://…);"
+        " default: the listen address",
     )
     _option(
         run,
@@ -206,7 +208,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         topic_prefix=args.topic_prefix,
         opens_per_minute=args.opens_per_minute,
         auth_failures_per_minute=args.auth_failures_per_minute,
-        public_url=args.public_url,
+        public_url=public_url(args.public_url),
     )
 
 

@@ -88,12 +88,17 @@ def _snapshot(service: Service) -> Any:
 
 
 def create_app(
-    service: Service, *, run_service: bool = True, live_queue: int = QUEUE_SIZE
+    service: Service,
+    *,
+    run_service: bool = True,
+    live_queue: int = QUEUE_SIZE,
+    public_url: str | None = None,
 ) -> FastAPI:
     """The HTTP app over `service`. With `run_service`, its lifespan starts and stops the
     service (tests, embedding); `facilities run` starts the service itself first, so that
     an unreachable broker is one line on stderr instead of a failed lifespan. `live_queue`:
-    events a live-stream client may fall behind before it is dropped."""
+    events a live-stream client may fall behind before it is dropped. `public_url`: the
+    address QR codes print (default `--public-url`, else the configured listen address)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +118,10 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
+    listen = service.settings.listen
+    app.state.public_url = (
+        public_url or service.settings.public_url or pages.listen_url(listen.host, listen.port)
+    )
     app.state.feed = feed = LiveFeed(_snapshot(service), queue_size=live_queue)
     service.add_listener(feed)
     service.api_metrics.live_clients.set_function(lambda: feed.subscribers)

@@ -15,6 +15,7 @@ from facilities.errors import OperatorError
 from facilities.http import create_app
 from facilities.settings import Listen, Settings
 from facilities.site import Site
+from facilities.web.pages import listen_url
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,16 @@ async def serve_http(
 ) -> None:
     """Serve the HTTP API (by default the whole app over `service`) on `sock` until `stop`
     is set; the service is already running."""
-    app = app or create_app(service, run_service=False)
+    host, port = sock.getsockname()[:2]
+    public_url = service.settings.public_url
+    if not public_url:
+        public_url = listen_url(host, port)
+        log.warning(
+            "--public-url is not set: QR codes and the sticker sheet print %s (the listen"
+            " address); set --public-url (FACILITIES_PUBLIC_URL) to the address residents reach",
+            public_url,
+        )
+    app = app or create_app(service, run_service=False, public_url=public_url)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -93,7 +103,6 @@ async def serve_http(
     )
     server = _Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-    host, port = sock.getsockname()[:2]
     log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
     if started is not None:
         started.set()

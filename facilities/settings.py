@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from facilities.errors import OperatorError
+from facilities.errors import OperatorError, UsageError
 from facilities.mqtt.topics import DEFAULT_PREFIX
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
@@ -16,6 +17,9 @@ DEFAULT_CONNECT_TIMEOUT_S = 30.0
 # API.md (issue 4): gate opens per resident and failed authentications per client address.
 DEFAULT_OPENS_PER_MINUTE = 5
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
+# A sticker's QR code holds the public address and a page's path; at error correction M a
+# code holds at most ~2,300 bytes, and a short address keeps the code coarse and scannable.
+PUBLIC_URL_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +46,23 @@ class Settings:
     topic_prefix: str = DEFAULT_PREFIX
     opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
     auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
-    public_url: str = ""  # printed in QR codes; empty: the address each request came to
+    public_url: str = ""  # printed in QR codes; empty: the listen address (logged at start)
+
+
+def public_url(text: str) -> str:
+    """`--public-url` checked: http(s)://host[:port][/path], no query; '' when not set."""
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or len(text) > PUBLIC_URL_MAX
+    ):
+        raise UsageError(
+            f"--public-url {text[:80]!r}: expected http(s)://host[:port][/path], at most"
+            f" {PUBLIC_URL_MAX} characters, no query"
+        )
+    return text.rstrip("/")
