@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from facilities import __version__
 from facilities.api import views
+from facilities.api.bodies import BodyLimit
 from facilities.api.errors import install_error_handlers
 from facilities.api.instrument import HttpMetrics
 from facilities.api.live import QUEUE_SIZE, LiveFeed
@@ -125,7 +126,8 @@ def create_app(
     app.state.feed = feed = LiveFeed(_snapshot(service), queue_size=live_queue)
     service.add_listener(feed)
     service.api_metrics.live_clients.set_function(lambda: feed.subscribers)
-    app.add_middleware(HttpMetrics, metrics=service.api_metrics)
+    app.add_middleware(BodyLimit, metrics=service.api_metrics)
+    app.add_middleware(HttpMetrics, metrics=service.api_metrics)  # outermost: counts 413s too
     install_error_handlers(app)
     for module in (health, public, residents, staff, events):
         app.include_router(module.router)

@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from facilities.app import Service
+from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.http import create_app
 from facilities.settings import Listen, Settings
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 
 # CLI.md: SIGTERM exits within 5 s. Open HTTP streams get 2 s; the last batch the rest.
 HTTP_GRACE_S = 2.0
+# uvicorn's default: a keep-alive connection idle this long between requests is closed.
+KEEP_ALIVE_S = 5
+# The WebSocket carries the live stream to the client; what a client sends is read and
+# ignored, so a small message is plenty (uvicorn's default would take 16 MiB each).
+WS_MAX_BYTES = 4096
 
 
 class _Server(uvicorn.Server):
@@ -90,12 +96,26 @@ async def serve_http(
             public_url,
         )
     app = app or create_app(service, run_service=False, public_url=public_url)
+    settings = service.settings
+    limits = Limits(
+        request_timeout_s=settings.client_timeout_s,
+        max_connections=settings.max_connections,
+        metrics=service.api_metrics,
+    )
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(HTTP_GRACE_S),
         lifespan="on",
+        http=limits.protocol(),
+        # docs/operations.md, "Connections": idle between requests, at most this long
+        timeout_keep_alive=max(1, int(min(KEEP_ALIVE_S, settings.client_timeout_s))),
+        ws_max_size=WS_MAX_BYTES,
+        # X-Forwarded-For only from the proxies the operator named (uvicorn would believe
+        # it from 127.0.0.1 by default: anyone could pick their address on a shared host)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
         # on every response uvicorn writes, the app's and its own (errors, 503): a browser
         # never guesses a type other than the one declared (an SVG, JSON, a text error)
         headers=[("X-Content-Type-Options", "nosniff")],

@@ -1,5 +1,6 @@
 """Settings of `facilities run`, from flags or FACILITIES_* environment variables."""
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +21,11 @@ DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
 # A sticker's QR code holds the public address and a page's path; at error correction M a
 # code holds at most ~2,300 bytes, and a short address keeps the code coarse and scannable.
 PUBLIC_URL_MAX = 200
+# docs/operations.md, "Connections": a client has this long to send a whole request; at most
+# this many connections are open at once (each takes a descriptor; the unit's LimitNOFILE
+# leaves room for them, the broker link and the database).
+DEFAULT_CLIENT_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,9 @@ class Settings:
     opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
     auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
     public_url: str = ""  # printed in QR codes; empty: the listen address (logged at start)
+    trusted_proxies: tuple[str, ...] = ()  # believed for X-Forwarded-For; none by default
+    client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def public_url(text: str) -> str:
@@ -66,3 +75,16 @@ def public_url(text: str) -> str:
             f" {PUBLIC_URL_MAX} characters, no query"
         )
     return text.rstrip("/")
+
+
+def trusted_proxies(text: str) -> tuple[str, ...]:
+    """`--trusted-proxy`: comma-separated addresses or networks (10.0.0.0/8); '' for none."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            found.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise UsageError(
+                f"--trusted-proxy {item[:80]!r}: expected an IP address or network"
+            ) from None
+    return tuple(found)
