@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ KEEP_ALIVE_S = 5
 # The WebSocket carries the live stream to the client; what a client sends is read and
 # ignored, so a small message is plenty (uvicorn's default would take 16 MiB each).
 WS_MAX_BYTES = 4096
+# Descriptors beyond two per allowed connection (one held, one being refused): the broker
+# link, the database, its WAL and shared memory, log files, the interpreter's own.
+DESCRIPTORS_RESERVED = 256
 
 
 class _Server(uvicorn.Server):
@@ -58,8 +62,28 @@ def bind(listen: Listen) -> socket.socket:
     return sock
 
 
+def descriptors_for(max_connections: int) -> None:
+    """Raise the soft limit of open descriptors to what `max_connections` needs (up to the
+    hard limit), or say that it is short: connections must never take the descriptors the
+    broker link and the database need (docs/operations.md, "Connections")."""
+    needed = 2 * max_connections + DESCRIPTORS_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < needed:
+            log.warning(
+                "only %d descriptors for --max-connections %d (%d wanted): raise LimitNOFILE"
+                " or lower --max-connections",
+                raised,
+                max_connections,
+                needed,
+            )
+
+
 async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then finish the batch in hand and return."""
+    descriptors_for(settings.max_connections)
     service = Service(settings, site)
     sock = bind(settings.listen)
     stop = asyncio.Event()
