@@ -61,7 +61,7 @@ INGEST_WATCH_EVERY_S = 0.5
 # held up under load; the saved marks keep most of the overlap from counting twice.
 REPLAY_OVERLAP_S = 10.0
 # Refusals of requests without a valid token are written this often, in one transaction
-# (docs/api.md, "Audit"): a flood costs a few rows every few seconds, never a commit each.
+# (docs/api.md, "Refusals"): a flood costs a few rows every few seconds, never a commit each.
 REFUSALS_EVERY_S = 5.0
 
 

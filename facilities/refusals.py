@@ -1,7 +1,7 @@
 """Requests refused for want of a valid token: counted per minute in memory, stored in batches."""
 
 # A flood of bogus requests must cost memory and a few rows, not a commit each
-# (docs/api.md, "Audit"). Pure: the service's task writes what `take` returns.
+# (docs/api.md, "Refusals"). Pure: the service's task writes what `take` returns.
 
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -1,6 +1,6 @@
 -- Requests refused for want of a valid token (401, and 429 past the failed-authentication
 -- limit) on routes that need one: one row per minute, client address, route and outcome,
--- with how many there were (docs/api.md, "Audit"). A flood of bogus requests is a few rows
+-- with how many there were (docs/api.md, "Refusals"). A flood of bogus requests is a few rows
 -- written in a batch every few seconds, not a row and a commit each.
 CREATE TABLE auth_refusals (
     id          INTEGER PRIMARY KEY,
