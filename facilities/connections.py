@@ -72,10 +72,12 @@ class Limits:
                 super().__init__(config, server_state, app_state, _loop)
                 self._deadline: asyncio.TimerHandle | None = None
                 self._wait_s = limits.request_timeout_s
+                self._over_capacity = False
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)  # type: ignore[arg-type]
                 if len(self.connections) > limits.max_connections:
+                    self._over_capacity = True
                     self.app = _over_capacity
                     self._wait_s = min(self._wait_s, OVER_CAPACITY_WAIT_S)
                     if limits.metrics is not None:
@@ -85,6 +87,10 @@ class Limits:
             def data_received(self, data: bytes) -> None:
                 super().data_received(data)
                 self._watch()
+
+            def _should_upgrade(self) -> bool:
+                # a WebSocket past the cap is answered 503 like any other request
+                return not self._over_capacity and super()._should_upgrade()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 self._disarm()
