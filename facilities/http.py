@@ -41,7 +41,8 @@ _DOCS_ASSETS = "/docs-assets"
 
 
 # The docs page runs FastAPI's one inline script (it starts Swagger UI) and nothing else:
-# the policy allows that script by its hash, so an injected one cannot run.
+# the policy allows that script by its hash, so an injected one cannot run. Inline styles
+# stay allowed: Swagger UI sets style attributes as it renders.
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 

@@ -110,8 +110,9 @@ async def serve_http(
 ) -> None:
     """Serve the HTTP API (by default the whole app over `service`) on `sock` until `stop`
     is set; the service is already running."""
+    settings = service.settings
     host, port = sock.getsockname()[:2]
-    public_url = service.settings.public_url
+    public_url = settings.public_url
     if not public_url:
         public_url = listen_url(host, port)
         log.warning(
@@ -120,7 +121,6 @@ async def serve_http(
             public_url,
         )
     app = app or create_app(service, run_service=False, public_url=public_url)
-    settings = service.settings
     limits = Limits(
         request_timeout_s=settings.client_timeout_s,
         max_connections=settings.max_connections,

@@ -21,9 +21,11 @@ DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
 # A sticker's QR code holds the public address and a page's path; at error correction M a
 # code holds at most ~2,300 bytes, and a short address keeps the code coarse and scannable.
 PUBLIC_URL_MAX = 200
-# docs/operations.md, "Connections": a client has this long to send a whole request; at most
-# this many connections are open at once (each takes a descriptor; the unit's LimitNOFILE
-# leaves room for them, the broker link and the database).
+# docs/operations.md, "Connections". A client has this long to send a whole request: a phone
+# on a poor mobile link sends a request head and a body of at most 16 KiB in well under
+# 10 s. At most this many connections are open at once: far above the district's live pages
+# and apps open together, and with room to spare under the default 1,024 descriptors
+# (2 per connection + 256; the unit's LimitNOFILE gives more).
 DEFAULT_CLIENT_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 500
 
