@@ -116,7 +116,8 @@ class Operations:
         self._opens = opens
         self._connected = connected
         self._clock = clock
-        self._in_flight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
+        # (person, Idempotency-Key) → the gate it is opening and its answer to come
+        self._in_flight: dict[tuple[str, str], tuple[str, asyncio.Future[Answer]]] = {}
 
     # -- residents ---------------------------------------------------------------------------
 
@@ -151,26 +152,31 @@ class Operations:
     async def _open_once(
         self, person: Person, ask: Ask, garage: str, gate: str
     ) -> tuple[int, dict[str, Any], str]:
-        """Send the open, or give the first answer again for a repeated Idempotency-Key."""
-        key = ask.idempotency_key
+        """Send the open, or give the first answer again for a repeated Idempotency-Key. The
+        key belongs to the request it came with: for another gate it is a 409, sending
+        nothing (docs/api.md, "Opening a gate")."""
+        key, target = ask.idempotency_key, f"{garage}/{gate}"
         if key is None:
             status, body = await self._send_open(person, garage, gate)
             return status, body, str(body.get("status") or body["error"])
         first = self._in_flight.get((person.id, key))
-        if first is not None:  # the same request, still waiting for its gate
-            status, body = await asyncio.shield(first)
+        if first is not None:  # the same key, still waiting for its gate
+            _reused_for(key, first[0], target)
+            status, body = await asyncio.shield(first[1])
             return status, body, "replayed"
         # Registered before the first await: a second tap arriving meanwhile waits for this one.
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._in_flight[(person.id, key)] = future
+        self._in_flight[(person.id, key)] = (target, future)
         try:
             remembered = await audit.remembered(self._reader, person.id, key, now=self._clock())
             if remembered is not None:
-                future.set_result(remembered)
-                return remembered[0], remembered[1], "replayed"
+                _reused_for(key, remembered.target, target)
+                future.set_result((remembered.status, remembered.body))
+                return remembered.status, remembered.body, "replayed"
             status, body = await self._send_open(person, garage, gate)
             async with self._writer.transaction() as conn:
-                await audit.remember(conn, person.id, key, status, body, now=self._clock())
+                answer = audit.Remembered(target, status, body)
+                await audit.remember(conn, person.id, key, answer, now=self._clock())
             future.set_result((status, body))
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else Unavailable("cancelled"))
@@ -303,6 +309,15 @@ class Operations:
             self._metrics.gate_opens.labels(outcome).inc()
         async with self._writer.transaction() as conn:
             await audit.record(conn, request)
+
+
+def _reused_for(key: str, first: str | None, target: str) -> None:
+    """A key that answered (or is answering) another request is refused, not replayed."""
+    if first != target:
+        raise Conflict(
+            "this Idempotency-Key was used for another request"
+            f"{f' ({first})' if first else ''}; use a new key for {target}"
+        )
 
 
 def _blocking_alerts(alerts: Iterable[Alert], station: str, port: int) -> list[str]:

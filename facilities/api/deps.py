@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
 from facilities.app import Service
@@ -28,21 +29,34 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def client_address(request: Request) -> str:
+def client_address(connection: HTTPConnection) -> str:
     """The client's address: the socket's peer, or what a `--trusted-proxy` forwarded. Only
     an IP address is believed (it keys the failed-authentication limit and is audited);
     anything else a proxy passed on is `invalid`."""
-    host = request.client.host if request.client else ""
+    host = connection.client.host if connection.client else ""
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         return "invalid" if host else "unknown"
 
 
-def bearer_token(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+def bearer_token(connection: HTTPConnection) -> str | None:
+    """The token of `Authorization: Bearer …`; another scheme, or none, is no token."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+async def authenticate(connection: HTTPConnection, route: str) -> Person:
+    """The person whose token came with the request; a refusal (401, 429) is counted and
+    audited in aggregate under `route` (`Service.refusals`)."""
+    service: Service = connection.app.state.service
+    client = client_address(connection)
+    try:
+        return await service.operations.auth.person(bearer_token(connection), client)
+    except (Unauthorized, RateLimited) as refusal:
+        service.refusals.refused(client, route, refusal.status, refusal.error)
+        raise
 
 
 class TokenFirst(APIRoute):
@@ -56,14 +70,7 @@ class TokenFirst(APIRoute):
         route = f"{','.join(sorted(self.methods or ()))} {self.path}"
 
         async def authenticated(request: Request) -> Response:
-            service = get_service(request)
-            client = client_address(request)
-            try:
-                person = await service.operations.auth.person(bearer_token(request), client)
-            except (Unauthorized, RateLimited) as refusal:
-                service.refusals.refused(client, route, refusal.status, refusal.error)
-                raise
-            request.state.person = person
+            request.state.person = await authenticate(request, route)
             return await handler(request)
 
         return authenticated

@@ -3,6 +3,8 @@
 # Each client has a bounded queue. Publishing never waits: a client whose queue is full is
 # dropped (it gets a `lagged` event and the stream ends; EventSource reconnects on its own and
 # the page fetches the state again), so a slow phone never slows ingest or the rules.
+# The stream is public: an alert goes out in its public form (what a station's or garage's
+# GET shows), and in its full form (who acknowledged it, values, actions) to staff only.
 
 import asyncio
 import contextlib
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from facilities.api.views import alert_brief
 from facilities.rules.alerts import Transition, alert_payload
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,9 @@ class Event:
 
 
 class Subscription:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, staff: bool = False) -> None:
         self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self.staff = staff  # gets the staff form of events that have one
         self.lagged = False
 
     def offer(self, event: Event) -> bool:
@@ -89,8 +93,9 @@ class LiveFeed:
         return len(self._subscribers)
 
     @contextlib.contextmanager
-    def subscribe(self) -> Iterator[Subscription]:
-        subscription = Subscription(self._queue_size)
+    def subscribe(self, *, staff: bool = False) -> Iterator[Subscription]:
+        """A client's subscription; `staff`: a staff token came with it."""
+        subscription = Subscription(self._queue_size, staff=staff)
         if self._closed:
             subscription.last(self._closing())
         self._subscribers.add(subscription)
@@ -109,15 +114,24 @@ class LiveFeed:
 
     def alert_changed(self, transition: Transition) -> None:
         if self._subscribers:
-            self.publish("alert", alert_payload(transition))
+            brief = alert_brief(transition.alert).model_dump(mode="json")
+            public = {**brief, "change": transition.change.value}
+            self.publish("alert", public, staff_body=alert_payload(transition))
             # what residents see of a device depends on its open alerts too (a garage's
             # smoke warning stays until its alert clears, with no message from the garage)
             self.device_changed(transition.alert.device)
 
-    def publish(self, kind: str, body: dict[str, Any]) -> None:
+    def publish(
+        self, kind: str, body: dict[str, Any], *, staff_body: dict[str, Any] | None = None
+    ) -> None:
+        """Offer an event to every subscriber: `body` to all, or `staff_body` (the same event
+        id) instead to staff subscribers when there is one."""
         event = Event(next(self._ids), kind, json.dumps(body, ensure_ascii=False))
+        staff_event = event
+        if staff_body is not None:
+            staff_event = Event(event.id, kind, json.dumps(staff_body, ensure_ascii=False))
         for subscription in list(self._subscribers):
-            if not subscription.offer(event):
+            if not subscription.offer(staff_event if subscription.staff else event):
                 self._subscribers.discard(subscription)
                 self.dropped += 1
                 log.info("live stream: dropped a client %d events behind", self._queue_size)

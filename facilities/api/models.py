@@ -133,7 +133,8 @@ class CommandResult(Out):
 
 
 class PowerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `{"on": "yes"}` or `{"on": 1}` is a 422, never a power-on
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     on: bool = Field(description="true: power the port on; false: off")
 
@@ -250,6 +251,9 @@ class AuditEntry(Out):
     command_id: str | None
     reason: str | None
     client: str | None = Field(description="requests: the client's address")
+    idempotency_key: str | None = Field(
+        description="gate opens: the request's Idempotency-Key, if it had one"
+    )
 
 
 class Page(Out, Generic[T]):

@@ -16,7 +16,8 @@ from facilities.site import Garage, Site, Station
 MIN_ESTIMATE = timedelta(minutes=10)
 
 
-def _brief(alert: Alert) -> models.AlertBrief:
+def alert_brief(alert: Alert) -> models.AlertBrief:
+    """What the public sees of an alert (a station's or garage's `alerts`, the live stream)."""
     return models.AlertBrief(
         id=alert.id,
         rule=alert.rule,
@@ -31,7 +32,7 @@ def alerts_of(device: str, alerts: Iterable[Alert]) -> list[models.AlertBrief]:
     mine = [a for a in alerts if a.subject == device or a.subject.startswith(device + "/")]
     order = {"critical": 0, "warning": 1, "info": 2}
     mine.sort(key=lambda a: (order.get(a.severity.value, 3), a.subject, a.rule))
-    return [_brief(a) for a in mine]
+    return [alert_brief(a) for a in mine]
 
 
 def _faulty(spec: Station, live: StationLive, critical: frozenset[str]) -> bool:

@@ -51,36 +51,53 @@ async def record(conn: aiosqlite.Connection, request: Request) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """The first answer to a person's key, and the request it answered (`g-hc3/north`;
+    None for a key kept before targets were)."""
+
+    target: str | None
+    status: int
+    body: dict[str, Any]
+
+
 async def remembered(
     conn: aiosqlite.Connection, person: str, key: str, *, now: float
-) -> tuple[int, dict[str, Any]] | None:
+) -> Remembered | None:
     """The first answer given to this person's request with this key, within 24 h."""
     async with conn.execute(
-        "SELECT status, body FROM idempotency WHERE person = ? AND key = ? AND created_at > ?",
+        "SELECT target, status, body FROM idempotency"
+        " WHERE person = ? AND key = ? AND created_at > ?",
         (person, key, now - IDEMPOTENCY_KEPT_S),
     ) as cursor:
         row = await cursor.fetchone()
     if row is None:
         return None
-    body: dict[str, Any] = json.loads(row[1])
-    return int(row[0]), body
+    body: dict[str, Any] = json.loads(row[2])
+    return Remembered(row[0], int(row[1]), body)
 
 
 async def remember(
     conn: aiosqlite.Connection,
     person: str,
     key: str,
-    status: int,
-    body: dict[str, Any],
+    answer: Remembered,
     *,
     now: float,
 ) -> None:
     """Keep an answer for its key (replacing one older than 24 h); forget expired ones."""
     await conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_KEPT_S,))
     await conn.execute(
-        "INSERT OR REPLACE INTO idempotency (person, key, created_at, status, body)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (person, key, now, status, json.dumps(body, ensure_ascii=False)),
+        "INSERT OR REPLACE INTO idempotency (person, key, created_at, status, body, target)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            person,
+            key,
+            now,
+            answer.status,
+            json.dumps(answer.body, ensure_ascii=False),
+            answer.target,
+        ),
     )
 
 
@@ -109,26 +126,29 @@ class AuditRow:
     command_id: str | None
     reason: str | None
     client: str | None
+    idempotency_key: str | None
 
 
 # Commands the service sent and API requests, in one time line; a page continues after the
 # (at, kind, rowid) of the last row of the previous page.
 _AUDIT = """
-SELECT at, kind, rid, action, target, who, outcome, status, detail, command_id, reason, client
+SELECT at, kind, rid, action, target, who, outcome, status, detail, command_id, reason, client,
+       idempotency_key
 FROM (
     SELECT sent_at AS at, 'command' AS kind, rowid AS rid, action,
            device || coalesce('/' || gate, '/' || port, '') AS target, requested_by AS who,
-           outcome, NULL AS status, error AS detail, id AS command_id, reason, NULL AS client
+           outcome, NULL AS status, error AS detail, id AS command_id, reason, NULL AS client,
+           NULL AS idempotency_key
     FROM commands WHERE sent_at >= :since
     UNION ALL
     SELECT at, 'request', id, action, target, person, outcome, status, detail, command_id,
-           NULL, client
+           NULL, client, idempotency_key
     FROM api_requests WHERE at >= :since
     UNION ALL
     SELECT minute, 'refusals', id, 'authenticate', route, NULL, outcome, status,
            count || ' in this minute, the last at ' ||
                strftime('%H:%M:%fZ', last_at, 'unixepoch'),
-           NULL, NULL, client
+           NULL, NULL, client, NULL
     FROM auth_refusals WHERE minute >= :since
 )
 WHERE (at, kind, rid) > (:at, :kind, :rid)

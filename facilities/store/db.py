@@ -3,7 +3,9 @@
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import stat
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +22,13 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 5000
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+# The database holds residents' names, client addresses and token hashes: its files are the
+# service's user's alone, whatever the umask (docs/operations.md, "Database"). SQLite gives
+# the WAL, its index and a rollback journal the mode of the database file.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +53,7 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
     """Open (creating if needed) and migrate the database at `path`."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_files(path)
         conn = await aiosqlite.connect(path, isolation_level=None)
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
@@ -57,6 +66,24 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
         await conn.close()
         raise StoreError(f"cannot use database {path}: {exc}") from None
     return conn
+
+
+def _private_files(path: Path) -> None:
+    """Create the database file (and a missing directory) for this user only; take group and
+    other access away from the files an earlier version or a wider umask left."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    for suffix in _COMPANIONS:
+        name = f"{path}{suffix}"
+        with contextlib.suppress(FileNotFoundError):
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & ~0o077)
+                log.warning(
+                    "%s was open to other users (mode 0%o): set to 0%o", name, mode, mode & ~0o077
+                )
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:

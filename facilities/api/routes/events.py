@@ -1,15 +1,22 @@
 """The live stream: server-sent events, and the same over a WebSocket."""
 
+# Public, like the status pages: without a token (or with a resident's) alerts come in their
+# public form; a staff token in `Authorization: Bearer` gets their full form (docs/api.md).
+
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import StreamingResponse
+from starlette.requests import HTTPConnection
 
-from facilities.api.deps import ServiceDep
+from facilities.access import Role
+from facilities.api.deps import Credentials, ServiceDep, authenticate, bearer_token
+from facilities.api.errors import refusal
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
 from facilities.app import Service
+from facilities.errors import Refusal
 
 router = APIRouter(prefix="/api", tags=["public"])
 
@@ -21,6 +28,15 @@ FINAL = frozenset({"lagged", "closing"})  # events after which the stream ends
 def _feed(app_state: object) -> LiveFeed:
     feed: LiveFeed = getattr(app_state, "feed")  # noqa: B009  # set by create_app
     return feed
+
+
+async def _is_staff(connection: HTTPConnection, route: str) -> bool:
+    """Whether the stream is a staff member's: no token is the public stream; a token that is
+    not valid is refused (401, and counted as a failed authentication), not made public."""
+    if bearer_token(connection) is None:
+        return False
+    person = await authenticate(connection, route)
+    return person.role is Role.STAFF
 
 
 def _now(service: Service) -> str:
@@ -45,13 +61,20 @@ async def _events(
     "/events",
     response_class=StreamingResponse,
     summary="Live stream (text/event-stream): `station`, `garage`, `alert`, `heartbeat`",
-    responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "server-sent events"},
+        401: refusal("a token that is not valid (none: the public stream)"),
+        429: refusal("too many failed authentications"),
+    },
 )
-async def events(request: Request, service: ServiceDep) -> StreamingResponse:
+async def events(
+    request: Request, service: ServiceDep, _credentials: Credentials
+) -> StreamingResponse:
     feed = _feed(request.app.state)
+    staff = await _is_staff(request, "GET /api/events")
 
     async def stream() -> AsyncIterator[str]:
-        with feed.subscribe() as subscription:
+        with feed.subscribe(staff=staff) as subscription:
             yield f"retry: {RECONNECT_MS}\n\n"
             async for event in _events(service, subscription, feed):
                 yield event.sse()
@@ -66,11 +89,17 @@ async def events(request: Request, service: ServiceDep) -> StreamingResponse:
 @router.websocket("/ws")
 async def websocket(socket: WebSocket) -> None:
     """The same events as /api/events, one JSON text message each:
-    `{"id": …, "event": "station", "data": {…}}`."""
+    `{"id": …, "event": "station", "data": {…}}`. A token that is not valid: the handshake
+    is refused (403)."""
     service = socket.app.state.service
     feed = _feed(socket.app.state)
+    try:
+        staff = await _is_staff(socket, "WEBSOCKET /api/ws")
+    except Refusal as refused:
+        await socket.close(code=status.WS_1008_POLICY_VIOLATION, reason=refused.error)
+        return
     await socket.accept()
-    with feed.subscribe() as subscription:
+    with feed.subscribe(staff=staff) as subscription:
         closed = asyncio.create_task(_until_closed(socket), name="ws-reader")
         try:
             while not closed.done():

@@ -22,6 +22,7 @@ Id = Annotated[str, Path(max_length=64)]
         401: refusal("no valid token"),
         403: refusal("the resident is not registered for this garage"),
         404: refusal("unknown garage or gate"),
+        409: refusal("the Idempotency-Key was used for another garage or gate"),
         429: refusal("too many opens, or too many failed authentications (see Retry-After)"),
         502: refusal("the gate refused (its reason in `detail`; `command_id` added)"),
         503: refusal("no link to the broker"),
@@ -40,7 +41,7 @@ async def open_gate(
             min_length=1,
             max_length=128,
             description="a retried request with the same key (within 24 h) gets the first "
-            "answer again and opens nothing",
+            "answer again and opens nothing; the key for another gate is a 409",
         ),
     ] = None,
 ) -> models.CommandResult | JSONResponse:

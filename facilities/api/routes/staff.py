@@ -13,9 +13,13 @@ from facilities.api.paging import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    Time,
     epoch,
     next_path,
+    one_of,
     parse_cursor,
+    rowid,
+    seconds,
     utc,
 )
 from facilities.errors import NotFound
@@ -26,8 +30,8 @@ from facilities.store import audit, history
 router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID, route_class=TokenFirst)
 
 Id = Annotated[str, Path(max_length=64)]
-From = Annotated[datetime | None, Query(alias="from", description="ISO 8601; default 24 h ago")]
-To = Annotated[datetime | None, Query(description="ISO 8601; default now")]
+From = Annotated[Time | None, Query(alias="from", description="ISO 8601; default 24 h ago")]
+To = Annotated[Time | None, Query(description="ISO 8601; default now")]
 DEFAULT_SPAN = timedelta(hours=24)
 # A bucket of at least a second, at most 31 days.
 Step = Annotated[
@@ -82,11 +86,11 @@ async def alerts(
     _staff: StaffDep,
     state: AlertState | None = None,
     severity: Severity | None = None,
-    since: Annotated[datetime | None, Query(description="changed at or after")] = None,
+    since: Annotated[Time | None, Query(description="changed at or after")] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> models.Page[models.Alert]:
-    before = parse_cursor(cursor, (int,))[0] if cursor else None
+    before = parse_cursor(cursor, (rowid,))[0] if cursor else None
     rows = await history.alerts_page(
         service.reader,
         state=state.value if state else None,
@@ -196,7 +200,7 @@ async def sessions(
 ) -> models.Page[models.Session]:
     station = _known_station(service, station_id)
     start_s, end_s = _span(service.now(), start, to)
-    after = parse_cursor(cursor, (int,))[0] if cursor else None
+    after = parse_cursor(cursor, (rowid,))[0] if cursor else None
     rows = await history.sessions_page(
         service.reader, station, start=start_s, end=end_s, after=after, limit=limit
     )
@@ -234,7 +238,7 @@ async def telemetry(
 ) -> models.Page[models.TelemetrySample] | models.Page[models.TelemetryBucket]:
     station = _known_station(service, station_id)
     start_s, end_s = _span(service.now(), start, to)
-    after = parse_cursor(cursor, (float, int)) if cursor else None
+    after = parse_cursor(cursor, (seconds, rowid)) if cursor else None
     if step is not None:
         buckets = await history.telemetry_buckets(
             service.reader,
@@ -291,11 +295,11 @@ async def audit_log(
     request: Request,
     service: ServiceDep,
     _staff: StaffDep,
-    since: Annotated[datetime | None, Query(description="at or after; default: all")] = None,
+    since: Annotated[Time | None, Query(description="at or after; default: all")] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> models.Page[models.AuditEntry]:
-    after = parse_cursor(cursor, (float, str, int)) if cursor else None
+    after = parse_cursor(cursor, (seconds, one_of("command", "request"), rowid)) if cursor else None
     rows = await audit.audit_page(
         service.reader,
         since=epoch(since) if since else float("-inf"),
@@ -315,6 +319,7 @@ async def audit_log(
             command_id=r.command_id,
             reason=r.reason,
             client=r.client,
+            idempotency_key=r.idempotency_key,
         )
         for r in rows
     ]
