@@ -32,10 +32,11 @@ from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
 from facilities.mqtt.topics import Topics
 from facilities.operations import Authenticator, Operations
+from facilities.refusals import Refusals
 from facilities.runtime import Listener, RulesRuntime
 from facilities.settings import Settings
 from facilities.site import Site
-from facilities.store import history, replay
+from facilities.store import audit, history, replay
 from facilities.store import rules as rules_store
 from facilities.store.db import SharedWriter, open_db
 from facilities.store.retention import Policy, Retention
@@ -60,6 +61,9 @@ INGEST_WATCH_EVERY_S = 0.5
 # a message is counted within milliseconds of its receive time, 10 s covers a network thread
 # held up under load; the saved marks keep most of the overlap from counting twice.
 REPLAY_OVERLAP_S = 10.0
+# Refusals of requests without a valid token are written this often, in one transaction
+# (docs/api.md, "Refusals"): a flood costs a few rows every few seconds, never a commit each.
+REFUSALS_EVERY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -92,6 +96,8 @@ class Service:
         self.ingest_metrics = IngestMetrics(self.registry)
         self.command_metrics = CommandMetrics(self.registry)
         self.api_metrics = ApiMetrics(self.registry)
+        self.refusals = Refusals(clock=self.clock, metrics=self.api_metrics)
+        self._refusals_db: SharedWriter | None = None
         self.broker_url = BrokerUrl.parse(settings.broker)
         self._conn: aiosqlite.Connection | None = None
         self._link: BrokerLink | None = None
@@ -256,9 +262,13 @@ class Service:
                     estimates = tasks.create_task(self._estimates(), name="estimates")
                     watch = tasks.create_task(self._watch_ingest(), name="ingest-watch")
                     sweeps = tasks.create_task(retention.run(), name="retention")
+                    self._refusals_db = rules_db
+                    refusals = tasks.create_task(self._write_refusals(), name="refusals-writer")
                     try:
                         yield self
                     finally:
+                        refusals.cancel()
+                        await self.store_refusals()  # the last ones, before the stop
                         ingest.stop()
                         await asyncio.wait_for(asyncio.shield(writer), 3.0)
                         rules_task.cancel()  # saves the live state on its way out
@@ -271,6 +281,7 @@ class Service:
         finally:
             self._ingest = self._link = self._conn = self._rules = self._operations = None
             self._retention = None
+            self._refusals_db = None
             reader, self._reader = self._reader, None
             await reader.close()
             await rules_conn.close()
@@ -341,6 +352,18 @@ class Service:
             self._ingest_beat = (now, ingest.committed)
             return 0.0
         return now - since
+
+    async def _write_refusals(self) -> None:
+        while True:
+            await asyncio.sleep(REFUSALS_EVERY_S)
+            await self.store_refusals()
+
+    async def store_refusals(self) -> None:
+        """Write the refusals counted since the last write, in one transaction."""
+        writer, refused = self._refusals_db, self.refusals.take()
+        if writer is not None and refused:
+            async with writer.transaction() as conn:
+                await audit.record_refusals(conn, refused)
 
     async def _estimates(self) -> None:
         while True:

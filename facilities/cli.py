@@ -19,15 +19,19 @@ from facilities.settings import (
     DEFAULT_AUTH_FAILURES_PER_MINUTE,
     DEFAULT_BROKER,
     DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_TIMEOUT_S,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_DB,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_OPENS_PER_MINUTE,
     DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
     DEFAULT_QUARANTINE_RETENTION_DAYS,
     DEFAULT_SITE,
     Listen,
     Settings,
+    public_url,
+    trusted_proxies,
 )
 from facilities.site import load_site
 
@@ -97,13 +101,35 @@ def build_parser() -> argparse.ArgumentParser:
         run,
         "public-url",
         "",
-        "address residents reach the service at, printed in QR codes (e.g. https://…)",
+        "address residents reach the service at, printed in QR codes (e.g. https://…);"
+        " default: the listen address",
     )
     _option(
         run,
         "auth-failures-per-minute",
         str(DEFAULT_AUTH_FAILURES_PER_MINUTE),
         "failed authentications from one address before 429, in any minute",
+        kind=int,
+    )
+    _option(
+        run,
+        "trusted-proxy",
+        "",
+        "addresses or networks of reverse proxies whose X-Forwarded-For is believed"
+        " (comma-separated; none: the socket's peer is the client)",
+    )
+    _option(
+        run,
+        "client-timeout",
+        str(DEFAULT_CLIENT_TIMEOUT_S),
+        "seconds a client has to send a whole request (the connection is closed after)",
+        kind=float,
+    )
+    _option(
+        run,
+        "max-connections",
+        str(DEFAULT_MAX_CONNECTIONS),
+        "open HTTP and WebSocket connections; past it a request is answered 503",
         kind=int,
     )
 
@@ -272,6 +298,8 @@ def _report(exc: OperatorError) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.client_timeout <= 0 or args.max_connections < 1:
+        raise UsageError("--client-timeout and --max-connections must be positive")
     return Settings(
         site=Path(args.site),
         broker=args.broker,
@@ -282,7 +310,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         topic_prefix=args.topic_prefix,
         opens_per_minute=args.opens_per_minute,
         auth_failures_per_minute=args.auth_failures_per_minute,
-        public_url=args.public_url,
+        public_url=public_url(args.public_url),
+        trusted_proxies=trusted_proxies(args.trusted_proxy),
+        client_timeout_s=args.client_timeout,
+        max_connections=args.max_connections,
         quarantine_per_device_hour=args.quarantine_per_device_hour,
         quarantine_retention_days=args.quarantine_retention_days,
         audit_retention_days=args.audit_retention_days,

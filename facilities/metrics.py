@@ -138,6 +138,14 @@ class ApiMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.refusals = Counter(
+            "facilities_http_refusals",
+            "Requests refused before any work, by reason: unauthorized, rate_limited (too many"
+            " failed authentications), too_large (body), timeout (too slow to send a request),"
+            " over_capacity (too many connections)",
+            ["reason"],
+            registry=registry,
+        )
         self.live_clients = Gauge(
             "facilities_live_clients",
             "Clients of the live stream (SSE and WebSocket)",

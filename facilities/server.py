@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Iterator
@@ -11,15 +12,25 @@ import uvicorn
 from fastapi import FastAPI
 
 from facilities.app import Service
+from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.http import create_app
 from facilities.settings import Listen, Settings
 from facilities.site import Site
+from facilities.web.pages import listen_url
 
 log = logging.getLogger(__name__)
 
 # CLI.md: SIGTERM exits within 5 s. Open HTTP streams get 2 s; the last batch the rest.
 HTTP_GRACE_S = 2.0
+# uvicorn's default: a keep-alive connection idle this long between requests is closed.
+KEEP_ALIVE_S = 5
+# The WebSocket carries the live stream to the client; what a client sends is read and
+# ignored, so a small message is plenty (uvicorn's default would take 16 MiB each).
+WS_MAX_BYTES = 4096
+# Descriptors beyond two per allowed connection (one held, one being refused): the broker
+# link, the database, its WAL and shared memory, log files, the interpreter's own.
+DESCRIPTORS_RESERVED = 256
 
 
 class _Server(uvicorn.Server):
@@ -51,8 +62,28 @@ def bind(listen: Listen) -> socket.socket:
     return sock
 
 
+def descriptors_for(max_connections: int) -> None:
+    """Raise the soft limit of open descriptors to what `max_connections` needs (up to the
+    hard limit), or say that it is short: connections must never take the descriptors the
+    broker link and the database need (docs/operations.md, "Connections")."""
+    needed = 2 * max_connections + DESCRIPTORS_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        if raised < needed:
+            log.warning(
+                "only %d descriptors for --max-connections %d (%d wanted): raise LimitNOFILE"
+                " or lower --max-connections",
+                raised,
+                max_connections,
+                needed,
+            )
+
+
 async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then finish the batch in hand and return."""
+    descriptors_for(settings.max_connections)
     service = Service(settings, site)
     sock = bind(settings.listen)
     stop = asyncio.Event()
@@ -79,17 +110,43 @@ async def serve_http(
 ) -> None:
     """Serve the HTTP API (by default the whole app over `service`) on `sock` until `stop`
     is set; the service is already running."""
-    app = app or create_app(service, run_service=False)
+    settings = service.settings
+    host, port = sock.getsockname()[:2]
+    public_url = settings.public_url
+    if not public_url:
+        public_url = listen_url(host, port)
+        log.warning(
+            "--public-url is not set: QR codes and the sticker sheet print %s (the listen"
+            " address); set --public-url (FACILITIES_PUBLIC_URL) to the address residents reach",
+            public_url,
+        )
+    app = app or create_app(service, run_service=False, public_url=public_url)
+    limits = Limits(
+        request_timeout_s=settings.client_timeout_s,
+        max_connections=settings.max_connections,
+        metrics=service.api_metrics,
+    )
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(HTTP_GRACE_S),
         lifespan="on",
+        http=limits.protocol(),
+        # docs/operations.md, "Connections": idle between requests, at most this long
+        timeout_keep_alive=max(1, int(min(KEEP_ALIVE_S, settings.client_timeout_s))),
+        ws_max_size=WS_MAX_BYTES,
+        # X-Forwarded-For only from the proxies the operator named (uvicorn would believe
+        # it from 127.0.0.1 by default: anyone could pick their address on a shared host)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
+        # on every response uvicorn writes, the app's and its own (errors, 503): a browser
+        # never guesses a type other than the one declared (an SVG, JSON, a text error)
+        headers=[("X-Content-Type-Options", "nosniff")],
+        server_header=False,
     )
     server = _Server(config)
     http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-    host, port = sock.getsockname()[:2]
     log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
     if started is not None:
         started.set()

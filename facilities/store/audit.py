@@ -1,12 +1,16 @@
 """Audited API requests, Idempotency-Key answers, and the audit log as staff read it."""
 
-# The audit log puts the commands sent to devices and the API's requests in one time line.
+# The audit log puts the commands sent to devices, the API's requests and the refusals of
+# requests without a valid token (counted per minute) in one time line.
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
+
+from facilities.refusals import Refused
 
 # API.md: a repeated request with the same key within 24 h gets the first answer again.
 IDEMPOTENCY_KEPT_S = 24 * 3600
@@ -97,10 +101,21 @@ async def remember(
     )
 
 
+async def record_refusals(conn: aiosqlite.Connection, refused: Iterable[Refused]) -> None:
+    """Add counted refusals to their minute's row (a group may span two writes)."""
+    await conn.executemany(
+        "INSERT INTO auth_refusals (minute, client, route, status, outcome, count, last_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (minute, client, route, outcome) DO UPDATE SET"
+        " count = count + excluded.count, last_at = max(last_at, excluded.last_at)",
+        [(r.minute, r.client, r.route, r.status, r.outcome, r.count, r.last_at) for r in refused],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRow:
     at: float
-    kind: str  # command, request
+    kind: str  # command, request, refusals
     rowid: int
     action: str
     target: str
@@ -130,6 +145,12 @@ FROM (
     SELECT at, 'request', id, action, target, person, outcome, status, detail, command_id,
            NULL, client, NULL, idempotency_key
     FROM api_requests WHERE at >= :since
+    UNION ALL
+    SELECT minute, 'refusals', id, 'authenticate', route, NULL, outcome, status,
+           count || ' in this minute, the last at ' ||
+               strftime('%H:%M:%fZ', last_at, 'unixepoch'),
+           NULL, NULL, client, NULL
+    FROM auth_refusals WHERE minute >= :since
 )
 WHERE (at, kind, rid) > (:at, :kind, :rid)
 ORDER BY at, kind, rid

@@ -1,7 +1,8 @@
 """Retention: rows that clients and devices add are deleted after a while, in short batches."""
 
 # Only what others make the service store: bad messages (quarantine and its over-quota
-# counts) and the API's request audit (api_requests). Telemetry, alerts and commands are the
+# counts) and the API's request audit (api_requests, and auth_refusals: the per-minute counts of
+# requests refused for want of a token). Telemetry, alerts and commands are the
 # district's history and are kept (docs/operations.md, "Retention").
 
 import asyncio
@@ -36,8 +37,10 @@ class Policy:
     def cutoffs(self, now: float) -> dict[str, tuple[str, float]]:
         """Table → (its time column, delete rows older than this)."""
         quarantine = now - self.quarantine_days * DAY_S
+        audit = now - self.audit_days * DAY_S
         return {
-            "api_requests": ("at", now - self.audit_days * DAY_S),
+            "api_requests": ("at", audit),
+            "auth_refusals": ("minute", audit),
             "quarantine": ("received_at", quarantine),
             "quarantine_over_quota": ("hour_start", quarantine),
         }

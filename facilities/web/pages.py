@@ -2,7 +2,10 @@
 
 # Data comes from the same views as the JSON API; texts from the Babel catalogs.
 
+import asyncio
+import functools
 import io
+import socket
 from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
@@ -290,13 +293,27 @@ async def garage_page(
 
 # -- QR codes ------------------------------------------------------------------------------
 
+# The codes are of the site's devices at one configured address: their number is bounded by
+# the site file; this bound holds even if that changes (a test's apps, a reload).
+QR_CACHED = 512
 
-def public_url(service: Service, request: Request) -> str:
-    """The address printed in QR codes: `--public-url`, or where this request came to."""
-    return (service.settings.public_url or str(request.base_url)).rstrip("/")
+
+def listen_url(host: str, port: int) -> str:
+    """The address printed in QR codes when `--public-url` is not set: where the service
+    listens (a wildcard address by this machine's name)."""
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104  # a name for it, not a bind
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-@cache
+def sticker_base(request: Request) -> str:
+    """The address printed in QR codes and on the sticker sheet: from the configuration only,
+    never from the request's Host header (docs/pages.md)."""
+    base: str = request.app.state.public_url
+    return base
+
+
+@functools.lru_cache(maxsize=QR_CACHED)
 def _qr_svg(url: str) -> bytes:
     out = io.BytesIO()
     # Error correction M: a sticker that gets scratched or dirty still scans.
@@ -304,7 +321,9 @@ def _qr_svg(url: str) -> bytes:
     return out.getvalue()
 
 
-def _svg(body: bytes) -> Response:
+async def _svg(url: str) -> Response:
+    # ~100 ms for a new code: made off the event loop, which runs the safety rules
+    body = await asyncio.to_thread(_qr_svg, url)
     return Response(
         body,
         media_type="image/svg+xml",
@@ -316,21 +335,21 @@ def _svg(body: bytes) -> Response:
 async def station_qr(request: Request, service: ServiceDep, station_id: Id) -> Response:
     if station_id not in service.site.stations:
         raise NotFound(f"no station {station_id}")
-    return _svg(_qr_svg(f"{public_url(service, request)}/stations/{station_id}"))
+    return await _svg(f"{sticker_base(request)}/stations/{station_id}")
 
 
 @router.get("/garages/{garage_id}/qr.svg")
 async def garage_qr(request: Request, service: ServiceDep, garage_id: Id) -> Response:
     if garage_id not in service.site.garages:
         raise NotFound(f"no garage {garage_id}")
-    return _svg(_qr_svg(f"{public_url(service, request)}/garages/{garage_id}"))
+    return await _svg(f"{sticker_base(request)}/garages/{garage_id}")
 
 
 @router.get("/qr", response_class=HTMLResponse)
 async def qr_sheet(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
     """Every code on one printable page, for the property office."""
     language = _language(request, lang)
-    base = public_url(service, request)
+    base = sticker_base(request)
     stickers = [
         {
             "id": s.id,

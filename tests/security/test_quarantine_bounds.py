@@ -134,6 +134,9 @@ async def test_retention_deletes_old_quarantine_and_request_audit_rows(
         await wait_for(lambda: api.service.ingest.committed >= n, what=f"message {n}")
 
     await bad_message_and_refused_request(1)
+    anonymous = await api.http.post("/api/garages/g-hc3/gates/north/open")
+    assert anonymous.status_code == 401
+    await api.service.store_refusals()
     settings = api.service.settings
     clock.advance(settings.quarantine_retention_days * 86400 + 60)
     await bad_message_and_refused_request(2)
@@ -143,8 +146,9 @@ async def test_retention_deletes_old_quarantine_and_request_audit_rows(
     assert query(db, "SELECT count(*) FROM api_requests") == [(2,)]  # audit kept longer
     clock.advance((settings.audit_retention_days - settings.quarantine_retention_days) * 86400)
     swept = await api.service.retention.sweep()
-    assert swept.deleted == {"api_requests": 1, "quarantine": 1}
+    assert swept.deleted == {"api_requests": 1, "auth_refusals": 1, "quarantine": 1}
     assert query(db, "SELECT count(*) FROM api_requests") == [(1,)]
+    assert query(db, "SELECT count(*) FROM auth_refusals") == [(0,)]
 
 
 async def test_a_large_backlog_is_deleted_in_short_batches_while_ingest_goes_on(

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import StreamingResponse
+from starlette.requests import HTTPConnection
 
 from facilities.access import Role
-from facilities.api.deps import AskDep, ServiceDep
+from facilities.api.deps import Credentials, ServiceDep, authenticate, bearer_token
 from facilities.api.errors import refusal
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
 from facilities.app import Service
@@ -29,12 +30,12 @@ def _feed(app_state: object) -> LiveFeed:
     return feed
 
 
-async def _is_staff(service: Service, token: str | None, client: str) -> bool:
+async def _is_staff(connection: HTTPConnection, route: str) -> bool:
     """Whether the stream is a staff member's: no token is the public stream; a token that is
     not valid is refused (401, and counted as a failed authentication), not made public."""
-    if token is None:
+    if bearer_token(connection) is None:
         return False
-    person = await service.operations.auth.person(token, client)
+    person = await authenticate(connection, route)
     return person.role is Role.STAFF
 
 
@@ -66,9 +67,11 @@ async def _events(
         429: refusal("too many failed authentications"),
     },
 )
-async def events(request: Request, service: ServiceDep, ask: AskDep) -> StreamingResponse:
+async def events(
+    request: Request, service: ServiceDep, _credentials: Credentials
+) -> StreamingResponse:
     feed = _feed(request.app.state)
-    staff = await _is_staff(service, ask.token, ask.client)
+    staff = await _is_staff(request, "GET /api/events")
 
     async def stream() -> AsyncIterator[str]:
         with feed.subscribe(staff=staff) as subscription:
@@ -90,12 +93,8 @@ async def websocket(socket: WebSocket) -> None:
     is refused (403)."""
     service = socket.app.state.service
     feed = _feed(socket.app.state)
-    # as HTTPBearer reads it for /api/events: another scheme is no token
-    scheme, _, credentials = socket.headers.get("authorization", "").partition(" ")
-    token = credentials.strip() if scheme.lower() == "bearer" else ""
-    client = socket.client.host if socket.client else "unknown"
     try:
-        staff = await _is_staff(service, token or None, client)
+        staff = await _is_staff(socket, "WEBSOCKET /api/ws")
     except Refusal as refused:
         await socket.close(code=status.WS_1008_POLICY_VIOLATION, reason=refused.error)
         return

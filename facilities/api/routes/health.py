@@ -35,7 +35,8 @@ async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
             status_code=503,
             content={"error": "unavailable", "detail": "; ".join(health.reasons)},
         )
-    return HealthBody(status="ok", broker=service.broker_url.display(), database="ok")
+    # anonymous: no broker address or user name (docs/operations.md, "Health and logs")
+    return HealthBody(status="ok", broker="ok", database="ok")
 
 
 @router.get(

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import JSONResponse
 
 from facilities.api import models
-from facilities.api.deps import AskDep, PersonDep, ServiceDep
+from facilities.api.deps import AskDep, PersonDep, ServiceDep, TokenFirst
 from facilities.api.errors import INVALID, refusal
 
-router = APIRouter(prefix="/api", tags=["residents"], responses=INVALID)
+router = APIRouter(prefix="/api", tags=["residents"], responses=INVALID, route_class=TokenFirst)
 
 Id = Annotated[str, Path(max_length=64)]
 

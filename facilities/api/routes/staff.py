@@ -7,7 +7,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from facilities.api import models, views
-from facilities.api.deps import AskDep, ServiceDep, StaffDep
+from facilities.api.deps import AskDep, ServiceDep, StaffDep, TokenFirst
 from facilities.api.errors import INVALID, Responses, refusal
 from facilities.api.paging import (
     DEFAULT_LIMIT,
@@ -27,7 +27,7 @@ from facilities.rules.alerts import Alert, AlertState
 from facilities.rules.verdicts import Severity
 from facilities.store import audit, history
 
-router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID)
+router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID, route_class=TokenFirst)
 
 Id = Annotated[str, Path(max_length=64)]
 From = Annotated[Time | None, Query(alias="from", description="ISO 8601; default 24 h ago")]
@@ -137,6 +137,7 @@ async def acknowledge(service: ServiceDep, staff: StaffDep, alert_id: Id) -> mod
     responses={
         **_AUTH,
         404: refusal("unknown station or port"),
+        413: refusal("the body is over 16 KiB (refused before it is read)"),
         409: refusal(
             "powering on while a critical alert of the port is unacknowledged or a rule that"
             " cuts it still fires; the station is offline"

@@ -1,0 +1,121 @@
+"""Connections are bounded (issue 11, point 7): idle and half-sent connections are closed,
+connections past the cap are answered 503, the WebSocket takes no big messages, and the
+live streams (SSE, WebSocket) outlive the request deadline."""
+
+import configparser
+import socket
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from facilities.settings import DEFAULT_MAX_CONNECTIONS
+from tests.conftest import ROOT
+from tests.security.conftest import Run
+
+TIMEOUT = "1"  # --client-timeout for these tests, in seconds
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes `sock` within `seconds` (reading and dropping what comes)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            if not sock.recv(65536):
+                return True
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+    return False
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (it says connection: close)."""
+    sock.settimeout(3)
+    answer = b""
+    while data := sock.recv(65536):
+        answer += data
+    sock.close()
+    return answer
+
+
+def _open(port: int, send: bytes = b"") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if send:
+        sock.sendall(send)
+    return sock
+
+
+def test_idle_and_half_sent_connections_are_closed(run_service: Run) -> None:
+    service = run_service()  # the defaults: 10 s to send a request, 5 s idle keep-alive
+    starts = [
+        b"",  # connects and says nothing
+        b"GET / HTTP/1.1\r\nHost: x\r\n",  # half a head
+        b"POST /api/garages/g-cq4/gates/north/open HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n0123456789",  # a tenth of its body
+    ]
+    socks = [_open(service.port, start) for start in starts for _ in range(40)]
+    keep_alive = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    started = time.monotonic()
+    try:
+        closed = [_closed_within(sock, 13.0 - (time.monotonic() - started)) for sock in socks]
+        assert all(closed), f"{closed.count(False)} of {len(socks)} still open"
+        assert _closed_within(keep_alive, 1.0)  # answered, then idle 5 s: closed too
+    finally:
+        for sock in [*socks, keep_alive]:
+            sock.close()
+
+
+def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> None:
+    service = run_service("--max-connections", "10")
+    held = [_open(service.port) for _ in range(10)]
+    try:
+        time.sleep(0.2)  # let the server accept them all
+        extra = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = _answer(extra)
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:100]
+        assert b"retry-after: 1" in answer.lower()
+        assert b'"error": "unavailable"' in answer
+        with pytest.raises(InvalidStatus) as refused:  # a WebSocket too
+            connect(f"ws://127.0.0.1:{service.port}/api/ws", open_timeout=5)
+        assert refused.value.response.status_code == 503
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _answer(again).startswith(b"HTTP/1.1 200")
+
+
+def test_the_live_streams_outlive_the_request_deadline(run_service: Run) -> None:
+    service = run_service("--client-timeout", TIMEOUT)
+    sse = _open(service.port, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    sse.settimeout(3)
+    assert sse.recv(65536).startswith(b"HTTP/1.1 200")
+    with connect(f"ws://127.0.0.1:{service.port}/api/ws", open_timeout=5) as ws:
+        assert not _closed_within(sse, 2.5)  # past the 1 s deadline, still open
+        ws.send("hello")  # read and ignored; the stream goes on
+        ws.ping().wait(3)
+    sse.close()
+
+
+def test_the_websocket_refuses_a_message_over_4_kib(run_service: Run) -> None:
+    service = run_service()
+    with connect(f"ws://127.0.0.1:{service.port}/api/ws", open_timeout=5) as ws:
+        ws.send("x" * 4000)
+        ws.ping().wait(3)  # under the limit: still open
+        ws.send("x" * 5000)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)  # the server closes at once: nothing else comes first
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009  # message too big
+
+
+def test_the_unit_leaves_descriptors_for_every_connection() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(ROOT / "deploy" / "systemd" / "facilities.service")
+    limit = int(unit["Service"]["LimitNOFILE"])
+    assert limit >= 2 * DEFAULT_MAX_CONNECTIONS + 256
