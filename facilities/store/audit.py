@@ -149,7 +149,7 @@ FROM (
     SELECT minute, 'refusals', id, 'authenticate', route, NULL, outcome, status,
            count || ' in this minute, the last at ' ||
                strftime('%H:%M:%fZ', last_at, 'unixepoch'),
-           NULL, NULL, client, NULL
+           NULL, NULL, client, NULL, NULL
     FROM auth_refusals WHERE minute >= :since
 )
 WHERE (at, kind, rid) > (:at, :kind, :rid)

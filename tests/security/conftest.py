@@ -23,7 +23,7 @@ def run_service(broker: PrivateBroker, site: Site, tmp_path: Path) -> Iterator[R
     def run(*extra: str) -> ServiceProcess:
         name = f"sec-{uuid.uuid4().hex[:6]}"
         service = ServiceProcess(
-            broker.url(),
+            broker,
             tmp_path / f"{name}.db",
             client_id=name,
             log=tmp_path / f"{name}.log",

@@ -58,6 +58,24 @@ async def test_staff_read_the_refusals_in_the_audit(api: Api, clock: MovableCloc
     assert entry["detail"].startswith("4 in this minute")
 
 
+async def test_the_audit_pages_past_a_refusals_entry(api: Api, clock: MovableClock) -> None:
+    assert (await api.http.get("/api/me")).status_code == 401
+    await api.service.store_refusals()
+    clock.advance(60)
+    _staff, token = await api.person(Role.STAFF, "物业 陈经理")
+    assert (await api.http.get("/api/me", headers=bearer("guess"))).status_code == 401
+    await api.service.store_refusals()  # the next minute: a second row
+    kinds: list[str] = []
+    path: str | None = "/api/audit?limit=1"
+    async with api.client("198.51.100.20") as office:
+        while path is not None:
+            page = await office.get(path, headers=bearer(token))
+            assert page.status_code == 200, page.text
+            kinds += [item["kind"] for item in page.json()["items"]]
+            path = page.json()["next"]
+    assert kinds.count("refusals") == 2
+
+
 def test_refusal_groups_are_bounded_whatever_the_addresses() -> None:
     now = [1_000_020.0]
     refusals = Refusals(clock=lambda: now[0], groups_kept=10)

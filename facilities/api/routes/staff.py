@@ -300,7 +300,11 @@ async def audit_log(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> models.Page[models.AuditEntry]:
-    after = parse_cursor(cursor, (seconds, one_of("command", "request"), rowid)) if cursor else None
+    after = (
+        parse_cursor(cursor, (seconds, one_of("command", "refusals", "request"), rowid))
+        if cursor
+        else None
+    )
     rows = await audit.audit_page(
         service.reader,
         since=epoch(since) if since else float("-inf"),
