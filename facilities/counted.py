@@ -4,7 +4,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from facilities.messages import Accepted, MessageKind
-from facilities.store.rules import Mark
+from facilities.store.snapshots import Mark
 
 # Per device topic, the (seq, ts) of this many recent messages: a redelivery after a lost
 # link is at most the messages in flight (2,000 for the whole service, mosquitto.conf).

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from facilities import admin
 from facilities.access import Role
-from facilities.app import Service
 from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.server import bind, serve_http
+from facilities.service import Service
 from facilities.settings import Listen, Settings
 from facilities.site import load_site
 from simulators.fleet import Fleet

@@ -12,9 +12,9 @@ from prometheus_client.registry import Collector
 
 from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, is_free, shown_state
-from facilities.engine import Engine
 from facilities.garage.state import GarageLive
 from facilities.rules.alerts import Change, Transition, hazards
+from facilities.rules.engine import Engine
 from facilities.site import Site
 
 # Port states as metric series (one per state, 0/1); `unknown` until the port has reported.

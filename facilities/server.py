@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from facilities.app import Service
+from facilities.api.app import create_app
 from facilities.connections import Limits
 from facilities.errors import OperatorError
-from facilities.http import create_app
+from facilities.service import Service
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from facilities.web.pages import listen_url

@@ -14,11 +14,11 @@ from fastapi import FastAPI
 
 from facilities import admin
 from facilities.access import Role
-from facilities.app import Service
-from facilities.http import create_app
+from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from facilities.app import Service
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from simulators.client import DeviceClient

@@ -6,10 +6,10 @@ from typing import Any
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.charging.state import Session
-from facilities.engine import Engine
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
 from facilities.rules.alerts import Transition
+from facilities.rules.engine import Engine
 from facilities.wire import Availability
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 from facilities.charging.payloads import StationTelemetry
 from facilities.charging.rules import CHARGING_RULES
 from facilities.charging.state import StationLive, apply_telemetry
-from facilities.engine import Engine
 from facilities.garage.payloads import GarageTelemetry
 from facilities.garage.rules import GARAGE_RULES
 from facilities.garage.state import GarageLive
 from facilities.garage.state import apply_telemetry as apply_garage
 from facilities.rules.alerts import AlertState, Change
+from facilities.rules.engine import Engine
 from tests.rules_helpers import T0, Feed, at, changes
 
 

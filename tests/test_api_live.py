@@ -12,10 +12,10 @@ import httpx
 import pytest
 import websockets
 
+from facilities.api.app import create_app
 from facilities.api.live import LiveFeed
-from facilities.app import Service
-from facilities.http import create_app
 from facilities.server import bind, serve_http
+from facilities.service import Service
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from tests.api_support import MovableClock, port, telemetry

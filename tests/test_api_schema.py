@@ -19,9 +19,9 @@ from schemathesis.specs.openapi.checks import (
 
 from facilities import admin
 from facilities.access import Role
-from facilities.app import Service
-from facilities.http import create_app
+from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from tests.conftest import EXAMPLE_SITE

@@ -14,15 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from facilities.app import Service
-from facilities.engine import Engine
 from facilities.messages import Accepted
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.runtime import RulesRuntime
+from facilities.rules.engine import Engine
+from facilities.rules.runner import RulesRunner
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from facilities.store.db import SharedWriter, open_db
@@ -168,7 +168,7 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
     try:
         await link.connect(timeout_s=5)
         db = SharedWriter(conn)
-        runtime = RulesRuntime(Engine(site), db, link, CommandSender(link, db))
+        runtime = RulesRunner(Engine(site), db, link, CommandSender(link, db))
         running = asyncio.create_task(runtime.run())
         await asyncio.sleep(0.1)  # ticking, waiting for work
         raw = json.dumps(_leakage(1)).encode()

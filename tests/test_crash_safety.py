@@ -9,10 +9,10 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from facilities.app import Service
-from facilities.http import create_app
+from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.client import DeviceClient

@@ -9,10 +9,10 @@ import pytest
 
 from facilities.charging.payloads import PortState, StationTelemetry
 from facilities.cutoffs import Cutoff, DesiredState, reachable
-from facilities.engine import Engine, Observation
 from facilities.garage.payloads import GateEvent, GateEventType
 from facilities.messages import Accepted, MessageKind, Route
 from facilities.rules.alerts import Change
+from facilities.rules.engine import Engine, Observation
 from facilities.rules.thresholds import Thresholds
 from facilities.rules.verdicts import Action, ActionKind
 from facilities.site import Site

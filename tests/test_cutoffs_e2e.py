@@ -16,11 +16,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from facilities.access import Role
-from facilities.app import Service
 from facilities.garage.payloads import GateEventType
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel

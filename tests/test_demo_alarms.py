@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pytest
 
 from facilities.charging.payloads import PortState
-from facilities.engine import Engine
 from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, DevicePayload, MessageKind, Route
 from facilities.mqtt.session import BrokerUrl
 from facilities.rules.alerts import Change, Transition
+from facilities.rules.engine import Engine
 from facilities.rules.verdicts import ActionKind, Severity
 from facilities.site import Site
 from simulators.fleet import Fleet

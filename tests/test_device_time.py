@@ -6,10 +6,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from facilities.app import Service
-from facilities.engine import Engine
 from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, MessageKind, Route
+from facilities.rules.engine import Engine
+from facilities.service import Service
 from facilities.site import Site
 from tests.conftest import DeviceFactory, query, wait_for
 from tests.rules_helpers import T0

@@ -6,7 +6,7 @@ import json
 import sqlite3
 import time
 
-from facilities.runtime import TICK_LATE_S
+from facilities.rules.runner import TICK_LATE_S
 from tests.api_support import Api, MovableClock, port, telemetry
 from tests.conftest import DeviceFactory, wait_for
 

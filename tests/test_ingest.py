@@ -8,9 +8,9 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
-from facilities.app import Service
-from facilities.http import create_app
+from facilities.api.app import create_app
 from facilities.messages import RejectReason
+from facilities.service import Service
 from facilities.store.telemetry import QUARANTINE_PREFIX_BYTES
 from tests.conftest import DeviceFactory, query, wait_for
 

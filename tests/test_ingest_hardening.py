@@ -11,13 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from facilities.app import Service
 from facilities.metrics import IngestMetrics
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store.db import open_db

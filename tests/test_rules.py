@@ -2,8 +2,8 @@
 
 import pytest
 
-from facilities.engine import Engine
 from facilities.rules.alerts import Change
+from facilities.rules.engine import Engine
 from facilities.rules.verdicts import Action, ActionKind, Severity
 from tests.rules_helpers import Feed, changes, raised
 

@@ -2,10 +2,10 @@
 
 import time
 
-from facilities.app import Service
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from facilities.engine import Engine
+from facilities.rules.engine import Engine
 from tests.rules_helpers import Feed
 
 Step = Callable[[Feed, float], object]

@@ -1,7 +1,7 @@
 """Charging sessions from telemetry and events: start, end, energy, peak, end reason."""
 
 from facilities.charging.state import EndReason
-from facilities.engine import Engine
+from facilities.rules.engine import Engine
 from tests.rules_helpers import Feed, at
 
 

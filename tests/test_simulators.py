@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
-from facilities.app import Service
 from facilities.charging.payloads import PortState, StationEventType
 from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
+from facilities.service import Service
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import SimulatedGarage, SimulatedStation

@@ -10,9 +10,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
-from facilities.app import Service
 from facilities.errors import Forbidden, RateLimited, Unauthorized
-from facilities.operations import Ask
+from facilities.requests import Ask
+from facilities.service import Service
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -53,7 +53,7 @@ async def authenticate(connection: HTTPConnection, route: str) -> Person:
     service: Service = connection.app.state.service
     client = client_address(connection)
     try:
-        return await service.operations.auth.person(bearer_token(connection), client)
+        return await service.requests.auth.person(bearer_token(connection), client)
     except (Unauthorized, RateLimited) as refusal:
         service.refusals.refused(client, route, refusal.status, refusal.error)
         raise

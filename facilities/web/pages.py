@@ -20,9 +20,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from facilities.api import models, views
 from facilities.api.deps import ServiceDep
-from facilities.app import Service
-from facilities.engine import Engine
 from facilities.errors import NotFound
+from facilities.rules.engine import Engine
+from facilities.service import Service
 from facilities.site import Garage
 from facilities.web.i18n import LANGUAGES, choose, translations
 

@@ -9,10 +9,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from facilities.app import Service
 from facilities.broker_config import shipped_mosquitto_conf
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl, session_client_id
+from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site
 from tests.conftest import DeviceFactory, query, wait_for

@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facilities.engine import Engine, message_cause
 from facilities.messages import Accepted
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.topics import Topics
+from facilities.rules.engine import Engine, message_cause
 from facilities.rules.verdicts import Action, ActionKind
 from facilities.site import Site, load_site
 from tests.conftest import EXAMPLE_SITE

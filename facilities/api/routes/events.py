@@ -15,8 +15,8 @@ from facilities.access import Role
 from facilities.api.deps import Credentials, ServiceDep, authenticate, bearer_token
 from facilities.api.errors import refusal
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
-from facilities.app import Service
 from facilities.errors import Refusal
+from facilities.service import Service
 
 router = APIRouter(prefix="/api", tags=["public"])
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Path
 from facilities.api import models, views
 from facilities.api.deps import ServiceDep
 from facilities.api.errors import INVALID, Responses, refusal
-from facilities.engine import Engine
 from facilities.errors import NotFound
+from facilities.rules.engine import Engine
 
 router = APIRouter(prefix="/api", tags=["public"], responses=INVALID)
 

@@ -46,7 +46,7 @@ async def open_gate(
     ] = None,
 ) -> models.CommandResult | JSONResponse:
     del idempotency_key  # read by AskDep; declared here for validation and the docs
-    status, body = await service.operations.open_gate(ask, garage, gate)
+    status, body = await service.requests.open_gate(ask, garage, gate)
     if status == 200:
         return models.CommandResult.model_validate(body)
     return JSONResponse(body, status_code=status)

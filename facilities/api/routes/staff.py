@@ -110,7 +110,7 @@ async def alerts(
     summary="Acknowledge an alert (who and when are kept)",
 )
 async def acknowledge(service: ServiceDep, staff: StaffDep, alert_id: Id) -> models.Alert:
-    alert: Alert = await service.operations.acknowledge(staff, alert_id)
+    alert: Alert = await service.requests.acknowledge(staff, alert_id)
     row = await history.alert_by_id(service.reader, alert.id)
     actions = [_action(a) for a in row.actions] if row else []
     return models.Alert(
@@ -155,7 +155,7 @@ async def power(
     port: Annotated[int, Path(ge=1, le=64)],
     body: models.PowerRequest,
 ) -> models.CommandResult | JSONResponse:
-    status, answer = await service.operations.power_port(ask, station_id, port, on=body.on)
+    status, answer = await service.requests.power_port(ask, station_id, port, on=body.on)
     if status == 200:
         return models.CommandResult.model_validate(answer)
     return JSONResponse(answer, status_code=status)

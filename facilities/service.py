@@ -16,7 +16,6 @@ from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
 from facilities.clocks import SteadyClock
-from facilities.engine import Engine, in_site
 from facilities.metrics import (
     AlertMetrics,
     ApiMetrics,
@@ -31,13 +30,14 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
 from facilities.mqtt.topics import Topics
-from facilities.operations import Authenticator, Operations
 from facilities.refusals import Refusals
-from facilities.runtime import Listener, RulesRuntime
+from facilities.requests import Authenticator, Requests
+from facilities.rules.engine import Engine, in_site
+from facilities.rules.runner import Listener, RulesRunner
 from facilities.settings import Settings
 from facilities.site import Site
-from facilities.store import audit, history, replay
-from facilities.store import rules as rules_store
+from facilities.store import alerts as alert_store
+from facilities.store import audit, history, replay, snapshots
 from facilities.store.db import SharedWriter, open_db
 from facilities.store.retention import Policy, Retention
 
@@ -102,9 +102,9 @@ class Service:
         self._conn: aiosqlite.Connection | None = None
         self._link: BrokerLink | None = None
         self._ingest: Ingest | None = None
-        self._rules: RulesRuntime | None = None
+        self._rules: RulesRunner | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._operations: Operations | None = None
+        self._requests: Requests | None = None
         self._retention: Retention | None = None
         self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
         self._typical_charge: dict[str, timedelta] = {}
@@ -127,16 +127,16 @@ class Service:
         return self._ingest
 
     @property
-    def rules(self) -> RulesRuntime:
+    def rules(self) -> RulesRunner:
         if self._rules is None:
             raise RuntimeError("the service is not running")
         return self._rules
 
     @property
-    def operations(self) -> Operations:
-        if self._operations is None:
+    def requests(self) -> Requests:
+        if self._requests is None:
             raise RuntimeError("the service is not running")
-        return self._operations
+        return self._requests
 
     @property
     def retention(self) -> Retention:
@@ -208,22 +208,22 @@ class Service:
             )
             rules_db = SharedWriter(rules_conn)
             await self._forget_removed_devices(rules_db)
-            saved = await rules_store.load_live_state(rules_conn)
+            saved = await snapshots.load_live_state(rules_conn)
             engine = Engine(
                 self.site,
                 stations=saved.stations,
                 garages=saved.garages,
-                alerts=await rules_store.load_open_alerts(rules_conn),
-                desired=await rules_store.load_cutoffs(rules_conn),
+                alerts=await alert_store.load_open_alerts(rules_conn),
+                desired=await snapshots.load_cutoffs(rules_conn),
             )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
-            rules = RulesRuntime(
+            rules = RulesRunner(
                 engine, rules_db, link, commands, clock=self.now, monotonic=self.monotonic
             )
             rules.listeners.extend(self.listeners)
             await self._replay(rules, rules_conn, saved)
             ingest.observers.append(rules.observe)
-            self._operations = Operations(
+            self._requests = Requests(
                 self.site,
                 auth=Authenticator(
                     self._reader,
@@ -279,7 +279,7 @@ class Service:
             finally:
                 await link.close()  # idempotent: also when the task group failed
         finally:
-            self._ingest = self._link = self._conn = self._rules = self._operations = None
+            self._ingest = self._link = self._conn = self._rules = self._requests = None
             self._retention = None
             self._refusals_db = None
             reader, self._reader = self._reader, None
@@ -288,7 +288,7 @@ class Service:
             await conn.close()
 
     async def _replay(
-        self, rules: RulesRuntime, conn: aiosqlite.Connection, saved: rules_store.Saved
+        self, rules: RulesRunner, conn: aiosqlite.Connection, saved: snapshots.Saved
     ) -> None:
         """Rebuild the live state: the last snapshot, then what was stored after it (before
         ingest starts), counting nothing twice (docs/architecture.md, "Start-up")."""
@@ -317,7 +317,7 @@ class Service:
         "Removing a device")."""
         devices = {*self.site.stations, *self.site.garages}
         async with writer.transaction() as conn:
-            forgotten = await rules_store.forget_removed(
+            forgotten = await alert_store.forget_removed(
                 conn,
                 devices=devices,
                 in_site=functools.partial(in_site, self.site),

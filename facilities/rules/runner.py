@@ -17,15 +17,17 @@ import aiosqlite
 
 from facilities.charging import state as charging
 from facilities.counted import MARKS_SAVED_S, Counted
-from facilities.engine import Engine, Observation
 from facilities.garage import state as garage
 from facilities.messages import Accepted, MessageKind
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.alerts import Alert, Change, Transition, alert_payload
+from facilities.rules.engine import Engine, Observation
 from facilities.rules.verdicts import Action, ActionKind
+from facilities.store import alerts as alert_store
 from facilities.store import commands as outbox
-from facilities.store import rules as store
+from facilities.store import sessions as session_store
+from facilities.store import snapshots
 from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
 from facilities.wire import CommandAck, CommandAction
@@ -74,7 +76,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class RulesRuntime:
+class RulesRunner:
     """The engine's adapter: paho's thread feeds it (before the batch commits, so a safety
     cut-off never waits for a flush); asyncio tasks tick it, persist what changed, publish
     alerts and send the commands it asks for."""
@@ -151,7 +153,9 @@ class RulesRuntime:
             listener.device_changed(device)
 
     def restore_marks(
-        self, saved: Mapping[str, Iterable[store.Mark]], counted_until: Mapping[str, float | None]
+        self,
+        saved: Mapping[str, Iterable[snapshots.Mark]],
+        counted_until: Mapping[str, float | None],
     ) -> None:
         """At start: the marks saved with the live state (messages it already counted)."""
         with self._lock:
@@ -237,8 +241,8 @@ class RulesRuntime:
             log.warning("stopping: %d commands kept to send at the next start", len(kept))
         if transitions or sessions or kept:
             async with self._db.transaction() as conn:
-                await store.save_transitions(conn, transitions)
-                await store.save_sessions(conn, sessions)
+                await alert_store.save_transitions(conn, transitions)
+                await session_store.save_sessions(conn, sessions)
                 await outbox.keep(conn, kept, self._clock().timestamp())
 
     async def tick(self) -> None:
@@ -292,10 +296,10 @@ class RulesRuntime:
         that paho's thread never waits for more than one), written outside it."""
         rows = self._snapshot([*self.engine.stations, *self.engine.garages])
         async with self._write() as conn:
-            await store.write_live_state(conn, rows)
+            await snapshots.write_live_state(conn, rows)
             await self._save_desired(conn, always=True)
 
-    def _snapshot(self, devices: Iterable[str]) -> list[store.LiveRow]:
+    def _snapshot(self, devices: Iterable[str]) -> list[snapshots.LiveRow]:
         """The live-state rows of `devices`, each with the marks of what it counted."""
         now = self._clock()
         since = now.timestamp() - MARKS_SAVED_S
@@ -308,7 +312,7 @@ class RulesRuntime:
                 if live is None:
                     continue
                 marks, until = self._counted.marks(device, since), self._counted.until(device)
-                rows.append(store.live_state_row(live, marks, now, counted_until=until))
+                rows.append(snapshots.live_state_row(live, marks, now, counted_until=until))
         return rows
 
     async def _ticker(self) -> None:
@@ -370,9 +374,9 @@ class RulesRuntime:
         touched = dict.fromkeys(t.alert.device for t in observation.transitions)
         rows = self._snapshot(touched)
         async with self._write() as conn:
-            await store.save_transitions(conn, observation.transitions)
-            await store.save_sessions(conn, observation.sessions)
-            await store.write_live_state(conn, rows)
+            await alert_store.save_transitions(conn, observation.transitions)
+            await session_store.save_sessions(conn, observation.sessions)
+            await snapshots.write_live_state(conn, rows)
             await self._save_desired(conn)
             # with their alerts, in one commit: from here on a crash sends them again at start
             await outbox.keep(conn, [q for q in started if q], self._clock().timestamp())
@@ -390,7 +394,7 @@ class RulesRuntime:
             if version == self._saved_desired and not always:
                 return
             rows = list(self.engine.desired)
-        await store.save_cutoffs(conn, rows)
+        await snapshots.save_cutoffs(conn, rows)
         self._saved_desired = version
 
     def firing_cutoffs(self, station: str, port: int) -> list[str]:

@@ -23,7 +23,7 @@ from facilities.api.errors import install_error_handlers
 from facilities.api.instrument import HttpMetrics
 from facilities.api.live import QUEUE_SIZE, LiveFeed
 from facilities.api.routes import events, health, public, residents, staff
-from facilities.app import Service
+from facilities.service import Service
 from facilities.web import pages
 
 DESCRIPTION = """

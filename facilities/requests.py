@@ -24,8 +24,8 @@ from facilities.errors import (
 from facilities.metrics import ApiMetrics
 from facilities.mqtt.commands import CommandSender, Outcome, Result, Target
 from facilities.rules.alerts import Alert, AlertState
+from facilities.rules.runner import RulesRunner
 from facilities.rules.verdicts import Severity
-from facilities.runtime import RulesRuntime
 from facilities.site import Site
 from facilities.store import audit, people
 from facilities.store.db import SharedWriter
@@ -91,14 +91,14 @@ def _answer(result: Result, done: str) -> Answer:
     return 504, {"error": "device_timeout", "detail": detail, "command_id": result.id}
 
 
-class Operations:
+class Requests:
     def __init__(
         self,
         site: Site,
         *,
         auth: Authenticator,
         commands: CommandSender,
-        rules: RulesRuntime,
+        rules: RulesRunner,
         writer: SharedWriter,
         reader: aiosqlite.Connection,
         opens: RateLimiter,
