@@ -35,57 +35,77 @@ class StoreError(OperatorError):
 
 
 class Refusal(FacilitiesError):  # noqa: N818  # an answer to a client, not a failure
-    """A request the service refuses: an HTTP status and a short error name, with a detail
-    for the client. `extra` fields join the JSON body (a command's id, say)."""
+    """A request the service refuses, with a detail for the client. `error` is its short
+    name in every answer (docs/api.md, "Errors"); `api/errors.py` maps each kind to its
+    HTTP status, the one place that does."""
 
-    status = 400
     error = "bad_request"
 
-    def __init__(
-        self,
-        detail: str,
-        *,
-        headers: dict[str, str] | None = None,
-        extra: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.headers = headers or {}
-        self.extra = extra or {}
 
 
 class InvalidRequest(Refusal):
-    status, error = 422, "invalid_request"
+    """A parameter or the body is not valid."""
+
+    error = "invalid_request"
 
 
-class Unauthorized(Refusal):
-    status, error = 401, "unauthorized"
+class Unauthenticated(Refusal):
+    """No token, or one nobody holds."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+    error = "unauthorized"
 
 
-class Forbidden(Refusal):
-    status, error = 403, "forbidden"
+class NotAllowed(Refusal):
+    """The person is known but may not do this."""
+
+    error = "forbidden"
 
 
 class NotFound(Refusal):
-    status, error = 404, "not_found"
+    error = "not_found"
 
 
 class Conflict(Refusal):
-    status, error = 409, "conflict"
+    """Not now, in this state (an alert cleared, a port a rule holds off, a key reused)."""
+
+    error = "conflict"
 
 
 class RateLimited(Refusal):
-    status, error = 429, "rate_limited"
+    """Too many; `retry_after_s`: whole seconds until one more is allowed."""
+
+    error = "rate_limited"
 
     def __init__(self, detail: str, *, retry_after_s: float) -> None:
-        # Retry-After is whole seconds (RFC 9110 §10.2.3); round up so a client that obeys
-        # it is not refused again.
-        seconds = max(1, int(-(-retry_after_s // 1)))
-        super().__init__(f"{detail}; retry in {seconds} s", headers={"Retry-After": str(seconds)})
+        # whole seconds, rounded up, so that a client that waits them is not refused again
+        self.retry_after_s = max(1, int(-(-retry_after_s // 1)))
+        super().__init__(f"{detail}; retry in {self.retry_after_s} s")
 
 
 class Unavailable(Refusal):
-    status, error = 503, "unavailable"
+    """The service cannot do it now (no link to the broker)."""
+
+    error = "unavailable"
+
+
+class DeviceRefused(Refusal):
+    """The device answered the command with `ok: false`."""
+
+    error = "device_refused"
+
+    def __init__(self, detail: str, *, command_id: str) -> None:
+        super().__init__(detail)
+        self.command_id = command_id
+
+
+class DeviceTimedOut(Refusal):
+    """The device did not acknowledge the command in time."""
+
+    error = "device_timeout"
+
+    def __init__(self, detail: str, *, command_id: str) -> None:
+        super().__init__(detail)
+        self.command_id = command_id

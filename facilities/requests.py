@@ -1,7 +1,8 @@
 """What people ask of the service: tokens, gate opens, port power, acknowledgements."""
 
-# Each refusal is a `Refusal` (mapped to HTTP in one place); gate opens and power requests are
-# audited whether allowed or refused.
+# A request done returns what was done; one refused raises a `Refusal` (facilities/errors.py),
+# which api/errors.py maps to HTTP. Gate opens and power requests are audited whether allowed
+# or refused, with the status the client is answered (`http_status`, given by the composition).
 
 import asyncio
 import logging
@@ -14,11 +15,13 @@ import aiosqlite
 from facilities.access import Person, RateLimiter, Role
 from facilities.errors import (
     Conflict,
-    Forbidden,
+    DeviceRefused,
+    DeviceTimedOut,
+    NotAllowed,
     NotFound,
     RateLimited,
     Refusal,
-    Unauthorized,
+    Unauthenticated,
     Unavailable,
 )
 from facilities.metrics import ApiMetrics
@@ -27,14 +30,12 @@ from facilities.rules.alerts import Alert, AlertState
 from facilities.rules.runner import RulesRunner
 from facilities.rules.verdicts import Severity
 from facilities.site import Site
+from facilities.store import alerts as alert_store
 from facilities.store import audit, people
 from facilities.store.db import SharedWriter
 from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)
-
-
-Answer = tuple[int, dict[str, Any]]
 
 
 class Authenticator:
@@ -66,7 +67,7 @@ class Authenticator:
             raise RateLimited(
                 "too many failed authentications from this address", retry_after_s=wait
             )
-        raise Unauthorized(
+        raise Unauthenticated(
             "a valid bearer token is required" if token is None else "unknown or revoked token"
         )
 
@@ -80,15 +81,56 @@ class Ask:
     idempotency_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A command carried out: its id, and `opened` (a gate) or `done` (port power)."""
+
+    command_id: str
+    status: str
+
+
+# What a command came to: done, or refused by its device, or not acknowledged in time. A
+# failure is raised to the client, after the audit (and for a gate, kept for its key).
+Answer = Done | DeviceRefused | DeviceTimedOut
+
+
 def _answer(result: Result, done: str) -> Answer:
-    """The HTTP answer to a command's outcome (API.md: 200, 502 refused, 504 no ack)."""
+    """What a command's outcome means to the person who asked (docs/api.md)."""
     if result.outcome is Outcome.ACKED:
-        return 200, {"command_id": result.id, "status": done}
+        return Done(result.id, done)
     if result.outcome is Outcome.REFUSED:
         detail = f"{result.target.subject} refused: {result.error or 'no reason given'}"
-        return 502, {"error": "device_refused", "detail": detail, "command_id": result.id}
+        return DeviceRefused(detail, command_id=result.id)
     detail = f"{result.target.subject} did not acknowledge in time ({result.tries} tries)"
-    return 504, {"error": "device_timeout", "detail": detail, "command_id": result.id}
+    return DeviceTimedOut(detail, command_id=result.id)
+
+
+def _outcome(answer: Answer) -> str:
+    return answer.status if isinstance(answer, Done) else answer.error
+
+
+def _kept(answer: Answer) -> dict[str, Any]:
+    """An answer as kept for its Idempotency-Key (the body the client was sent)."""
+    if isinstance(answer, Done):
+        return {"command_id": answer.command_id, "status": answer.status}
+    return {"error": answer.error, "detail": answer.detail, "command_id": answer.command_id}
+
+
+def _given_again(body: dict[str, Any]) -> Answer:
+    """The answer kept for a key, to give again."""
+    command_id = str(body["command_id"])
+    if body.get("error") == DeviceRefused.error:
+        return DeviceRefused(str(body["detail"]), command_id=command_id)
+    if body.get("error") == DeviceTimedOut.error:
+        return DeviceTimedOut(str(body["detail"]), command_id=command_id)
+    return Done(command_id, str(body["status"]))
+
+
+def _done(answer: Answer) -> Done:
+    """The answer, or its refusal raised."""
+    if isinstance(answer, Done):
+        return answer
+    raise answer
 
 
 class Requests:
@@ -104,9 +146,11 @@ class Requests:
         opens: RateLimiter,
         connected: Callable[[], bool],
         clock: Callable[[], float],
+        http_status: Callable[[Refusal | None], int],
         metrics: ApiMetrics | None = None,
     ) -> None:
         self.site = site
+        self._http_status = http_status
         self.auth = auth
         self._metrics = metrics
         self._commands = commands
@@ -121,7 +165,7 @@ class Requests:
 
     # -- residents ---------------------------------------------------------------------------
 
-    async def open_gate(self, ask: Ask, garage: str, gate: str) -> Answer:
+    async def open_gate(self, ask: Ask, garage: str, gate: str) -> Done:
         """Authorise, rate-limit, replay or send `open`, audit (docs/api.md, "Opening a
         gate"); the token was checked before the request was read."""
         target, person = f"{garage}/{gate}", ask.person
@@ -130,40 +174,28 @@ class Requests:
             if spec is None or gate not in spec.gates:
                 raise NotFound(f"no gate {target}")
             if not person.may_open(garage):
-                raise Forbidden(f"{person.id} is not registered for {garage}")
-            status, body, outcome = await self._open_once(person, ask, spec.id, gate)
+                raise NotAllowed(f"{person.id} is not registered for {garage}")
+            answer, replayed = await self._open_once(person, ask, spec.id, gate)
         except Refusal as refusal:
-            await self._audit(
-                "gate_open", target, person, ask, refusal.status, refusal.error, refusal.detail
-            )
+            await self._audit("gate_open", target, ask, refusal, refusal.error)
             raise
-        await self._audit(
-            "gate_open",
-            target,
-            person,
-            ask,
-            status,
-            outcome,
-            body.get("detail"),
-            body.get("command_id"),
-        )
-        return status, body
+        outcome = "replayed" if replayed else _outcome(answer)
+        await self._audit("gate_open", target, ask, answer, outcome, answer.command_id)
+        return _done(answer)
 
     async def _open_once(
         self, person: Person, ask: Ask, garage: str, gate: str
-    ) -> tuple[int, dict[str, Any], str]:
-        """Send the open, or give the first answer again for a repeated Idempotency-Key. The
-        key belongs to the request it came with: for another gate it is a 409, sending
-        nothing (docs/api.md, "Opening a gate")."""
+    ) -> tuple[Answer, bool]:
+        """Send the open, or give the first answer again for a repeated Idempotency-Key (and
+        say so). The key belongs to the request it came with: for another gate it is a 409,
+        sending nothing (docs/api.md, "Opening a gate")."""
         key, target = ask.idempotency_key, f"{garage}/{gate}"
         if key is None:
-            status, body = await self._send_open(person, garage, gate)
-            return status, body, str(body.get("status") or body["error"])
+            return await self._send_open(person, garage, gate), False
         first = self._in_flight.get((person.id, key))
         if first is not None:  # the same key, still waiting for its gate
             _reused_for(key, first[0], target)
-            status, body = await asyncio.shield(first[1])
-            return status, body, "replayed"
+            return await asyncio.shield(first[1]), True
         # Registered before the first await: a second tap arriving meanwhile waits for this one.
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._in_flight[(person.id, key)] = (target, future)
@@ -171,20 +203,21 @@ class Requests:
             remembered = await audit.remembered(self._reader, person.id, key, now=self._clock())
             if remembered is not None:
                 _reused_for(key, remembered.target, target)
-                future.set_result((remembered.status, remembered.body))
-                return remembered.status, remembered.body, "replayed"
-            status, body = await self._send_open(person, garage, gate)
+                answer = _given_again(remembered.body)
+                future.set_result(answer)
+                return answer, True
+            answer = await self._send_open(person, garage, gate)
             async with self._writer.transaction() as conn:
-                answer = audit.Remembered(target, status, body)
-                await audit.remember(conn, person.id, key, answer, now=self._clock())
-            future.set_result((status, body))
+                kept = audit.Remembered(target, self._status(answer), _kept(answer))
+                await audit.remember(conn, person.id, key, kept, now=self._clock())
+            future.set_result(answer)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else Unavailable("cancelled"))
             future.exception()  # retrieved: a lone request must not log "never retrieved"
             raise
         finally:
             del self._in_flight[(person.id, key)]
-        return status, body, str(body.get("status") or body["error"])
+        return answer, False
 
     async def _send_open(self, person: Person, garage: str, gate: str) -> Answer:
         wait = self._opens.retry_after(person.id)
@@ -207,11 +240,11 @@ class Requests:
 
     # -- staff -------------------------------------------------------------------------------
 
-    async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Answer:
+    async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Done:
         target, person = f"{station}/{port}", ask.person
         try:
             if person.role is not Role.STAFF:
-                raise Forbidden("staff only")
+                raise NotAllowed("staff only")
             spec = self.site.stations.get(station)
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
@@ -245,22 +278,11 @@ class Requests:
                 # a cut-off that did not happen must reach a person, whoever asked for it
                 self._rules.command_failed(result.target.subject)
         except Refusal as refusal:
-            await self._audit(
-                "port_power", target, person, ask, refusal.status, refusal.error, refusal.detail
-            )
+            await self._audit("port_power", target, ask, refusal, refusal.error)
             raise
-        status, body = _answer(result, "done")
-        await self._audit(
-            "port_power",
-            target,
-            person,
-            ask,
-            status,
-            result.outcome.value,
-            body.get("detail"),
-            result.id,
-        )
-        return status, body
+        answer = _answer(result, "done")
+        await self._audit("port_power", target, ask, answer, result.outcome.value, result.id)
+        return _done(answer)
 
     async def acknowledge(self, staff: Person, alert_id: str) -> Alert:
         """Acknowledge an open alert; 409 when it has cleared, 404 when there is none."""
@@ -274,34 +296,33 @@ class Requests:
             current = self._rules.read(lambda e: e.alerts.get(key))
             if current is not None and current.state is AlertState.ACKNOWLEDGED:
                 return current  # acknowledged already: asking again changes nothing
-        async with self._reader.execute(
-            "SELECT state FROM alerts WHERE id = ?", (alert_id,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        state = await alert_store.state_of(self._reader, alert_id)
+        if state is None:
             raise NotFound(f"no alert {alert_id}")
-        raise Conflict(f"alert {alert_id} is {row[0]}")
+        raise Conflict(f"alert {alert_id} is {state}")
+
+    def _status(self, answer: Answer | Refusal) -> int:
+        return self._http_status(None if isinstance(answer, Done) else answer)
 
     async def _audit(
         self,
         action: str,
         target: str,
-        person: Person | None,
         ask: Ask,
-        status: int,
+        answer: Answer | Refusal,
         outcome: str,
-        detail: str | None,
         command_id: str | None = None,
     ) -> None:
+        """Keep the request, with the status it is answered and what came of it."""
         request = audit.Request(
             at=self._clock(),
             action=action,
             target=target,
-            person=person.id if person else None,
+            person=ask.person.id,
             client=ask.client,
-            status=status,
+            status=self._status(answer),
             outcome=outcome,
-            detail=detail,
+            detail=None if isinstance(answer, Done) else answer.detail,
             command_id=command_id,
             idempotency_key=ask.idempotency_key,
         )

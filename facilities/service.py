@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
+from facilities.api.errors import http_status
 from facilities.clocks import SteadyClock
 from facilities.metrics import (
     AlertMetrics,
@@ -38,7 +39,7 @@ from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import audit, history, replay, snapshots
-from facilities.store.db import SharedWriter, open_db
+from facilities.store.db import SharedWriter, open_db, ping
 from facilities.store.retention import Policy, Retention
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,7 @@ class Service:
                 opens=RateLimiter(self.settings.opens_per_minute, clock=self.monotonic),
                 connected=lambda: link.connected,
                 clock=self.clock,
+                http_status=http_status,
                 metrics=self.api_metrics,
             )
             self._retention = retention = Retention(
@@ -404,7 +406,7 @@ class Service:
         else:
             try:
                 async with asyncio.timeout(1.0):
-                    await conn.execute("SELECT 1")
+                    await ping(conn)
             except (TimeoutError, aiosqlite.Error) as exc:
                 reasons.append(f"database not answering ({exc or 'timeout'})")
         return Health(ok=not reasons, reasons=reasons)

@@ -10,7 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
-from facilities.errors import Forbidden, RateLimited, Unauthorized
+from facilities.api.errors import http_status
+from facilities.errors import NotAllowed, RateLimited, Unauthenticated
 from facilities.requests import Ask
 from facilities.service import Service
 
@@ -54,8 +55,8 @@ async def authenticate(connection: HTTPConnection, route: str) -> Person:
     client = client_address(connection)
     try:
         return await service.requests.auth.person(bearer_token(connection), client)
-    except (Unauthorized, RateLimited) as refusal:
-        service.refusals.refused(client, route, refusal.status, refusal.error)
+    except (Unauthenticated, RateLimited) as refusal:
+        service.refusals.refused(client, route, http_status(refusal), refusal.error)
         raise
 
 
@@ -87,7 +88,7 @@ PersonDep = Annotated[Person, Depends(current_person)]
 
 def current_staff(person: PersonDep) -> Person:
     if person.role is not Role.STAFF:
-        raise Forbidden("staff only")
+        raise NotAllowed("staff only")
     return person
 
 

@@ -9,7 +9,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from facilities.errors import Refusal
+from facilities.errors import (
+    Conflict,
+    DeviceRefused,
+    DeviceTimedOut,
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    RateLimited,
+    Refusal,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +38,44 @@ _NAMES = {
     405: "method_not_allowed",
     413: "too_large",
 }
+
+
+# Each kind of refusal and its status (docs/api.md, "Errors"); a kind not listed is a 400.
+_STATUSES: dict[type[Refusal], int] = {
+    InvalidRequest: 422,
+    Unauthenticated: 401,
+    NotAllowed: 403,
+    NotFound: 404,
+    Conflict: 409,
+    RateLimited: 429,
+    DeviceRefused: 502,
+    Unavailable: 503,
+    DeviceTimedOut: 504,
+}
+
+
+def http_status(refusal: Refusal | None) -> int:
+    """The status a refusal is answered with (200: none, the request was done)."""
+    if refusal is None:
+        return 200
+    return next((s for kind, s in _STATUSES.items() if isinstance(refusal, kind)), 400)
+
+
+def refusal_body(refusal: Refusal) -> dict[str, str]:
+    """The JSON body of a refusal: `{"error", "detail"}`, and the command's id when one was
+    sent."""
+    body = _body(refusal.error, refusal.detail)
+    if isinstance(refusal, DeviceRefused | DeviceTimedOut):
+        body["command_id"] = refusal.command_id
+    return body
+
+
+def _headers(refusal: Refusal) -> dict[str, str]:
+    if isinstance(refusal, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(refusal, RateLimited):
+        return {"Retry-After": str(refusal.retry_after_s)}  # RFC 9110 §10.2.3: whole seconds
+    return {}
 
 
 def _body(error: str, detail: str) -> dict[str, str]:
@@ -52,8 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Refusal)
     async def refused(_request: Request, exc: Refusal) -> JSONResponse:
-        body = {**_body(exc.error, exc.detail), **exc.extra}
-        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+        return JSONResponse(refusal_body(exc), status_code=http_status(exc), headers=_headers(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:

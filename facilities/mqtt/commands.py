@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from facilities.metrics import CommandMetrics
 from facilities.mqtt.session import BrokerLink
+from facilities.store import commands as outbox
 from facilities.store.db import SharedWriter
 from facilities.wire import Command, CommandAck, CommandAction
 
@@ -208,32 +209,30 @@ class CommandSender:
         cause: str | None,
         sent_at: float,
     ) -> None:
-        row = (
-            command_id,
-            target.device,
-            target.port,
-            target.gate,
-            action.value,
-            reason,
-            requested_by,
-            alert_id,
-            cause,
-            sent_at,
-        )
         async with self._db.transaction() as conn:
-            # a command sent again after a restart keeps its first row (and first send time)
-            await conn.execute(
-                "INSERT INTO commands (id, device, port, gate, action, reason, requested_by,"
-                " alert_id, cause, sent_at, tries, outcome)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (id) DO NOTHING",
-                row,
+            await outbox.started(
+                conn,
+                outbox.Sent(
+                    command_id,
+                    target.device,
+                    target.port,
+                    target.gate,
+                    action.value,
+                    reason,
+                    requested_by,
+                    alert_id,
+                    cause,
+                    sent_at,
+                ),
             )
 
     async def _audit_end(self, result: Result) -> None:
         async with self._db.transaction() as conn:
-            await conn.execute(
-                "UPDATE commands SET tries = ?, outcome = ?, error = ?, done_at = ? WHERE id = ?",
-                (result.tries, result.outcome.value, result.error, self._clock(), result.id),
+            await outbox.finished(
+                conn,
+                result.id,
+                tries=result.tries,
+                outcome=result.outcome.value,
+                error=result.error,
+                at=self._clock(),
             )
-            # finished: a rules' command leaves the outbox with its outcome, in one commit
-            await conn.execute("DELETE FROM command_outbox WHERE id = ?", (result.id,))

@@ -137,3 +137,10 @@ async def forget_removed(
     )
     await conn.executemany("DELETE FROM live_state WHERE device = ?", [(d,) for d in gone])
     return forgotten
+
+
+async def state_of(conn: aiosqlite.Connection, alert_id: str) -> str | None:
+    """The stored state of an alert (`active`, `acknowledged`, `cleared`), None if none."""
+    async with conn.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else str(row[0])

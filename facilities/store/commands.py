@@ -35,6 +35,62 @@ async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) 
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A command as first sent: by the rules for an alert, or by a person (no alert)."""
+
+    id: str
+    device: str
+    port: int | None
+    gate: str | None
+    action: str
+    reason: str
+    requested_by: str
+    alert_id: str | None
+    cause: str | None
+    sent_at: float
+
+
+async def started(conn: aiosqlite.Connection, sent: Sent) -> None:
+    """A command's audit row, at its first send. A command sent again after a restart keeps
+    its first row (and first send time)."""
+    await conn.execute(
+        "INSERT INTO commands (id, device, port, gate, action, reason, requested_by,"
+        " alert_id, cause, sent_at, tries, outcome)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending') ON CONFLICT (id) DO NOTHING",
+        (
+            sent.id,
+            sent.device,
+            sent.port,
+            sent.gate,
+            sent.action,
+            sent.reason,
+            sent.requested_by,
+            sent.alert_id,
+            sent.cause,
+            sent.sent_at,
+        ),
+    )
+
+
+async def finished(
+    conn: aiosqlite.Connection,
+    command_id: str,
+    *,
+    tries: int,
+    outcome: str,
+    error: str | None,
+    at: float,
+) -> None:
+    """A command's outcome in its audit row; a rules' command leaves the outbox with it,
+    in the caller's commit."""
+    await conn.execute(
+        "UPDATE commands SET tries = ?, outcome = ?, error = ?, done_at = ? WHERE id = ?",
+        (tries, outcome, error, at, command_id),
+    )
+    await conn.execute("DELETE FROM command_outbox WHERE id = ?", (command_id,))
+
+
 async def unfinished(conn: aiosqlite.Connection) -> list[Queued]:
     """The outbox, oldest first."""
     sql = (

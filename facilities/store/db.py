@@ -133,3 +133,8 @@ class SharedWriter:
                 # BEGIN whose await was cancelled) and before the next transaction.
                 await asyncio.shield(self.conn.rollback())
                 raise
+
+
+async def ping(conn: aiosqlite.Connection) -> None:
+    """One trivial query: raises if the database does not answer (for /healthz)."""
+    await conn.execute("SELECT 1")

@@ -3,7 +3,6 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
-from fastapi.responses import JSONResponse
 
 from facilities.api import models
 from facilities.api.deps import AskDep, PersonDep, ServiceDep, TokenFirst
@@ -44,12 +43,10 @@ async def open_gate(
             "answer again and opens nothing; the key for another gate is a 409",
         ),
     ] = None,
-) -> models.CommandResult | JSONResponse:
+) -> models.CommandResult:
     del idempotency_key  # read by AskDep; declared here for validation and the docs
-    status, body = await service.requests.open_gate(ask, garage, gate)
-    if status == 200:
-        return models.CommandResult.model_validate(body)
-    return JSONResponse(body, status_code=status)
+    done = await service.requests.open_gate(ask, garage, gate)
+    return models.CommandResult(command_id=done.command_id, status=done.status)
 
 
 @router.get(

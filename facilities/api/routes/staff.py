@@ -4,7 +4,6 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
 
 from facilities.api import models, views
 from facilities.api.deps import AskDep, ServiceDep, StaffDep, TokenFirst
@@ -154,11 +153,9 @@ async def power(
     station_id: Id,
     port: Annotated[int, Path(ge=1, le=64)],
     body: models.PowerRequest,
-) -> models.CommandResult | JSONResponse:
-    status, answer = await service.requests.power_port(ask, station_id, port, on=body.on)
-    if status == 200:
-        return models.CommandResult.model_validate(answer)
-    return JSONResponse(answer, status_code=status)
+) -> models.CommandResult:
+    done = await service.requests.power_port(ask, station_id, port, on=body.on)
+    return models.CommandResult(command_id=done.command_id, status=done.status)
 
 
 @router.get(
