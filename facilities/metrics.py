@@ -3,7 +3,7 @@
 # Counters and histograms are updated by the code; collectors read the live state and the
 # broker link when Prometheus scrapes (no database I/O in a scrape, no module-level globals).
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -13,8 +13,8 @@ from prometheus_client.registry import Collector
 from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, is_free, shown_state
 from facilities.garage.state import GarageLive
-from facilities.rules.alerts import Change, Transition, hazards
-from facilities.rules.engine import Engine
+from facilities.rules.alerts import Change, hazards
+from facilities.rules.live_state import AlertChanged, LiveChange, Reading
 from facilities.site import Site
 
 # Port states as metric series (one per state, 0/1); `unknown` until the port has reported.
@@ -154,7 +154,7 @@ class ApiMetrics:
 
 
 class AlertMetrics:
-    """Alerts raised, counted as the rules runtime reports them (a runtime listener)."""
+    """Alerts raised, counted from the live state's change stream."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.raised = Counter(
@@ -164,12 +164,10 @@ class AlertMetrics:
             registry=registry,
         )
 
-    def device_changed(self, device: str) -> None:
+    def changed(self, change: LiveChange) -> None:
         """Device changes are the live stream's business, not a metric."""
-
-    def alert_changed(self, transition: Transition) -> None:
-        if transition.change is Change.RAISED:
-            alert = transition.alert
+        if isinstance(change, AlertChanged) and change.transition.change is Change.RAISED:
+            alert = change.transition.alert
             self.raised.labels(alert.rule, alert.severity.value).inc()
 
 
@@ -185,9 +183,9 @@ def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | Non
         family.add_metric(labels, float(value))
 
 
-def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
-    """Every device series from the live state (call under the engine's lock)."""
-    critical = hazards(engine.alerts.values())
+def device_families(site: Site, reading: Reading, now: datetime) -> list[Metric]:
+    """Every device series from the live state (a view: `LiveState.read` calls it)."""
+    critical = hazards(reading.alerts.values())
     s, sp = ["station"], ["station", "port"]
     power = _gauge("facilities_port_power_watts", "Power drawn by a port", sp)
     current = _gauge("facilities_port_current_amperes", "Current drawn by a port", sp)
@@ -217,7 +215,7 @@ def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
         ["station", "community", "garage", "name", "name_en"],
     )
     for spec in site.stations.values():
-        live = engine.stations.get(spec.id)
+        live = reading.stations.get(spec.id)
         if live is None:
             continue
         sid = spec.id
@@ -246,12 +244,12 @@ def device_families(site: Site, engine: Engine, now: datetime) -> list[Metric]:
         *(power, current, voltage, port_temp, energy, state, free),
         *(cabinet, leakage, smoke, online, rated, supply, info),
     ]
-    families += _garage_families(site, engine.garages, now, seen)
+    families += _garage_families(site, reading.garages, now, seen)
     return [*families, seen, _community_info(site)]
 
 
 def _garage_families(
-    site: Site, garages: dict[str, GarageLive], now: datetime, seen: GaugeMetricFamily
+    site: Site, garages: Mapping[str, GarageLive], now: datetime, seen: GaugeMetricFamily
 ) -> list[Metric]:
     g = ["garage"]
     occupancy = _gauge("facilities_garage_occupancy", "Bicycles inside the garage", g)

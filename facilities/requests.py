@@ -27,7 +27,7 @@ from facilities.errors import (
 from facilities.metrics import ApiMetrics
 from facilities.mqtt.commands import CommandSender, Outcome, Result, Target
 from facilities.rules.alerts import Alert, AlertState
-from facilities.rules.runner import RulesRunner
+from facilities.rules.live_state import LiveState
 from facilities.rules.verdicts import Severity
 from facilities.site import Site
 from facilities.store import alerts as alert_store
@@ -140,7 +140,7 @@ class Requests:
         *,
         auth: Authenticator,
         commands: CommandSender,
-        rules: RulesRunner,
+        live: LiveState,
         writer: SharedWriter,
         reader: aiosqlite.Connection,
         opens: RateLimiter,
@@ -154,7 +154,7 @@ class Requests:
         self.auth = auth
         self._metrics = metrics
         self._commands = commands
-        self._rules = rules
+        self._live = live
         self._writer = writer
         self._reader = reader
         self._opens = opens
@@ -249,21 +249,19 @@ class Requests:
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
             if on:
-                blocking = self._rules.read(
-                    lambda e: _blocking_alerts(e.alerts.values(), station, port)
-                )
+                blocking = _blocking_alerts(self._live.open_alerts(), station, port)
                 if blocking:
                     raise Conflict(
                         f"acknowledge {', '.join(blocking)} before powering {target} on again"
                     )
                 # docs/rules.md, "Desired state": never on while a cut-off rule still fires.
-                firing = self._rules.firing_cutoffs(station, port)
+                firing = self._live.firing_cutoffs(station, port)
                 if firing:
                     raise Conflict(f"{target} stays off: {', '.join(firing)} still over its limit")
-                self._rules.release_port(station, port)
+                self._live.release_port(station, port)
             if not self._connected():
                 raise Unavailable("the service has no link to the broker")
-            if not self._rules.reachable(station):
+            if not self._live.reachable(station):
                 # docs/rules.md, "Desired state": its broker session would queue the command
                 raise Conflict(f"{station} is offline: a command would wait and act late")
             result = await self._commands.send(
@@ -276,7 +274,7 @@ class Requests:
             )
             if not on and result.outcome is not Outcome.ACKED:
                 # a cut-off that did not happen must reach a person, whoever asked for it
-                self._rules.command_failed(result.target.subject)
+                self._live.command_failed(result.target.subject)
         except Refusal as refusal:
             await self._audit("port_power", target, ask, refusal, refusal.error)
             raise
@@ -286,16 +284,9 @@ class Requests:
 
     async def acknowledge(self, staff: Person, alert_id: str) -> Alert:
         """Acknowledge an open alert; 409 when it has cleared, 404 when there is none."""
-        key = self._rules.read(
-            lambda e: next((k for k, a in e.alerts.items() if a.id == alert_id), None)
-        )
-        if key is not None:
-            alert = await self._rules.acknowledge(key, staff.id)
-            if alert is not None:
-                return alert
-            current = self._rules.read(lambda e: e.alerts.get(key))
-            if current is not None and current.state is AlertState.ACKNOWLEDGED:
-                return current  # acknowledged already: asking again changes nothing
+        alert = self._live.acknowledge(alert_id, staff.id)
+        if alert is not None:
+            return alert
         state = await alert_store.state_of(self._reader, alert_id)
         if state is None:
             raise NotFound(f"no alert {alert_id}")

@@ -17,6 +17,7 @@ from prometheus_client.core import Metric
 from facilities.access import RateLimiter
 from facilities.api.errors import http_status
 from facilities.clocks import SteadyClock
+from facilities.messages import Accepted
 from facilities.metrics import (
     AlertMetrics,
     ApiMetrics,
@@ -34,13 +35,15 @@ from facilities.mqtt.topics import Topics
 from facilities.refusals import Refusals
 from facilities.requests import Authenticator, Requests
 from facilities.rules.engine import Engine, in_site
-from facilities.rules.runner import Listener, RulesRunner
+from facilities.rules.live_state import ChangeStream, LiveState
+from facilities.rules.runner import RulesRunner
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import audit, history, replay, snapshots
 from facilities.store.db import SharedWriter, open_db, ping
 from facilities.store.retention import Policy, Retention
+from facilities.wire import CommandAck
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +110,13 @@ class Service:
         self._reader: aiosqlite.Connection | None = None
         self._requests: Requests | None = None
         self._retention: Retention | None = None
-        self.listeners: list[Listener] = []  # the live stream; joined to the rules at start
+        self._live: LiveState | None = None
+        # what changed in the live state, from every start: the live stream and the metrics
+        self.changes = ChangeStream()
         self._typical_charge: dict[str, timedelta] = {}
         # the ingest writer's heartbeat: when it last had nothing waiting or committed more
         self._ingest_beat = (monotonic(), 0)
-        self.listeners.append(AlertMetrics(self.registry))
+        self.changes.subscribe(AlertMetrics(self.registry).changed)
         self.registry.register(DeviceCollector(self._device_metrics))
         self.registry.register(
             ServiceCollector(
@@ -134,6 +139,13 @@ class Service:
         return self._rules
 
     @property
+    def live(self) -> LiveState:
+        """The live state: stations, garages, open alerts, desired state."""
+        if self._live is None:
+            raise RuntimeError("the service is not running")
+        return self._live
+
+    @property
     def requests(self) -> Requests:
         if self._requests is None:
             raise RuntimeError("the service is not running")
@@ -154,22 +166,16 @@ class Service:
         return self._reader
 
     def _device_metrics(self) -> list[Metric]:
-        rules, now = self._rules, self.now()
-        if rules is None:
+        live, now = self._live, self.now()
+        if live is None:
             return []
-        return rules.read(lambda engine: device_families(self.site, engine, now))
+        return live.read(lambda reading: device_families(self.site, reading, now))
 
     def _open_alerts(self) -> list[tuple[str, str]]:
-        rules = self._rules
-        if rules is None:
+        live = self._live
+        if live is None:
             return []
-        return rules.read(lambda e: [(a.rule, a.severity.value) for a in e.alerts.values()])
-
-    def add_listener(self, listener: Listener) -> None:
-        """Tell `listener` what changes, from now on (and from each start)."""
-        self.listeners.append(listener)
-        if self._rules is not None:
-            self._rules.listeners.append(listener)
+        return [(a.rule, a.severity.value) for a in live.open_alerts()]
 
     def typical_charge(self, station: str) -> timedelta:
         return self._typical_charge.get(station) or self._typical_charge.get("", DEFAULT_CHARGE)
@@ -218,12 +224,12 @@ class Service:
                 desired=await snapshots.load_cutoffs(rules_conn),
             )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
+            live = LiveState(engine, clock=self.now, changes=self.changes)
             rules = RulesRunner(
-                engine, rules_db, link, commands, clock=self.now, monotonic=self.monotonic
+                live, rules_db, link, commands, clock=self.now, monotonic=self.monotonic
             )
-            rules.listeners.extend(self.listeners)
-            await self._replay(rules, rules_conn, saved)
-            ingest.observers.append(rules.observe)
+            await self._replay(live, rules, rules_conn, saved)
+            ingest.observers.append(functools.partial(_deliver, live, commands))
             self._requests = Requests(
                 self.site,
                 auth=Authenticator(
@@ -234,7 +240,7 @@ class Service:
                     clock=self.clock,
                 ),
                 commands=commands,
-                rules=rules,
+                live=live,
                 writer=rules_db,
                 reader=self._reader,
                 opens=RateLimiter(self.settings.opens_per_minute, clock=self.monotonic),
@@ -253,7 +259,7 @@ class Service:
                 metrics=self.ingest_metrics,
             )
             await self._estimate()
-            self._ingest, self._link, self._rules = ingest, link, rules
+            self._ingest, self._link, self._rules, self._live = ingest, link, rules, live
             await link.connect(timeout_s=self.settings.connect_timeout_s)
             log.info("connected to %s, ingesting into %s", link.url.display(), self.settings.db)
             try:
@@ -282,6 +288,7 @@ class Service:
                 await link.close()  # idempotent: also when the task group failed
         finally:
             self._ingest = self._link = self._conn = self._rules = self._requests = None
+            self._live = None
             self._retention = None
             self._refusals_db = None
             reader, self._reader = self._reader, None
@@ -290,12 +297,16 @@ class Service:
             await conn.close()
 
     async def _replay(
-        self, rules: RulesRunner, conn: aiosqlite.Connection, saved: snapshots.Saved
+        self,
+        live: LiveState,
+        rules: RulesRunner,
+        conn: aiosqlite.Connection,
+        saved: snapshots.Saved,
     ) -> None:
         """Rebuild the live state: the last snapshot, then what was stored after it (before
         ingest starts), counting nothing twice (docs/architecture.md, "Start-up")."""
         started = self.monotonic()
-        rules.restore_marks(saved.marks, saved.counted_until)
+        live.restore_marks(saved.marks, saved.counted_until)
         latest = max(saved.saved_at.values(), default=0.0)
         since = {}
         for device in (*self.site.stations, *self.site.garages):
@@ -304,7 +315,7 @@ class Service:
             fallback = saved.saved_at.get(device, latest) - REPLAY_OVERLAP_S
             since[device] = until if until is not None else fallback
         stored = await replay.stored_since(conn, since, garages=self.site.garages)
-        counted = rules.replay(stored)
+        counted = live.replay(stored)
         if counted:  # saved at once: a crash loop does not replay more at each start
             await rules.save_state()
         log.info(
@@ -410,3 +421,12 @@ class Service:
             except (TimeoutError, aiosqlite.Error) as exc:
                 reasons.append(f"database not answering ({exc or 'timeout'})")
         return Health(ok=not reasons, reasons=reasons)
+
+
+def _deliver(live: LiveState, commands: CommandSender, message: Accepted) -> None:
+    """An accepted message, on paho's thread: a command's ack to the command sender that
+    waits for it, anything else to the live state."""
+    if isinstance(message.payload, CommandAck):
+        commands.on_ack(message.route.device, message.route.gate, message.payload)
+    else:
+        live.observe(message)

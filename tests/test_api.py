@@ -142,7 +142,7 @@ async def test_staff_see_acknowledge_and_act_on_alerts(api: Api, stations) -> No
     ]
     await wait_for(
         lambda: (
-            api.service.rules.read(lambda e: e.stations["cs-07"].ports[2].state.value) == "disabled"
+            api.service.live.read(lambda e: e.stations["cs-07"].ports[2].state.value) == "disabled"
         ),
         what="port 2 reported disabled",
     )
@@ -357,7 +357,7 @@ async def test_healthz_is_503_while_the_database_does_not_answer(api: Api, devic
         )
         await wait_for(
             lambda: (
-                api.service.rules.read(lambda e: e.stations["cs-09"].last_seen is not None)
+                api.service.live.read(lambda e: e.stations["cs-09"].last_seen is not None)
                 and api.service.ingest.waiting == 0
             ),
             what="the message received and taken into a batch (which now waits for the lock)",

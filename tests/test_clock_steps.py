@@ -48,23 +48,23 @@ async def test_a_silent_station_goes_offline_after_30_s_whatever_the_wall_clock(
     the wall clock was stepped back 300 s meanwhile; the service's time went on."""
     body = {"seq": 1, "ts": clock(), "ports": [{"port": 1, "state": "idle"}]}
     device("cs-13").publish_raw("facilities/charging/cs-13/telemetry", json.dumps(body))
-    service, rules = api.service, api.service.rules
+    service, live = api.service, api.service.live
     spec = service.site.stations["cs-13"]
     await wait_for(
-        lambda: rules.read(lambda e: e.stations["cs-13"].online is True), what="cs-13 seen"
+        lambda: live.read(lambda e: e.stations["cs-13"].online is True), what="cs-13 seen"
     )
-    seen = rules.read(lambda e: e.stations["cs-13"].last_seen)
+    seen = live.read(lambda e: e.stations["cs-13"].last_seen)
     assert seen is not None
 
     def silence() -> list[Verdict]:
-        return rules.read(lambda e: offline(e.stations["cs-13"], spec, service.now()))
+        return live.read(lambda e: offline(e.stations["cs-13"], spec, service.now()))
 
     assert silence() == []
     clock.step_wall(STEP_S)
     clock.advance(31)
-    await rules.tick()
+    await service.rules.tick()
     assert [v.rule for v in silence()] == ["offline"]
-    assert rules.read(lambda e: ("offline", "cs-13") in e.alerts)  # the tick raised it
+    assert live.read(lambda e: ("offline", "cs-13") in e.alerts)  # the tick raised it
     assert service.now() - seen >= timedelta(seconds=30)  # the service's time went on
 
 

@@ -21,7 +21,8 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.rules.engine import Engine
-from facilities.rules.runner import RulesRunner
+from facilities.rules.live_state import LiveState
+from facilities.rules.runner import RulesRunner, utc_now
 from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site, load_site
@@ -168,7 +169,8 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
     try:
         await link.connect(timeout_s=5)
         db = SharedWriter(conn)
-        runtime = RulesRunner(Engine(site), db, link, CommandSender(link, db))
+        live = LiveState(Engine(site), clock=utc_now)
+        runtime = RulesRunner(live, db, link, CommandSender(link, db))
         running = asyncio.create_task(runtime.run())
         await asyncio.sleep(0.1)  # ticking, waiting for work
         raw = json.dumps(_leakage(1)).encode()
@@ -176,7 +178,7 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
             topics.station("cs-17", "telemetry"), raw, time.time()
         )
         assert isinstance(message, Accepted)
-        runtime.observe(message)  # the rules raise leakage and ask for a power_off …
+        live.observe(message)  # the rules raise leakage and ask for a power_off …
         running.cancel()  # … and the service stops before it is sent
         with pytest.raises(asyncio.CancelledError):
             await running
@@ -324,7 +326,7 @@ async def test_a_command_to_a_device_known_offline_at_start_waits_for_it_to_come
             await wait_for(lambda: len(station.commands) == 1, what="power_off at the station")
             client.publish_raw(availability, "offline").wait_for_publish(5)
             await wait_for(
-                lambda: first.rules.read(lambda e: e.stations["cs-19"].online) is False,
+                lambda: first.live.read(lambda e: e.stations["cs-19"].online) is False,
                 what="cs-19 known offline",
             )
         (first_id,) = {c.id for c in station.commands}

@@ -97,12 +97,12 @@ async def _cut_hot_port(api: Api, station: SimulatedStation, port_no: int) -> st
     sid = station.model.station
     await wait_for(
         lambda: (
-            api.service.rules.read(lambda e: e.stations[sid].ports[port_no].state.value)
+            api.service.live.read(lambda e: e.stations[sid].ports[port_no].state.value)
             == "disabled"
         ),
         what="the port reported disabled",
     )
-    return api.service.rules.read(
+    return api.service.live.read(
         lambda e: e.alerts[("port_over_temperature", f"{sid}/{port_no}")].id
     )
 
@@ -122,7 +122,7 @@ async def test_power_on_is_refused_while_the_port_is_still_over_its_limit(
     # the station keeps reporting the socket at 65 °C, switched off
     cs.publish_raw(telemetry(2, [port(2, "disabled", temp_c=HOT_C)]))
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-07"].ports[2].temp_c) == HOT_C,
+        lambda: api.service.live.read(lambda e: e.stations["cs-07"].ports[2].temp_c) == HOT_C,
         what="the hot reading",
     )
     on = await api.http.post(
@@ -148,7 +148,7 @@ async def test_firing_evidence_for_an_open_alert_cuts_again_after_a_power_on(
     cs.model.ports[1].temp_c = WARM_C  # it cooled down a little
     cs.publish_raw(telemetry(2, [port(2, "disabled", temp_c=WARM_C)]))
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-07"].ports[2].temp_c) == WARM_C,
+        lambda: api.service.live.read(lambda e: e.stations["cs-07"].ports[2].temp_c) == WARM_C,
         what="the warm reading",
     )
     on = await api.http.post(
@@ -173,7 +173,7 @@ async def test_firing_evidence_for_an_open_alert_cuts_again_after_a_power_on(
     )
     await wait_for(
         lambda: (
-            api.service.rules.read(lambda e: e.stations["cs-07"].ports[2].state.value) == "disabled"
+            api.service.live.read(lambda e: e.stations["cs-07"].ports[2].state.value) == "disabled"
         ),
         what="the port reported disabled again",
     )
@@ -192,7 +192,7 @@ async def test_a_station_that_reboots_while_the_hazard_is_open_is_cut_again(
     await wait_for(lambda: len(_offs(cs, 1)) == 2, what="power_off again after the reboot")
     await wait_for(
         lambda: (
-            api.service.rules.read(lambda e: e.stations["cs-09"].ports[1].state.value) == "disabled"
+            api.service.live.read(lambda e: e.stations["cs-09"].ports[1].state.value) == "disabled"
         ),
         what="the port reported disabled again",
     )
@@ -231,7 +231,7 @@ async def test_no_command_is_published_to_a_station_known_offline(
         cs.publish_raw(telemetry(1, [port(1, "charging")]))
     cs04.client.publish_raw("facilities/charging/cs-04/availability", "offline").wait_for_publish(5)
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-04"].online) is False,
+        lambda: api.service.live.read(lambda e: e.stations["cs-04"].online) is False,
         what="cs-04 known offline",
     )
     garage = gates("g-cq8")
@@ -251,7 +251,7 @@ async def test_no_command_is_published_to_a_station_known_offline(
     cs05.publish_raw(telemetry(2, [port(1, "disabled")]))
     await wait_for(
         lambda: (
-            api.service.rules.read(lambda e: e.stations["cs-05"].ports[1].state.value) == "disabled"
+            api.service.live.read(lambda e: e.stations["cs-05"].ports[1].state.value) == "disabled"
         ),
         what="cs-05 reported",
     )
@@ -293,7 +293,7 @@ async def test_staff_see_what_the_service_switched_off_until_it_is_back_on(
     cs.model.ports[2].temp_c = COOL_C
     cs.publish_raw(telemetry(2, [port(3, "disabled", temp_c=COOL_C)]))
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-08"].ports[3].temp_c) == COOL_C,
+        lambda: api.service.live.read(lambda e: e.stations["cs-08"].ports[3].temp_c) == COOL_C,
         what="the cool reading",
     )
     # acknowledged, not firing: still listed (still off), no longer held after the power-on
@@ -303,9 +303,7 @@ async def test_staff_see_what_the_service_switched_off_until_it_is_back_on(
     )
     assert on.status_code == 200, on.text
     await wait_for(
-        lambda: (
-            api.service.rules.read(lambda e: e.stations["cs-08"].ports[3].state.value) == "idle"
-        ),
+        lambda: api.service.live.read(lambda e: e.stations["cs-08"].ports[3].state.value) == "idle",
         what="the port reported back on",
     )
     assert (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"] == []
@@ -333,7 +331,7 @@ async def test_the_desired_state_survives_a_restart(
         second = Service(settings, site)
         async with second.running():
             await wait_for(lambda: second.link.subscribed, what="subscription")
-            held = second.rules.read(lambda e: [c.port for c in e.desired if c.held])
+            held = second.live.read(lambda e: [c.port for c in e.desired if c.held])
             assert held == list(range(1, 11))
             # while the service was down the station rebooted: every port on again
             station.model.power_on(None)
@@ -351,7 +349,7 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
     cs.publish_raw(telemetry(1, [port(1)]))
     cs.client.publish_raw("facilities/charging/cs-16/availability", "offline").wait_for_publish(5)
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-16"].online) is False,
+        lambda: api.service.live.read(lambda e: e.stations["cs-16"].online) is False,
         what="cs-16 known offline",
     )
     for on in (False, True):
@@ -362,7 +360,7 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
         assert "offline" in answer.json()["detail"]
     cs.publish_raw(telemetry(2, [port(1)]))  # back: a later command goes through
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.stations["cs-16"].online) is True,
+        lambda: api.service.live.read(lambda e: e.stations["cs-16"].online) is True,
         what="cs-16 back",
     )
     assert observer.on("facilities/charging/cs-16/command") == []
@@ -430,7 +428,7 @@ async def test_a_cut_the_station_refused_leaves_no_port_free(api: Api, stations)
         what="the refused cut",
     )
     await wait_for(
-        lambda: api.service.rules.read(lambda e: ("command_failed", "cs-09") in e.alerts),
+        lambda: api.service.live.read(lambda e: ("command_failed", "cs-09") in e.alerts),
         what="command_failed raised",
     )
     body = (await api.http.get("/api/stations/cs-09")).json()

@@ -58,7 +58,7 @@ async def test_a_nine_minute_backlog_delivered_at_once_is_not_a_rise(
     assert _alerts(db, "temperature_rise") == []
     assert query(db, "SELECT count(*) FROM commands") == [(0,)]
     # the latest reading is what is shown
-    port = service.rules.read(lambda e: e.stations[STATION].ports[1].temp_c)
+    port = service.live.read(lambda e: e.stations[STATION].ports[1].temp_c)
     assert port == 40.0 + 53 * 0.25
 
 
@@ -102,7 +102,7 @@ async def test_late_samples_are_stored_but_are_not_the_latest(
     await service.rules.tick()
     assert _alerts(db, "port_overload") == []
     assert query(db, "SELECT count(*) FROM commands") == [(0,)]
-    assert service.rules.read(lambda e: e.stations[STATION].ports[1].power_w) == 300.0
+    assert service.live.read(lambda e: e.stations[STATION].ports[1].power_w) == 300.0
 
 
 async def test_a_device_clock_skewed_beyond_the_limit_falls_back_to_receive_time(
@@ -180,4 +180,4 @@ async def test_a_device_clock_stepped_back_still_reports_smoke(
     _publish_all(device, [*ahead, smoke])
     db = service.settings.db
     await wait_for(lambda: _alerts(db, "smoke") == [(STATION, "active")], what="smoke raised")
-    assert service.rules.read(lambda e: e.stations[STATION].smoke) is True
+    assert service.live.read(lambda e: e.stations[STATION].smoke) is True

@@ -39,10 +39,10 @@ async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(
         await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
         hot = telemetry(1, [port(1, "charging", power_w=300.0, temp_c=72.0)])
         station.publish_raw(topic, json.dumps(hot))
-        rules, ingest = api.service.rules, api.service.ingest
+        live, ingest = api.service.live, api.service.ingest
         await wait_for(
             lambda: (
-                rules.read(lambda e: ("port_over_temperature", "cs-09/1") in e.alerts)
+                live.read(lambda e: ("port_over_temperature", "cs-09/1") in e.alerts)
                 and ingest.waiting == 0
             ),
             what="the alert raised, the message taken into a batch (waiting for the lock)",
@@ -60,7 +60,7 @@ async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(
     await wait_for(
         lambda: ingest.waiting == 0 and ingest.committed >= 2, what="everything committed"
     )
-    await wait_for(lambda: rules.stalls() == [], what="the rules writer done")
+    await wait_for(lambda: api.service.rules.stalls() == [], what="the rules writer done")
     assert (await api.http.get("/healthz")).status_code == 200
 
 

@@ -119,7 +119,7 @@ async def test_a_smoking_garage_warns_residents_on_its_pages_until_the_alert_cle
         garage.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(body))
 
     def smoke_alert() -> str | None:
-        alert = api.service.rules.read(lambda e: e.alerts.get(("smoke", "g-cq4")))
+        alert = api.service.live.read(lambda e: e.alerts.get(("smoke", "g-cq4")))
         return alert.state.value if alert else None
 
     report(1, smoke=True)
@@ -143,7 +143,7 @@ async def test_a_smoking_garage_warns_residents_on_its_pages_until_the_alert_cle
     # the smoke is gone; the alert clears after `clear_after_s` and the warning with it
     report(2, smoke=False)
     await wait_for(
-        lambda: api.service.rules.read(lambda e: e.garages["g-cq4"].smoke) is False,
+        lambda: api.service.live.read(lambda e: e.garages["g-cq4"].smoke) is False,
         what="no smoke",
     )
     clock.advance(61)

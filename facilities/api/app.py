@@ -72,16 +72,17 @@ def _snapshot(service: Service) -> Any:
         if device in site.stations:
             spec = site.stations[device]
             typical, now = service.typical_charge(device), service.now()
-            body = service.rules.read(
-                lambda e: views.station_detail(
-                    spec, e.stations[device], e.alerts.values(), typical_charge=typical, now=now
-                )
+            body = service.live.station(
+                device,
+                lambda live, alerts: views.station_detail(
+                    spec, live, alerts, typical_charge=typical, now=now
+                ),
             )
             return "station", body.model_dump(mode="json")
         if device in site.garages:
             gspec = site.garages[device]
-            gbody = service.rules.read(
-                lambda e: views.garage_detail(gspec, e.garages[device], e.alerts.values())
+            gbody = service.live.garage(
+                device, lambda live, alerts: views.garage_detail(gspec, live, alerts)
             )
             return "garage", gbody.model_dump(mode="json")
         return None
@@ -125,7 +126,7 @@ def create_app(
         public_url or service.settings.public_url or pages.listen_url(listen.host, listen.port)
     )
     app.state.feed = feed = LiveFeed(_snapshot(service), queue_size=live_queue)
-    service.add_listener(feed)
+    service.changes.subscribe(feed.changed)
     service.api_metrics.live_clients.set_function(lambda: feed.subscribers)
     app.add_middleware(BodyLimit, metrics=service.api_metrics)
     app.add_middleware(HttpMetrics, metrics=service.api_metrics)  # outermost: counts 413s too

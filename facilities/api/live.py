@@ -17,6 +17,7 @@ from typing import Any
 
 from facilities.api.views import alert_brief
 from facilities.rules.alerts import Transition, alert_payload
+from facilities.rules.live_state import AlertChanged, LiveChange
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,8 @@ class Subscription:
 
 
 class LiveFeed:
-    """Told by the rules runtime what changed; builds each event once; offers it to every
-    subscriber without waiting."""
+    """Told by the live state's change stream what changed; builds each event once; offers
+    it to every subscriber without waiting."""
 
     def __init__(self, snapshot: Snapshot, *, queue_size: int = QUEUE_SIZE) -> None:
         self._snapshot = snapshot
@@ -103,6 +104,13 @@ class LiveFeed:
             yield subscription
         finally:
             self._subscribers.discard(subscription)
+
+    def changed(self, change: LiveChange) -> None:
+        """A subscriber of the live state's change stream."""
+        if isinstance(change, AlertChanged):
+            self.alert_changed(change.transition)
+        else:
+            self.device_changed(change.device)
 
     def device_changed(self, device: str) -> None:
         if not self._subscribers:

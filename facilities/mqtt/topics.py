@@ -52,6 +52,10 @@ class Topics:
     def gate(self, garage: str, gate: str, suffix: str) -> str:
         return f"{self.prefix}/garage/{garage}/gate/{gate}/{suffix}"
 
+    def alert(self, rule: str, subject: str) -> str:
+        """Where an alert is published (docs/protocol.md): retained while it is open."""
+        return f"{self.prefix}/alerts/{rule}/{subject}"
+
     def service_status(self) -> str:
         """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
         return f"{self.prefix}/service/status"

@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from facilities.api import models, views
 from facilities.api.deps import ServiceDep
 from facilities.errors import NotFound
-from facilities.rules.engine import Engine
+from facilities.rules.live_state import Reading
 from facilities.service import Service
 from facilities.site import Garage
 from facilities.web.i18n import LANGUAGES, choose, translations
@@ -181,16 +181,16 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
     language = _language(request, lang)
     site = service.site
 
-    def view(engine: Engine) -> list[dict[str, Any]]:
+    def view(live: Reading) -> list[dict[str, Any]]:
         out = []
         for community in site.communities.values():
             stations = [
-                views.station(spec, engine.stations[spec.id], engine.alerts.values())
+                views.station(spec, live.stations[spec.id], live.alerts.values())
                 for spec in site.stations.values()
                 if spec.community == community.id
             ]
             garages = [
-                views.garage(spec, engine.garages[spec.id], engine.alerts.values())
+                views.garage(spec, live.garages[spec.id], live.alerts.values())
                 for spec in site.garages.values()
                 if spec.community == community.id
             ]
@@ -216,7 +216,7 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
         return out
 
     return _render(
-        request, language, "index.html", page="index", communities=service.rules.read(view)
+        request, language, "index.html", page="index", communities=service.live.read(view)
     )
 
 
@@ -232,10 +232,11 @@ def _station_detail(service: Service, station_id: str) -> models.StationDetail |
     if spec is None:
         return None
     typical, now = service.typical_charge(spec.id), service.now()
-    return service.rules.read(
-        lambda e: views.station_detail(
-            spec, e.stations[spec.id], e.alerts.values(), typical_charge=typical, now=now
-        )
+    return service.live.station(
+        spec.id,
+        lambda live, alerts: views.station_detail(
+            spec, live, alerts, typical_charge=typical, now=now
+        ),
     )
 
 
@@ -273,8 +274,8 @@ async def garage_page(
     spec = service.site.garages.get(garage_id)
     if spec is None:
         return _missing(request, language)
-    detail = service.rules.read(
-        lambda e: views.garage_detail(spec, e.garages[spec.id], e.alerts.values())
+    detail = service.live.garage(
+        spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts)
     )
     garage = detail.model_dump() | {
         "display_name": _name(language, detail),

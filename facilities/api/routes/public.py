@@ -8,7 +8,6 @@ from facilities.api import models, views
 from facilities.api.deps import ServiceDep
 from facilities.api.errors import INVALID, Responses, refusal
 from facilities.errors import NotFound
-from facilities.rules.engine import Engine
 
 router = APIRouter(prefix="/api", tags=["public"], responses=INVALID)
 
@@ -18,17 +17,17 @@ _NOT_FOUND: Responses = {404: refusal("no such id in the site file")}
 
 @router.get("/communities", summary="Communities with their free ports and free bays")
 async def communities(service: ServiceDep) -> list[models.Community]:
-    return service.rules.read(
-        lambda e: views.communities(service.site, e.stations, e.garages, e.alerts.values())
+    return service.live.read(
+        lambda r: views.communities(service.site, r.stations, r.garages, r.alerts.values())
     )
 
 
 @router.get("/stations", summary="Every charging station: online, free ports, power")
 async def stations(service: ServiceDep) -> list[models.Station]:
     site = service.site
-    return service.rules.read(
-        lambda e: [
-            views.station(spec, e.stations[spec.id], e.alerts.values())
+    return service.live.read(
+        lambda r: [
+            views.station(spec, r.stations[spec.id], r.alerts.values())
             for spec in site.stations.values()
         ]
     )
@@ -45,21 +44,20 @@ async def station(service: ServiceDep, station_id: Id) -> models.StationDetail:
         raise NotFound(f"no station {station_id}")
     typical, now = service.typical_charge(spec.id), service.now()
 
-    def view(engine: Engine) -> models.StationDetail:
-        live = engine.stations[spec.id]
-        return views.station_detail(
-            spec, live, engine.alerts.values(), typical_charge=typical, now=now
-        )
-
-    return service.rules.read(view)
+    return service.live.station(
+        spec.id,
+        lambda live, alerts: views.station_detail(
+            spec, live, alerts, typical_charge=typical, now=now
+        ),
+    )
 
 
 @router.get("/garages", summary="Every garage: capacity, occupancy, free bays")
 async def garages(service: ServiceDep) -> list[models.Garage]:
     site = service.site
-    return service.rules.read(
-        lambda e: [
-            views.garage(spec, e.garages[spec.id], e.alerts.values())
+    return service.live.read(
+        lambda r: [
+            views.garage(spec, r.garages[spec.id], r.alerts.values())
             for spec in site.garages.values()
         ]
     )
@@ -74,6 +72,6 @@ async def garage(service: ServiceDep, garage_id: Id) -> models.GarageDetail:
     spec = service.site.garages.get(garage_id)
     if spec is None:
         raise NotFound(f"no garage {garage_id}")
-    return service.rules.read(
-        lambda e: views.garage_detail(spec, e.garages[spec.id], e.alerts.values())
+    return service.live.garage(
+        spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts)
     )

@@ -164,7 +164,7 @@ async def power(
     summary="Ports the service switched off and gates it holds open: why, since when",
 )
 async def cutoffs(service: ServiceDep, _staff: StaffDep) -> models.Cutoffs:
-    return service.rules.read(lambda e: views.cutoffs(e.desired))
+    return views.cutoffs(service.live.cutoffs()[1])
 
 
 def _span(

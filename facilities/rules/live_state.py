@@ -1,0 +1,287 @@
+"""The live state: the engine behind its lock, fed once per message, read through typed views."""
+
+# Paho's thread feeds it (before the batch commits, so that a safety cut-off never waits for a
+# flush); the event loop ticks it and reads it. Nothing else holds the engine or its lock.
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple, TypeVar
+
+from facilities.charging.state import StationLive
+from facilities.counted import MARKS_SAVED_S, Counted
+from facilities.cutoffs import Cutoff
+from facilities.garage.state import GarageLive
+from facilities.messages import Accepted
+from facilities.rules.alerts import Alert, AlertState, Change, Transition
+from facilities.rules.engine import Engine, Observation
+from facilities.rules.verdicts import Action
+from facilities.site import Site
+from facilities.store.snapshots import LiveRow, Mark, live_state_row
+
+T = TypeVar("T")
+
+
+class Reading(NamedTuple):
+    """What a view sees of the live state, under the lock, for the length of one call."""
+
+    stations: Mapping[str, StationLive]
+    garages: Mapping[str, GarageLive]
+    alerts: Mapping[tuple[str, str], Alert]
+    desired: Iterable[Cutoff]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChanged:
+    """A device's visible state changed (told on the event loop)."""
+
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert was raised, escalated, acknowledged or cleared, and is stored."""
+
+    transition: Transition
+
+
+LiveChange = DeviceChanged | AlertChanged
+
+
+class ChangeStream:
+    """The one stream of what changed: subscribers are told on the event loop, in order.
+    A subscriber must not block: it runs between the rules' own work."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Callable[[LiveChange], None]] = []
+
+    def subscribe(self, subscriber: Callable[[LiveChange], None]) -> None:
+        self._subscribers.append(subscriber)
+
+    def publish(self, change: LiveChange) -> None:
+        for subscriber in self._subscribers:
+            subscriber(change)
+
+    def __bool__(self) -> bool:
+        return bool(self._subscribers)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class LiveState:
+    """The engine, its lock and the duplicate filter; what the engine said, in order, for
+    the rules runner to act on; the change stream."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        changes: ChangeStream | None = None,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self.changes = changes if changes is not None else ChangeStream()
+        self.site: Site = engine.site
+        # Silence before this start is the service's, not the devices': see Engine.reachable.
+        engine.listening_since = clock()
+        self._lock = threading.Lock()
+        self._counted = Counted()  # which messages the live state holds (under the lock)
+        # What the engine said, in the order it said it (appended under the lock).
+        self._said: deque[Observation] = deque()
+        self._wake = asyncio.Event()
+        # Bound now (built inside the event loop), so that messages that arrive before the
+        # runner starts still wake it at once.
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
+
+    # -- paho's thread -----------------------------------------------------------------------
+
+    def observe(self, message: Accepted) -> None:
+        """Fold in an accepted device message (paho's thread, before it is committed)."""
+        with self._lock:  # the mark and its evidence go into the live state together
+            if self._counted.seen_before(message):
+                return  # a redelivered duplicate is not new evidence
+            observation = self._engine.observe(message)
+            if observation.changed is not None and self._loop is not None and self.changes:
+                change = DeviceChanged(observation.changed)
+                self._loop.call_soon_threadsafe(self.changes.publish, change)
+            if not _says_anything(observation):
+                return
+            self._said.append(observation)
+        # More evidence for an open alert (a device repeating itself) waits for the next
+        # tick, within a second; anything that changes an alert or asks for action goes now.
+        urgent = (
+            observation.sessions
+            or observation.resends
+            or any(t.change is not Change.UPDATED for t in observation.transitions)
+        )
+        if urgent and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- start -------------------------------------------------------------------------------
+
+    def restore_marks(
+        self, saved: Mapping[str, Iterable[Mark]], counted_until: Mapping[str, float | None]
+    ) -> None:
+        """At start: the marks saved with the live state (messages it already counted)."""
+        with self._lock:
+            self._counted.restore(saved, counted_until)
+
+    def replay(self, messages: Iterable[Accepted]) -> int:
+        """At start, before ingest: fold in what was stored after the last snapshot, as
+        ingest did (docs/architecture.md, "Start-up"). What the engine says is acted on once
+        the runner starts. Return how many messages were new to the live state."""
+        counted = 0
+        with self._lock:
+            for message in messages:
+                if self._counted.seen_before(message):
+                    continue
+                counted += 1
+                observation = self._engine.observe(message)
+                if _says_anything(observation):
+                    self._said.append(observation)
+        if self._said:
+            self._wake.set()
+        return counted
+
+    # -- the event loop: what the engine said ------------------------------------------------
+
+    async def news(self) -> Observation:
+        """Wait until the engine said something; all of it, merged, in order."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            merged = self.take()
+            if _says_anything(merged):
+                return merged
+
+    def take(self) -> Observation:
+        """Everything the engine said that is not taken yet, merged, in order."""
+        merged = Observation()
+        with self._lock:
+            while self._said:
+                more = self._said.popleft()
+                merged.transitions += more.transitions
+                merged.sessions += more.sessions
+                merged.resends += more.resends
+        return merged
+
+    def put_back(self, observation: Observation) -> None:
+        """Not handled after all (a stop mid-way): first in line again."""
+        with self._lock:
+            self._said.appendleft(observation)
+
+    def _said_now(self, transitions: list[Transition]) -> None:
+        """Under the lock: the engine said this; wake the runner."""
+        if transitions:
+            self._said.append(Observation(transitions))
+        if self._said:
+            self._wake.set()
+
+    # -- the event loop: asking the engine ---------------------------------------------------
+
+    def tick(self) -> None:
+        """One evaluation of every rule at the clock's now."""
+        now = self._clock()
+        with self._lock:
+            self._said_now(self._engine.tick(now))
+
+    def acknowledge(self, alert_id: str, who: str) -> Alert | None:
+        """Acknowledge the open alert `alert_id`; the alert already acknowledged is returned
+        as it is; None when no open alert has this id or it cannot be acknowledged."""
+        with self._lock:
+            key = next((k for k, a in self._engine.alerts.items() if a.id == alert_id), None)
+            if key is None:
+                return None
+            transition = self._engine.acknowledge(key, who, self._clock())
+            if transition is None:  # acknowledged already: asking again changes nothing
+                current = self._engine.alerts.get(key)
+                acknowledged = current is not None and current.state is AlertState.ACKNOWLEDGED
+                return current if acknowledged else None
+            self._said_now([transition])
+            return transition.alert
+
+    def command_failed(self, subject: str) -> None:
+        """A command to `subject` was not carried out: raise `command_failed`."""
+        with self._lock:
+            self._said_now([self._engine.command_failed(subject, self._clock())])
+
+    def confirm(self, action: Action) -> None:
+        """The device acknowledged what the desired state asked of it."""
+        with self._lock:
+            self._engine.desired.confirm(action)
+
+    def release_port(self, device: str, port: int) -> None:
+        """A person switches the port on: the cut-offs holding it off are released."""
+        with self._lock:
+            self._engine.desired.release_port(device, port)
+
+    def firing_cutoffs(self, station: str, port: int) -> list[str]:
+        """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
+        with self._lock:
+            return self._engine.firing_cutoffs(station, port, self._clock())
+
+    def reachable(self, device: str) -> bool:
+        """Whether a command published now can reach the device (`Engine.reachable`)."""
+        with self._lock:
+            return self._engine.reachable(device, self._clock())
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def read(self, view: Callable[[Reading], T]) -> T:
+        """`view` of the stations, garages, open alerts and desired state, taken under the
+        lock (keep it short: paho's thread waits meanwhile)."""
+        engine = self._engine
+        with self._lock:
+            return view(Reading(engine.stations, engine.garages, engine.alerts, engine.desired))
+
+    def station(self, station: str, view: Callable[[StationLive, Collection[Alert]], T]) -> T:
+        """`view` of one station and the open alerts, under the lock."""
+        with self._lock:
+            return view(self._engine.stations[station], self._engine.alerts.values())
+
+    def garage(self, garage: str, view: Callable[[GarageLive, Collection[Alert]], T]) -> T:
+        """`view` of one garage and the open alerts, under the lock."""
+        with self._lock:
+            return view(self._engine.garages[garage], self._engine.alerts.values())
+
+    def open_alerts(self) -> list[Alert]:
+        with self._lock:
+            return list(self._engine.alerts.values())
+
+    def cutoffs(self) -> tuple[int, list[Cutoff]]:
+        """The desired state's version (it moves on every change) and its cut-offs."""
+        with self._lock:
+            return self._engine.desired.version, list(self._engine.desired)
+
+    def devices(self) -> list[str]:
+        return [*self._engine.stations, *self._engine.garages]
+
+    def snapshot(self, devices: Iterable[str]) -> list[LiveRow]:
+        """The rows to save of `devices`, each with the marks of what it counted."""
+        now = self._clock()
+        since = now.timestamp() - MARKS_SAVED_S
+        rows = []
+        for device in devices:
+            with self._lock:  # one device at a time: paho's thread never waits for more
+                live: StationLive | GarageLive | None = self._engine.stations.get(
+                    device
+                ) or self._engine.garages.get(device)
+                if live is None:
+                    continue
+                marks, until = self._counted.marks(device, since), self._counted.until(device)
+                rows.append(live_state_row(live, marks, now, counted_until=until))
+        return rows
+
+
+def _says_anything(observation: Observation) -> bool:
+    return bool(observation.transitions or observation.sessions or observation.resends)
