@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from facilities.charging.payloads import PortState
-from facilities.rules.thresholds import Thresholds
-from facilities.rules.verdicts import Action, ActionKind
+from facilities.thresholds import Thresholds
+from facilities.verdicts import Action, ActionKind
 
 # A port reported in one of these states is powered: a cut-off says it should not be.
 POWERED = frozenset({PortState.IDLE, PortState.CHARGING, PortState.FULL})

@@ -13,6 +13,7 @@ from typing import Any
 import aiosqlite
 
 from facilities.access import Person, RateLimiter, Role
+from facilities.alerts import Alert, AlertState
 from facilities.errors import (
     Conflict,
     DeviceRefused,
@@ -26,13 +27,12 @@ from facilities.errors import (
 )
 from facilities.metrics import ApiMetrics
 from facilities.mqtt.commands import CommandSender, Outcome, Result, Target
-from facilities.rules.alerts import Alert, AlertState
 from facilities.rules.live_state import LiveState
-from facilities.rules.verdicts import Severity
 from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import audit, people
 from facilities.store.db import SharedWriter
+from facilities.verdicts import Severity
 from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)

@@ -17,16 +17,14 @@ from prometheus_client.core import Metric
 from facilities.access import RateLimiter
 from facilities.api.errors import http_status
 from facilities.clocks import SteadyClock
-from facilities.messages import Accepted
-from facilities.metrics import (
+from facilities.live_metrics import (
     AlertMetrics,
-    ApiMetrics,
-    CommandMetrics,
     DeviceCollector,
-    IngestMetrics,
     ServiceCollector,
     device_families,
 )
+from facilities.messages import Accepted
+from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest

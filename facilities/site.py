@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facilities.errors import SiteError
-from facilities.rules.thresholds import Thresholds
+from facilities.thresholds import Thresholds
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 # Reports one problem: where in the file (a location such as ("station", 3, "ports")), what.

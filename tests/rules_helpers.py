@@ -4,11 +4,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from facilities.alerts import Transition
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.charging.state import Session
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
-from facilities.rules.alerts import Transition
 from facilities.rules.engine import Engine
 from facilities.wire import Availability
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from facilities.alerts import AlertState, Change
 from facilities.charging.payloads import StationTelemetry
 from facilities.charging.rules import CHARGING_RULES
 from facilities.charging.state import StationLive, apply_telemetry
@@ -13,7 +14,6 @@ from facilities.garage.payloads import GarageTelemetry
 from facilities.garage.rules import GARAGE_RULES
 from facilities.garage.state import GarageLive
 from facilities.garage.state import apply_telemetry as apply_garage
-from facilities.rules.alerts import AlertState, Change
 from facilities.rules.engine import Engine
 from tests.rules_helpers import T0, Feed, at, changes
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from facilities.access import Role
 from facilities.charging.rules import offline
 from facilities.clocks import SLEW, SteadyClock
-from facilities.rules.verdicts import Verdict
+from facilities.verdicts import Verdict
 from tests.api_support import Api, MovableClock, bearer
 from tests.conftest import DeviceFactory, wait_for
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
+from facilities.alerts import Change
 from facilities.charging.payloads import PortState, StationTelemetry
 from facilities.cutoffs import Cutoff, DesiredState, reachable
 from facilities.garage.payloads import GateEvent, GateEventType
 from facilities.messages import Accepted, MessageKind, Route
-from facilities.rules.alerts import Change
 from facilities.rules.engine import Engine, Observation
-from facilities.rules.thresholds import Thresholds
-from facilities.rules.verdicts import Action, ActionKind
 from facilities.site import Site
+from facilities.thresholds import Thresholds
+from facilities.verdicts import Action, ActionKind
 from facilities.wire import Availability
 from tests.rules_helpers import Feed, at
 

@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
+from facilities.alerts import Change, Transition
 from facilities.charging.payloads import PortState
 from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, DevicePayload, MessageKind, Route
 from facilities.mqtt.session import BrokerUrl
-from facilities.rules.alerts import Change, Transition
 from facilities.rules.engine import Engine
-from facilities.rules.verdicts import ActionKind, Severity
 from facilities.site import Site
+from facilities.verdicts import ActionKind, Severity
 from simulators.fleet import Fleet
 from simulators.world import SimClock
 

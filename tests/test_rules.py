@@ -2,9 +2,9 @@
 
 import pytest
 
-from facilities.rules.alerts import Change
+from facilities.alerts import Change
 from facilities.rules.engine import Engine
-from facilities.rules.verdicts import Action, ActionKind, Severity
+from facilities.verdicts import Action, ActionKind, Severity
 from tests.rules_helpers import Feed, changes, raised
 
 

@@ -131,7 +131,7 @@ def test_check_site_command(tmp_path: Path) -> None:
 
 
 def test_every_threshold_is_documented() -> None:
-    from facilities.rules.thresholds import Thresholds
+    from facilities.thresholds import Thresholds
     from tests.conftest import ROOT
 
     doc = (ROOT / "docs" / "site.md").read_text(encoding="utf-8")

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from facilities.alerts import Transition, alert_payload
 from facilities.api.views import alert_brief
-from facilities.rules.alerts import Transition, alert_payload
 from facilities.rules.live_state import AlertChanged, LiveChange
 
 log = logging.getLogger(__name__)

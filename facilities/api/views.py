@@ -3,12 +3,12 @@
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
+from facilities.alerts import Alert, hazards
 from facilities.api import models
 from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
-from facilities.rules.alerts import Alert, hazards
 from facilities.site import Garage, Site, Station
 
 # A charging port's estimated free time is never closer than this: a session that runs past

@@ -12,7 +12,8 @@ from datetime import datetime
 
 from facilities.charging.payloads import PortState
 from facilities.charging.state import FAULT_CRITICAL_CODES, PortLive, StationLive
-from facilities.rules.verdicts import (
+from facilities.site import Station
+from facilities.verdicts import (
     Action,
     ActionKind,
     Severity,
@@ -21,7 +22,6 @@ from facilities.rules.verdicts import (
     device_offline,
     over,
 )
-from facilities.site import Station
 
 ChargingRule = Callable[[StationLive, Station, datetime], list[Verdict]]
 

@@ -14,7 +14,7 @@ from facilities.charging.payloads import (
     StationEventType,
     StationTelemetry,
 )
-from facilities.rules.thresholds import Thresholds
+from facilities.thresholds import Thresholds
 
 # Short histories the rules read: the last few power samples (overload needs 2 in a row),
 # and for temperature_rise the rising minima of the last window (see `_remember`), capped so

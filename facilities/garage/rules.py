@@ -8,7 +8,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from facilities.garage.state import GarageLive
-from facilities.rules.verdicts import (
+from facilities.site import Garage
+from facilities.verdicts import (
     Action,
     ActionKind,
     Severity,
@@ -17,7 +18,6 @@ from facilities.rules.verdicts import (
     device_offline,
     over,
 )
-from facilities.site import Garage
 
 GarageRule = Callable[[GarageLive, Garage, datetime], list[Verdict]]
 

@@ -6,14 +6,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from facilities import cutoffs
-from facilities.charging import state as charging
-from facilities.charging.payloads import StationEvent, StationTelemetry
-from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES
-from facilities.garage import state as garage
-from facilities.garage.payloads import GarageTelemetry, GateEvent
-from facilities.garage.rules import GARAGE_RULES
-from facilities.messages import STATION_KINDS, Accepted
-from facilities.rules.alerts import (
+from facilities.alerts import (
     Alert,
     AlertState,
     Change,
@@ -22,8 +15,15 @@ from facilities.rules.alerts import (
     judge,
     reopen,
 )
-from facilities.rules.verdicts import Action, ActionKind, Severity, Verdict
+from facilities.charging import state as charging
+from facilities.charging.payloads import StationEvent, StationTelemetry
+from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES
+from facilities.garage import state as garage
+from facilities.garage.payloads import GarageTelemetry, GateEvent
+from facilities.garage.rules import GARAGE_RULES
+from facilities.messages import STATION_KINDS, Accepted
 from facilities.site import Site
+from facilities.verdicts import Action, ActionKind, Severity, Verdict
 from facilities.wire import Availability, CommandAck
 
 # The reason a session ends when a rule switched its port off.

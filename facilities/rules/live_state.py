@@ -11,16 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
+from facilities.alerts import Alert, AlertState, Change, Transition
 from facilities.charging.state import StationLive
 from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.messages import Accepted
-from facilities.rules.alerts import Alert, AlertState, Change, Transition
 from facilities.rules.engine import Engine, Observation
-from facilities.rules.verdicts import Action
 from facilities.site import Site
 from facilities.store.snapshots import LiveRow, Mark, live_state_row
+from facilities.verdicts import Action
 
 T = TypeVar("T")
 

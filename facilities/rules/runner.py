@@ -13,18 +13,18 @@ from datetime import UTC, datetime, timedelta
 
 import aiosqlite
 
+from facilities.alerts import Alert, Change, Transition, alert_payload
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.mqtt.session import BrokerLink
-from facilities.rules.alerts import Alert, Change, Transition, alert_payload
 from facilities.rules.engine import Observation
 from facilities.rules.live_state import AlertChanged, LiveState
-from facilities.rules.verdicts import Action, ActionKind
 from facilities.store import alerts as alert_store
 from facilities.store import commands as outbox
 from facilities.store import sessions as session_store
 from facilities.store import snapshots
 from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
+from facilities.verdicts import Action, ActionKind
 from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import aiosqlite
 
-from facilities.rules.alerts import Alert, AlertState, Change, Transition, device_of
-from facilities.rules.verdicts import Severity
+from facilities.alerts import Alert, AlertState, Change, Transition, device_of
+from facilities.verdicts import Severity
 
 _UPSERT_ALERT = """
 INSERT INTO alerts (id, rule, subject, severity, state, raised_at, updated_at, cleared_at,

@@ -15,8 +15,8 @@ from facilities.messages import Accepted
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.topics import Topics
 from facilities.rules.engine import Engine, message_cause
-from facilities.rules.verdicts import Action, ActionKind
 from facilities.site import Site, load_site
+from facilities.verdicts import Action, ActionKind
 from tests.conftest import EXAMPLE_SITE
 
 SITE = load_site(EXAMPLE_SITE)

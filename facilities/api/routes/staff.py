@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
+from facilities.alerts import Alert, AlertState
 from facilities.api import models, views
 from facilities.api.deps import AskDep, ServiceDep, StaffDep, TokenFirst
 from facilities.api.errors import INVALID, Responses, refusal
@@ -22,9 +23,8 @@ from facilities.api.paging import (
     utc,
 )
 from facilities.errors import NotFound
-from facilities.rules.alerts import Alert, AlertState
-from facilities.rules.verdicts import Severity
 from facilities.store import audit, history
+from facilities.verdicts import Severity
 
 router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID, route_class=TokenFirst)
 

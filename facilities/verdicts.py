@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from facilities.rules.thresholds import Thresholds
+from facilities.thresholds import Thresholds
 
 
 class Severity(StrEnum):

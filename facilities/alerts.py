@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import uuid4
 
-from facilities.rules.verdicts import Action, Severity, Verdict
+from facilities.verdicts import Action, Severity, Verdict
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
