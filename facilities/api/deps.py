@@ -1,19 +1,25 @@
-"""Dependencies shared by the routes: the service, who is asking (token first), paging."""
+"""What routes depend on: the site, the live state, requests, the history reader, the clock,
+who is asking (token first). Only this module knows where they come from."""
 
 import ipaddress
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
+import aiosqlite
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
 from facilities.api.errors import http_status
 from facilities.errors import NotAllowed, RateLimited, Unauthenticated
-from facilities.requests import Ask
-from facilities.service import Service
+from facilities.requests import Ask, Requests
+from facilities.rules.live_state import LiveState
+from facilities.service import Health, Service
+from facilities.site import Site
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -27,7 +33,59 @@ def get_service(request: Request) -> Service:
     return service
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+# What a route may depend on: each one thing, never the service itself.
+
+
+def get_site(request: Request) -> Site:
+    return get_service(request).site
+
+
+def get_live(request: Request) -> LiveState:
+    return get_service(request).live
+
+
+def get_requests(request: Request) -> Requests:
+    return get_service(request).requests
+
+
+def get_history(request: Request) -> aiosqlite.Connection:
+    """The history reader: a read-only connection (WAL lets it read while ingest writes)."""
+    return get_service(request).reader
+
+
+def get_now(request: Request) -> datetime:
+    """The service's time now (its steady clock: tests move it)."""
+    return get_service(request).now()
+
+
+def get_estimates(request: Request) -> Callable[[str], timedelta]:
+    """A station's typical charge length, for the free-time estimates of its ports."""
+    return get_service(request).typical_charge
+
+
+def get_clock(connection: HTTPConnection) -> Callable[[], datetime]:
+    """The service's clock, for a stream that outlives its request (heartbeats)."""
+    service: Service = connection.app.state.service
+    return service.now
+
+
+def get_health(request: Request) -> Callable[[], Awaitable[Health]]:
+    return get_service(request).health
+
+
+def get_registry(request: Request) -> CollectorRegistry:
+    return get_service(request).registry
+
+
+SiteDep = Annotated[Site, Depends(get_site)]
+LiveDep = Annotated[LiveState, Depends(get_live)]
+RequestsDep = Annotated[Requests, Depends(get_requests)]
+HistoryDep = Annotated[aiosqlite.Connection, Depends(get_history)]
+NowDep = Annotated[datetime, Depends(get_now)]
+EstimatesDep = Annotated[Callable[[str], timedelta], Depends(get_estimates)]
+ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]
+HealthDep = Annotated[Callable[[], Awaitable[Health]], Depends(get_health)]
+RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]
 
 
 def client_address(connection: HTTPConnection) -> str:

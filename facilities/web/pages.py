@@ -19,11 +19,10 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from facilities.api import models, views
-from facilities.api.deps import ServiceDep
+from facilities.api.deps import EstimatesDep, LiveDep, NowDep, SiteDep
 from facilities.errors import NotFound
-from facilities.rules.live_state import Reading
-from facilities.service import Service
-from facilities.site import Garage
+from facilities.rules.live_state import LiveState, Reading
+from facilities.site import Garage, Site
 from facilities.web.i18n import LANGUAGES, choose, translations
 
 router = APIRouter(include_in_schema=False)
@@ -177,20 +176,19 @@ def _port_detail(port: models.Port, language: str) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+async def index(request: Request, site: SiteDep, live: LiveDep, lang: Lang = None) -> HTMLResponse:
     language = _language(request, lang)
-    site = service.site
 
-    def view(live: Reading) -> list[dict[str, Any]]:
+    def view(reading: Reading) -> list[dict[str, Any]]:
         out = []
         for community in site.communities.values():
             stations = [
-                views.station(spec, live.stations[spec.id], live.alerts.values())
+                views.station(spec, reading.stations[spec.id], reading.alerts.values())
                 for spec in site.stations.values()
                 if spec.community == community.id
             ]
             garages = [
-                views.garage(spec, live.garages[spec.id], live.alerts.values())
+                views.garage(spec, reading.garages[spec.id], reading.alerts.values())
                 for spec in site.garages.values()
                 if spec.community == community.id
             ]
@@ -215,9 +213,7 @@ async def index(request: Request, service: ServiceDep, lang: Lang = None) -> HTM
             )
         return out
 
-    return _render(
-        request, language, "index.html", page="index", communities=service.live.read(view)
-    )
+    return _render(request, language, "index.html", page="index", communities=live.read(view))
 
 
 def _missing(request: Request, language: str) -> HTMLResponse:
@@ -227,12 +223,13 @@ def _missing(request: Request, language: str) -> HTMLResponse:
     return response
 
 
-def _station_detail(service: Service, station_id: str) -> models.StationDetail | None:
-    spec = service.site.stations.get(station_id)
+def _station_detail(
+    site: Site, live: LiveState, typical: timedelta, now: datetime, station_id: str
+) -> models.StationDetail | None:
+    spec = site.stations.get(station_id)
     if spec is None:
         return None
-    typical, now = service.typical_charge(spec.id), service.now()
-    return service.live.station(
+    return live.station(
         spec.id,
         lambda live, alerts: views.station_detail(
             spec, live, alerts, typical_charge=typical, now=now
@@ -242,10 +239,16 @@ def _station_detail(service: Service, station_id: str) -> models.StationDetail |
 
 @router.get("/stations/{station_id}", response_class=HTMLResponse)
 async def station_page(
-    request: Request, service: ServiceDep, station_id: Id, lang: Lang = None
+    request: Request,
+    site: SiteDep,
+    live: LiveDep,
+    now: NowDep,
+    estimates: EstimatesDep,
+    station_id: Id,
+    lang: Lang = None,
 ) -> HTMLResponse:
     language = _language(request, lang)
-    detail = _station_detail(service, station_id)
+    detail = _station_detail(site, live, estimates(station_id), now, station_id)
     if detail is None:
         return _missing(request, language)
     station = detail.model_dump() | {
@@ -254,7 +257,7 @@ async def station_page(
             p.model_dump(mode="json") | {"detail": _port_detail(p, language)} for p in detail.ports
         ],
     }
-    community = service.site.communities[detail.community]
+    community = site.communities[detail.community]
     return _render(
         request,
         language,
@@ -268,15 +271,13 @@ async def station_page(
 
 @router.get("/garages/{garage_id}", response_class=HTMLResponse)
 async def garage_page(
-    request: Request, service: ServiceDep, garage_id: Id, lang: Lang = None
+    request: Request, site: SiteDep, live: LiveDep, garage_id: Id, lang: Lang = None
 ) -> HTMLResponse:
     language = _language(request, lang)
-    spec = service.site.garages.get(garage_id)
+    spec = site.garages.get(garage_id)
     if spec is None:
         return _missing(request, language)
-    detail = service.live.garage(
-        spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts)
-    )
+    detail = live.garage(spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts))
     garage = detail.model_dump() | {
         "display_name": _name(language, detail),
         "gates_released": gates_released(spec),
@@ -288,7 +289,7 @@ async def garage_page(
         page="garage",
         item_id=detail.id,
         garage=garage,
-        community_name=_name(language, service.site.communities[detail.community]),
+        community_name=_name(language, site.communities[detail.community]),
     )
 
 
@@ -333,21 +334,21 @@ async def _svg(url: str) -> Response:
 
 
 @router.get("/stations/{station_id}/qr.svg")
-async def station_qr(request: Request, service: ServiceDep, station_id: Id) -> Response:
-    if station_id not in service.site.stations:
+async def station_qr(request: Request, site: SiteDep, station_id: Id) -> Response:
+    if station_id not in site.stations:
         raise NotFound(f"no station {station_id}")
     return await _svg(f"{sticker_base(request)}/stations/{station_id}")
 
 
 @router.get("/garages/{garage_id}/qr.svg")
-async def garage_qr(request: Request, service: ServiceDep, garage_id: Id) -> Response:
-    if garage_id not in service.site.garages:
+async def garage_qr(request: Request, site: SiteDep, garage_id: Id) -> Response:
+    if garage_id not in site.garages:
         raise NotFound(f"no garage {garage_id}")
     return await _svg(f"{sticker_base(request)}/garages/{garage_id}")
 
 
 @router.get("/qr", response_class=HTMLResponse)
-async def qr_sheet(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+async def qr_sheet(request: Request, site: SiteDep, lang: Lang = None) -> HTMLResponse:
     """Every code on one printable page, for the property office."""
     language = _language(request, lang)
     base = sticker_base(request)
@@ -360,8 +361,8 @@ async def qr_sheet(request: Request, service: ServiceDep, lang: Lang = None) -> 
             "qr": f"/{kind}/{s.id}/qr.svg",
         }
         for kind, items in (
-            ("stations", service.site.stations.values()),
-            ("garages", service.site.garages.values()),
+            ("stations", site.stations.values()),
+            ("garages", site.garages.values()),
         )
         for s in items
     ]
@@ -372,10 +373,9 @@ async def qr_sheet(request: Request, service: ServiceDep, lang: Lang = None) -> 
 
 
 @router.get("/staff", response_class=HTMLResponse)
-async def staff_console(request: Request, service: ServiceDep, lang: Lang = None) -> HTMLResponse:
+async def staff_console(request: Request, site: SiteDep, lang: Lang = None) -> HTMLResponse:
     language = _language(request, lang)
     stations = [
-        {"id": s.id, "name": _name(language, s), "ports": s.ports}
-        for s in service.site.stations.values()
+        {"id": s.id, "name": _name(language, s), "ports": s.ports} for s in site.stations.values()
     ]
     return _render(request, language, "staff.html", page="staff", stations=stations)

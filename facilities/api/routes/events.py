@@ -5,18 +5,18 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect, status
 from fastapi.responses import StreamingResponse
 from starlette.requests import HTTPConnection
 
 from facilities.access import Role
-from facilities.api.deps import Credentials, ServiceDep, authenticate, bearer_token
+from facilities.api.deps import ClockDep, Credentials, authenticate, bearer_token, get_clock
 from facilities.api.errors import refusal
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
 from facilities.errors import Refusal
-from facilities.service import Service
 
 router = APIRouter(prefix="/api", tags=["public"])
 
@@ -39,19 +39,19 @@ async def _is_staff(connection: HTTPConnection, route: str) -> bool:
     return person.role is Role.STAFF
 
 
-def _now(service: Service) -> str:
-    return service.now().isoformat().replace("+00:00", "Z")
+def _now(clock: Callable[[], datetime]) -> str:
+    return clock().isoformat().replace("+00:00", "Z")
 
 
 async def _events(
-    service: ServiceDep, subscription: Subscription, feed: LiveFeed
+    clock: Callable[[], datetime], subscription: Subscription, feed: LiveFeed
 ) -> AsyncIterator[Event]:
     """The subscription's events, with a heartbeat when the district is quiet; ends after
     telling a lagging client so."""
     while True:
         event = await subscription.next(HEARTBEAT_S)
         if event is None:
-            event = feed.heartbeat(_now(service))
+            event = feed.heartbeat(_now(clock))
         yield event
         if event.kind in FINAL:
             return
@@ -67,16 +67,14 @@ async def _events(
         429: refusal("too many failed authentications"),
     },
 )
-async def events(
-    request: Request, service: ServiceDep, _credentials: Credentials
-) -> StreamingResponse:
+async def events(request: Request, clock: ClockDep, _credentials: Credentials) -> StreamingResponse:
     feed = _feed(request.app.state)
     staff = await _is_staff(request, "GET /api/events")
 
     async def stream() -> AsyncIterator[str]:
         with feed.subscribe(staff=staff) as subscription:
             yield f"retry: {RECONNECT_MS}\n\n"
-            async for event in _events(service, subscription, feed):
+            async for event in _events(clock, subscription, feed):
                 yield event.sse()
 
     return StreamingResponse(
@@ -91,7 +89,7 @@ async def websocket(socket: WebSocket) -> None:
     """The same events as /api/events, one JSON text message each:
     `{"id": …, "event": "station", "data": {…}}`. A token that is not valid: the handshake
     is refused (403)."""
-    service = socket.app.state.service
+    clock = get_clock(socket)
     feed = _feed(socket.app.state)
     try:
         staff = await _is_staff(socket, "WEBSOCKET /api/ws")
@@ -108,7 +106,7 @@ async def websocket(socket: WebSocket) -> None:
                 if not waiting.done():
                     waiting.cancel()
                     return  # the client left: stop at once, not at the next heartbeat
-                event = waiting.result() or feed.heartbeat(_now(service))
+                event = waiting.result() or feed.heartbeat(_now(clock))
                 await socket.send_text(event.ws())
                 if event.kind in FINAL:
                     break

@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from facilities.api.deps import ServiceDep
+from facilities.api.deps import HealthDep, RegistryDep
 from facilities.api.errors import ErrorBody
 
 router = APIRouter()
@@ -28,8 +28,8 @@ class HealthBody(BaseModel):
     },
     summary="200 while the service can do its safety job; 503 with the reasons",
 )
-async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
-    health = await service.health()
+async def healthz(check: HealthDep) -> HealthBody | JSONResponse:
+    health = await check()
     if not health.ok:
         return JSONResponse(
             status_code=503,
@@ -45,5 +45,5 @@ async def healthz(service: ServiceDep) -> HealthBody | JSONResponse:
     summary="Prometheus text exposition",
     responses={200: {"content": {"text/plain": {}}, "description": "metrics, text format"}},
 )
-def metrics(service: ServiceDep) -> Response:
-    return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)
+def metrics(registry: RegistryDep) -> Response:
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from facilities.api import models, views
-from facilities.api.deps import ServiceDep
+from facilities.api.deps import EstimatesDep, LiveDep, NowDep, SiteDep
 from facilities.api.errors import INVALID, Responses, refusal
 from facilities.errors import NotFound
 
@@ -16,16 +16,13 @@ _NOT_FOUND: Responses = {404: refusal("no such id in the site file")}
 
 
 @router.get("/communities", summary="Communities with their free ports and free bays")
-async def communities(service: ServiceDep) -> list[models.Community]:
-    return service.live.read(
-        lambda r: views.communities(service.site, r.stations, r.garages, r.alerts.values())
-    )
+async def communities(site: SiteDep, live: LiveDep) -> list[models.Community]:
+    return live.read(lambda r: views.communities(site, r.stations, r.garages, r.alerts.values()))
 
 
 @router.get("/stations", summary="Every charging station: online, free ports, power")
-async def stations(service: ServiceDep) -> list[models.Station]:
-    site = service.site
-    return service.live.read(
+async def stations(site: SiteDep, live: LiveDep) -> list[models.Station]:
+    return live.read(
         lambda r: [
             views.station(spec, r.stations[spec.id], r.alerts.values())
             for spec in site.stations.values()
@@ -38,13 +35,14 @@ async def stations(service: ServiceDep) -> list[models.Station]:
     responses=_NOT_FOUND,
     summary="One station with each port's state and, while charging, when it may be free",
 )
-async def station(service: ServiceDep, station_id: Id) -> models.StationDetail:
-    spec = service.site.stations.get(station_id)
+async def station(
+    site: SiteDep, live: LiveDep, now: NowDep, estimates: EstimatesDep, station_id: Id
+) -> models.StationDetail:
+    spec = site.stations.get(station_id)
     if spec is None:
         raise NotFound(f"no station {station_id}")
-    typical, now = service.typical_charge(spec.id), service.now()
-
-    return service.live.station(
+    typical = estimates(spec.id)
+    return live.station(
         spec.id,
         lambda live, alerts: views.station_detail(
             spec, live, alerts, typical_charge=typical, now=now
@@ -53,9 +51,8 @@ async def station(service: ServiceDep, station_id: Id) -> models.StationDetail:
 
 
 @router.get("/garages", summary="Every garage: capacity, occupancy, free bays")
-async def garages(service: ServiceDep) -> list[models.Garage]:
-    site = service.site
-    return service.live.read(
+async def garages(site: SiteDep, live: LiveDep) -> list[models.Garage]:
+    return live.read(
         lambda r: [
             views.garage(spec, r.garages[spec.id], r.alerts.values())
             for spec in site.garages.values()
@@ -68,10 +65,8 @@ async def garages(service: ServiceDep) -> list[models.Garage]:
     responses=_NOT_FOUND,
     summary="One garage with its gates' state and last events",
 )
-async def garage(service: ServiceDep, garage_id: Id) -> models.GarageDetail:
-    spec = service.site.garages.get(garage_id)
+async def garage(site: SiteDep, live: LiveDep, garage_id: Id) -> models.GarageDetail:
+    spec = site.garages.get(garage_id)
     if spec is None:
         raise NotFound(f"no garage {garage_id}")
-    return service.live.garage(
-        spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts)
-    )
+    return live.garage(spec.id, lambda live, alerts: views.garage_detail(spec, live, alerts))

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path
 
 from facilities.api import models
-from facilities.api.deps import AskDep, PersonDep, ServiceDep, TokenFirst
+from facilities.api.deps import AskDep, PersonDep, RequestsDep, SiteDep, TokenFirst
 from facilities.api.errors import INVALID, refusal
 
 router = APIRouter(prefix="/api", tags=["residents"], responses=INVALID, route_class=TokenFirst)
@@ -29,7 +29,7 @@ Id = Annotated[str, Path(max_length=64)]
     },
 )
 async def open_gate(
-    service: ServiceDep,
+    requests: RequestsDep,
     ask: AskDep,
     garage: Id,
     gate: Id,
@@ -45,7 +45,7 @@ async def open_gate(
     ] = None,
 ) -> models.CommandResult:
     del idempotency_key  # read by AskDep; declared here for validation and the docs
-    done = await service.requests.open_gate(ask, garage, gate)
+    done = await requests.open_gate(ask, garage, gate)
     return models.CommandResult(command_id=done.command_id, status=done.status)
 
 
@@ -54,10 +54,10 @@ async def open_gate(
     summary="The person the token belongs to, and the garages they may open",
     responses={401: refusal("no valid token"), 429: refusal("too many failed authentications")},
 )
-async def me(service: ServiceDep, person: PersonDep) -> models.Me:
+async def me(site: SiteDep, person: PersonDep) -> models.Me:
     garages = [
         models.MeGarage(id=g.id, name=g.name, name_en=g.name_en, gates=list(g.gates))
-        for g in service.site.garages.values()
+        for g in site.garages.values()
         if g.id in person.garages
     ]
     return models.Me(id=person.id, name=person.name, role=person.role.value, garages=garages)

@@ -7,7 +7,16 @@ from fastapi import APIRouter, Path, Query, Request
 
 from facilities.alerts import Alert, AlertState
 from facilities.api import models, views
-from facilities.api.deps import AskDep, ServiceDep, StaffDep, TokenFirst
+from facilities.api.deps import (
+    AskDep,
+    HistoryDep,
+    LiveDep,
+    NowDep,
+    RequestsDep,
+    SiteDep,
+    StaffDep,
+    TokenFirst,
+)
 from facilities.api.errors import INVALID, Responses, refusal
 from facilities.api.paging import (
     DEFAULT_LIMIT,
@@ -23,6 +32,7 @@ from facilities.api.paging import (
     utc,
 )
 from facilities.errors import NotFound
+from facilities.site import Site
 from facilities.store import audit, history
 from facilities.verdicts import Severity
 
@@ -82,7 +92,7 @@ def _alert(row: history.AlertRow) -> models.Alert:
 @router.get("/alerts", responses=_AUTH, summary="Alerts, newest first")
 async def alerts(
     request: Request,
-    service: ServiceDep,
+    reader: HistoryDep,
     _staff: StaffDep,
     state: AlertState | None = None,
     severity: Severity | None = None,
@@ -92,7 +102,7 @@ async def alerts(
 ) -> models.Page[models.Alert]:
     before = parse_cursor(cursor, (rowid,))[0] if cursor else None
     rows = await history.alerts_page(
-        service.reader,
+        reader,
         state=state.value if state else None,
         severity=severity.value if severity else None,
         since=epoch(since) if since else None,
@@ -108,9 +118,11 @@ async def alerts(
     responses={**_AUTH, 404: refusal("no such alert"), 409: refusal("the alert has cleared")},
     summary="Acknowledge an alert (who and when are kept)",
 )
-async def acknowledge(service: ServiceDep, staff: StaffDep, alert_id: Id) -> models.Alert:
-    alert: Alert = await service.requests.acknowledge(staff, alert_id)
-    row = await history.alert_by_id(service.reader, alert.id)
+async def acknowledge(
+    requests: RequestsDep, reader: HistoryDep, staff: StaffDep, alert_id: Id
+) -> models.Alert:
+    alert: Alert = await requests.acknowledge(staff, alert_id)
+    row = await history.alert_by_id(reader, alert.id)
     actions = [_action(a) for a in row.actions] if row else []
     return models.Alert(
         id=alert.id,
@@ -148,13 +160,13 @@ async def acknowledge(service: ServiceDep, staff: StaffDep, alert_id: Id) -> mod
     summary="Power a port off or on (a command, through the rules engine's command path)",
 )
 async def power(
-    service: ServiceDep,
+    requests: RequestsDep,
     ask: AskDep,
     station_id: Id,
     port: Annotated[int, Path(ge=1, le=64)],
     body: models.PowerRequest,
 ) -> models.CommandResult:
-    done = await service.requests.power_port(ask, station_id, port, on=body.on)
+    done = await requests.power_port(ask, station_id, port, on=body.on)
     return models.CommandResult(command_id=done.command_id, status=done.status)
 
 
@@ -163,8 +175,8 @@ async def power(
     responses=_AUTH,
     summary="Ports the service switched off and gates it holds open: why, since when",
 )
-async def cutoffs(service: ServiceDep, _staff: StaffDep) -> models.Cutoffs:
-    return views.cutoffs(service.live.cutoffs()[1])
+async def cutoffs(live: LiveDep, _staff: StaffDep) -> models.Cutoffs:
+    return views.cutoffs(live.cutoffs()[1])
 
 
 def _span(
@@ -175,8 +187,8 @@ def _span(
     return start_s, end_s
 
 
-def _known_station(service: ServiceDep, station_id: str) -> str:
-    if station_id not in service.site.stations:
+def _known_station(site: Site, station_id: str) -> str:
+    if station_id not in site.stations:
         raise NotFound(f"no station {station_id}")
     return station_id
 
@@ -188,7 +200,9 @@ def _known_station(service: ServiceDep, station_id: str) -> str:
 )
 async def sessions(
     request: Request,
-    service: ServiceDep,
+    site: SiteDep,
+    now: NowDep,
+    reader: HistoryDep,
     _staff: StaffDep,
     station_id: Id,
     start: From = None,
@@ -196,11 +210,11 @@ async def sessions(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> models.Page[models.Session]:
-    station = _known_station(service, station_id)
-    start_s, end_s = _span(service.now(), start, to)
+    station = _known_station(site, station_id)
+    start_s, end_s = _span(now, start, to)
     after = parse_cursor(cursor, (rowid,))[0] if cursor else None
     rows = await history.sessions_page(
-        service.reader, station, start=start_s, end=end_s, after=after, limit=limit
+        reader, station, start=start_s, end=end_s, after=after, limit=limit
     )
     items = [
         models.Session(
@@ -224,7 +238,9 @@ async def sessions(
 )
 async def telemetry(
     request: Request,
-    service: ServiceDep,
+    site: SiteDep,
+    now: NowDep,
+    reader: HistoryDep,
     _staff: StaffDep,
     station_id: Id,
     start: From = None,
@@ -234,12 +250,12 @@ async def telemetry(
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> models.Page[models.TelemetrySample] | models.Page[models.TelemetryBucket]:
-    station = _known_station(service, station_id)
-    start_s, end_s = _span(service.now(), start, to)
+    station = _known_station(site, station_id)
+    start_s, end_s = _span(now, start, to)
     after = parse_cursor(cursor, (seconds, rowid)) if cursor else None
     if step is not None:
         buckets = await history.telemetry_buckets(
-            service.reader,
+            reader,
             station,
             start=start_s,
             end=end_s,
@@ -264,7 +280,7 @@ async def telemetry(
             next=next_path(request, more),
         )
     samples = await history.telemetry_page(
-        service.reader, station, start=start_s, end=end_s, port=port, after=after, limit=limit
+        reader, station, start=start_s, end=end_s, port=port, after=after, limit=limit
     )
     more = f"{samples[-1].ts!r},{samples[-1].seq}" if len(samples) == limit else None
     return models.Page[models.TelemetrySample](
@@ -291,7 +307,7 @@ async def telemetry(
 )
 async def audit_log(
     request: Request,
-    service: ServiceDep,
+    reader: HistoryDep,
     _staff: StaffDep,
     since: Annotated[Time | None, Query(description="at or after; default: all")] = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -303,7 +319,7 @@ async def audit_log(
         else None
     )
     rows = await audit.audit_page(
-        service.reader,
+        reader,
         since=epoch(since) if since else float("-inf"),
         after=after,
         limit=limit,
