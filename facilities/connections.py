@@ -88,6 +88,13 @@ class Limits:
                 super().data_received(data)
                 self._watch()
 
+            def on_response_complete(self) -> None:
+                # a pipelined request already in hand starts now, with no byte to come that
+                # would start its deadline (uvicorn cancels its keep-alive timer for it)
+                super().on_response_complete()
+                if not self.transport.is_closing():
+                    self._watch()
+
             def _should_upgrade(self) -> bool:
                 # a WebSocket past the cap is answered 503 like any other request
                 return not self._over_capacity and super()._should_upgrade()

@@ -119,3 +119,20 @@ def test_the_unit_leaves_descriptors_for_every_connection() -> None:
     unit.read(ROOT / "deploy" / "systemd" / "facilities.service")
     limit = int(unit["Service"]["LimitNOFILE"])
     assert limit >= 2 * DEFAULT_MAX_CONNECTIONS + 256
+
+
+def test_a_pipelined_half_sent_request_is_closed_too(run_service: Run) -> None:
+    # Sent with a whole request, in one packet, a second request's head and part of its
+    # body: once the first is answered, the second waits for its body, and no byte comes to
+    # start a deadline. Before: held open for ever (500 of them filled --max-connections).
+    service = run_service("--client-timeout", TIMEOUT)
+    sock = _open(
+        service.port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /api/garages/g-cq4/gates/north/open HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n0123456789",
+    )
+    try:
+        assert _closed_within(sock, 4.0)
+    finally:
+        sock.close()
