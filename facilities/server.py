@@ -32,6 +32,10 @@ WS_MAX_BYTES = 4096
 # Descriptors beyond two per allowed connection (one held, one being refused): the broker
 # link, the database, its WAL and shared memory, log files, the interpreter's own.
 DESCRIPTORS_RESERVED = 256
+# Connections the kernel queues before they are accepted, and asyncio accepts at most this many
+# at once before their protocols run (and refuse those past the cap). uvicorn's default (2,048,
+# passed to listen() again) let a flood of connections take 7,000 descriptors at once.
+LISTEN_BACKLOG = 128
 
 
 # uvicorn logs a warning for each malformed request and each unsupported upgrade: a client
@@ -90,7 +94,7 @@ def bind(listen: Listen) -> socket.socket:
         raise OperatorError(
             f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
         ) from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -169,6 +173,7 @@ async def serve_http(
         # docs/operations.md, "Connections": idle between requests, at most this long
         timeout_keep_alive=max(1, int(min(KEEP_ALIVE_S, settings.client_timeout_s))),
         ws_max_size=WS_MAX_BYTES,
+        backlog=LISTEN_BACKLOG,
         # X-Forwarded-For only from the proxies the operator named (uvicorn would believe
         # it from 127.0.0.1 by default: anyone could pick their address on a shared host)
         proxy_headers=bool(settings.trusted_proxies),

@@ -3,6 +3,7 @@ connections past the cap are answered 503, the WebSocket takes no big messages, 
 live streams (SSE, WebSocket) outlive the request deadline."""
 
 import configparser
+import os
 import socket
 import time
 
@@ -136,3 +137,27 @@ def test_a_pipelined_half_sent_request_is_closed_too(run_service: Run) -> None:
         assert _closed_within(sock, 4.0)
     finally:
         sock.close()
+
+
+def _descriptors(service_pid: int) -> int:
+    return len(os.listdir(f"/proc/{service_pid}/fd"))
+
+
+def test_a_connection_flood_takes_no_more_descriptors_than_kept_for_it(run_service: Run) -> None:
+    # Before: each connection past the cap held a descriptor until it was answered (up to
+    # 1 s); a flood of connections that sent nothing took all 8,192 descriptors the unit
+    # allows, and the broker link or the database could not have opened one.
+    service = run_service("--max-connections", "5")
+    assert service.process is not None
+    before = _descriptors(service.process.pid)
+    flood = [_open(service.port) for _ in range(300)]
+    try:
+        time.sleep(0.5)  # all accepted, none answered yet (they send nothing)
+        during = _descriptors(service.process.pid)
+        assert during - before <= 2 * 5 + 5, (before, during)
+    finally:
+        for sock in flood:
+            sock.close()
+    time.sleep(1.5)
+    again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _answer(again).startswith(b"HTTP/1.1 200")
