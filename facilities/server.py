@@ -162,6 +162,7 @@ async def serve_http(
         request_timeout_s=settings.client_timeout_s,
         max_connections=settings.max_connections,
         metrics=service.api_metrics,
+        trusted_proxies=settings.trusted_proxies,
     )
     config = uvicorn.Config(
         app,

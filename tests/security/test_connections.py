@@ -43,8 +43,9 @@ def _answer(sock: socket.socket) -> bytes:
     return answer
 
 
-def _open(port: int, send: bytes = b"") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def _open(port: int, send: bytes = b"", *, source: str = "127.0.0.1") -> socket.socket:
+    """A connection from `source` (any 127.x.y.z is this machine: another client address)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
     if send:
         sock.sendall(send)
     return sock
@@ -71,7 +72,8 @@ def test_idle_and_half_sent_connections_are_closed(run_service: Run) -> None:
 
 
 def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> None:
-    service = run_service("--max-connections", "10")
+    # every connection here comes from one address: named as a proxy, it may take them all
+    service = run_service("--max-connections", "10", "--trusted-proxy", "127.0.0.1")
     held = [_open(service.port) for _ in range(10)]
     try:
         time.sleep(0.2)  # let the server accept them all
@@ -89,6 +91,23 @@ def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> 
     time.sleep(0.2)
     again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert _answer(again).startswith(b"HTTP/1.1 200")
+
+
+def test_one_address_holding_streams_open_cannot_take_every_slot(run_service: Run) -> None:
+    service = run_service("--max-connections", "50")  # a tenth of the default: 10 per address
+    streams = [
+        _open(service.port, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(50)
+    ]
+    try:
+        time.sleep(0.3)  # let the server take them all
+        health = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        other_client = _open(service.port, health, source="127.0.0.2")
+        assert _answer(other_client).startswith(b"HTTP/1.1 200")  # before: 503 for everyone
+        same_client = _open(service.port, health)
+        assert _answer(same_client).startswith(b"HTTP/1.1 503")
+    finally:
+        for sock in streams:
+            sock.close()
 
 
 def test_the_live_streams_outlive_the_request_deadline(run_service: Run) -> None:
