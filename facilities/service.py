@@ -31,7 +31,7 @@ from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
 from facilities.mqtt.topics import Topics
 from facilities.refusals import Refusals
-from facilities.requests import Authenticator, Requests
+from facilities.requests import REFUSAL_ROWS_PER_MINUTE, Authenticator, Requests
 from facilities.rules.engine import Engine, in_site
 from facilities.rules.live_state import ChangeStream, LiveState
 from facilities.rules.runner import RulesRunner
@@ -245,6 +245,8 @@ class Service:
                 connected=lambda: link.connected,
                 clock=self.clock,
                 http_status=http_status,
+                refusals=self.refusals,
+                refusal_rows=RateLimiter(REFUSAL_ROWS_PER_MINUTE, clock=self.monotonic),
                 metrics=self.api_metrics,
             )
             self._retention = retention = Retention(
