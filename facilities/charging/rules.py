@@ -1,4 +1,4 @@
-"""Charging rules of RULES.md: pure functions of live state, thresholds and the time.
+"""Charging rules of docs/rules.md: pure functions of live state, thresholds and the time.
 
 A rule reports the subjects it finds firing, or within the hysteresis band of a limit (which
 holds an open alert); every other subject of the station it evaluated is clear. Reporting
@@ -56,7 +56,8 @@ def _sustained(
     spec: Station,
     actions: Callable[[], tuple[Action, ...]],
 ) -> list[Verdict]:
-    """Over `spec_limit` in `overload_samples` samples in a row (RULES.md: "2 in a row")."""
+    """Over `spec_limit` in `overload_samples` samples in a row (docs/rules.md, "Charging
+    rules": "2 samples in a row")."""
     t = spec.thresholds
     if not samples or samples[-1] < t.hysteresis * spec_limit:
         return []

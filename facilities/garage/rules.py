@@ -1,4 +1,4 @@
-"""Garage rules of RULES.md: pure functions of live state, thresholds and the time.
+"""Garage rules of docs/rules.md: pure functions of live state, thresholds and the time.
 
 As for charging rules: a rule reports what fires (or sits in a hysteresis band); every other
 subject of the garage it evaluated is clear.
