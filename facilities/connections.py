@@ -20,6 +20,12 @@ from facilities.metrics import ApiMetrics
 # A connection past the cap is answered 503 as soon as its request head is in; it gets
 # this long to send it, so that it never holds a descriptor for long.
 OVER_CAPACITY_WAIT_S = 1.0
+# Connections open at once, as a multiple of the cap: the cap served, as many again being
+# answered 503 (server.descriptors_for keeps a descriptor for each); beyond, dropped
+# unanswered. Measured before: a flood of connections that sent nothing, each held up to
+# OVER_CAPACITY_WAIT_S, took all 8,192 descriptors of the unit's LimitNOFILE
+# (`socket.accept() out of system resource`).
+REFUSED_HELD_FACTOR = 2
 # Whole seconds, RFC 9110 §10.2.3: when a client may try again.
 RETRY_AFTER_S = 1
 
@@ -76,6 +82,15 @@ class Limits:
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)  # type: ignore[arg-type]
+                if len(self.connections) > REFUSED_HELD_FACTOR * limits.max_connections:
+                    # as many as the cap are being answered 503 already: the descriptors
+                    # kept for refusing (server.descriptors_for) are taken, so this one is
+                    # dropped unanswered at once rather than take one the broker link or
+                    # the database may need
+                    if limits.metrics is not None:
+                        limits.metrics.refusals.labels("over_capacity").inc()
+                    self.transport.abort()
+                    return
                 if len(self.connections) > limits.max_connections:
                     self._over_capacity = True
                     self.app = _over_capacity
@@ -87,6 +102,13 @@ class Limits:
             def data_received(self, data: bytes) -> None:
                 super().data_received(data)
                 self._watch()
+
+            def on_response_complete(self) -> None:
+                # a pipelined request already in hand starts now, with no byte to come that
+                # would start its deadline (uvicorn cancels its keep-alive timer for it)
+                super().on_response_complete()
+                if not self.transport.is_closing():
+                    self._watch()
 
             def _should_upgrade(self) -> bool:
                 # a WebSocket past the cap is answered 503 like any other request

@@ -3,6 +3,7 @@ connections past the cap are answered 503, the WebSocket takes no big messages, 
 live streams (SSE, WebSocket) outlive the request deadline."""
 
 import configparser
+import os
 import socket
 import time
 
@@ -119,3 +120,44 @@ def test_the_unit_leaves_descriptors_for_every_connection() -> None:
     unit.read(ROOT / "deploy" / "systemd" / "facilities.service")
     limit = int(unit["Service"]["LimitNOFILE"])
     assert limit >= 2 * DEFAULT_MAX_CONNECTIONS + 256
+
+
+def test_a_pipelined_half_sent_request_is_closed_too(run_service: Run) -> None:
+    # Sent with a whole request, in one packet, a second request's head and part of its
+    # body: once the first is answered, the second waits for its body, and no byte comes to
+    # start a deadline. Before: held open for ever (500 of them filled --max-connections).
+    service = run_service("--client-timeout", TIMEOUT)
+    sock = _open(
+        service.port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /api/garages/g-cq4/gates/north/open HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n0123456789",
+    )
+    try:
+        assert _closed_within(sock, 4.0)
+    finally:
+        sock.close()
+
+
+def _descriptors(service_pid: int) -> int:
+    return len(os.listdir(f"/proc/{service_pid}/fd"))
+
+
+def test_a_connection_flood_takes_no_more_descriptors_than_kept_for_it(run_service: Run) -> None:
+    # Before: each connection past the cap held a descriptor until it was answered (up to
+    # 1 s); a flood of connections that sent nothing took all 8,192 descriptors the unit
+    # allows, and the broker link or the database could not have opened one.
+    service = run_service("--max-connections", "5")
+    assert service.process is not None
+    before = _descriptors(service.process.pid)
+    flood = [_open(service.port) for _ in range(300)]
+    try:
+        time.sleep(0.5)  # all accepted, none answered yet (they send nothing)
+        during = _descriptors(service.process.pid)
+        assert during - before <= 2 * 5 + 5, (before, during)
+    finally:
+        for sock in flood:
+            sock.close()
+    time.sleep(1.5)
+    again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _answer(again).startswith(b"HTTP/1.1 200")
