@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from facilities.cli import build_parser
+from facilities.errors import UsageError
 from facilities.options import Options, default_text, from_arguments
 from facilities.settings import (
     BrokerConfigSettings,
@@ -93,14 +94,18 @@ def _documented() -> dict[str, dict[str, tuple[str, set[str]]]]:
     return sections
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment without any FACILITIES_* variable."""
+    return {key: text for key, text in os.environ.items() if not key.startswith("FACILITIES_")}
+
+
 def _helped(argv: list[str]) -> dict[str, tuple[str, str]]:
     """`facilities ARGV --help` as it prints it: option → (its variable, its default)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("FACILITIES_")}
     done = subprocess.run(
         [sys.executable, "-m", "facilities", *argv, "--help"],
         capture_output=True,
         text=True,
-        env={**env, "COLUMNS": "1000"},  # a default is not wrapped
+        env={**_environment(), "COLUMNS": "1000"},  # a default is not wrapped
         check=True,
         timeout=30,
     )
@@ -174,3 +179,65 @@ def test_every_option_reads_its_variable(
     assert getattr(_parse(command, [], model), name) == flagged
     assert getattr(model(), name) == flagged
     assert getattr(_parse(command, [f"--{flag}", default_text(field)], model), name) == default
+
+
+def test_the_unit_environment_names_only_options_of_run() -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "systemd" / "env.example"
+    named = set(re.findall(r"^#?(FACILITIES_\w+)=", example.read_text(), flags=re.MULTILINE))
+    assert named
+    assert named <= {option.env for _, option, _ in Settings.options()}
+
+
+def test_the_broker_password_is_never_printed() -> None:
+    settings = Settings(broker=SAMPLES["broker"])
+    assert settings.broker.get_secret_value() == SAMPLES["broker"]
+    for shown in (repr(settings), str(settings), str(settings.model_dump())):
+        assert "s3cret" not in shown
+
+
+def test_a_value_the_settings_refuse_is_one_line_naming_the_option() -> None:
+    """What the flag's own reading lets through and the field refuses (here a number of
+    rows given in place, not as text) still names the option, and is a usage error."""
+    args = build_parser().parse_args(["run"])
+    args.quarantine_per_device_hour = 0
+    with pytest.raises(UsageError, match=r"^--quarantine-per-device-hour: .*greater than 0$"):
+        from_arguments(args, Settings)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        (
+            "FACILITIES_MAX_CONNECTIONS",
+            "0",
+            "facilities: --client-timeout and --max-connections must be positive",
+        ),
+        (
+            "FACILITIES_CONNECT_TIMEOUT",
+            "soon",
+            "facilities run: error: argument --connect-timeout: invalid float value: 'soon'",
+        ),
+        (
+            "FACILITIES_PUBLIC_URL",
+            "ftp://x",
+            "facilities: --public-url 'ftp://x': expected http(s)://host[:port][/path], at most 200 characters, no query",
+        ),
+        (
+            "FACILITIES_LOG_LEVEL",
+            "LOUD",
+            "facilities: error: argument --log-level: 'LOUD': expected DEBUG, INFO, WARNING or ERROR",
+        ),
+    ],
+)
+def test_a_bad_variable_is_refused_like_its_flag(variable: str, value: str, line: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "facilities", "run", "--site", "/nonexistent/site.toml"],
+        capture_output=True,
+        text=True,
+        env={**_environment(), variable: value},
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == line
+    assert "Traceback" not in done.stderr
