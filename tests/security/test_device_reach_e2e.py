@@ -5,6 +5,7 @@ it, and staff hear of it at once (docs/security.md)."""
 import json
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from facilities.access import Role
@@ -16,9 +17,12 @@ COMMANDS = ("facilities/charging/+/command", "facilities/garage/+/gate/+/command
 
 
 class Heard:
-    """Every command and alert the broker delivers after it subscribed (a read-only user)."""
+    """Every command and alert the broker delivers after it subscribed (a read-only user).
+    Alerts that earlier tests' services left retained on the shared broker are not this
+    test's: only alerts updated since the subscription count."""
 
     def __init__(self, device: DeviceFactory) -> None:
+        self._since = datetime.now(UTC) - timedelta(seconds=1)
         self._lock = threading.Lock()
         self.messages: list[tuple[str, dict[str, Any]]] = []
         observer = device("observer")
@@ -38,7 +42,12 @@ class Heard:
 
     def alerts(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [body for topic, body in self.messages if topic.startswith("facilities/alerts/")]
+            return [
+                body
+                for topic, body in self.messages
+                if topic.startswith("facilities/alerts/")
+                and datetime.fromisoformat(body["updated_at"]) >= self._since
+            ]
 
 
 async def test_a_garage_controller_reaches_its_garage_only_and_the_audit_says_which_message(
