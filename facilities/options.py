@@ -21,10 +21,11 @@ OptionsT = TypeVar("OptionsT", bound="Options")
 @dataclass(frozen=True, slots=True)
 class Option:
     """How a settings field is said: `--flag`, or FACILITIES_FLAG in the environment; `parse`
-    reads its text (argparse's `type`: a value it refuses is exit 2, naming the option)."""
+    reads its text (argparse's `type`: a value it refuses is exit 2, naming the option), by
+    default as the field's type when it is `int` or `float`, else as text."""
 
     flag: str
-    parse: Callable[[str], Any] = str
+    parse: Callable[[str], Any] | None = None
 
     @property
     def env(self) -> str:
@@ -110,6 +111,13 @@ def default_text(field: FieldInfo) -> str:
     return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
 
 
+def _reader(field: FieldInfo) -> Callable[[str], Any]:
+    """argparse's `type` for a field without its own `parse`: a number is read (and refused,
+    in argparse's words) on the command line; anything else is text the field's own
+    validation reads."""
+    return field.annotation if field.annotation in (int, float) else str  # type: ignore[return-value]
+
+
 def add_options(parser: argparse.ArgumentParser, model: "type[Options]") -> None:
     """`--flag` for each field of `model`, defaulting to FACILITIES_FLAG, else to the field's
     default; its `parse` reads the text, so a bad flag or variable is refused alike (exit 2).
@@ -122,7 +130,7 @@ def add_options(parser: argparse.ArgumentParser, model: "type[Options]") -> None
             dest=name,
             metavar=option.flag.upper().replace("-", "_"),
             default=os.environ.get(option.env, default),
-            type=option.parse,
+            type=option.parse or _reader(field),
             help=described.replace("%", "%%"),
         )
 

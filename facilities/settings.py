@@ -98,8 +98,8 @@ DbPath = Annotated[Path, Option("db")]
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
 BrokerUrlText = Annotated[SecretStr, Option("broker")]
-Speed = Annotated[float, Option("speed", float)]
-RunFor = Annotated[float, Option("run-for", float)]
+Speed = Annotated[float, Option("speed")]
+RunFor = Annotated[float, Option("run-for")]
 Scenario = Annotated[str, Option("scenario")]
 
 
@@ -121,7 +121,7 @@ class Settings(Options):
     )
     db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file")
     listen: Address = Field(as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT")
-    connect_timeout_s: Annotated[float, Option("connect-timeout", float)] = Field(
+    connect_timeout_s: Annotated[float, Option("connect-timeout")] = Field(
         DEFAULT_CONNECT_TIMEOUT_S, description="seconds to reach the broker"
     )
     client_id: Annotated[str, Option("client-id")] = Field(
@@ -130,7 +130,7 @@ class Settings(Options):
         " the shipped mosquitto.conf uses whatever is set",
     )
     topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
-    opens_per_minute: Annotated[int, Option("opens-per-minute", int)] = Field(
+    opens_per_minute: Annotated[int, Option("opens-per-minute")] = Field(
         DEFAULT_OPENS_PER_MINUTE, description="gate opens a resident may ask for in any minute"
     )
     public_url: Annotated[str, Option("public-url"), AfterValidator(parse_public_url)] = Field(
@@ -138,7 +138,7 @@ class Settings(Options):
         description="address residents reach the service at, printed in QR codes"
         " (e.g. https://…); default: the listen address",
     )
-    auth_failures_per_minute: Annotated[int, Option("auth-failures-per-minute", int)] = Field(
+    auth_failures_per_minute: Annotated[int, Option("auth-failures-per-minute")] = Field(
         DEFAULT_AUTH_FAILURES_PER_MINUTE,
         description="failed authentications from one address before 429, in any minute",
     )
@@ -149,11 +149,11 @@ class Settings(Options):
         description="addresses or networks of reverse proxies whose X-Forwarded-For is"
         " believed (comma-separated; none: the socket's peer is the client)",
     )
-    client_timeout_s: Annotated[float, Option("client-timeout", float)] = Field(
+    client_timeout_s: Annotated[float, Option("client-timeout")] = Field(
         DEFAULT_CLIENT_TIMEOUT_S,
         description="seconds a client has to send a whole request (the connection is closed after)",
     )
-    max_connections: Annotated[int, Option("max-connections", int)] = Field(
+    max_connections: Annotated[int, Option("max-connections")] = Field(
         DEFAULT_MAX_CONNECTIONS,
         description="open HTTP and WebSocket connections; past it a request is answered 503",
     )
