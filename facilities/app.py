@@ -31,7 +31,7 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
 from facilities.mqtt.topics import Topics
-from facilities.operations import Authenticator, Operations
+from facilities.operations import REFUSAL_ROWS_PER_MINUTE, Authenticator, Operations
 from facilities.refusals import Refusals
 from facilities.runtime import Listener, RulesRuntime
 from facilities.settings import Settings
@@ -237,6 +237,8 @@ class Service:
                 writer=rules_db,
                 reader=self._reader,
                 opens=RateLimiter(self.settings.opens_per_minute, clock=self.monotonic),
+                refusals=self.refusals,
+                refusal_rows=RateLimiter(REFUSAL_ROWS_PER_MINUTE, clock=self.monotonic),
                 connected=lambda: link.connected,
                 clock=self.clock,
                 metrics=self.api_metrics,

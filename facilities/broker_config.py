@@ -13,9 +13,9 @@ from pathlib import Path
 
 from facilities.errors import OperatorError, UsageError
 from facilities.mqtt.topics import Topics
+from facilities.site import SERVICE_USER as SERVICE_USER  # the reserved device id, re-exported
 from facilities.site import Site
 
-SERVICE_USER = "facilities"
 # Beside the password file: the plaintext passwords of the users a run made (mode 0600).
 CREDENTIALS_FILE = "credentials.new"
 # The group Debian's and the official packages run Mosquitto as.

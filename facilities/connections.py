@@ -7,6 +7,8 @@
 # "Connections").
 
 import asyncio
+import ipaddress
+from collections.abc import Iterable
 from typing import Any
 
 import h11
@@ -20,6 +22,18 @@ from facilities.metrics import ApiMetrics
 # A connection past the cap is answered 503 as soon as its request head is in; it gets
 # this long to send it, so that it never holds a descriptor for long.
 OVER_CAPACITY_WAIT_S = 1.0
+# Connections open at once, as a multiple of the cap: the cap served, as many again being
+# answered 503 (server.descriptors_for keeps a descriptor for each); beyond, dropped
+# unanswered. Measured before: a flood of connections that sent nothing, each held up to
+# OVER_CAPACITY_WAIT_S, took all 8,192 descriptors of the unit's LimitNOFILE
+# (`socket.accept() out of system resource`).
+REFUSED_HELD_FACTOR = 2
+# One client address may hold at most this share of the cap (a fifth: 100 of the default
+# 500), so that one address holding streams open cannot take every slot from the residents,
+# staff and apps (found by review: 50 anonymous `/api/events` streams from one address made
+# the service answer 503 to everyone for as long as they stayed open). Proxies named with
+# --trusted-proxy carry many clients and are exempt.
+PER_CLIENT_SHARE = 5
 # Whole seconds, RFC 9110 §10.2.3: when a client may try again.
 RETRY_AFTER_S = 1
 
@@ -48,14 +62,33 @@ async def _over_capacity(scope: Scope, receive: Receive, send: Send) -> None:
 class Limits:
     """What a connection may take: `request_timeout_s` to send a request (head and body,
     from its first byte, or from the connection's start for the first); at most
-    `max_connections` open (HTTP and WebSocket together)."""
+    `max_connections` open (HTTP and WebSocket together), and a fifth of them from one client
+    address other than the `trusted_proxies`."""
 
     def __init__(
-        self, *, request_timeout_s: float, max_connections: int, metrics: ApiMetrics | None
+        self,
+        *,
+        request_timeout_s: float,
+        max_connections: int,
+        metrics: ApiMetrics | None,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         self.request_timeout_s = request_timeout_s
         self.max_connections = max_connections
+        self.per_client = max(1, max_connections // PER_CLIENT_SHARE)
         self.metrics = metrics
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def over_share(self, host: str, connections: Iterable[object]) -> bool:
+        """Whether `host` holds more than its share of the connections (proxies never do)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if any(address in network for network in self._proxies):
+            return False
+        held = sum(1 for c in connections if (getattr(c, "client", None) or ("",))[0] == host)
+        return held > self.per_client
 
     def protocol(self) -> type[asyncio.Protocol]:
         """uvicorn's HTTP/1.1 protocol (`http=` of its Config) held to these limits."""
@@ -76,7 +109,18 @@ class Limits:
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)  # type: ignore[arg-type]
-                if len(self.connections) > limits.max_connections:
+                if len(self.connections) > REFUSED_HELD_FACTOR * limits.max_connections:
+                    # as many as the cap are being answered 503 already: the descriptors
+                    # kept for refusing (server.descriptors_for) are taken, so this one is
+                    # dropped unanswered at once rather than take one the broker link or
+                    # the database may need
+                    if limits.metrics is not None:
+                        limits.metrics.refusals.labels("over_capacity").inc()
+                    self.transport.abort()
+                    return
+                if len(self.connections) > limits.max_connections or (
+                    self.client is not None and limits.over_share(self.client[0], self.connections)
+                ):
                     self._over_capacity = True
                     self.app = _over_capacity
                     self._wait_s = min(self._wait_s, OVER_CAPACITY_WAIT_S)
@@ -87,6 +131,13 @@ class Limits:
             def data_received(self, data: bytes) -> None:
                 super().data_received(data)
                 self._watch()
+
+            def on_response_complete(self) -> None:
+                # a pipelined request already in hand starts now, with no byte to come that
+                # would start its deadline (uvicorn cancels its keep-alive timer for it)
+                super().on_response_complete()
+                if not self.transport.is_closing():
+                    self._watch()
 
             def _should_upgrade(self) -> bool:
                 # a WebSocket past the cap is answered 503 like any other request

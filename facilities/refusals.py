@@ -1,4 +1,5 @@
-"""Requests refused for want of a valid token: counted per minute in memory, stored in batches."""
+"""Requests refused for want of a valid token, and a token holder's refusals past the first
+few a minute: counted per minute in memory, stored in batches."""
 
 # A flood of bogus requests must cost memory and a few rows, not a commit each
 # (docs/api.md, "Refusals"). Pure: the service's task writes what `take` returns.
@@ -23,6 +24,7 @@ class Refused:
 
     minute: float
     client: str
+    person: str  # '' without a valid token
     route: str
     status: int
     outcome: str
@@ -43,15 +45,17 @@ class Refusals:
         self._clock = clock
         self._metrics = metrics
         self._groups_kept = groups_kept
-        self._groups: dict[tuple[float, str, str, int, str], list[float]] = {}
+        self._groups: dict[tuple[float, str, str, str, int, str], list[float]] = {}
 
-    def refused(self, client: str, route: str, status: int, outcome: str) -> None:
+    def refused(
+        self, client: str, route: str, status: int, outcome: str, *, person: str = ""
+    ) -> None:
         """Count one refusal (no I/O: safe on every refused request)."""
         now = self._clock()
         minute = now - now % MINUTE_S
-        key = (minute, client, route, status, outcome)
+        key = (minute, client, person, route, status, outcome)
         if key not in self._groups and len(self._groups) >= self._groups_kept:
-            key = (minute, OTHERS, route, status, outcome)
+            key = (minute, OTHERS, person, route, status, outcome)
         group = self._groups.setdefault(key, [0, now])
         group[0] += 1
         group[1] = now
@@ -66,6 +70,6 @@ class Refusals:
         """Everything counted since the last take, to be stored (and merged with what is)."""
         groups, self._groups = self._groups, {}
         return [
-            Refused(minute, client, route, status, outcome, int(count), last_at)
-            for (minute, client, route, status, outcome), (count, last_at) in groups.items()
+            Refused(minute, client, person, route, status, outcome, int(count), last_at)
+            for (minute, client, person, route, status, outcome), (count, last_at) in groups.items()
         ]

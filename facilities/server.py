@@ -6,6 +6,7 @@ import logging
 import resource
 import signal
 import socket
+import time
 from collections.abc import Iterator
 
 import uvicorn
@@ -31,6 +32,42 @@ WS_MAX_BYTES = 4096
 # Descriptors beyond two per allowed connection (one held, one being refused): the broker
 # link, the database, its WAL and shared memory, log files, the interpreter's own.
 DESCRIPTORS_RESERVED = 256
+# Connections the kernel queues before they are accepted, and asyncio accepts at most this many
+# at once before their protocols run (and refuse those past the cap). uvicorn's default (2,048,
+# passed to listen() again) let a flood of connections take 7,000 descriptors at once.
+LISTEN_BACKLOG = 128
+
+
+# uvicorn logs a warning for each malformed request and each unsupported upgrade: a client
+# sending them in a loop wrote one log line per request (journald then drops the service's
+# other lines too, alerts included). At most this many of each a minute, then a count.
+CLIENT_WARNINGS_PER_MINUTE = 10
+_CLIENT_WARNINGS = ("Invalid HTTP request received.", "Unsupported upgrade request.")
+
+
+class ClientWarnings(logging.Filter):
+    """Lets through at most `per_minute` of each of uvicorn's per-request warnings about a
+    client's mistake; the first after a quiet spell says how many were left out."""
+
+    def __init__(self, per_minute: int = CLIENT_WARNINGS_PER_MINUTE) -> None:
+        super().__init__()
+        self.per_minute = per_minute
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message not in _CLIENT_WARNINGS:
+            return True
+        now = time.monotonic()
+        start, count = self._windows.get(message, (now, 0))
+        if now - start >= 60.0:
+            left_out = count - self.per_minute
+            if left_out > 0:
+                record.msg = f"{message} ({left_out} more in the last minute, not logged)"
+                record.args = ()
+            start, count = now, 0
+        self._windows[message] = (start, count + 1)
+        return count < self.per_minute
 
 
 class _Server(uvicorn.Server):
@@ -57,7 +94,7 @@ def bind(listen: Listen) -> socket.socket:
         raise OperatorError(
             f"cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
         ) from None
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -125,6 +162,7 @@ async def serve_http(
         request_timeout_s=settings.client_timeout_s,
         max_connections=settings.max_connections,
         metrics=service.api_metrics,
+        trusted_proxies=settings.trusted_proxies,
     )
     config = uvicorn.Config(
         app,
@@ -136,6 +174,7 @@ async def serve_http(
         # docs/operations.md, "Connections": idle between requests, at most this long
         timeout_keep_alive=max(1, int(min(KEEP_ALIVE_S, settings.client_timeout_s))),
         ws_max_size=WS_MAX_BYTES,
+        backlog=LISTEN_BACKLOG,
         # X-Forwarded-For only from the proxies the operator named (uvicorn would believe
         # it from 127.0.0.1 by default: anyone could pick their address on a shared host)
         proxy_headers=bool(settings.trusted_proxies),
@@ -146,6 +185,8 @@ async def serve_http(
         server_header=False,
     )
     server = _Server(config)
+    warnings = ClientWarnings()
+    logging.getLogger("uvicorn.error").addFilter(warnings)
     http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
     log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
     if started is not None:
@@ -158,3 +199,4 @@ async def serve_http(
         server.should_exit = True
         stopping.cancel()
         await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
+        logging.getLogger("uvicorn.error").removeFilter(warnings)

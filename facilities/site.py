@@ -13,6 +13,9 @@ from facilities.errors import SiteError
 from facilities.rules.thresholds import Thresholds
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+# The service's broker user (`broker-config`): a device's id is its broker user and client id,
+# so a device by this name would share the service's password, session and ACL.
+SERVICE_USER = "facilities"
 # Reports one problem: where in the file (a location such as ("station", 3, "ports")), what.
 Problem = Callable[[tuple[str | int, ...], str], None]
 _ID_RE = re.compile(ID_PATTERN)
@@ -220,6 +223,8 @@ def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
             problem(("garage", i, "community"), f"no community with id {g.community!r}")
         if g.id in device_ids:
             problem(("garage", i, "id"), f"duplicate device id {g.id!r}")
+        if g.id == SERVICE_USER:
+            problem(("garage", i, "id"), f"{g.id!r} is the service's broker user")
         device_ids.add(g.id)
         for gate in g.gates:
             if not _ID_RE.match(gate):
@@ -248,6 +253,8 @@ def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
                 problem(("station", i, "garage"), f"garage {s.garage!r} is in another community")
         if s.id in device_ids:
             problem(("station", i, "id"), f"duplicate device id {s.id!r}")
+        if s.id == SERVICE_USER:
+            problem(("station", i, "id"), f"{s.id!r} is the service's broker user")
         device_ids.add(s.id)
         if s.port_max_w > s.station_max_w:
             problem(("station", i, "port_max_w"), "port_max_w exceeds station_max_w")

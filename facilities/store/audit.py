@@ -104,11 +104,15 @@ async def remember(
 async def record_refusals(conn: aiosqlite.Connection, refused: Iterable[Refused]) -> None:
     """Add counted refusals to their minute's row (a group may span two writes)."""
     await conn.executemany(
-        "INSERT INTO auth_refusals (minute, client, route, status, outcome, count, last_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (minute, client, route, outcome) DO UPDATE SET"
+        "INSERT INTO auth_refusals"
+        " (minute, client, person, route, status, outcome, count, last_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (minute, client, person, route, outcome) DO UPDATE SET"
         " count = count + excluded.count, last_at = max(last_at, excluded.last_at)",
-        [(r.minute, r.client, r.route, r.status, r.outcome, r.count, r.last_at) for r in refused],
+        [
+            (r.minute, r.client, r.person, r.route, r.status, r.outcome, r.count, r.last_at)
+            for r in refused
+        ],
     )
 
 
@@ -146,7 +150,8 @@ FROM (
            NULL, client, NULL, idempotency_key
     FROM api_requests WHERE at >= :since
     UNION ALL
-    SELECT minute, 'refusals', id, 'authenticate', route, NULL, outcome, status,
+    SELECT minute, 'refusals', id, CASE person WHEN '' THEN 'authenticate' ELSE 'request' END,
+           route, nullif(person, ''), outcome, status,
            count || ' in this minute, the last at ' ||
                strftime('%H:%M:%fZ', last_at, 'unixepoch'),
            NULL, NULL, client, NULL, NULL

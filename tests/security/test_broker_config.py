@@ -216,3 +216,23 @@ def test_the_example_site_makes_every_user(out: Path) -> None:
     made, _ = _config(EXAMPLE_SITE, out)
     assert set(made) == set(read_passwd(out / "passwd"))
     assert "facilities" in made
+
+
+@pytest.mark.parametrize("kind", ["station", "garage"])
+def test_a_device_cannot_be_named_as_the_service_user(out: Path, tmp_path: Path, kind: str) -> None:
+    # Before: a station (or garage) with the id `facilities` matched the id pattern; its
+    # broker user was the service's: one password line for both (handed to whoever installs
+    # the device: it reads everything and commands every gate and port), one client id, and
+    # the ACL blocks merged.
+    site = _site(tmp_path / "site.toml", STATIONS_BEFORE)
+    text = site.read_text().replace(
+        'id = "cs-02"' if kind == "station" else 'id = "g-n1"', 'id = "facilities"'
+    )
+    site.write_text(text.replace('garage = "g-n1"', 'garage = "facilities"'))
+    done = run_cli("broker-config", "--site", str(site), "--out", str(out))
+    assert done.returncode != 0
+    assert "facilities" in done.stderr and "service" in done.stderr, done.stderr
+    assert not (out / "passwd").exists()
+    checked = run_cli("check-site", str(site))
+    assert checked.returncode != 0, checked.stdout
+    assert "the service's broker user" in checked.stderr, checked.stderr

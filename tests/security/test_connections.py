@@ -3,6 +3,7 @@ connections past the cap are answered 503, the WebSocket takes no big messages, 
 live streams (SSE, WebSocket) outlive the request deadline."""
 
 import configparser
+import os
 import socket
 import time
 
@@ -42,8 +43,9 @@ def _answer(sock: socket.socket) -> bytes:
     return answer
 
 
-def _open(port: int, send: bytes = b"") -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+def _open(port: int, send: bytes = b"", *, source: str = "127.0.0.1") -> socket.socket:
+    """A connection from `source` (any 127.x.y.z is this machine: another client address)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
     if send:
         sock.sendall(send)
     return sock
@@ -70,7 +72,8 @@ def test_idle_and_half_sent_connections_are_closed(run_service: Run) -> None:
 
 
 def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> None:
-    service = run_service("--max-connections", "10")
+    # every connection here comes from one address: named as a proxy, it may take them all
+    service = run_service("--max-connections", "10", "--trusted-proxy", "127.0.0.1")
     held = [_open(service.port) for _ in range(10)]
     try:
         time.sleep(0.2)  # let the server accept them all
@@ -88,6 +91,23 @@ def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> 
     time.sleep(0.2)
     again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert _answer(again).startswith(b"HTTP/1.1 200")
+
+
+def test_one_address_holding_streams_open_cannot_take_every_slot(run_service: Run) -> None:
+    service = run_service("--max-connections", "50")  # a tenth of the default: 10 per address
+    streams = [
+        _open(service.port, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(50)
+    ]
+    try:
+        time.sleep(0.3)  # let the server take them all
+        health = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        other_client = _open(service.port, health, source="127.0.0.2")
+        assert _answer(other_client).startswith(b"HTTP/1.1 200")  # before: 503 for everyone
+        same_client = _open(service.port, health)
+        assert _answer(same_client).startswith(b"HTTP/1.1 503")
+    finally:
+        for sock in streams:
+            sock.close()
 
 
 def test_the_live_streams_outlive_the_request_deadline(run_service: Run) -> None:
@@ -119,3 +139,44 @@ def test_the_unit_leaves_descriptors_for_every_connection() -> None:
     unit.read(ROOT / "deploy" / "systemd" / "facilities.service")
     limit = int(unit["Service"]["LimitNOFILE"])
     assert limit >= 2 * DEFAULT_MAX_CONNECTIONS + 256
+
+
+def test_a_pipelined_half_sent_request_is_closed_too(run_service: Run) -> None:
+    # Sent with a whole request, in one packet, a second request's head and part of its
+    # body: once the first is answered, the second waits for its body, and no byte comes to
+    # start a deadline. Before: held open for ever (500 of them filled --max-connections).
+    service = run_service("--client-timeout", TIMEOUT)
+    sock = _open(
+        service.port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /api/garages/g-cq4/gates/north/open HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 100\r\n\r\n0123456789",
+    )
+    try:
+        assert _closed_within(sock, 4.0)
+    finally:
+        sock.close()
+
+
+def _descriptors(service_pid: int) -> int:
+    return len(os.listdir(f"/proc/{service_pid}/fd"))
+
+
+def test_a_connection_flood_takes_no_more_descriptors_than_kept_for_it(run_service: Run) -> None:
+    # Before: each connection past the cap held a descriptor until it was answered (up to
+    # 1 s); a flood of connections that sent nothing took all 8,192 descriptors the unit
+    # allows, and the broker link or the database could not have opened one.
+    service = run_service("--max-connections", "5")
+    assert service.process is not None
+    before = _descriptors(service.process.pid)
+    flood = [_open(service.port) for _ in range(300)]
+    try:
+        time.sleep(0.5)  # all accepted, none answered yet (they send nothing)
+        during = _descriptors(service.process.pid)
+        assert during - before <= 2 * 5 + 5, (before, during)
+    finally:
+        for sock in flood:
+            sock.close()
+    time.sleep(1.5)
+    again = _open(service.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert _answer(again).startswith(b"HTTP/1.1 200")

@@ -87,3 +87,19 @@ def test_refusal_groups_are_bounded_whatever_the_addresses() -> None:
     assert [r.count for r in taken if r.client == OTHERS] == [990]
     assert {r.minute for r in taken} == {1_000_020.0 - 1_000_020.0 % 60}
     assert refusals.take() == []
+
+
+async def test_a_token_holder_s_refusals_past_a_few_a_minute_are_counted_not_rows(
+    api: Api,
+) -> None:
+    db = api.service.settings.db
+    person, token = await api.person(Role.RESIDENT, "王阿姨", "g-cq4")
+    foreign = "/api/garages/g-hc3/gates/north/open"  # not her garage: 403 each
+    answers = await asyncio.gather(
+        *(api.http.post(foreign, headers=bearer(token)) for _ in range(200))
+    )
+    assert {a.status_code for a in answers} == {403}
+    await api.service.store_refusals()
+    assert query(db, "SELECT count(*) FROM api_requests") == [(10,)]  # a row each, at first
+    rows = query(db, "SELECT person, route, status, outcome, count FROM auth_refusals")
+    assert rows == [(person, ROUTE, 403, "forbidden", 190)]
