@@ -82,7 +82,8 @@ class Ask:
 
 
 def _answer(result: Result, done: str) -> Answer:
-    """The HTTP answer to a command's outcome (API.md: 200, 502 refused, 504 no ack)."""
+    """The HTTP answer to a command's outcome: 200, 502 refused, 504 no ack (docs/api.md,
+    "Opening a gate")."""
     if result.outcome is Outcome.ACKED:
         return 200, {"command_id": result.id, "status": done}
     if result.outcome is Outcome.REFUSED:
