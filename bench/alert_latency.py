@@ -21,11 +21,13 @@ sys.path.insert(0, str(ROOT))
 from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.session import BrokerUrl  # noqa: E402
+from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
 
 INJECT = ("cs-19", "cs-20")
 LOAD = tuple(f"cs-{n:02d}" for n in range(1, 19))
+TOPICS = Topics()
 
 
 def bench_site(workdir: Path) -> Path:
@@ -62,7 +64,7 @@ class Injector:
         self.arrived: dict[int, float] = {}
         self.event = threading.Event()
         self.seq = 0
-        self.client.subscribe(f"facilities/charging/{station}/command", self._on_command)
+        self.client.subscribe(TOPICS.station(station, "command"), self._on_command)
 
     def _on_command(self, _topic: str, payload: bytes) -> None:
         arrived = time.perf_counter()
@@ -71,7 +73,7 @@ class Injector:
             self.arrived[int(command["port"])] = arrived
             self.event.set()
         ack = json.dumps({"id": command["id"], "ok": True})
-        self.client.publish_raw(f"facilities/charging/{self.station}/command/ack", ack)
+        self.client.publish_raw(TOPICS.station(self.station, "command/ack"), ack)
 
     def _send(self, port: int, temp_c: float) -> float:
         self.seq += 1
@@ -81,7 +83,7 @@ class Injector:
             "ports": [{"port": port, "state": "charging", "power_w": 300.0, "temp_c": temp_c}],
         }
         started = time.perf_counter()
-        self.client.publish_raw(f"facilities/charging/{self.station}/telemetry", json.dumps(body))
+        self.client.publish_raw(TOPICS.station(self.station, "telemetry"), json.dumps(body))
         return started
 
     def trip(self, port: int, timeout_s: float = 5.0) -> float | None:

@@ -28,10 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.publisher import payload  # noqa: E402
 from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
+from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
-BENCH_USER = ("topic readwrite facilities/#",)
+TOPICS = Topics()
+BENCH_USER = (f"topic readwrite {TOPICS.everything()}",)
 
 
 class Bench:
@@ -113,7 +115,7 @@ class Bench:
             "1",
             "-c",
             "-t",
-            "facilities/charging/#",
+            TOPICS.station("+", "#"),
             *extra,
         ]
 

@@ -9,6 +9,8 @@ import time
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from facilities.mqtt.topics import Topics
+
 WINDOW = 100  # unacknowledged publishes at most (see publisher.py)
 TICK_S = 0.01  # publish in small bursts every 10 ms: close to a steady rate
 
@@ -35,6 +37,7 @@ def main() -> int:
     client.connect("127.0.0.1", args.port)
     client.loop_start()
     seq = dict.fromkeys(args.stations, 0)
+    topics = {station: Topics().station(station, "telemetry") for station in args.stations}
     sent, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < args.seconds:
         due = int(elapsed * args.rate)
@@ -61,7 +64,7 @@ def main() -> int:
                 ],
             }
             window.acquire(timeout=30)
-            client.publish(f"facilities/charging/{station}/telemetry", json.dumps(body), qos=1)
+            client.publish(topics[station], json.dumps(body), qos=1)
             sent += 1
         time.sleep(TICK_S)
     client.disconnect()

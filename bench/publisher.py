@@ -9,6 +9,8 @@ import time
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from facilities.mqtt.topics import Topics
+
 # Unacknowledged publishes: paho scans its whole outgoing queue on every PUBACK, so a large
 # window costs more than it gains (1,000 ran at ~4k msg/s here, 100 far faster); it also
 # stays far under the 65,535 message ids that paho wraps at.
@@ -66,7 +68,8 @@ def main() -> int:
     client.on_publish = lambda *_args: window.release()
     client.connect("127.0.0.1", args.port)
     client.loop_start()
-    topics = [f"facilities/charging/cs-{n:02d}/telemetry" for n in range(1, args.stations + 1)]
+    stations = range(1, args.stations + 1)
+    topics = [Topics().station(f"cs-{n:02d}", "telemetry") for n in stations]
     # built before the clock starts: the publisher should cost as little as it can
     bodies = [payload(args.first_seq + i, args.ports) for i in range(args.messages)]
     started = time.perf_counter()

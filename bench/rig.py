@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
+from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 
 
@@ -20,7 +21,7 @@ def start_broker(workdir: Path, site: Path) -> PrivateBroker:
     return PrivateBroker(
         workdir / "broker",
         load_site(site),
-        extra_users={"bench": ("topic readwrite facilities/#",)},
+        extra_users={"bench": (f"topic readwrite {Topics().everything()}",)},
     ).start()
 
 

@@ -36,6 +36,7 @@ from bench.soak_report import (  # noqa: E402
 )
 from facilities.mqtt.session import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
+from facilities.rule_ids import RuleId  # noqa: E402
 from facilities.site import Site, load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
 from simulators.devices import Behaviour  # noqa: E402
@@ -74,8 +75,8 @@ def overheat(station: str, port: int) -> tuple[str, Callable[[Rig], None]]:
     def inject(rig: Rig) -> None:
         _station_fault(station, overheat_port=port)(rig)
         # 72 degrees at once: over the absolute limit and a rise of more than 10 in 60 s
-        rig.expected.alert("port_over_temperature", f"{station}/{port}")
-        rig.expected.alert("temperature_rise", f"{station}/{port}")
+        rig.expected.alert(RuleId.PORT_OVER_TEMPERATURE, f"{station}/{port}")
+        rig.expected.alert(RuleId.TEMPERATURE_RISE, f"{station}/{port}")
 
     return f"over-temperature at {station}/{port}", inject
 
@@ -85,9 +86,9 @@ def overload(station: str, port: int, *, acks: bool = True) -> tuple[str, Callab
         if not acks:
             rig.fleet.stations[station].behaviour = Behaviour.IGNORE
             rig.expected.silent.add(station)
-            rig.expected.alert("command_failed", f"{station}/{port}")
+            rig.expected.alert(RuleId.COMMAND_FAILED, f"{station}/{port}")
         _station_fault(station, overload_port=port)(rig)
-        rig.expected.alert("port_overload", f"{station}/{port}")
+        rig.expected.alert(RuleId.PORT_OVERLOAD, f"{station}/{port}")
 
     what = "overload" if acks else "overload at a station that never acks"
     return f"{what} at {station}/{port}", inject
@@ -96,7 +97,7 @@ def overload(station: str, port: int, *, acks: bool = True) -> tuple[str, Callab
 def leakage(station: str) -> tuple[str, Callable[[Rig], None]]:
     def inject(rig: Rig) -> None:
         _station_fault(station, leaking=True)(rig)
-        rig.expected.alert("leakage", station)
+        rig.expected.alert(RuleId.LEAKAGE, station)
 
     return f"leakage at {station}", inject
 
@@ -104,7 +105,7 @@ def leakage(station: str) -> tuple[str, Callable[[Rig], None]]:
 def smoke(station: str) -> tuple[str, Callable[[Rig], None]]:
     def inject(rig: Rig) -> None:
         _station_fault(station, smoking=True)(rig)
-        rig.expected.alert("smoke", station)
+        rig.expected.alert(RuleId.SMOKE, station)
 
     return f"smoke at {station}", inject
 
@@ -113,9 +114,9 @@ def garage_smoke(garage: str) -> tuple[str, Callable[[Rig], None]]:
     def inject(rig: Rig) -> None:
         model = rig.fleet.world.garages[garage]
         model.smoke_left_s = GARAGE_SMOKE_S
-        rig.expected.alert("smoke", garage)
+        rig.expected.alert(RuleId.SMOKE, garage)
         # gates opened for the evacuation may stay open past the held-open limit
-        rig.expected.allowed |= {("gate_held_open", f"{garage}/{g}") for g in model.gates}
+        rig.expected.allowed |= {(RuleId.GATE_HELD_OPEN, f"{garage}/{g}") for g in model.gates}
 
     return f"smoke in garage {garage} for {GARAGE_SMOKE_S:.0f} s", inject
 
@@ -164,7 +165,7 @@ def restart_broker(rig: Rig) -> None:
     # Mosquitto publishes every connected device's Last Will as it shuts down: the service
     # hears each device go offline once, and back online when it reconnects
     for device in rig.fleet.clients:
-        rig.expected.alert("offline", device)
+        rig.expected.alert(RuleId.OFFLINE, device)
     rig.broker.stop()
     time.sleep(BROKER_DOWN_S)
     rig.broker.start()

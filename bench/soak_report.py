@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from facilities.rule_ids import RuleId
+
 if TYPE_CHECKING:
     from facilities.mosquitto import PrivateBroker
     from simulators.client import DeviceClient
@@ -33,13 +35,13 @@ TABLE_ROWS = 30  # RSS samples printed (all of them are in rss.csv in the work d
 class Expected:
     """What the injected faults must produce."""
 
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, subject): raises
+    alerts: Counter[tuple[RuleId, str]] = field(default_factory=Counter)  # (rule, subject): raises
     silent: set[str] = field(default_factory=set)  # devices that never ack a command
     # raised at most once without failing the run: a consequence of a fault, not its proof
-    allowed: set[tuple[str, str]] = field(default_factory=set)
+    allowed: set[tuple[RuleId, str]] = field(default_factory=set)
     quarantined: int = 0
 
-    def alert(self, rule: str, subject: str) -> None:
+    def alert(self, rule: RuleId, subject: str) -> None:
         self.alerts[(rule, subject)] += 1
 
 

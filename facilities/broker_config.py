@@ -70,11 +70,11 @@ def service_acl(topics: Topics) -> tuple[str, ...]:
     own status."""
     t = topics
     return (
-        f"topic read {t.prefix}/#",
+        f"topic read {t.everything()}",
         f"topic write {t.station('+', 'command')}",
         f"topic write {t.gate('+', '+', 'command')}",
-        f"topic write {t.prefix}/service/#",
-        f"topic write {t.prefix}/alerts/#",
+        f"topic write {t.all_service()}",
+        f"topic write {t.all_alerts()}",
     )
 
 

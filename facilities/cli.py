@@ -1,10 +1,8 @@
-"""The `facilities` command (CLI.md): every option also reads FACILITIES_<OPTION>."""
+"""The `facilities` command (docs/operations.md): its options come from facilities/settings.py."""
 
 import argparse
 import asyncio
 import logging
-import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
@@ -12,26 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from facilities.access import Role
-from facilities.broker_config import BROKER_GROUP, CREDENTIALS_FILE, SERVICE_USER
+from facilities.broker_config import CREDENTIALS_FILE, SERVICE_USER
 from facilities.errors import OperatorError, SiteError, UsageError
+from facilities.options import add_options, from_arguments
 from facilities.settings import (
-    DEFAULT_AUDIT_RETENTION_DAYS,
-    DEFAULT_AUTH_FAILURES_PER_MINUTE,
-    DEFAULT_BROKER,
-    DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_TIMEOUT_S,
-    DEFAULT_CONNECT_TIMEOUT_S,
-    DEFAULT_DB,
-    DEFAULT_LISTEN,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_OPENS_PER_MINUTE,
-    DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
-    DEFAULT_QUARANTINE_RETENTION_DAYS,
     DEFAULT_SITE,
-    Listen,
+    BrokerConfigSettings,
+    DemoSettings,
+    GlobalSettings,
+    PeopleSettings,
+    ResidentAddSettings,
     Settings,
-    public_url,
-    trusted_proxies,
+    SimulateSettings,
 )
 from facilities.site import load_site
 
@@ -40,122 +30,22 @@ log = logging.getLogger("facilities")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"FACILITIES_{name.upper().replace('-', '_')}", default)
-
-
-def _option(
-    parser: argparse.ArgumentParser,
-    name: str,
-    default: str,
-    help_text: str,
-    *,
-    kind: Callable[[str], object] = str,
-) -> None:
-    """`--name`, defaulting to FACILITIES_NAME; argparse converts (and refuses, exit 2)."""
-    env = f"FACILITIES_{name.upper().replace('-', '_')}"
-    parser.add_argument(
-        f"--{name}",
-        default=_env(name, default),
-        type=kind,
-        help=f"{help_text} (env {env}; default %(default)s)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facilities",
         description="E-bike charging stations and bicycle garages: ingest, rules, API.",
     )
-    parser.add_argument("--log-level", default=_env("log-level", "INFO"), help="DEBUG, INFO, ...")
+    add_options(parser, GlobalSettings)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the service: ingest and HTTP API in one process")
-    _option(run, "site", DEFAULT_SITE, "site file")
-    _option(run, "broker", DEFAULT_BROKER, "mqtt://user:password@host:port")
-    _option(run, "db", DEFAULT_DB, "SQLite file")
-    _option(run, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT")
-    _option(
-        run,
-        "connect-timeout",
-        str(DEFAULT_CONNECT_TIMEOUT_S),
-        "seconds to reach the broker",
-        kind=float,
-    )
-    _option(
-        run,
-        "client-id",
-        DEFAULT_CLIENT_ID,
-        "MQTT client id of the persistent session; empty: the broker user, which the shipped "
-        "mosquitto.conf uses whatever is set",
-    )
-    _option(run, "topic-prefix", "facilities", "MQTT topic prefix")
-    _option(
-        run,
-        "opens-per-minute",
-        str(DEFAULT_OPENS_PER_MINUTE),
-        "gate opens a resident may ask for in any minute",
-        kind=int,
-    )
-    _option(
-        run,
-        "public-url",
-        "",
-        "address residents reach the service at, printed in QR codes (e.g. https://…);"
-        " default: the listen address",
-    )
-    _option(
-        run,
-        "auth-failures-per-minute",
-        str(DEFAULT_AUTH_FAILURES_PER_MINUTE),
-        "failed authentications from one address before 429, in any minute",
-        kind=int,
-    )
-    _option(
-        run,
-        "trusted-proxy",
-        "",
-        "addresses or networks of reverse proxies whose X-Forwarded-For is believed"
-        " (comma-separated; none: the socket's peer is the client)",
-    )
-    _option(
-        run,
-        "client-timeout",
-        str(DEFAULT_CLIENT_TIMEOUT_S),
-        "seconds a client has to send a whole request (the connection is closed after)",
-        kind=float,
-    )
-    _option(
-        run,
-        "max-connections",
-        str(DEFAULT_MAX_CONNECTIONS),
-        "open HTTP and WebSocket connections; past it a request is answered 503",
-        kind=int,
-    )
-
-    _retention_options(run)
+    add_options(run, Settings)
 
     demo = commands.add_parser("demo", help="private broker + service + simulators")
-    _option(demo, "site", DEFAULT_SITE, "site file")
-    _option(demo, "listen", DEFAULT_LISTEN, "HTTP HOST:PORT (port 0: any free port)")
-    _option(demo, "speed", "60", "simulated time runs this many times faster", kind=float)
-    _option(demo, "scenario", "normal", "normal, or a fault scenario (see simulate)")
-    _option(demo, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
-    _option(demo, "db", "./var/demo.db", "SQLite file of the demo")
+    add_options(demo, DemoSettings)
 
     simulate = commands.add_parser("simulate", help="device simulators only")
-    _option(simulate, "site", DEFAULT_SITE, "site file")
-    _option(simulate, "broker", DEFAULT_BROKER, "mqtt://host:port (user/password: see below)")
-    _option(simulate, "credentials", "", "TOML file of device passwords from broker-config")
-    _option(
-        simulate,
-        "scenario",
-        "normal",
-        "normal, or a fault 10 s in: overload, overheat, leakage, smoke, garage-smoke",
-    )
-    _option(simulate, "speed", "1", "simulated time runs this many times faster", kind=float)
-    _option(simulate, "run-for", "0", "stop after this many seconds (0: until Ctrl-C)", kind=float)
-    _option(simulate, "topic-prefix", "facilities", "MQTT topic prefix")
+    add_options(simulate, SimulateSettings)
 
     broker = commands.add_parser(
         "broker-config",
@@ -166,24 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         "0600) and to stdout; the others cannot be shown (only their hashes are kept). "
         "Reload the broker afterwards (SIGHUP).",
     )
-    broker.add_argument("--site", default=_env("site", DEFAULT_SITE), help="site file")
+    add_options(broker, BrokerConfigSettings)
     broker.add_argument(
         "--out", required=True, metavar="DIR", help="directory to write passwd and acl into"
     )
-    _option(broker, "topic-prefix", "facilities", "MQTT topic prefix")
     broker.add_argument(
         "--rotate",
         action="append",
         default=[],
         metavar="ID",
         help=f"a new password for this device (or {SERVICE_USER}, the service); repeatable",
-    )
-    _option(
-        broker,
-        "broker-group",
-        BROKER_GROUP if os.geteuid() == 0 else "",
-        "group that may read passwd and acl (mode 0640), the group Mosquitto drops root for; "
-        "empty: owner only (0600), for a broker run as this user",
     )
 
     for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
@@ -197,62 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse type: a finite number above 0 (nothing may be kept for ever, or not at
-    all)."""
-
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number above 0")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its error
-    return parse
-
-
-def _retention_options(run: argparse.ArgumentParser) -> None:
-    """What clients and devices make the service store is bounded (docs/operations.md)."""
-    _option(
-        run,
-        "quarantine-per-device-hour",
-        str(DEFAULT_QUARANTINE_PER_DEVICE_HOUR),
-        "bad messages kept per device and hour; past it they are only counted",
-        kind=_positive(int),
-    )
-    _option(
-        run,
-        "quarantine-retention-days",
-        str(DEFAULT_QUARANTINE_RETENTION_DAYS),
-        "days quarantined messages and their counts are kept",
-        kind=_positive(float),
-    )
-    _option(
-        run,
-        "audit-retention-days",
-        str(DEFAULT_AUDIT_RETENTION_DAYS),
-        "days the audit of API requests (gate opens, port power) is kept",
-        kind=_positive(float),
-    )
-
-
 def _people_parser(commands: Any, role: Role, what: str) -> None:
     """`facilities residents|staff add|revoke|list`."""
     group = commands.add_parser(what, help=f"{what}: tokens for the HTTP API")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="register; prints the new token once, on its last line")
-    _option(add, "db", DEFAULT_DB, "SQLite file of the service")
+    add_options(add, ResidentAddSettings if role is Role.RESIDENT else PeopleSettings)
     add.add_argument("--name", required=True, help="name, for the audit log")
     if role is Role.RESIDENT:
-        _option(add, "site", DEFAULT_SITE, "site file (garage ids are checked against it)")
         add.add_argument(
             "--garage", action="append", default=[], required=True, help="garage id (repeat)"
         )
     revoke = actions.add_parser("revoke", help="revoke a token: refused from the next request")
-    _option(revoke, "db", DEFAULT_DB, "SQLite file of the service")
+    add_options(revoke, PeopleSettings)
     revoke.add_argument("id", help="the id printed by add (r-… or s-…)")
     listing = actions.add_parser("list", help="everyone registered, revoked ones marked")
-    _option(listing, "db", DEFAULT_DB, "SQLite file of the service")
+    add_options(listing, PeopleSettings)
     group.set_defaults(role=role)
 
 
@@ -297,33 +139,10 @@ def _report(exc: OperatorError) -> int:
     return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_FAILURE
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    if args.client_timeout <= 0 or args.max_connections < 1:
-        raise UsageError("--client-timeout and --max-connections must be positive")
-    return Settings(
-        site=Path(args.site),
-        broker=args.broker,
-        db=Path(args.db),
-        listen=Listen.parse(args.listen),
-        connect_timeout_s=args.connect_timeout,
-        client_id=args.client_id,
-        topic_prefix=args.topic_prefix,
-        opens_per_minute=args.opens_per_minute,
-        auth_failures_per_minute=args.auth_failures_per_minute,
-        public_url=public_url(args.public_url),
-        trusted_proxies=trusted_proxies(args.trusted_proxy),
-        client_timeout_s=args.client_timeout,
-        max_connections=args.max_connections,
-        quarantine_per_device_hour=args.quarantine_per_device_hour,
-        quarantine_retention_days=args.quarantine_retention_days,
-        audit_retention_days=args.audit_retention_days,
-    )
-
-
 def _run(args: argparse.Namespace) -> int:
     from facilities.server import serve
 
-    settings = _settings(args)
+    settings = from_arguments(args, Settings)
     site = load_site(settings.site)
     asyncio.run(serve(settings, site))
     return EXIT_OK
@@ -332,19 +151,20 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from facilities.demo import run_demo
 
-    site_path = Path(args.site)
-    if not site_path.exists() and args.site == DEFAULT_SITE:
+    options = from_arguments(args, DemoSettings)
+    site_path = options.site
+    if not site_path.exists() and site_path == Path(DEFAULT_SITE):
         # run from elsewhere than a checkout: the district shipped with the package
         site_path = Path(str(resources.files("facilities").joinpath(DEFAULT_SITE)))
 
     asyncio.run(
         run_demo(
             site_path=site_path,
-            listen=Listen.parse(args.listen),
-            db=Path(args.db),
-            speed=args.speed,
-            scenario=args.scenario,
-            run_for_s=args.run_for,
+            listen=options.listen,
+            db=options.db,
+            speed=options.speed,
+            scenario=options.scenario,
+            run_for_s=options.run_for_s,
         )
     )
     return EXIT_OK
@@ -353,16 +173,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from simulators.fleet import run_fleet
 
-    site = load_site(args.site)
+    options = from_arguments(args, SimulateSettings)
+    site = load_site(options.site)
     asyncio.run(
         run_fleet(
             site,
-            broker=args.broker,
-            credentials_path=Path(args.credentials) if args.credentials else None,
-            scenario=args.scenario,
-            speed=args.speed,
-            run_for_s=args.run_for,
-            topic_prefix=args.topic_prefix,
+            broker=options.broker.get_secret_value(),
+            credentials_path=Path(options.credentials) if options.credentials else None,
+            scenario=options.scenario,
+            speed=options.speed,
+            run_for_s=options.run_for_s,
+            topic_prefix=options.topic_prefix,
         )
     )
     return EXIT_OK
@@ -371,16 +192,18 @@ def _simulate(args: argparse.Namespace) -> int:
 def _broker_config(args: argparse.Namespace) -> int:
     from facilities.broker_config import credentials_toml, write_broker_config
 
-    site = load_site(args.site)
+    options = from_arguments(args, BrokerConfigSettings)
+    site = load_site(options.site)
     out = Path(args.out)
     done = write_broker_config(
         site,
         out,
-        topic_prefix=args.topic_prefix,
+        topic_prefix=options.topic_prefix,
         rotate=args.rotate,
-        group=args.broker_group or None,
+        group=options.broker_group or None,
     )
-    readable = f"group {args.broker_group}, mode 0640" if args.broker_group else "mode 0600"
+    group = options.broker_group
+    readable = f"group {group}, mode 0640" if group else "mode 0600"
     print(f"# wrote {out / 'passwd'} and {out / 'acl'} ({readable})", file=sys.stderr)
     print(
         f"# users: {len(done.kept)} kept, {len(done.made) - len(done.rotated)} new, "
@@ -404,9 +227,12 @@ def _people(args: argparse.Namespace) -> int:
     from facilities import admin
 
     role: Role = args.role
-    db = Path(args.db)
+    if role is Role.RESIDENT and args.action == "add":
+        resident = from_arguments(args, ResidentAddSettings)
+        db, site = resident.db, load_site(resident.site)
+    else:
+        db, site = from_arguments(args, PeopleSettings).db, None
     if args.action == "add":
-        site = load_site(args.site) if role is Role.RESIDENT else None
         garages = getattr(args, "garage", [])
         added = asyncio.run(admin.add(db, role, args.name, garages=garages, site=site))
         person = added.person

@@ -96,7 +96,8 @@ Answer = Done | DeviceRefused | DeviceTimedOut
 
 
 def _answer(result: Result, done: str) -> Answer:
-    """What a command's outcome means to the person who asked (docs/api.md)."""
+    """What a command's outcome means to the person who asked (docs/api.md, "Opening a
+    gate")."""
     if result.outcome is Outcome.ACKED:
         return Done(result.id, done)
     if result.outcome is Outcome.REFUSED:

@@ -25,7 +25,8 @@ def render_schemas() -> dict[str, str]:
     for name, model in SCHEMAS.items():
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        # Extra fields are accepted and ignored (counted), as PROTOCOL.md allows additions.
+        # Extra fields are accepted and ignored (counted), as docs/protocol.md allows additions
+        # ("Payload rules the service enforces").
         schema["additionalProperties"] = True
         text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         rendered[f"{name}.schema.json"] = text

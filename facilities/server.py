@@ -22,7 +22,8 @@ from facilities.web.pages import listen_url
 
 log = logging.getLogger(__name__)
 
-# CLI.md: SIGTERM exits within 5 s. Open HTTP streams get 2 s; the last batch the rest.
+# docs/operations.md, "Running under systemd": SIGTERM exits within 5 s. Open HTTP streams
+# get 2 s; the last batch the rest.
 HTTP_GRACE_S = 2.0
 # uvicorn's default: a keep-alive connection idle this long between requests is closed.
 KEEP_ALIVE_S = 5

@@ -1,12 +1,18 @@
-"""Settings of `facilities run`, from flags or FACILITIES_* environment variables."""
+"""The settings of each command, declared once (facilities/options.py derives the rest)."""
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
+from pydantic import AfterValidator, Field, SecretStr, model_validator
+
+from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
 from facilities.mqtt.topics import DEFAULT_PREFIX
+from facilities.options import Option, Options, as_text, from_text, parse_log_level, positive
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "./var/facilities.db"
@@ -14,9 +20,10 @@ DEFAULT_LISTEN = "127.0.0.1:8000"
 DEFAULT_SITE = "site.example.toml"
 # Empty: the broker URL's user name, the id the shipped mosquitto.conf gives the service anyway.
 DEFAULT_CLIENT_ID = ""
-# CLI.md: an unreachable broker is retried for up to 30 s at start.
+# docs/operations.md, "Running under systemd": an unreachable broker is retried for up to 30 s
+# at start.
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
-# API.md (issue 4): gate opens per resident and failed authentications per client address.
+# docs/api.md: gate opens per resident and failed authentications per client address.
 DEFAULT_OPENS_PER_MINUTE = 5
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
 # docs/operations.md, "Retention": what clients and devices make the service store is bounded.
@@ -53,27 +60,7 @@ class Listen:
         return cls(host.strip("[]") or "127.0.0.1", int(port))
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    site: Path = Path(DEFAULT_SITE)
-    broker: str = DEFAULT_BROKER
-    db: Path = Path(DEFAULT_DB)
-    listen: Listen = Listen("127.0.0.1", 8000)
-    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
-    client_id: str = DEFAULT_CLIENT_ID
-    topic_prefix: str = DEFAULT_PREFIX
-    opens_per_minute: int = DEFAULT_OPENS_PER_MINUTE
-    auth_failures_per_minute: int = DEFAULT_AUTH_FAILURES_PER_MINUTE
-    quarantine_per_device_hour: int = DEFAULT_QUARANTINE_PER_DEVICE_HOUR
-    quarantine_retention_days: float = DEFAULT_QUARANTINE_RETENTION_DAYS
-    audit_retention_days: float = DEFAULT_AUDIT_RETENTION_DAYS
-    public_url: str = ""  # printed in QR codes; empty: the listen address (logged at start)
-    trusted_proxies: tuple[str, ...] = ()  # believed for X-Forwarded-For; none by default
-    client_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-
-
-def public_url(text: str) -> str:
+def parse_public_url(text: str) -> str:
     """`--public-url` checked: http(s)://host[:port][/path], no query; '' when not set."""
     if not text:
         return ""
@@ -92,7 +79,7 @@ def public_url(text: str) -> str:
     return text.rstrip("/")
 
 
-def trusted_proxies(text: str) -> tuple[str, ...]:
+def parse_trusted_proxies(text: str) -> tuple[str, ...]:
     """`--trusted-proxy`: comma-separated addresses or networks (10.0.0.0/8); '' for none."""
     found = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -103,3 +90,163 @@ def trusted_proxies(text: str) -> tuple[str, ...]:
                 f"--trusted-proxy {item[:80]!r}: expected an IP address or network"
             ) from None
     return tuple(found)
+
+
+# Options more than one command has.
+SitePath = Annotated[Path, Option("site")]
+DbPath = Annotated[Path, Option("db")]
+TopicPrefix = Annotated[str, Option("topic-prefix")]
+Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
+BrokerUrlText = Annotated[SecretStr, Option("broker")]
+Speed = Annotated[float, Option("speed")]
+RunFor = Annotated[float, Option("run-for")]
+Scenario = Annotated[str, Option("scenario")]
+
+
+class GlobalSettings(Options):
+    """Options before the command."""
+
+    log_level: Annotated[str, Option("log-level", parse_log_level)] = Field(
+        "INFO", description="DEBUG, INFO, ..."
+    )
+
+
+class Settings(Options):
+    """`facilities run`: the service."""
+
+    site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
+    # SecretStr: it holds the service's password; logs show BrokerUrl.display()
+    broker: BrokerUrlText = Field(
+        as_text(DEFAULT_BROKER), description="mqtt://user:password@host:port"
+    )
+    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file")
+    listen: Address = Field(as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT")
+    connect_timeout_s: Annotated[float, Option("connect-timeout")] = Field(
+        DEFAULT_CONNECT_TIMEOUT_S, description="seconds to reach the broker"
+    )
+    client_id: Annotated[str, Option("client-id")] = Field(
+        DEFAULT_CLIENT_ID,
+        description="MQTT client id of the persistent session; empty: the broker user, which"
+        " the shipped mosquitto.conf uses whatever is set",
+    )
+    topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
+    opens_per_minute: Annotated[int, Option("opens-per-minute")] = Field(
+        DEFAULT_OPENS_PER_MINUTE, description="gate opens a resident may ask for in any minute"
+    )
+    public_url: Annotated[str, Option("public-url"), AfterValidator(parse_public_url)] = Field(
+        "",
+        description="address residents reach the service at, printed in QR codes"
+        " (e.g. https://…); default: the listen address",
+    )
+    auth_failures_per_minute: Annotated[int, Option("auth-failures-per-minute")] = Field(
+        DEFAULT_AUTH_FAILURES_PER_MINUTE,
+        description="failed authentications from one address before 429, in any minute",
+    )
+    trusted_proxies: Annotated[
+        tuple[str, ...], Option("trusted-proxy"), from_text(parse_trusted_proxies)
+    ] = Field(
+        as_text(""),
+        description="addresses or networks of reverse proxies whose X-Forwarded-For is"
+        " believed (comma-separated; none: the socket's peer is the client)",
+    )
+    client_timeout_s: Annotated[float, Option("client-timeout")] = Field(
+        DEFAULT_CLIENT_TIMEOUT_S,
+        description="seconds a client has to send a whole request (the connection is closed after)",
+    )
+    max_connections: Annotated[int, Option("max-connections")] = Field(
+        DEFAULT_MAX_CONNECTIONS,
+        description="open HTTP and WebSocket connections; past it a request is answered 503",
+    )
+    quarantine_per_device_hour: Annotated[
+        int, Option("quarantine-per-device-hour", positive(int))
+    ] = Field(
+        DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
+        gt=0,
+        description="bad messages kept per device and hour; past it they are only counted",
+    )
+    quarantine_retention_days: Annotated[
+        float, Option("quarantine-retention-days", positive(float))
+    ] = Field(
+        DEFAULT_QUARANTINE_RETENTION_DAYS,
+        gt=0,
+        allow_inf_nan=False,
+        description="days quarantined messages and their counts are kept",
+    )
+    audit_retention_days: Annotated[float, Option("audit-retention-days", positive(float))] = Field(
+        DEFAULT_AUDIT_RETENTION_DAYS,
+        gt=0,
+        allow_inf_nan=False,
+        description="days the audit of API requests (gate opens, port power) is kept",
+    )
+
+    @model_validator(mode="after")
+    def _connections_bounded(self) -> "Settings":
+        if self.client_timeout_s <= 0 or self.max_connections < 1:
+            raise UsageError("--client-timeout and --max-connections must be positive")
+        return self
+
+
+class DemoSettings(Options):
+    """`facilities demo`: a private broker, the service and every device simulated."""
+
+    site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
+    listen: Address = Field(
+        as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT (port 0: any free port)"
+    )
+    speed: Speed = Field(as_text("60"), description="simulated time runs this many times faster")
+    scenario: Scenario = Field("normal", description="normal, or a fault scenario (see simulate)")
+    run_for_s: RunFor = Field(
+        as_text("0"), description="stop after this many seconds (0: until Ctrl-C)"
+    )
+    db: DbPath = Field(as_text("./var/demo.db"), description="SQLite file of the demo")
+
+
+class SimulateSettings(Options):
+    """`facilities simulate`: the device simulators only."""
+
+    site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
+    broker: BrokerUrlText = Field(
+        as_text(DEFAULT_BROKER), description="mqtt://host:port (user/password: see below)"
+    )
+    credentials: Annotated[str, Option("credentials")] = Field(
+        "", description="TOML file of device passwords from broker-config"
+    )
+    scenario: Scenario = Field(
+        "normal",
+        description="normal, or a fault 10 s in: overload, overheat, leakage, smoke, garage-smoke",
+    )
+    speed: Speed = Field(as_text("1"), description="simulated time runs this many times faster")
+    run_for_s: RunFor = Field(
+        as_text("0"), description="stop after this many seconds (0: until Ctrl-C)"
+    )
+    topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
+
+
+def _broker_group() -> str:
+    return BROKER_GROUP if os.geteuid() == 0 else ""
+
+
+class BrokerConfigSettings(Options):
+    """`facilities broker-config`: its options (`--out` and `--rotate` are its arguments)."""
+
+    site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
+    topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
+    broker_group: Annotated[str, Option("broker-group")] = Field(
+        default_factory=_broker_group,
+        description="group that may read passwd and acl (mode 0640), the group Mosquitto"
+        " drops root for; empty: owner only (0600), for a broker run as this user",
+    )
+
+
+class PeopleSettings(Options):
+    """`facilities residents|staff revoke|list`, and `staff add`."""
+
+    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file of the service")
+
+
+class ResidentAddSettings(PeopleSettings):
+    """`facilities residents add`: garage ids are checked against the site file."""
+
+    site: SitePath = Field(
+        as_text(DEFAULT_SITE), description="site file (garage ids are checked against it)"
+    )

@@ -5,6 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
+from facilities.rule_ids import RuleId
 from facilities.thresholds import Thresholds
 
 
@@ -49,7 +50,7 @@ class Verdict(NamedTuple):
 
 
 def over(
-    rule: str,
+    rule: RuleId,
     subject: str,
     value: float | None,
     limit: float,
@@ -85,7 +86,7 @@ def device_offline(
     silent_s = (now - last_seen).total_seconds() if last_seen else None
     stale = silent_s is not None and silent_s >= t.telemetry_interval_s * t.offline_intervals
     if online is False or stale:
-        return [Verdict("offline", device, True, Severity.WARNING, value=silent_s)]
+        return [Verdict(RuleId.OFFLINE, device, True, Severity.WARNING, value=silent_s)]
     return []
 
 
@@ -93,4 +94,4 @@ def device_clock_skew(device: str, skew_s: float | None, t: Thresholds) -> list[
     """`clock_skew` for any device: its clock more than `clock_skew_s` off the server's."""
     if skew_s is None or abs(skew_s) <= t.clock_skew_s:
         return []
-    return [Verdict("clock_skew", device, True, Severity.INFO, value=skew_s)]
+    return [Verdict(RuleId.CLOCK_SKEW, device, True, Severity.INFO, value=skew_s)]

@@ -44,8 +44,9 @@ Text = Annotated[str, Field(min_length=1, max_length=256)]
 class WireModel(BaseModel):
     """A payload as devices send it: strict types, finite numbers, frozen.
 
-    Unknown fields are kept aside (`model_extra`) so that ingest can count them: PROTOCOL.md
-    lets vendors add optional fields, so they are ignored rather than refused.
+    Unknown fields are kept aside (`model_extra`) so that ingest can count them: docs/protocol.md
+    ("Payload rules the service enforces") lets vendors add optional fields, so they are
+    ignored rather than refused.
     """
 
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="allow", frozen=True)

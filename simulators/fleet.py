@@ -17,7 +17,7 @@ from simulators.world import SimClock, World
 
 log = logging.getLogger(__name__)
 
-TELEMETRY_INTERVAL_S = 10.0  # PROTOCOL.md: every 10 s by default
+TELEMETRY_INTERVAL_S = 10.0  # docs/protocol.md, "Topics": every 10 s by default
 MIN_REAL_INTERVAL_S = 0.05  # at high speed-ups, don't flood: simulated steps just get longer
 # Fault scenarios, each on one device FAULT_AFTER_S after the start; the service's answer
 # (power off, gates open) ends it, as it would end the real hazard.

@@ -11,6 +11,7 @@ import pytest
 
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.topics import Topics
 from facilities.service import Service
 from facilities.settings import Settings
 from facilities.site import Site, load_site
@@ -53,8 +54,8 @@ def clear_retained_status(broker: PrivateBroker, site: Site) -> None:
     rogue = broker.new_user_like("rogue")
     client = DeviceClient(BrokerUrl.parse(broker.url(rogue)), client_id=rogue).connect()
     try:
-        topics = [f"facilities/charging/{s}/availability" for s in site.stations]
-        topics += [f"facilities/garage/{g}/availability" for g in site.garages]
+        topics = [Topics().station(s, "availability") for s in site.stations]
+        topics += [Topics().garage(g, "availability") for g in site.garages]
         for info in [client.publish_raw(t, b"", retain=True) for t in topics]:
             info.wait_for_publish(5)
     finally:

@@ -1,4 +1,5 @@
-"""Gate opening through the real app, the real broker and simulated gates (API.md)."""
+"""Gate opening through the real app, the real broker and simulated gates (docs/api.md,
+"Opening a gate")."""
 
 import asyncio
 import json

@@ -21,7 +21,7 @@ from facilities.site import Site
 from tests.api_support import MovableClock, port, telemetry
 from tests.conftest import query, wait_for
 
-# API.md / issue: a change reaches a live page within 2 s.
+# docs/pages.md, "Live": a change reaches a live page within 2 s.
 WITHIN_S = 2.0
 
 

@@ -1,4 +1,4 @@
-"""Every rule of RULES.md: fires at its threshold, not just below, clears with hysteresis."""
+"""Every rule of docs/rules.md: fires at its threshold, not just below, clears with hysteresis."""
 
 import pytest
 

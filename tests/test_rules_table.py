@@ -1,4 +1,4 @@
-"""One table for every rule of RULES.md: just below its threshold nothing fires; at the
+"""One table for every rule of docs/rules.md: just below its threshold nothing fires; at the
 threshold it fires; once the condition is gone (below the hysteresis band for numeric
 limits) the alert clears after clear_after_s (60 s), and not before."""
 

@@ -177,7 +177,7 @@ def test_an_unknown_scenario_is_refused(site) -> None:
 async def test_a_repeated_command_id_is_answered_again_but_carried_out_once(
     broker: PrivateBroker, device
 ) -> None:
-    """PROTOCOL.md: a retry carries the same id; a device acts on it once (the simulated
+    """docs/protocol.md, "Commands": a retry carries the same id; a device acts on it once (the simulated
     gates and stations behave as devices must)."""
     url = BrokerUrl.parse(broker.url("g-cq8"))
     client = DeviceClient(url, client_id=f"g-cq8-{uuid.uuid4().hex[:4]}").connect()

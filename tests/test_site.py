@@ -51,7 +51,7 @@ def test_defaults_and_overrides_of_thresholds() -> None:
     assert station.thresholds.port_temp_max_c == 55  # per station
     assert station.thresholds.leakage_max_ma == 25  # from [rules]
     assert site.garages["g-cq4"].thresholds.leakage_max_ma == 25
-    assert station.thresholds.charge_complete_s == 7200  # RULES.md default
+    assert station.thresholds.charge_complete_s == 7200  # docs/rules.md's default (120 min)
 
 
 def _errors(text: str) -> list[str]:

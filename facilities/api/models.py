@@ -1,4 +1,4 @@
-"""Public response and request models of the HTTP API (API.md): never storage rows."""
+"""Public response and request models of the HTTP API (docs/api.md): never storage rows."""
 
 from datetime import datetime
 from enum import StrEnum
@@ -31,7 +31,7 @@ class PortStatus(StrEnum):
 
 class AlertBrief(Out):
     id: str
-    rule: str = Field(description="a rule name from RULES.md")
+    rule: str = Field(description="a rule id of docs/rules.md")
     subject: str = Field(description="cs-07, cs-07/3, g-hc3, g-hc3/north")
     severity: str
     state: str

@@ -1,4 +1,4 @@
-"""Pages of growing lists (API.md): `limit`, an opaque `cursor`, and `next` as a path."""
+"""Pages of growing lists: `limit`, an opaque `cursor`, and `next` as a path (docs/api.md)."""
 
 import math
 from collections.abc import Callable, Sequence
@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BeforeValidator
 
 from facilities.errors import InvalidRequest
 
-DEFAULT_LIMIT = 500  # API.md
+DEFAULT_LIMIT = 500  # docs/api.md, "Pages"
 MAX_LIMIT = 5000
 # Query times and the times in cursors: from the Unix epoch to 2^32 s (February 2106), the
 # range of the device clocks the stored times come from (docs/protocol.md): anything past it

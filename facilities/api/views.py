@@ -9,6 +9,7 @@ from facilities.charging.payloads import PortState
 from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
+from facilities.rule_ids import RuleId
 from facilities.site import Garage, Site, Station
 
 # A charging port's estimated free time is never closer than this: a session that runs past
@@ -104,7 +105,7 @@ def station_detail(
 def smoke_alert(garage_id: str, alerts: Iterable[Alert]) -> bool:
     """Whether the garage's `smoke` alert is open: its warning stays up until the alert
     clears, not only while the latest reading says smoke."""
-    return any(a.rule == "smoke" and a.subject == garage_id and a.open for a in alerts)
+    return any(a.rule == RuleId.SMOKE and a.subject == garage_id and a.open for a in alerts)
 
 
 def garage(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> models.Garage:

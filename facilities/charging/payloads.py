@@ -1,4 +1,4 @@
-"""Wire models of what charging stations publish (PROTOCOL.md, charging stations)."""
+"""Wire models of what charging stations publish (docs/protocol.md, "Topics")."""
 
 from enum import StrEnum
 

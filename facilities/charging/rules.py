@@ -1,4 +1,4 @@
-"""Charging rules of RULES.md: pure functions of live state, thresholds and the time.
+"""Charging rules of docs/rules.md: pure functions of live state, thresholds and the time.
 
 A rule reports the subjects it finds firing, or within the hysteresis band of a limit (which
 holds an open alert); every other subject of the station it evaluated is clear. Reporting
@@ -12,6 +12,7 @@ from datetime import datetime
 
 from facilities.charging.payloads import PortState
 from facilities.charging.state import FAULT_CRITICAL_CODES, PortLive, StationLive
+from facilities.rule_ids import RuleId
 from facilities.site import Station
 from facilities.verdicts import (
     Action,
@@ -48,14 +49,15 @@ def _last_n_over(samples: deque[float], n: int, limit: float) -> bool:
 
 
 def _sustained(
-    rule: str,
+    rule: RuleId,
     subject: str,
     samples: deque[float],
     spec_limit: float,
     spec: Station,
     actions: Callable[[], tuple[Action, ...]],
 ) -> list[Verdict]:
-    """Over `spec_limit` in `overload_samples` samples in a row (RULES.md: "2 in a row")."""
+    """Over `spec_limit` in `overload_samples` samples in a row (docs/rules.md, "Charging
+    rules": "2 samples in a row")."""
     t = spec.thresholds
     if not samples or samples[-1] < t.hysteresis * spec_limit:
         return []
@@ -78,7 +80,7 @@ def port_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdi
     verdicts = []
     for port in live.ports.values():
         verdicts += _sustained(
-            "port_overload",
+            RuleId.PORT_OVERLOAD,
             port_subject(spec.id, port.port),
             port.powers,
             spec.port_max_w,
@@ -91,7 +93,7 @@ def port_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdi
 def station_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The station over its supply in 2 samples in a row: shed ports, newest session first."""
     return _sustained(
-        "station_overload",
+        RuleId.STATION_OVERLOAD,
         spec.id,
         live.total_powers,
         spec.station_max_w,
@@ -125,7 +127,7 @@ def port_over_temperature(live: StationLive, spec: Station, now: datetime) -> li
     verdicts = []
     for port in live.ports.values():
         verdicts += over(
-            "port_over_temperature",
+            RuleId.PORT_OVER_TEMPERATURE,
             port_subject(spec.id, port.port),
             port.temp_c,
             t.port_temp_max_c,
@@ -141,7 +143,7 @@ def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Ve
     t = spec.thresholds
     if live.temp_c is not None and live.temp_c >= t.cabinet_temp_max_c:
         return over(
-            "over_temperature",
+            RuleId.OVER_TEMPERATURE,
             spec.id,
             live.temp_c,
             t.cabinet_temp_max_c,
@@ -150,7 +152,7 @@ def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Ve
             actions=_station_off(spec.id),
         )
     return over(
-        "over_temperature",
+        RuleId.OVER_TEMPERATURE,
         spec.id,
         live.temp_c,
         t.cabinet_temp_warn_c,
@@ -172,7 +174,7 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
     for port in live.ports.values():
         if port.temps:
             verdicts += over(
-                "temperature_rise",
+                RuleId.TEMPERATURE_RISE,
                 port_subject(spec.id, port.port),
                 _rise(port.temps),
                 t.temp_rise_c,
@@ -182,7 +184,7 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
             )
     if live.temps:
         verdicts += over(
-            "temperature_rise",
+            RuleId.TEMPERATURE_RISE,
             spec.id,
             _rise(live.temps),
             t.temp_rise_c,
@@ -197,7 +199,7 @@ def leakage(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Residual current at or over 30 mA (the socket-circuit RCD rule): station off."""
     t = spec.thresholds
     return over(
-        "leakage",
+        RuleId.LEAKAGE,
         spec.id,
         live.leakage_ma,
         t.leakage_max_ma,
@@ -211,11 +213,11 @@ def smoke(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The cabinet's smoke detector: station off."""
     if not live.smoke:
         return []
-    return [Verdict("smoke", spec.id, True, Severity.CRITICAL, actions=_station_off(spec.id))]
+    return [Verdict(RuleId.SMOKE, spec.id, True, Severity.CRITICAL, actions=_station_off(spec.id))]
 
 
 def _timers(
-    rule: str,
+    rule: RuleId,
     live: StationLive,
     spec: Station,
     started: Callable[[PortLive], datetime | None],
@@ -248,7 +250,7 @@ def _timers(
 def charge_complete(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Plugged in and drawing under `charge_complete_w` for 120 min (充满自停): port off."""
     return _timers(
-        "charge_complete",
+        RuleId.CHARGE_COMPLETE,
         live,
         spec,
         lambda p: p.low_power_since,
@@ -261,7 +263,7 @@ def charge_complete(live: StationLive, spec: Station, now: datetime) -> list[Ver
 def no_load(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Switched on, nothing drawing and nothing delivered for 5 min: port off."""
     return _timers(
-        "no_load",
+        RuleId.NO_LOAD,
         live,
         spec,
         lambda p: p.no_load_since,
@@ -274,7 +276,7 @@ def no_load(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
 def session_too_long(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """Charging for more than 8 h (strictly): port off."""
     return _timers(
-        "session_too_long",
+        RuleId.SESSION_TOO_LONG,
         live,
         spec,
         lambda p: p.session_started if p.state is PortState.CHARGING else None,
@@ -292,7 +294,7 @@ def device_fault(live: StationLive, spec: Station, now: datetime) -> list[Verdic
     ]
     return [
         Verdict(
-            "device_fault",
+            RuleId.DEVICE_FAULT,
             subject,
             True,
             Severity.CRITICAL if code in FAULT_CRITICAL_CODES else Severity.WARNING,
@@ -313,22 +315,22 @@ def clock_skew(live: StationLive, spec: Station, now: datetime) -> list[Verdict]
 
 
 # Evaluated on every message from the station: what a message can make true at once.
-EVIDENCE_RULES: dict[str, ChargingRule] = {
-    "port_overload": port_overload,
-    "station_overload": station_overload,
-    "port_over_temperature": port_over_temperature,
-    "over_temperature": over_temperature,
-    "temperature_rise": temperature_rise,
-    "leakage": leakage,
-    "smoke": smoke,
-    "device_fault": device_fault,
-    "offline": offline,
-    "clock_skew": clock_skew,
+EVIDENCE_RULES: dict[RuleId, ChargingRule] = {
+    RuleId.PORT_OVERLOAD: port_overload,
+    RuleId.STATION_OVERLOAD: station_overload,
+    RuleId.PORT_OVER_TEMPERATURE: port_over_temperature,
+    RuleId.OVER_TEMPERATURE: over_temperature,
+    RuleId.TEMPERATURE_RISE: temperature_rise,
+    RuleId.LEAKAGE: leakage,
+    RuleId.SMOKE: smoke,
+    RuleId.DEVICE_FAULT: device_fault,
+    RuleId.OFFLINE: offline,
+    RuleId.CLOCK_SKEW: clock_skew,
 }
 # Timers: only the clock makes them true, so the tick (every second) evaluates them.
-TIMER_RULES: dict[str, ChargingRule] = {
-    "charge_complete": charge_complete,
-    "no_load": no_load,
-    "session_too_long": session_too_long,
+TIMER_RULES: dict[RuleId, ChargingRule] = {
+    RuleId.CHARGE_COMPLETE: charge_complete,
+    RuleId.NO_LOAD: no_load,
+    RuleId.SESSION_TOO_LONG: session_too_long,
 }
-CHARGING_RULES: dict[str, ChargingRule] = EVIDENCE_RULES | TIMER_RULES
+CHARGING_RULES: dict[RuleId, ChargingRule] = EVIDENCE_RULES | TIMER_RULES

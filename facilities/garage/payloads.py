@@ -1,4 +1,4 @@
-"""Wire models of what garage controllers and gates publish (PROTOCOL.md, garages)."""
+"""Wire models of what garage controllers and gates publish (docs/protocol.md, "Topics")."""
 
 from enum import StrEnum
 

@@ -1,4 +1,4 @@
-"""Garage rules of RULES.md: pure functions of live state, thresholds and the time.
+"""Garage rules of docs/rules.md: pure functions of live state, thresholds and the time.
 
 As for charging rules: a rule reports what fires (or sits in a hysteresis band); every other
 subject of the garage it evaluated is clear.
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from facilities.garage.state import GarageLive
+from facilities.rule_ids import RuleId
 from facilities.site import Garage
 from facilities.verdicts import (
     Action,
@@ -34,13 +35,13 @@ def smoke(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     actions = tuple(Action(ActionKind.POWER_OFF_STATION, s) for s in spec.stations)
     if spec.thresholds.fire_release_gates:
         actions += tuple(Action(ActionKind.OPEN_GATE, spec.id, gate=g) for g in spec.gates)
-    return [Verdict("smoke", spec.id, True, Severity.CRITICAL, actions=actions)]
+    return [Verdict(RuleId.SMOKE, spec.id, True, Severity.CRITICAL, actions=actions)]
 
 
 def over_temperature(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     t = spec.thresholds
     return over(
-        "over_temperature",
+        RuleId.OVER_TEMPERATURE,
         spec.id,
         live.temp_c,
         t.garage_temp_max_c,
@@ -54,7 +55,7 @@ def over_capacity(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict
     if live.occupancy is None or spec.capacity == 0:
         return []
     return over(
-        "over_capacity",
+        RuleId.OVER_CAPACITY,
         spec.id,
         float(live.occupancy),
         float(spec.capacity),
@@ -72,7 +73,7 @@ def gate_held_open(live: GarageLive, spec: Garage, now: datetime) -> list[Verdic
         held = (now - gate.since).total_seconds() if gate.open and gate.since else 0.0
         if held >= limit:
             verdicts.append(
-                Verdict("gate_held_open", gate_subject(spec.id, gate.gate), True, value=held)
+                Verdict(RuleId.GATE_HELD_OPEN, gate_subject(spec.id, gate.gate), True, value=held)
             )
     return verdicts
 
@@ -81,7 +82,7 @@ def gate_forced(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     """A `forced_open` event: fires for `clear_after_s` after each one, then may clear."""
     window = timedelta(seconds=spec.thresholds.clear_after_s)
     return [
-        Verdict("gate_forced", gate_subject(spec.id, gate.gate), True, Severity.CRITICAL)
+        Verdict(RuleId.GATE_FORCED, gate_subject(spec.id, gate.gate), True, Severity.CRITICAL)
         for gate in live.gates.values()
         if gate.forced_at is not None and now - gate.forced_at <= window
     ]
@@ -102,7 +103,7 @@ def access_denied_burst(live: GarageLive, spec: Garage, now: datetime) -> list[V
         if recent >= t.denied_burst_count:
             verdicts.append(
                 Verdict(
-                    "access_denied_burst",
+                    RuleId.ACCESS_DENIED_BURST,
                     gate_subject(spec.id, gate.gate),
                     True,
                     value=float(recent),
@@ -119,13 +120,13 @@ def clock_skew(live: GarageLive, spec: Garage, now: datetime) -> list[Verdict]:
     return device_clock_skew(spec.id, live.clock_skew_s, spec.thresholds)
 
 
-GARAGE_RULES: dict[str, GarageRule] = {
-    "smoke": smoke,
-    "over_temperature": over_temperature,
-    "over_capacity": over_capacity,
-    "gate_held_open": gate_held_open,
-    "gate_forced": gate_forced,
-    "access_denied_burst": access_denied_burst,
-    "offline": offline,
-    "clock_skew": clock_skew,
+GARAGE_RULES: dict[RuleId, GarageRule] = {
+    RuleId.SMOKE: smoke,
+    RuleId.OVER_TEMPERATURE: over_temperature,
+    RuleId.OVER_CAPACITY: over_capacity,
+    RuleId.GATE_HELD_OPEN: gate_held_open,
+    RuleId.GATE_FORCED: gate_forced,
+    RuleId.ACCESS_DENIED_BURST: access_denied_burst,
+    RuleId.OFFLINE: offline,
+    RuleId.CLOCK_SKEW: clock_skew,
 }

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
 
 from facilities.errors import BrokerAuthError, BrokerError, OperatorError
 from facilities.mqtt.topics import Topics
@@ -65,7 +66,9 @@ class BrokerUrl:
     password: str | None = None
 
     @classmethod
-    def parse(cls, url: str) -> "BrokerUrl":
+    def parse(cls, url: str | SecretStr) -> "BrokerUrl":
+        if isinstance(url, SecretStr):  # Settings.broker: it holds the password
+            url = url.get_secret_value()
         parts = urlsplit(url)
         if parts.scheme != "mqtt" or not parts.hostname:
             raise OperatorError(f"broker URL {url!r}: expected mqtt://[user:password@]host[:port]")

@@ -1,4 +1,4 @@
-"""The one place that builds and parses topics (PROTOCOL.md)."""
+"""The one place that builds and parses topics (docs/protocol.md, "Topics")."""
 
 import re
 from dataclasses import dataclass
@@ -32,6 +32,13 @@ _GATE_SUFFIX: dict[tuple[str, ...], MessageKind] = {
     ("command", "ack"): MessageKind.GATE_ACK,
 }
 
+# kind → (family, suffix): what `Topics.of` builds, the inverse of the tables above
+_SUFFIXES: dict[MessageKind, tuple[str, tuple[str, ...]]] = {
+    **{kind: ("charging", suffix) for suffix, kind in _STATION_SUFFIX.items()},
+    **{kind: ("garage", suffix) for suffix, kind in _GARAGE_SUFFIX.items()},
+    **{kind: ("gate", suffix) for suffix, kind in _GATE_SUFFIX.items()},
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -52,16 +59,41 @@ class Topics:
     def gate(self, garage: str, gate: str, suffix: str) -> str:
         return f"{self.prefix}/garage/{garage}/gate/{gate}/{suffix}"
 
-    def alert(self, rule: str, subject: str) -> str:
-        """Where an alert is published (docs/protocol.md): retained while it is open."""
-        return f"{self.prefix}/alerts/{rule}/{subject}"
+    def of(self, route: Route) -> str:
+        """The topic of a device message: the inverse of `parse`."""
+        family, suffixes = _SUFFIXES[route.kind]
+        suffix = "/".join(suffixes)
+        if family == "gate":
+            if route.gate is None:
+                raise ValueError(f"{route.kind} needs a gate")
+            return self.gate(route.device, route.gate, suffix)
+        if family == "charging":
+            return self.station(route.device, suffix)
+        return self.garage(route.device, suffix)
 
     def service_status(self) -> str:
         """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
         return f"{self.prefix}/service/status"
 
+    def alert(self, rule: str, subject: str) -> str:
+        """Where an alert is published (`facilities/alerts/port_overload/cs-07/3`): retained
+        while it is open (docs/rules.md, "On MQTT, for wall displays and Home Assistant")."""
+        return f"{self.prefix}/alerts/{rule}/{subject}"
+
+    def all_alerts(self) -> str:
+        """Every alert: what a wall display subscribes to."""
+        return f"{self.prefix}/alerts/#"
+
+    def all_service(self) -> str:
+        """Everything the service says about itself (its status)."""
+        return f"{self.prefix}/service/#"
+
+    def everything(self) -> str:
+        """Every topic under the prefix (the service reads it all; a test or bench user)."""
+        return f"{self.prefix}/#"
+
     def parse(self, topic: str) -> Route | None:
-        """The route of a device topic, or None when the topic is not one of PROTOCOL.md's."""
+        """The route of a device topic, or None when the topic is not one of docs/protocol.md's."""
         return _parse(self.prefix, topic)
 
 

@@ -12,7 +12,8 @@ import aiosqlite
 
 from facilities.refusals import Refused
 
-# API.md: a repeated request with the same key within 24 h gets the first answer again.
+# docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
+# the first answer again.
 IDEMPOTENCY_KEPT_S = 24 * 3600
 
 

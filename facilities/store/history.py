@@ -200,7 +200,8 @@ class Bucket:
 
 # One row per (bucket, port): average and peak power, and the state of the bucket's last
 # sample (window function: the state at the largest ts within the bucket). Device times are
-# positive (PROTOCOL.md), so the integer cast floors.
+# positive (docs/protocol.md, "Payload rules the service enforces"), so the integer cast
+# floors.
 _BUCKETS = """
 SELECT bucket * :step, port, count(*), avg(power_w), max(power_w), max(last_state)
 FROM (

@@ -21,6 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from facilities.api import models, views
 from facilities.api.deps import EstimatesDep, LiveDep, NowDep, SiteDep
 from facilities.errors import NotFound
+from facilities.rule_ids import RuleId
 from facilities.rules.live_state import LiveState, Reading
 from facilities.site import Garage, Site
 from facilities.web.i18n import LANGUAGES, choose, translations
@@ -91,24 +92,24 @@ def labels(language: str) -> dict[str, Any]:
             "pending": _("waiting for the device"),
         },
         "rules": {
-            "port_overload": _("Port overload"),
-            "station_overload": _("Station overload"),
-            "port_over_temperature": _("Socket overheating"),
-            "over_temperature": _("Overheating"),
-            "temperature_rise": _("Temperature rising fast"),
-            "leakage": _("Leakage current"),
-            "smoke": _("Smoke"),
-            "device_fault": _("Device fault"),
-            "offline": _("Offline"),
-            "clock_skew": _("Device clock wrong"),
-            "charge_complete": _("Charge complete, port switched off"),
-            "no_load": _("Nothing charging, port switched off"),
-            "session_too_long": _("Charging too long"),
-            "over_capacity": _("More bicycles than bays"),
-            "gate_held_open": _("Gate held open"),
-            "gate_forced": _("Gate forced open"),
-            "access_denied_burst": _("Many refused entries"),
-            "command_failed": _("Command not carried out"),
+            RuleId.PORT_OVERLOAD: _("Port overload"),
+            RuleId.STATION_OVERLOAD: _("Station overload"),
+            RuleId.PORT_OVER_TEMPERATURE: _("Socket overheating"),
+            RuleId.OVER_TEMPERATURE: _("Overheating"),
+            RuleId.TEMPERATURE_RISE: _("Temperature rising fast"),
+            RuleId.LEAKAGE: _("Leakage current"),
+            RuleId.SMOKE: _("Smoke"),
+            RuleId.DEVICE_FAULT: _("Device fault"),
+            RuleId.OFFLINE: _("Offline"),
+            RuleId.CLOCK_SKEW: _("Device clock wrong"),
+            RuleId.CHARGE_COMPLETE: _("Charge complete, port switched off"),
+            RuleId.NO_LOAD: _("Nothing charging, port switched off"),
+            RuleId.SESSION_TOO_LONG: _("Charging too long"),
+            RuleId.OVER_CAPACITY: _("More bicycles than bays"),
+            RuleId.GATE_HELD_OPEN: _("Gate held open"),
+            RuleId.GATE_FORCED: _("Gate forced open"),
+            RuleId.ACCESS_DENIED_BURST: _("Many refused entries"),
+            RuleId.COMMAND_FAILED: _("Command not carried out"),
         },
         "cutoff_off": _("switched off %(time)s"),
         "cutoff_open": _("held open since %(time)s"),

@@ -159,17 +159,24 @@ async def test_a_large_backlog_is_deleted_in_short_batches_while_ingest_goes_on(
     db = api.service.settings.db
     old = clock() - 400 * 86400
     backlog = 10_000
-    with sqlite3.connect(db, timeout=10) as conn:
-        conn.executemany(
-            "INSERT INTO quarantine (received_at, topic, payload, reason, detail, digest, device,"
-            " size) VALUES (?, 't', x'00', 'malformed_json', 'd', ?, 'cs-04', 1)",
-            ((old, n.to_bytes(8, "big")) for n in range(backlog)),
-        )
-        conn.executemany(
-            "INSERT INTO api_requests (at, action, target, person, client, status, outcome)"
-            " VALUES (?, 'gate_open', 'g-cq4/north', NULL, '203.0.113.9', 401, 'unauthorized')",
-            ((old,) for _ in range(backlog)),
-        )
+
+    def fill() -> None:
+        with sqlite3.connect(db, timeout=10) as conn:
+            conn.executemany(
+                "INSERT INTO quarantine (received_at, topic, payload, reason, detail, digest,"
+                " device, size) VALUES (?, 't', x'00', 'malformed_json', 'd', ?, 'cs-04', 1)",
+                ((old, n.to_bytes(8, "big")) for n in range(backlog)),
+            )
+            conn.executemany(
+                "INSERT INTO api_requests (at, action, target, person, client, status, outcome)"
+                " VALUES (?, 'gate_open', 'g-cq4/north', NULL, '203.0.113.9', 401,"
+                " 'unauthorized')",
+                ((old,) for _ in range(backlog)),
+            )
+
+    # in a thread: the service runs on this event loop, and a transaction of its own open
+    # while the loop is blocked here would hold the lock this insert waits for
+    await asyncio.to_thread(fill)
     cs = device("cs-04")
     committed = api.service.ingest.committed
     sweep = asyncio.create_task(api.service.retention.sweep())

@@ -1,7 +1,8 @@
 -- Telemetry, events, availability and quarantine. Times are Unix seconds (REAL, UTC):
 -- `ts` is the device's clock, `received_at` the service's.
--- A message is identified by (device, topic, seq, ts) (PROTOCOL.md): each table's primary
--- key is that identity, so a redelivered duplicate is ignored by INSERT OR IGNORE.
+-- A message is identified by (device, topic, seq, ts) (docs/protocol.md, "Delivery"): each
+-- table's primary key is that identity, so a redelivered duplicate is ignored by INSERT OR
+-- IGNORE.
 
 CREATE TABLE station_samples (
     station     TEXT NOT NULL,

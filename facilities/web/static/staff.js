@@ -33,7 +33,7 @@
     title.className = "title";
     const rule = labels.rules[a.rule] || a.rule;
     title.textContent = (labels.severity[a.severity] || a.severity) + " · " + rule + " · " + a.subject;
-    title.title = a.rule;  // the rule's id (RULES.md), for the record
+    title.title = a.rule;  // the rule's id (docs/rules.md), for the record
     const meta = document.createElement("div");
     meta.className = "meta";
     let text = labels.raised_at.replace("%(time)s", when(a.raised_at));
