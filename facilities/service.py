@@ -213,41 +213,16 @@ class Service:
             )
             rules_db = SharedWriter(rules_conn)
             await self._forget_removed_devices(rules_db)
-            saved = await snapshots.load_live_state(rules_conn)
-            engine = Engine(
-                self.site,
-                stations=saved.stations,
-                garages=saved.garages,
-                alerts=await alert_store.load_open_alerts(rules_conn),
-                desired=await snapshots.load_cutoffs(rules_conn),
-            )
             commands = CommandSender(link, rules_db, clock=self.clock, metrics=self.command_metrics)
-            live = LiveState(engine, clock=self.now, changes=self.changes)
+            live, saved = await self._load_live_state(rules_conn)
             rules = RulesRunner(
                 live, rules_db, link, commands, clock=self.now, monotonic=self.monotonic
             )
             await self._replay(live, rules, rules_conn, saved)
+            # acks to the command sender that waits for them; everything else to the live state
             ingest.observers.append(functools.partial(_deliver, live, commands))
-            self._requests = Requests(
-                self.site,
-                auth=Authenticator(
-                    self._reader,
-                    failures=RateLimiter(
-                        self.settings.auth_failures_per_minute, clock=self.monotonic
-                    ),
-                    clock=self.clock,
-                ),
-                commands=commands,
-                live=live,
-                writer=rules_db,
-                reader=self._reader,
-                opens=RateLimiter(self.settings.opens_per_minute, clock=self.monotonic),
-                connected=lambda: link.connected,
-                clock=self.clock,
-                http_status=http_status,
-                refusals=self.refusals,
-                refusal_rows=RateLimiter(REFUSAL_ROWS_PER_MINUTE, clock=self.monotonic),
-                metrics=self.api_metrics,
+            self._requests = self._build_requests(
+                live, commands, writer=rules_db, reader=self._reader, link=link
             )
             self._retention = retention = Retention(
                 rules_db,
@@ -262,28 +237,10 @@ class Service:
             self._ingest, self._link, self._rules, self._live = ingest, link, rules, live
             await link.connect(timeout_s=self.settings.connect_timeout_s)
             log.info("connected to %s, ingesting into %s", link.url.display(), self.settings.db)
+            self._refusals_db = rules_db
             try:
-                async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(link.run(), name="broker-link")
-                    writer = tasks.create_task(ingest.run(link), name="ingest-writer")
-                    rules_task = tasks.create_task(rules.run(), name="rules")
-                    estimates = tasks.create_task(self._estimates(), name="estimates")
-                    watch = tasks.create_task(self._watch_ingest(), name="ingest-watch")
-                    sweeps = tasks.create_task(retention.run(), name="retention")
-                    self._refusals_db = rules_db
-                    refusals = tasks.create_task(self._write_refusals(), name="refusals-writer")
-                    try:
-                        yield self
-                    finally:
-                        refusals.cancel()
-                        await self.store_refusals()  # the last ones, before the stop
-                        ingest.stop()
-                        await asyncio.wait_for(asyncio.shield(writer), 3.0)
-                        rules_task.cancel()  # saves the live state on its way out
-                        estimates.cancel()
-                        watch.cancel()
-                        sweeps.cancel()
-                        await link.close()
+                async with self._tasks(ingest, link, rules, retention):
+                    yield self
             finally:
                 await link.close()  # idempotent: also when the task group failed
         finally:
@@ -295,6 +252,79 @@ class Service:
             await reader.close()
             await rules_conn.close()
             await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _tasks(
+        self, ingest: Ingest, link: BrokerLink, rules: RulesRunner, retention: Retention
+    ) -> AsyncIterator[None]:
+        """Every task of the service in one TaskGroup; on exit, stopped in order: the last
+        refusals stored, the batch in hand committed and acknowledged, the live state saved,
+        the link closed."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(link.run(), name="broker-link")
+            writer = tasks.create_task(ingest.run(link), name="ingest-writer")
+            rules_task = tasks.create_task(rules.run(), name="rules")
+            estimates = tasks.create_task(self._estimates(), name="estimates")
+            watch = tasks.create_task(self._watch_ingest(), name="ingest-watch")
+            sweeps = tasks.create_task(retention.run(), name="retention")
+            refusals = tasks.create_task(self._write_refusals(), name="refusals-writer")
+            try:
+                yield
+            finally:
+                refusals.cancel()
+                await self.store_refusals()  # the last ones, before the stop
+                ingest.stop()
+                await asyncio.wait_for(asyncio.shield(writer), 3.0)
+                rules_task.cancel()  # saves the live state on its way out
+                estimates.cancel()
+                watch.cancel()
+                sweeps.cancel()
+                await link.close()
+
+    async def _load_live_state(
+        self, conn: aiosqlite.Connection
+    ) -> tuple[LiveState, snapshots.Saved]:
+        """The live state from the last snapshot, its open alerts and desired state."""
+        saved = await snapshots.load_live_state(conn)
+        engine = Engine(
+            self.site,
+            stations=saved.stations,
+            garages=saved.garages,
+            alerts=await alert_store.load_open_alerts(conn),
+            desired=await snapshots.load_cutoffs(conn),
+        )
+        return LiveState(engine, clock=self.now, changes=self.changes), saved
+
+    def _build_requests(
+        self,
+        live: LiveState,
+        commands: CommandSender,
+        *,
+        writer: SharedWriter,
+        reader: aiosqlite.Connection,
+        link: BrokerLink,
+    ) -> Requests:
+        """What people ask of the service, with its limits from the settings."""
+        limit = functools.partial(RateLimiter, clock=self.monotonic)
+        return Requests(
+            self.site,
+            auth=Authenticator(
+                reader,
+                failures=limit(self.settings.auth_failures_per_minute),
+                clock=self.clock,
+            ),
+            commands=commands,
+            live=live,
+            writer=writer,
+            reader=reader,
+            opens=limit(self.settings.opens_per_minute),
+            connected=lambda: link.connected,
+            clock=self.clock,
+            http_status=http_status,
+            refusals=self.refusals,
+            refusal_rows=limit(REFUSAL_ROWS_PER_MINUTE),
+            metrics=self.api_metrics,
+        )
 
     async def _replay(
         self,
