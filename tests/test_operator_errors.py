@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+import pytest
+
 from facilities.mosquitto import PrivateBroker, free_port
 from tests.conftest import EXAMPLE_SITE
 from tests.procs import run_cli
@@ -115,3 +117,15 @@ def test_broker_config_writes_files_and_prints_credentials_once(tmp_path: Path) 
     assert (tmp_path / "passwd").stat().st_mode & 0o777 == (0o640 if os.geteuid() == 0 else 0o600)
     acl = (tmp_path / "acl").read_text()
     assert "user cs-07\ntopic write facilities/charging/cs-07/telemetry" in acl
+
+
+@pytest.mark.parametrize(
+    "url", ["http://facilities:s3cret-pw@127.0.0.1:1883", "mqtt://facilities:s3cret-pw@h:port"]
+)
+def test_a_malformed_broker_url_is_one_line_without_its_password(url: str, tmp_path: Path) -> None:
+    code, lines = _run(url, tmp_path / "f.db")
+    assert code != 0
+    assert len(lines) == 1, lines
+    assert "s3cret-pw" not in lines[0]
+    assert lines[0].startswith("facilities: broker URL '")
+    assert "facilities:***@" in lines[0]  # what and where, without the secret

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,6 +57,10 @@ class Delivery:
 MessageHandler = Callable[[str, bytes, Delivery], None]
 
 
+# The password of a URL's user part (`//user:password@`), for error lines.
+_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
     """`mqtt://user:password@host:port`, parsed."""
@@ -70,12 +75,15 @@ class BrokerUrl:
         if isinstance(url, SecretStr):  # Settings.broker: it holds the password
             url = url.get_secret_value()
         parts = urlsplit(url)
+        shown = _PASSWORD.sub(r"\1***@", url)  # an error line never carries the password
         if parts.scheme != "mqtt" or not parts.hostname:
-            raise OperatorError(f"broker URL {url!r}: expected mqtt://[user:password@]host[:port]")
+            raise OperatorError(
+                f"broker URL {shown!r}: expected mqtt://[user:password@]host[:port]"
+            )
         try:
             port = parts.port or 1883
         except ValueError:
-            raise OperatorError(f"broker URL {url!r}: bad port") from None
+            raise OperatorError(f"broker URL {shown!r}: bad port") from None
         return cls(
             host=parts.hostname,
             port=port,
