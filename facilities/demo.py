@@ -15,7 +15,7 @@ from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.server import bind, serve_http
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Listen, Settings
 from facilities.site import load_site
 from simulators.fleet import Fleet
@@ -44,7 +44,7 @@ async def run_demo(
     try:
         sock = _bind_or_any(listen)
         settings = Settings(site=site_path, broker=broker.url(), db=db, listen=listen)
-        service = Service(settings, site)
+        service = build(settings, site)
         fleet = Fleet(
             site,
             BrokerUrl.parse(broker.url()),
@@ -59,7 +59,7 @@ async def run_demo(
         if run_for_s > 0:
             loop.call_later(run_for_s, stop.set)
         try:
-            async with service.running():
+            async with run(service):
                 await asyncio.to_thread(fleet.connect)
                 host, port = sock.getsockname()[:2]
                 staff = await admin.add(db, Role.STAFF, "demo staff")

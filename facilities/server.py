@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from facilities.api.app import create_app
 from facilities.connections import Limits
 from facilities.errors import OperatorError
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from facilities.web.pages import listen_url
@@ -122,14 +122,14 @@ def descriptors_for(max_connections: int) -> None:
 async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT, then finish the batch in hand and return."""
     descriptors_for(settings.max_connections)
-    service = Service(settings, site)
+    service = build(settings, site)
     sock = bind(settings.listen)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with service.running():
+        async with run(service):
             await serve_http(service, sock, stop, started=started)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -158,11 +158,11 @@ async def serve_http(
             " address); set --public-url (FACILITIES_PUBLIC_URL) to the address residents reach",
             public_url,
         )
-    app = app or create_app(service, run_service=False, public_url=public_url)
+    app = app or create_app(service.http, public_url=public_url)
     limits = Limits(
         request_timeout_s=settings.client_timeout_s,
         max_connections=settings.max_connections,
-        metrics=service.api_metrics,
+        metrics=service.metrics.api,
         trusted_proxies=settings.trusted_proxies,
     )
     config = uvicorn.Config(
@@ -196,7 +196,7 @@ async def serve_http(
     try:
         await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        app.state.feed.close()  # live streams end now instead of holding the shutdown
+        service.feed.close()  # live streams end now instead of holding the shutdown
         server.should_exit = True
         stopping.cancel()
         await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)

@@ -18,7 +18,7 @@ from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel
@@ -100,14 +100,9 @@ class Api:
 
 @pytest.fixture
 async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> AsyncIterator[Api]:
-    service = Service(
-        settings,
-        quick_site,
-        clock=clock,
-        monotonic=clock.monotonic,
-    )
-    app = create_app(service)
-    async with LifespanManager(app, startup_timeout=20, shutdown_timeout=20):
+    service = build(settings, quick_site, clock=clock, monotonic=clock.monotonic)
+    app = create_app(service.http)
+    async with run(service), LifespanManager(app, startup_timeout=20, shutdown_timeout=20):
         await wait_for(lambda: service.link.subscribed, what="subscription")
         transport = httpx.ASGITransport(app=app, client=(CLIENT_ADDRESS, 40000))
         async with httpx.AsyncClient(

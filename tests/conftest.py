@@ -12,7 +12,7 @@ import pytest
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from simulators.client import DeviceClient
@@ -78,8 +78,8 @@ def settings(tmp_path: Path, broker: PrivateBroker, site: Site) -> Settings:
 @pytest.fixture
 async def service(settings: Settings, site: Site) -> AsyncIterator[Service]:
     """The service running against the session broker, with a fresh database."""
-    running = Service(settings, site)
-    async with running.running():
+    running = build(settings, site)
+    async with run(running):
         await wait_for(lambda: running.link.subscribed, what="subscription")
         yield running
 

@@ -183,7 +183,7 @@ async def test_refused_requests_send_nothing_and_are_audited(
     if status == 401:
         # no valid token: counted per minute and client, written in a batch (docs/api.md)
         assert rows == [(200, "opened")]
-        await api.service.store_refusals()
+        await api.service.refusal_writer.store()
         refused = query(db, "SELECT status, outcome, count FROM auth_refusals")
         assert refused == [(401, "unauthorized", 1)]
     else:

@@ -15,7 +15,7 @@ import websockets
 from facilities.api.app import create_app
 from facilities.api.live import LiveFeed
 from facilities.server import bind, serve_http
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from tests.api_support import MovableClock, port, telemetry
@@ -38,17 +38,17 @@ class Live:
 async def _serve(
     settings: Settings, site: Site, live_queue: int, *, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[Live]:
-    service = Service(settings, site, clock=clock)
+    service = build(settings, site, clock=clock, live_queue=live_queue)
     sock = bind(Listen("127.0.0.1", 0))
     stop, started = asyncio.Event(), asyncio.Event()
-    async with service.running():
+    async with run(service):
         await wait_for(lambda: service.link.subscribed, what="subscription")
-        app = create_app(service, run_service=False, live_queue=live_queue)
+        app = create_app(service.http)
         server = asyncio.create_task(serve_http(service, sock, stop, started=started, app=app))
         await asyncio.wait_for(started.wait(), 10)
         host, port_number = sock.getsockname()[:2]
         try:
-            yield Live(service, app.state.feed, f"http://{host}:{port_number}", stop, server)
+            yield Live(service, service.feed, f"http://{host}:{port_number}", stop, server)
         finally:
             stop.set()
             await server

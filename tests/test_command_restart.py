@@ -23,7 +23,7 @@ from facilities.mqtt.topics import Topics
 from facilities.rules.engine import Engine
 from facilities.rules.live_state import LiveState
 from facilities.rules.runner import RulesRunner, utc_now
-from facilities.service import Service
+from facilities.service import build, run
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from facilities.store.db import SharedWriter, open_db
@@ -193,8 +193,8 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
         settings.db, "SELECT id FROM command_outbox WHERE device = 'cs-17' AND port IS NULL"
     )
     try:
-        service = Service(settings, load_site(EXAMPLE_SITE))
-        async with service.running():
+        service = build(settings, load_site(EXAMPLE_SITE))
+        async with run(service):
             await wait_for(lambda: len(station.commands) == 1, what="the kept power_off sent")
             assert (station.commands[0].id, station.commands[0].action.value) == (
                 command_id,
@@ -274,8 +274,8 @@ async def test_a_command_whose_alert_cleared_is_not_sent_again(
     station = SimulatedStation(client, model, Topics(), behaviour=Behaviour.IGNORE)
     db = settings.db
     try:
-        first = Service(settings, quick)
-        async with first.running():
+        first = build(settings, quick)
+        async with run(first):
             await wait_for(lambda: first.link.subscribed, what="subscription")
             station.publish_raw(_leakage(1))
             await wait_for(lambda: len(station.commands) == 1, what="power_off at the station")
@@ -291,8 +291,8 @@ async def test_a_command_whose_alert_cleared_is_not_sent_again(
         assert query(db, "SELECT id FROM command_outbox") == [(command_id,)]
         station.behaviour = Behaviour.OBEY
         sent = len(station.commands)
-        second = Service(settings, quick)
-        async with second.running():
+        second = build(settings, quick)
+        async with run(second):
             await wait_for(lambda: second.link.subscribed, what="subscription")
             await wait_for(
                 lambda: (
@@ -319,8 +319,8 @@ async def test_a_command_to_a_device_known_offline_at_start_waits_for_it_to_come
     availability = Topics().station("cs-19", "availability")
     db = settings.db
     try:
-        first = Service(settings, site)
-        async with first.running():
+        first = build(settings, site)
+        async with run(first):
             await wait_for(lambda: first.link.subscribed, what="subscription")
             station.publish_raw(_leakage(1))
             await wait_for(lambda: len(station.commands) == 1, what="power_off at the station")
@@ -331,8 +331,8 @@ async def test_a_command_to_a_device_known_offline_at_start_waits_for_it_to_come
             )
         (first_id,) = {c.id for c in station.commands}
         station.behaviour = Behaviour.OBEY
-        second = Service(settings, site)
-        async with second.running():
+        second = build(settings, site)
+        async with run(second):
             await wait_for(lambda: second.link.subscribed, what="subscription")
             await wait_for(
                 lambda: (

@@ -12,7 +12,7 @@ from asgi_lifespan import LifespanManager
 from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
-from facilities.service import Service
+from facilities.service import build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.client import DeviceClient
@@ -140,10 +140,10 @@ async def test_broker_restart_health_503_then_reconnect_and_resume(
         db=tmp_path / "f.db",
         connect_timeout_s=5.0,
     )
-    service = Service(settings, site)
-    app = create_app(service)
+    service = build(settings, site)
+    app = create_app(service.http)
     try:
-        async with LifespanManager(app):
+        async with run(service), LifespanManager(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
                 await wait_for(lambda: service.link.subscribed, what="subscription")

@@ -20,7 +20,7 @@ from facilities.garage.payloads import GateEventType
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel
@@ -317,8 +317,8 @@ async def test_the_desired_state_survives_a_restart(
         client, StationModel("cs-10", [PortModel(n) for n in range(1, 11)]), Topics()
     )
     try:
-        first = Service(settings, site)
-        async with first.running():
+        first = build(settings, site)
+        async with run(first):
             await wait_for(lambda: first.link.subscribed, what="subscription")
             station.publish_raw(telemetry(1, [port(4, "charging")], leakage_ma=35.0))
             await wait_for(lambda: len(_offs(station, None)) == 1, what="the station cut")
@@ -328,8 +328,8 @@ async def test_the_desired_state_survives_a_restart(
             )
         stored = query(settings.db, "SELECT DISTINCT rule, held FROM cutoffs")
         assert stored == [("leakage", 1)]
-        second = Service(settings, site)
-        async with second.running():
+        second = build(settings, site)
+        async with run(second):
             await wait_for(lambda: second.link.subscribed, what="subscription")
             held = second.live.read(lambda e: [c.port for c in e.desired if c.held])
             assert held == list(range(1, 11))

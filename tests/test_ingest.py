@@ -10,7 +10,7 @@ from asgi_lifespan import LifespanManager
 
 from facilities.api.app import create_app
 from facilities.messages import RejectReason
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.store.telemetry import QUARANTINE_PREFIX_BYTES
 from tests.conftest import DeviceFactory, query, wait_for
 
@@ -48,7 +48,7 @@ def telemetry(seq: int, *, ts: float | None = None, power_w: float = 300.0) -> s
 
 
 def counter(service: Service, name: str, labels: dict[str, str] | None = None) -> float:
-    value = service.registry.get_sample_value(name, labels or {})
+    value = service.metrics.registry.get_sample_value(name, labels or {})
     return value or 0.0
 
 
@@ -262,9 +262,9 @@ async def test_the_service_publishes_its_own_retained_status(
 
 
 async def test_healthz_says_ok_when_subscribed(settings, site) -> None:
-    service = Service(settings, site)
-    app = create_app(service)
-    async with LifespanManager(app):
+    service = build(settings, site)
+    app = create_app(service.http)
+    async with run(service), LifespanManager(app):
         await wait_for(lambda: service.link.subscribed, what="subscription")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:

@@ -17,7 +17,7 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store.db import open_db
@@ -89,8 +89,8 @@ async def test_qos0_retained_online_and_telemetry_are_stored_without_reconnects(
     try:
         topic = "facilities/charging/cs-07"
         station.publish_raw(f"{topic}/availability", "online", qos=0, retain=True)
-        service = Service(settings, site)
-        async with service.running():
+        service = build(settings, site)
+        async with run(service):
             await wait_for(lambda: service.link.subscribed, what="subscription")
             for seq in range(20):
                 station.publish_raw(f"{topic}/telemetry", telemetry(seq), qos=0)

@@ -5,7 +5,7 @@ import time
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel
@@ -33,8 +33,8 @@ async def test_a_restart_mid_timer_keeps_the_timer_and_the_open_alerts(
         client, StationModel("cs-15", [PortModel(n) for n in range(1, 11)]), Topics(), now=clock
     )
     try:
-        first = Service(settings, site, clock=clock, monotonic=clock)
-        async with first.running():
+        first = build(settings, site, clock=clock, monotonic=clock)
+        async with run(first):
             await wait_for(lambda: first.link.subscribed, what="subscription")
             # a bike nearly full: trickling at 12 W; the cabinet warm enough for a warning
             station.publish_raw(
@@ -57,8 +57,8 @@ async def test_a_restart_mid_timer_keeps_the_timer_and_the_open_alerts(
             assert trickling_since is not None
         # the service is down for most of the two hours
         clock.now += 7199
-        second = Service(settings, site, clock=clock, monotonic=clock)
-        async with second.running():
+        second = build(settings, site, clock=clock, monotonic=clock)
+        async with run(second):
             await wait_for(lambda: second.link.subscribed, what="subscription")
             live = second.live
             assert live.read(lambda e: ("over_temperature", "cs-15") in e.alerts)  # back

@@ -13,7 +13,7 @@ import pytest
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from simulators.charging import PortModel, StationModel
@@ -191,8 +191,8 @@ async def impatient(settings: Settings, site: Site, tmp_path: Path) -> AsyncIter
         fast = stations[sid].thresholds.merged({"command_timeout_s": 0.2})
         stations[sid] = replace(stations[sid], thresholds=fast)
     quick = replace(site, stations=stations)
-    running = Service(settings, quick)
-    async with running.running():
+    running = build(settings, quick)
+    async with run(running):
         await wait_for(lambda: running.link.subscribed, what="subscription")
         yield running
 

@@ -1,15 +1,11 @@
 """The HTTP app: API routes, pages, error mapping, offline docs, live stream, metrics."""
 
-# Its lifespan can run the service itself (tests, embedding); `facilities run` starts the
-# service first and serves this app over it.
-
 import base64
 import contextlib
 import hashlib
 import re
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -17,13 +13,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from facilities import __version__
-from facilities.api import views
 from facilities.api.bodies import BodyLimit
+from facilities.api.deps import Services
 from facilities.api.errors import install_error_handlers
 from facilities.api.instrument import HttpMetrics
-from facilities.api.live import QUEUE_SIZE, LiveFeed
 from facilities.api.routes import events, health, public, residents, staff
-from facilities.service import Service
 from facilities.web import pages
 
 DESCRIPTION = """
@@ -64,52 +58,18 @@ def _docs_assets() -> StaticFiles:
     return StaticFiles(directory=str(assets))
 
 
-def _snapshot(service: Service) -> Any:
-    """What the live stream sends when a device changed: the same body as its GET."""
-
-    def snapshot(device: str) -> tuple[str, dict[str, Any]] | None:
-        site = service.site
-        if device in site.stations:
-            spec = site.stations[device]
-            typical, now = service.typical_charge(device), service.now()
-            body = service.live.station(
-                device,
-                lambda live, alerts: views.station_detail(
-                    spec, live, alerts, typical_charge=typical, now=now
-                ),
-            )
-            return "station", body.model_dump(mode="json")
-        if device in site.garages:
-            gspec = site.garages[device]
-            gbody = service.live.garage(
-                device, lambda live, alerts: views.garage_detail(gspec, live, alerts)
-            )
-            return "garage", gbody.model_dump(mode="json")
-        return None
-
-    return snapshot
-
-
-def create_app(
-    service: Service,
-    *,
-    run_service: bool = True,
-    live_queue: int = QUEUE_SIZE,
-    public_url: str | None = None,
-) -> FastAPI:
-    """The HTTP app over `service`. With `run_service`, its lifespan starts and stops the
-    service (tests, embedding); `facilities run` starts the service itself first, so that
-    an unreachable broker is one line on stderr instead of a failed lifespan. `live_queue`:
-    events a live-stream client may fall behind before it is dropped. `public_url`: the
-    address QR codes print (default `--public-url`, else the configured listen address)."""
+def create_app(services: Services, *, public_url: str | None = None) -> FastAPI:
+    """The HTTP app over `services` (made by the service's composition, facilities/service.py):
+    creating it starts nothing and changes nothing; the service runs beside it. `public_url`:
+    the address QR codes print (default `--public-url`, else the listen address). Its
+    lifespan's end closes the live streams, so that they do not hold a stop."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if run_service:
-            async with service.running():
-                yield
-        else:
+        try:
             yield
+        finally:
+            services.feed.close()
 
     app = FastAPI(
         title="facilities",
@@ -120,16 +80,13 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.service = service
-    listen = service.settings.listen
+    app.state.services = services
+    listen = services.listen
     app.state.public_url = (
-        public_url or service.settings.public_url or pages.listen_url(listen.host, listen.port)
+        public_url or services.public_url or pages.listen_url(listen.host, listen.port)
     )
-    app.state.feed = feed = LiveFeed(_snapshot(service), queue_size=live_queue)
-    service.changes.subscribe(feed.changed)
-    service.api_metrics.live_clients.set_function(lambda: feed.subscribers)
-    app.add_middleware(BodyLimit, metrics=service.api_metrics)
-    app.add_middleware(HttpMetrics, metrics=service.api_metrics)  # outermost: counts 413s too
+    app.add_middleware(BodyLimit, metrics=services.metrics)
+    app.add_middleware(HttpMetrics, metrics=services.metrics)  # outermost: counts 413s too
     install_error_handlers(app)
     for module in (health, public, residents, staff, events):
         app.include_router(module.router)

@@ -3,6 +3,7 @@ who is asking (token first). Only this module knows where they come from."""
 
 import ipaddress
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -15,10 +16,14 @@ from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
 from facilities.api.errors import http_status
+from facilities.api.live import LiveFeed
 from facilities.errors import NotAllowed, RateLimited, Unauthenticated
+from facilities.health import Health
+from facilities.metrics import ApiMetrics
+from facilities.refusals import Refusals
 from facilities.requests import Ask, Requests
 from facilities.rules.live_state import LiveState
-from facilities.service import Health, Service
+from facilities.settings import Listen
 from facilities.site import Site
 
 bearer = HTTPBearer(
@@ -28,53 +33,73 @@ bearer = HTTPBearer(
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def get_service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """What the HTTP app reads, each one thing, wired once by the service's composition
+    (facilities/service.py). A route depends on the few it needs, never on all of them."""
+
+    site: Site
+    live: LiveState
+    requests: Requests
+    history: aiosqlite.Connection  # reads only (WAL lets it read while ingest writes)
+    now: Callable[[], datetime]  # the service's steady clock (tests move it)
+    estimates: Callable[[str], timedelta]  # a station's typical charge length
+    health: Callable[[], Awaitable[Health]]
+    registry: CollectorRegistry
+    refusals: Refusals
+    metrics: ApiMetrics
+    feed: LiveFeed
+    listen: Listen
+    public_url: str | None  # what QR codes print (None: the listen address)
 
 
-# What a route may depend on: each one thing, never the service itself.
+def services_of(connection: HTTPConnection) -> Services:
+    services: Services = connection.app.state.services
+    return services
 
 
 def get_site(request: Request) -> Site:
-    return get_service(request).site
+    return services_of(request).site
 
 
 def get_live(request: Request) -> LiveState:
-    return get_service(request).live
+    return services_of(request).live
 
 
 def get_requests(request: Request) -> Requests:
-    return get_service(request).requests
+    return services_of(request).requests
 
 
 def get_history(request: Request) -> aiosqlite.Connection:
     """The history reader: a read-only connection (WAL lets it read while ingest writes)."""
-    return get_service(request).reader
+    return services_of(request).history
 
 
 def get_now(request: Request) -> datetime:
     """The service's time now (its steady clock: tests move it)."""
-    return get_service(request).now()
+    return services_of(request).now()
 
 
 def get_estimates(request: Request) -> Callable[[str], timedelta]:
     """A station's typical charge length, for the free-time estimates of its ports."""
-    return get_service(request).typical_charge
+    return services_of(request).estimates
 
 
 def get_clock(connection: HTTPConnection) -> Callable[[], datetime]:
     """The service's clock, for a stream that outlives its request (heartbeats)."""
-    service: Service = connection.app.state.service
-    return service.now
+    return services_of(connection).now
 
 
 def get_health(request: Request) -> Callable[[], Awaitable[Health]]:
-    return get_service(request).health
+    return services_of(request).health
 
 
 def get_registry(request: Request) -> CollectorRegistry:
-    return get_service(request).registry
+    return services_of(request).registry
+
+
+def get_feed(connection: HTTPConnection) -> LiveFeed:
+    return services_of(connection).feed
 
 
 SiteDep = Annotated[Site, Depends(get_site)]
@@ -108,13 +133,13 @@ def bearer_token(connection: HTTPConnection) -> str | None:
 
 async def authenticate(connection: HTTPConnection, route: str) -> Person:
     """The person whose token came with the request; a refusal (401, 429) is counted and
-    audited in aggregate under `route` (`Service.refusals`)."""
-    service: Service = connection.app.state.service
+    audited in aggregate under `route` (`Services.refusals`)."""
+    services = services_of(connection)
     client = client_address(connection)
     try:
-        return await service.requests.auth.person(bearer_token(connection), client)
+        return await services.requests.auth.person(bearer_token(connection), client)
     except (Unauthenticated, RateLimited) as refusal:
-        service.refusals.refused(client, route, http_status(refusal), refusal.error)
+        services.refusals.refused(client, route, http_status(refusal), refusal.error)
         raise
 
 
@@ -122,7 +147,7 @@ class TokenFirst(APIRoute):
     """A route that needs a token: the token is checked before the request's body is read,
     parsed or validated, so that a caller without a valid one costs a hash and a lookup,
     never a parse (docs/api.md, "Who may call what"). Refusals of this kind are counted
-    and audited in aggregate (`Service.refusals`)."""
+    and audited in aggregate (`Services.refusals`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -13,11 +13,14 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from facilities.alerts import Transition, alert_payload
+from facilities.api import views
 from facilities.api.views import alert_brief
-from facilities.rules.live_state import AlertChanged, LiveChange
+from facilities.rules.live_state import AlertChanged, LiveChange, LiveState
+from facilities.site import Site
 
 log = logging.getLogger(__name__)
 
@@ -156,3 +159,34 @@ class LiveFeed:
 
     def heartbeat(self, at: str) -> Event:
         return Event(next(self._ids), "heartbeat", json.dumps({"at": at}))
+
+
+def device_bodies(
+    site: Site,
+    live: LiveState,
+    *,
+    estimates: Callable[[str], timedelta],
+    now: Callable[[], datetime],
+) -> Snapshot:
+    """What the live stream sends when a device changed: the same body as its GET."""
+
+    def body(device: str) -> tuple[str, dict[str, Any]] | None:
+        if device in site.stations:
+            spec = site.stations[device]
+            typical, at = estimates(device), now()
+            station = live.station(
+                device,
+                lambda state, alerts: views.station_detail(
+                    spec, state, alerts, typical_charge=typical, now=at
+                ),
+            )
+            return "station", station.model_dump(mode="json")
+        if device in site.garages:
+            gspec = site.garages[device]
+            garage = live.garage(
+                device, lambda state, alerts: views.garage_detail(gspec, state, alerts)
+            )
+            return "garage", garage.model_dump(mode="json")
+        return None
+
+    return body

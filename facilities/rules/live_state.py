@@ -91,16 +91,25 @@ class LiveState:
         self._clock = clock
         self.changes = changes if changes is not None else ChangeStream()
         self.site: Site = engine.site
-        # Silence before this start is the service's, not the devices': see Engine.reachable.
-        engine.listening_since = clock()
         self._lock = threading.Lock()
         self._counted = Counted()  # which messages the live state holds (under the lock)
         # What the engine said, in the order it said it (appended under the lock).
         self._said: deque[Observation] = deque()
         self._wake = asyncio.Event()
-        # Bound now (built inside the event loop), so that messages that arrive before the
-        # runner starts still wake it at once.
-        self._loop: asyncio.AbstractEventLoop | None = _running_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.start(engine)
+
+    def start(self, engine: Engine) -> None:
+        """Hold `engine` (the state saved at the last stop, at start) from now on, and tell
+        the event loop of what changes: bound now (inside the event loop, before ingest
+        starts), so that messages that arrive before the runner starts still wake it."""
+        with self._lock:
+            self._engine = engine
+            self.site = engine.site
+            # Silence before this start is the service's, not the devices': see
+            # Engine.reachable.
+            engine.listening_since = self._clock()
+            self._loop = _running_loop()
 
     # -- paho's thread -----------------------------------------------------------------------
 

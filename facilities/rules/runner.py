@@ -88,6 +88,8 @@ class RulesRunner:
 
     async def run(self) -> None:
         """Tick, persist, publish and act until cancelled; save the live state on the way out."""
+        self._ticked = self._monotonic()
+        self._saved_desired = self._live.cutoffs()[0]
         resend = await self._recover()
         try:
             async with asyncio.TaskGroup() as tasks:

@@ -3,6 +3,7 @@
 # The audit log puts the commands sent to devices, the API's requests and the refusals of
 # requests without a valid token (counted per minute) in one time line.
 
+import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from typing import Any
 
 import aiosqlite
 
-from facilities.refusals import Refused
+from facilities.refusals import Refusals, Refused
+from facilities.store.db import SharedWriter
 
 # docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
 # the first answer again.
@@ -175,3 +177,28 @@ async def audit_page(
     params = {"since": since, "at": at, "kind": kind, "rid": rid, "limit": limit}
     async with conn.execute(_AUDIT, params) as cursor:
         return [AuditRow(*row) for row in await cursor.fetchall()]
+
+
+# Refusals of requests without a valid token are written this often, in one transaction
+# (docs/api.md, "Refusals"): a flood costs a few rows every few seconds, never a commit each.
+REFUSALS_EVERY_S = 5.0
+
+
+class RefusalWriter:
+    """Stores what `Refusals` counted: every few seconds, and once more at a stop."""
+
+    def __init__(self, refusals: Refusals, writer: SharedWriter) -> None:
+        self._refusals = refusals
+        self._writer = writer
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(REFUSALS_EVERY_S)
+            await self.store()
+
+    async def store(self) -> None:
+        """Write the refusals counted since the last write, in one transaction."""
+        refused = self._refusals.take()
+        if refused:
+            async with self._writer.transaction() as conn:
+                await record_refusals(conn, refused)

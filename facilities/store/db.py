@@ -51,10 +51,19 @@ def migrations() -> list[Migration]:
 
 async def open_db(path: str | Path) -> aiosqlite.Connection:
     """Open (creating if needed) and migrate the database at `path`."""
-    path = Path(path)
+    return await _prepare(_unopened(path), Path(path))
+
+
+def _unopened(path: str | Path) -> aiosqlite.Connection:
+    """A connection to `path` that connects when it is first awaited (`_prepare`)."""
+    return aiosqlite.connect(path, isolation_level=None)
+
+
+async def _prepare(conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connection:
+    """Connect `conn` (made by `_unopened`), configure it and migrate the database."""
     try:
         _private_files(path)
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn
     except OSError as exc:
         raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from None
     except aiosqlite.Error as exc:
@@ -66,6 +75,34 @@ async def open_db(path: str | Path) -> aiosqlite.Connection:
         await conn.close()
         raise StoreError(f"cannot use database {path}: {exc}") from None
     return conn
+
+
+class Store:
+    """The service's three connections to its database, each for one user: ingest's batches,
+    the shared writer (rules, commands, requests, retention: never inside a batch) and the
+    reader (the HTTP API; WAL lets it read while ingest writes). Made with nothing opened,
+    so that the service is wired before it runs; `open` connects them, `close` closes them."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.ingest = _unopened(path)
+        self.writer = SharedWriter(_unopened(path))
+        self.reader = _unopened(path)
+
+    async def open(self) -> None:
+        """Create and migrate the database (on the first connection), then open the others."""
+        opened = []
+        try:
+            for conn in (self.ingest, self.writer.conn, self.reader):
+                opened.append(await _prepare(conn, self.path))
+        except BaseException:
+            for conn in opened:
+                await conn.close()
+            raise
+
+    async def close(self) -> None:
+        for conn in (self.reader, self.writer.conn, self.ingest):
+            await conn.close()
 
 
 def _private_files(path: Path) -> None:

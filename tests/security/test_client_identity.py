@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from facilities.broker_config import shipped_mosquitto_conf
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl, session_client_id
-from facilities.service import Service
+from facilities.service import Service, build, run
 from facilities.settings import Settings
 from facilities.site import Site
 from tests.conftest import DeviceFactory, query, wait_for
@@ -88,8 +88,8 @@ async def test_a_device_password_cannot_kick_the_service_off_the_broker(
 async def test_a_clean_session_under_the_service_id_keeps_its_backlog(
     settings: Settings, site: Site, broker: PrivateBroker, device: DeviceFactory
 ) -> None:
-    first = Service(settings, site)
-    async with first.running():
+    first = build(settings, site)
+    async with run(first):
         await wait_for(lambda: first.link.subscribed, what="subscription")
     # the service is away (an upgrade): the broker queues for its persistent session
     station = device("cs-04", client_id="cs-04")
@@ -99,8 +99,8 @@ async def test_a_clean_session_under_the_service_id_keeps_its_backlog(
         ).wait_for_publish(5)
     for claimed in _service_identities(settings):
         await asyncio.to_thread(_connect_and_leave, _impostor(broker, "cs-01", claimed), broker)
-    second = Service(settings, site)
-    async with second.running():
+    second = build(settings, site)
+    async with run(second):
         await wait_for(lambda: _stored(settings.db, "cs-04") == MESSAGES, what="backlog stored")
 
 

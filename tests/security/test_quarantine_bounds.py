@@ -136,7 +136,7 @@ async def test_retention_deletes_old_quarantine_and_request_audit_rows(
     await bad_message_and_refused_request(1)
     anonymous = await api.http.post("/api/garages/g-hc3/gates/north/open")
     assert anonymous.status_code == 401
-    await api.service.store_refusals()
+    await api.service.refusal_writer.store()
     settings = api.service.settings
     clock.advance(settings.quarantine_retention_days * 86400 + 60)
     await bad_message_and_refused_request(2)

@@ -24,13 +24,13 @@ async def test_a_flood_of_bogus_requests_is_a_few_audit_rows(api: Api) -> None:
     assert statuses.count(401) == 10
     assert statuses.count(429) == 1990
     assert query(db, "SELECT count(*) FROM api_requests") == [(0,)]  # no row, no commit each
-    await api.service.store_refusals()
+    await api.service.refusal_writer.store()
     rows = query(db, "SELECT client, route, status, outcome, count FROM auth_refusals")
     assert sorted(rows) == [
         ("203.0.113.7", ROUTE, 401, "unauthorized", 10),
         ("203.0.113.7", ROUTE, 429, "rate_limited", 1990),
     ]
-    registry = api.service.registry
+    registry = api.service.metrics.registry
     for reason, count in (("unauthorized", 10), ("rate_limited", 1990)):
         assert registry.get_sample_value("facilities_http_refusals_total", {"reason": reason}) == (
             count
@@ -40,9 +40,9 @@ async def test_a_flood_of_bogus_requests_is_a_few_audit_rows(api: Api) -> None:
 async def test_staff_read_the_refusals_in_the_audit(api: Api, clock: MovableClock) -> None:
     for _ in range(3):
         assert (await api.http.get("/api/me")).status_code == 401
-    await api.service.store_refusals()
+    await api.service.refusal_writer.store()
     assert (await api.http.get("/api/me", headers=bearer("guess"))).status_code == 401
-    await api.service.store_refusals()  # the same minute: added to its row
+    await api.service.refusal_writer.store()  # the same minute: added to its row
     clock.advance(30)
     _staff, token = await api.person(Role.STAFF, "物业 陈经理")
     async with api.client("198.51.100.20") as office:
@@ -60,11 +60,11 @@ async def test_staff_read_the_refusals_in_the_audit(api: Api, clock: MovableCloc
 
 async def test_the_audit_pages_past_a_refusals_entry(api: Api, clock: MovableClock) -> None:
     assert (await api.http.get("/api/me")).status_code == 401
-    await api.service.store_refusals()
+    await api.service.refusal_writer.store()
     clock.advance(60)
     _staff, token = await api.person(Role.STAFF, "物业 陈经理")
     assert (await api.http.get("/api/me", headers=bearer("guess"))).status_code == 401
-    await api.service.store_refusals()  # the next minute: a second row
+    await api.service.refusal_writer.store()  # the next minute: a second row
     kinds: list[str] = []
     path: str | None = "/api/audit?limit=1"
     async with api.client("198.51.100.20") as office:
@@ -99,7 +99,7 @@ async def test_a_token_holder_s_refusals_past_a_few_a_minute_are_counted_not_row
         *(api.http.post(foreign, headers=bearer(token)) for _ in range(200))
     )
     assert {a.status_code for a in answers} == {403}
-    await api.service.store_refusals()
+    await api.service.refusal_writer.store()
     assert query(db, "SELECT count(*) FROM api_requests") == [(10,)]  # a row each, at first
     rows = query(db, "SELECT person, route, status, outcome, count FROM auth_refusals")
     assert rows == [(person, ROUTE, 403, "forbidden", 190)]

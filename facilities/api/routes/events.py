@@ -13,7 +13,14 @@ from fastapi.responses import StreamingResponse
 from starlette.requests import HTTPConnection
 
 from facilities.access import Role
-from facilities.api.deps import ClockDep, Credentials, authenticate, bearer_token, get_clock
+from facilities.api.deps import (
+    ClockDep,
+    Credentials,
+    authenticate,
+    bearer_token,
+    get_clock,
+    get_feed,
+)
 from facilities.api.errors import refusal
 from facilities.api.live import HEARTBEAT_S, Event, LiveFeed, Subscription
 from facilities.errors import Refusal
@@ -23,11 +30,6 @@ router = APIRouter(prefix="/api", tags=["public"])
 # EventSource waits this long before reconnecting after the stream ends (lagged, restart).
 RECONNECT_MS = 2000
 FINAL = frozenset({"lagged", "closing"})  # events after which the stream ends
-
-
-def _feed(app_state: object) -> LiveFeed:
-    feed: LiveFeed = getattr(app_state, "feed")  # noqa: B009  # set by create_app
-    return feed
 
 
 async def _is_staff(connection: HTTPConnection, route: str) -> bool:
@@ -68,7 +70,7 @@ async def _events(
     },
 )
 async def events(request: Request, clock: ClockDep, _credentials: Credentials) -> StreamingResponse:
-    feed = _feed(request.app.state)
+    feed = get_feed(request)
     staff = await _is_staff(request, "GET /api/events")
 
     async def stream() -> AsyncIterator[str]:
@@ -90,7 +92,7 @@ async def websocket(socket: WebSocket) -> None:
     `{"id": …, "event": "station", "data": {…}}`. A token that is not valid: the handshake
     is refused (403)."""
     clock = get_clock(socket)
-    feed = _feed(socket.app.state)
+    feed = get_feed(socket)
     try:
         staff = await _is_staff(socket, "WEBSOCKET /api/ws")
     except Refusal as refused:
