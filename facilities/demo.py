@@ -15,9 +15,10 @@ from facilities.errors import OperatorError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.server import bind, serve_http
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import load_site
+from facilities.wiring import build
 from simulators.fleet import Fleet
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,11 @@ from fastapi import FastAPI
 from facilities.api.app import create_app
 from facilities.connections import Limits
 from facilities.errors import OperatorError
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from facilities.web.pages import listen_url
+from facilities.wiring import build
 
 log = logging.getLogger(__name__)
 

@@ -1,50 +1,35 @@
-"""The composition: `build` wires every part of one process once; `run` runs them.
-
-`build` opens nothing: the store's connections, the broker link and the tasks start in `run`,
-in order, and stop in the reverse order. The HTTP app (`create_app(service.http)`) reads
-through the narrow `Services` it is given; nothing mutates the parts once they are built
-(docs/architecture.md, "The composition").
-"""
+"""A service: every part of one process, as `build` (facilities/wiring.py) wired them once,
+and `run`, which opens the store, loads the live state, connects and owns the task group,
+stopping it in order (docs/architecture.md, "The composition")."""
 
 import asyncio
 import contextlib
-import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
 
-from facilities.access import RateLimiter
 from facilities.api.deps import Services
-from facilities.api.errors import http_status
-from facilities.api.live import QUEUE_SIZE, LiveFeed, device_bodies
+from facilities.api.live import LiveFeed
 from facilities.clocks import SteadyClock
 from facilities.estimates import Estimates
 from facilities.health import HealthCheck
-from facilities.live_metrics import AlertMetrics, DeviceCollector, ServiceCollector, device_families
-from facilities.messages import Accepted
 from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
-from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
-from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
-from facilities.mqtt.topics import Topics
+from facilities.mqtt.session import BrokerLink
 from facilities.refusals import Refusals
-from facilities.requests import REFUSAL_ROWS_PER_MINUTE, Authenticator, Requests
-from facilities.rules.engine import Engine
-from facilities.rules.live_state import ChangeStream, LiveState
+from facilities.requests import Requests
+from facilities.rules.live_state import LiveState
 from facilities.rules.runner import RulesRunner
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.startup import forget_removed_devices, load_live_state, replay_stored
 from facilities.store.audit import RefusalWriter
 from facilities.store.db import Store
-from facilities.store.retention import Policy, Retention
-from facilities.wire import CommandAck
+from facilities.store.retention import Retention
 
 log = logging.getLogger(__name__)
 
@@ -111,106 +96,6 @@ class Service:
         )
 
 
-def build(
-    settings: Settings,
-    site: Site,
-    *,
-    clock: Callable[[], float] = time.time,
-    monotonic: Callable[[], float] = time.monotonic,
-    live_queue: int = QUEUE_SIZE,
-) -> Service:
-    """Wire every part once, opening nothing. Unix seconds that never go back (what is
-    recorded, and the rules' time) come from `clock`; durations (rate windows, heartbeats)
-    from `monotonic`: tests move both instead of sleeping. `live_queue`: events a live-stream
-    client may fall behind before it is dropped."""
-    steady = SteadyClock(clock, monotonic)
-    now = functools.partial(_now, steady)
-    metrics, store = _metrics(), Store(settings.db)
-    live = LiveState(Engine(site), clock=now, changes=ChangeStream())
-    ingest, link = _broker_side(settings, site, store, steady, metrics.ingest)
-    commands = CommandSender(link, store.writer, clock=steady, metrics=metrics.commands)
-    # acks to the command sender that waits for them; everything else to the live state
-    ingest.observers.append(functools.partial(_deliver, live, commands))
-    rules = RulesRunner(live, store.writer, link, commands, clock=now, monotonic=monotonic)
-    refusals = Refusals(clock=steady, metrics=metrics.api)
-    estimates = Estimates(store.reader, clock=steady)
-    feed = LiveFeed(
-        device_bodies(site, live, estimates=estimates.typical_charge, now=now),
-        queue_size=live_queue,
-    )
-    _watch_live(metrics, site, live, link, feed, now)
-    limit = functools.partial(RateLimiter, clock=monotonic)
-    requests = Requests(
-        site,
-        auth=Authenticator(
-            store.reader, failures=limit(settings.auth_failures_per_minute), clock=steady
-        ),
-        commands=commands,
-        live=live,
-        writer=store.writer,
-        reader=store.reader,
-        opens=limit(settings.opens_per_minute),
-        connected=lambda: link.connected,
-        clock=steady,
-        http_status=http_status,
-        refusals=refusals,
-        refusal_rows=limit(REFUSAL_ROWS_PER_MINUTE),
-        metrics=metrics.api,
-    )
-    retention = Retention(
-        store.writer,
-        Policy(settings.quarantine_retention_days, settings.audit_retention_days),
-        clock=steady,
-        metrics=metrics.ingest,
-    )
-    health = HealthCheck(
-        ingest=ingest, link=link, rules=rules, db=store.ingest, monotonic=monotonic
-    )
-    return Service(
-        settings=settings,
-        site=site,
-        clock=steady,
-        monotonic=monotonic,
-        metrics=metrics,
-        store=store,
-        link=link,
-        ingest=ingest,
-        commands=commands,
-        live=live,
-        rules=rules,
-        requests=requests,
-        retention=retention,
-        estimates=estimates,
-        refusals=refusals,
-        refusal_writer=RefusalWriter(refusals, store.writer),
-        health=health,
-        feed=feed,
-    )
-
-
-def _broker_side(
-    settings: Settings, site: Site, store: Store, clock: SteadyClock, metrics: IngestMetrics
-) -> tuple[Ingest, BrokerLink]:
-    """Ingest, and the broker link that hands it every message."""
-    topics = Topics(settings.topic_prefix)
-    ingest = Ingest(
-        store.ingest,
-        Decoder(site, topics),
-        metrics=metrics,
-        clock=clock,
-        quarantine_quota=settings.quarantine_per_device_hour,
-    )
-    url = BrokerUrl.parse(settings.broker)
-    link = BrokerLink(
-        url,
-        client_id=session_client_id(url, settings.client_id),
-        topics=topics,
-        on_message=ingest.on_message,
-        subscriptions=topics.subscriptions(),
-    )
-    return ingest, link
-
-
 @contextlib.asynccontextmanager
 async def run(service: Service) -> AsyncIterator[Service]:
     """Open the store, load and replay the live state, connect to the broker and run every
@@ -266,51 +151,3 @@ async def _tasks(service: Service) -> AsyncIterator[None]:
             for task in rest:
                 task.cancel()  # the rules save the live state on their way out
             await service.link.close()
-
-
-def _metrics() -> Metrics:
-    registry = CollectorRegistry()
-    return Metrics(
-        registry, IngestMetrics(registry), CommandMetrics(registry), ApiMetrics(registry)
-    )
-
-
-def _watch_live(
-    metrics: Metrics,
-    site: Site,
-    live: LiveState,
-    link: BrokerLink,
-    feed: LiveFeed,
-    now: Callable[[], datetime],
-) -> None:
-    """Who hears of the live state's changes (the live stream, the alert metrics), and the
-    metrics read from it and from the link at each scrape."""
-    live.changes.subscribe(feed.changed)
-    live.changes.subscribe(AlertMetrics(metrics.registry).changed)
-    metrics.api.live_clients.set_function(lambda: feed.subscribers)
-
-    def devices() -> list[Metric]:
-        at = now()
-        return live.read(lambda reading: device_families(site, reading, at))
-
-    metrics.registry.register(DeviceCollector(devices))
-    metrics.registry.register(
-        ServiceCollector(
-            connected=lambda: link.connected,
-            reconnects=lambda: link.reconnects,
-            open_alerts=lambda: [(a.rule, a.severity.value) for a in live.open_alerts()],
-        )
-    )
-
-
-def _now(clock: SteadyClock) -> datetime:
-    return datetime.fromtimestamp(clock(), UTC)
-
-
-def _deliver(live: LiveState, commands: CommandSender, message: Accepted) -> None:
-    """An accepted message, on paho's thread: a command's ack to the command sender that
-    waits for it, anything else to the live state."""
-    if isinstance(message.payload, CommandAck):
-        commands.on_ack(message.route.device, message.route.gate, message.payload)
-    else:
-        live.observe(message)

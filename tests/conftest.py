@@ -12,9 +12,10 @@ import pytest
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site, load_site
+from facilities.wiring import build
 from simulators.client import DeviceClient
 
 pytest_plugins = ["tests.api_support", "tests.district"]

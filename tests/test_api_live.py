@@ -15,9 +15,10 @@ import websockets
 from facilities.api.app import create_app
 from facilities.api.live import LiveFeed
 from facilities.server import bind, serve_http
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
+from facilities.wiring import build
 from tests.api_support import MovableClock, port, telemetry
 from tests.conftest import query, wait_for
 

@@ -21,9 +21,9 @@ from facilities import admin
 from facilities.access import Role
 from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
-from facilities.service import build
 from facilities.settings import Settings
 from facilities.site import Site, load_site
+from facilities.wiring import build
 from tests.conftest import EXAMPLE_SITE
 from tests.procs import ServiceProcess
 
@@ -99,9 +99,9 @@ def _site() -> Site:
 # The spec the service serves, read from the app itself at collection time (nothing runs:
 # building the app connects to nothing). The event stream never ends by design; it has its
 # own tests (test_api_live.py).
-schema = schemathesis.openapi.from_dict(create_app(build(Settings(), _site()).http).openapi()).exclude(
-    path="/api/events"
-)
+schema = schemathesis.openapi.from_dict(
+    create_app(build(Settings(), _site()).http).openapi()
+).exclude(path="/api/events")
 # Valid requests and invalid ones (wrong types, out-of-range values, missing or extra fields),
 # named here so that a change of schemathesis's default does not drop either. (Its
 # `negative_data_rejection` check is not used: it counts the Authorization header, which every

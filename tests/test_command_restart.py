@@ -23,10 +23,11 @@ from facilities.mqtt.topics import Topics
 from facilities.rules.engine import Engine
 from facilities.rules.live_state import LiveState
 from facilities.rules.runner import RulesRunner, utc_now
-from facilities.service import build, run
+from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from facilities.store.db import SharedWriter, open_db
+from facilities.wiring import build
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation

@@ -12,9 +12,10 @@ from asgi_lifespan import LifespanManager
 from facilities.api.app import create_app
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
-from facilities.service import build, run
+from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site
+from facilities.wiring import build
 from simulators.client import DeviceClient
 from tests.conftest import EXAMPLE_SITE, query, start_broker, wait_for
 from tests.procs import ServiceProcess

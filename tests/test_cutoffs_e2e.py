@@ -20,9 +20,10 @@ from facilities.garage.payloads import GateEventType
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import build, run
+from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site
+from facilities.wiring import build
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation

@@ -10,8 +10,9 @@ from asgi_lifespan import LifespanManager
 
 from facilities.api.app import create_app
 from facilities.messages import RejectReason
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.store.telemetry import QUARANTINE_PREFIX_BYTES
+from facilities.wiring import build
 from tests.conftest import DeviceFactory, query, wait_for
 
 

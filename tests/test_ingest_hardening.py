@@ -17,10 +17,11 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import build, run
+from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store.db import open_db
+from facilities.wiring import build
 from simulators.client import DeviceClient
 from tests.conftest import EXAMPLE_SITE, DeviceFactory, query, start_broker, wait_for
 from tests.procs import ServiceProcess

@@ -13,9 +13,10 @@ import pytest
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site
+from facilities.wiring import build
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation

@@ -15,13 +15,14 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import HTTPConnection
 
 from facilities.access import Person, Role
+from facilities.answers import Ask
 from facilities.api.errors import http_status
 from facilities.api.live import LiveFeed
 from facilities.errors import NotAllowed, RateLimited, Unauthenticated
 from facilities.health import Health
 from facilities.metrics import ApiMetrics
 from facilities.refusals import Refusals
-from facilities.requests import Ask, Requests
+from facilities.requests import Requests
 from facilities.rules.live_state import LiveState
 from facilities.settings import Listen
 from facilities.site import Site

@@ -5,17 +5,16 @@ import contextlib
 import json
 import logging
 import time
-import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiosqlite
 
-from facilities.alerts import Alert, Change, Transition, alert_payload
-from facilities.mqtt.commands import CommandSender, Outcome, Target
+from facilities.alerts import Change, Transition, alert_payload
+from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.session import BrokerLink
+from facilities.rules.commands import RuleCommands, queued_for
 from facilities.rules.engine import Observation
 from facilities.rules.live_state import AlertChanged, LiveState
 from facilities.store import alerts as alert_store
@@ -24,8 +23,6 @@ from facilities.store import sessions as session_store
 from facilities.store import snapshots
 from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
-from facilities.verdicts import Action, ActionKind
-from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +33,6 @@ SNAPSHOT_EVERY_S = 5.0  # live state (timers) is saved this often, and at shutdo
 # well before the database's 5 s busy timeout fails it (store/db.py).
 TICK_LATE_S = 5 * TICK_S
 WRITE_STUCK_S = 3.0
-# A cut-off the device refused or never acked is not re-asserted on each of its messages
-# (every 10 s, docs/protocol.md) but once a minute: command_failed already calls a person.
-RESEND_QUIET_S = 60.0
-
-_COMMANDS = {
-    ActionKind.POWER_OFF_PORT: CommandAction.POWER_OFF,
-    ActionKind.POWER_OFF_STATION: CommandAction.POWER_OFF,
-    ActionKind.OPEN_GATE: CommandAction.OPEN,
-}
-
 Clock = Callable[[], datetime]
 
 
@@ -77,11 +64,7 @@ class RulesRunner:
         self._monotonic = monotonic
         self._ticked = monotonic()  # heartbeats for /healthz (`stalls`)
         self._writing_since: float | None = None
-        self._tasks: asyncio.TaskGroup | None = None
-        # The rules' commands started and not finished: kept in the outbox at a stop.
-        self._inflight: dict[str, Queued] = {}
-        self._sending: Counter[Action] = Counter()  # the rules' commands awaiting their ack
-        self._quiet_until: dict[Action, datetime] = {}  # failed: not re-asserted before
+        self._rule_commands = RuleCommands(live, commands, clock=clock)
         self._saved_desired = live.cutoffs()[0]
 
     # -- asyncio -----------------------------------------------------------------------------
@@ -93,14 +76,14 @@ class RulesRunner:
         resend = await self._recover()
         try:
             async with asyncio.TaskGroup() as tasks:
-                self._tasks = tasks
+                self._rule_commands.bind(tasks)
                 for queued in resend:
-                    self._start(queued, _wanted(queued))
+                    self._rule_commands.resend(queued)
                 tasks.create_task(self._ticker(), name="rules-tick")
                 tasks.create_task(self._snapshots(), name="rules-snapshot")
                 tasks.create_task(self._process(), name="rules-process")
         finally:
-            self._tasks = None
+            self._rule_commands.bind(None)
             await self._store_pending()
             await self.save_state()
 
@@ -123,7 +106,7 @@ class RulesRunner:
             resend, closed = await outbox.recover(
                 conn,
                 why_not=why_not,
-                waiting=self._commands.waiting(),
+                waiting=self._rule_commands.waiting(),
                 at=self._clock().timestamp(),
             )
         if resend or closed:
@@ -136,8 +119,8 @@ class RulesRunner:
         alert: the next start sends them."""
         left = self._live.take()
         transitions, sessions = left.transitions, left.sessions
-        unsent = [_queued(a, t.alert, t.cause) for t in transitions for a in t.actions]
-        kept = unsent + list(self._inflight.values())
+        unsent = [queued_for(a, t.alert, t.cause) for t in transitions for a in t.actions]
+        kept = unsent + self._rule_commands.inflight()
         if kept:
             log.warning("stopping: %d commands kept to send at the next start", len(kept))
         if transitions or sessions or kept:
@@ -198,7 +181,7 @@ class RulesRunner:
                 await self._handle(merged)
             except asyncio.CancelledError:
                 # stopping mid-way: the transaction rolled back; `run` stores it on the way out
-                # (without its actions: they were started, `run` keeps them from `_inflight`)
+                # (without its actions: they were started, `run` keeps them as in flight)
                 started = [replace(t, actions=()) for t in merged.transitions]
                 self._live.put_back(Observation(started, merged.sessions))
                 raise
@@ -208,12 +191,12 @@ class RulesRunner:
         `_process` calls this, so an alert cleared and raised again is stored in that order."""
         # Commands first: a power-off must not wait for the database.
         started = [
-            self._start_command(action, transition.alert, cause=transition.cause)
+            self._rule_commands.start_for(action, transition.alert, cause=transition.cause)
             for transition in observation.transitions
             for action in transition.actions
         ]
         started += [
-            self._start_command(r.action, r.alert, cause=r.cause, again=True)
+            self._rule_commands.start_for(r.action, r.alert, cause=r.cause, again=True)
             for r in observation.resends
         ]
         changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
@@ -247,59 +230,6 @@ class RulesRunner:
         await snapshots.save_cutoffs(conn, rows)
         self._saved_desired = version
 
-    def _start_command(
-        self, action: Action, alert: Alert, *, cause: str | None, again: bool = False
-    ) -> Queued | None:
-        """Send what a rule asks for, unless the device is known offline: its broker session
-        would queue the command and deliver it late; it stays in the desired state and is
-        sent when the device is back. `again`: a cut-off re-asserted, not while the same
-        command awaits its ack, nor for a while after it failed. `cause`: the device message
-        that made it due, kept in the audit (None: the server's clock)."""
-        if again and self._sending[action]:
-            return None  # a first cut may repeat another alert's: each is audited with its alert
-        now = self._clock()
-        if again and now < self._quiet_until.get(action, now):
-            return None
-        if not self._live.reachable(action.device):
-            log.warning("%s %s deferred: the device is offline", action.kind, action.device)
-            return None
-        return self._start(_queued(action, alert, cause), action)
-
-    def _start(self, queued: Queued, wanted: Action) -> Queued:
-        if self._tasks is None:
-            raise RuntimeError("the rules runtime is not running")
-        self._inflight[queued.id] = queued
-        self._sending[wanted] += 1
-        name = f"command-{queued.action}-{queued.device}"
-        task = self._tasks.create_task(self._command(queued, wanted), name=name)
-        task.add_done_callback(lambda _task: self._sending.subtract((wanted,)))
-        return queued
-
-    async def _command(self, queued: Queued, wanted: Action) -> None:
-        target = Target(queued.device, port=queued.port, gate=queued.gate)
-        site = self._live.site
-        spec = site.stations.get(target.device) or site.garages.get(target.device)
-        thresholds = spec.thresholds if spec else site.thresholds
-        result = await self._commands.send(
-            target,
-            CommandAction(queued.action),
-            reason=queued.reason,
-            alert_id=queued.alert_id,
-            timeout_s=thresholds.command_timeout_s,
-            tries=thresholds.command_tries,
-            command_id=queued.id,
-            cause=queued.cause,
-        )
-        del self._inflight[queued.id]  # not when cancelled: a stop keeps it in the outbox
-        if result.outcome is Outcome.ACKED:
-            self._quiet_until.pop(wanted, None)
-            self._live.confirm(wanted)
-            return
-        self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
-        # not carried out (no ack after its tries, or refused): raise `command_failed`, or
-        # raise it again after an acknowledgement
-        self._live.command_failed(target.subject)
-
     def _publish(self, transition: Transition) -> None:
         """`facilities/alerts/{rule}/{subject}`: retained while open, for displays that come
         and go; a clear is published, then the retained message is removed. Updates (more
@@ -325,27 +255,3 @@ class RulesRunner:
             alert.value,
             f", caused by {transition.cause}" if transition.cause else "",
         )
-
-
-def _queued(action: Action, alert: Alert, cause: str | None) -> Queued:
-    """A rules' command for `action`, with a fresh id."""
-    command = _COMMANDS[action.kind]
-    return Queued(
-        uuid.uuid4().hex,
-        action.device,
-        action.port,
-        action.gate,
-        command,
-        alert.rule,
-        alert.id,
-        cause,
-    )
-
-
-def _wanted(queued: Queued) -> Action:
-    """The rule's action a command of the outbox carries out."""
-    if queued.gate is not None:
-        return Action(ActionKind.OPEN_GATE, queued.device, gate=queued.gate)
-    if queued.port is not None:
-        return Action(ActionKind.POWER_OFF_PORT, queued.device, port=queued.port)
-    return Action(ActionKind.POWER_OFF_STATION, queued.device)

@@ -12,9 +12,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from facilities.broker_config import shipped_mosquitto_conf
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl, session_client_id
-from facilities.service import Service, build, run
+from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site
+from facilities.wiring import build
 from tests.conftest import DeviceFactory, query, wait_for
 
 MESSAGES = 50

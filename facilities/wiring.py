@@ -1,0 +1,217 @@
+"""`build`: every part of one process made and wired once, opening nothing; `run`
+(facilities/service.py) opens and runs them (docs/architecture.md, "The composition")."""
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
+
+from facilities.access import RateLimiter
+from facilities.api.errors import http_status
+from facilities.api.live import QUEUE_SIZE, LiveFeed, device_bodies
+from facilities.auth import Authenticator
+from facilities.clocks import SteadyClock
+from facilities.estimates import Estimates
+from facilities.health import HealthCheck
+from facilities.live_metrics import AlertMetrics, DeviceCollector, ServiceCollector, device_families
+from facilities.messages import Accepted
+from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
+from facilities.mqtt.commands import CommandSender
+from facilities.mqtt.decode import Decoder
+from facilities.mqtt.ingest import Ingest
+from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
+from facilities.mqtt.topics import Topics
+from facilities.refusals import Refusals
+from facilities.request_audit import REFUSAL_ROWS_PER_MINUTE, RequestAudit
+from facilities.requests import Requests
+from facilities.rules.engine import Engine
+from facilities.rules.live_state import ChangeStream, LiveState
+from facilities.rules.runner import RulesRunner
+from facilities.service import Metrics, Service
+from facilities.settings import Settings
+from facilities.site import Site
+from facilities.store.audit import RefusalWriter
+from facilities.store.db import Store
+from facilities.store.retention import Policy, Retention
+from facilities.wire import CommandAck
+
+
+def build(
+    settings: Settings,
+    site: Site,
+    *,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    live_queue: int = QUEUE_SIZE,
+) -> Service:
+    """Wire every part once, opening nothing. Unix seconds that never go back (what is
+    recorded, and the rules' time) come from `clock`; durations (rate windows, heartbeats)
+    from `monotonic`: tests move both instead of sleeping. `live_queue`: events a live-stream
+    client may fall behind before it is dropped."""
+    steady = SteadyClock(clock, monotonic)
+    now = functools.partial(_now, steady)
+    core = _Core(
+        settings,
+        site,
+        steady,
+        monotonic,
+        _metrics(),
+        Store(settings.db),
+        LiveState(Engine(site), clock=now, changes=ChangeStream()),
+    )
+    store, live = core.store, core.live
+    ingest, link = _broker_side(core)
+    commands = CommandSender(link, store.writer, clock=steady, metrics=core.metrics.commands)
+    # acks to the command sender that waits for them; everything else to the live state
+    ingest.observers.append(functools.partial(_deliver, live, commands))
+    rules = RulesRunner(live, store.writer, link, commands, clock=now, monotonic=monotonic)
+    refusals = Refusals(clock=steady, metrics=core.metrics.api)
+    estimates = Estimates(store.reader, clock=steady)
+    feed = LiveFeed(
+        device_bodies(site, live, estimates=estimates.typical_charge, now=now),
+        queue_size=live_queue,
+    )
+    _watch_live(core, link, feed)
+    return Service(
+        settings=settings,
+        site=site,
+        clock=steady,
+        monotonic=monotonic,
+        metrics=core.metrics,
+        store=store,
+        link=link,
+        ingest=ingest,
+        commands=commands,
+        live=live,
+        rules=rules,
+        requests=_requests(core, commands, link, refusals),
+        retention=_retention(core),
+        estimates=estimates,
+        refusals=refusals,
+        refusal_writer=RefusalWriter(refusals, store.writer),
+        health=HealthCheck(
+            ingest=ingest, link=link, rules=rules, db=store.ingest, monotonic=monotonic
+        ),
+        feed=feed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Core:
+    """What every other part is built on."""
+
+    settings: Settings
+    site: Site
+    clock: SteadyClock
+    monotonic: Callable[[], float]
+    metrics: Metrics
+    store: Store
+    live: LiveState
+
+
+def _broker_side(core: _Core) -> tuple[Ingest, BrokerLink]:
+    """Ingest, and the broker link that hands it every message."""
+    settings = core.settings
+    topics = Topics(settings.topic_prefix)
+    ingest = Ingest(
+        core.store.ingest,
+        Decoder(core.site, topics),
+        metrics=core.metrics.ingest,
+        clock=core.clock,
+        quarantine_quota=settings.quarantine_per_device_hour,
+    )
+    url = BrokerUrl.parse(settings.broker)
+    link = BrokerLink(
+        url,
+        client_id=session_client_id(url, settings.client_id),
+        topics=topics,
+        on_message=ingest.on_message,
+        subscriptions=topics.subscriptions(),
+    )
+    return ingest, link
+
+
+def _requests(
+    core: _Core, commands: CommandSender, link: BrokerLink, refusals: Refusals
+) -> Requests:
+    """What people ask of the service, with its limits from the settings."""
+    settings, store = core.settings, core.store
+    limit = functools.partial(RateLimiter, clock=core.monotonic)
+    audit = RequestAudit(
+        store.writer,
+        clock=core.clock,
+        http_status=http_status,
+        refusals=refusals,
+        refusal_rows=limit(REFUSAL_ROWS_PER_MINUTE),
+        metrics=core.metrics.api,
+    )
+    return Requests(
+        core.site,
+        auth=Authenticator(
+            store.reader, failures=limit(settings.auth_failures_per_minute), clock=core.clock
+        ),
+        commands=commands,
+        live=core.live,
+        writer=store.writer,
+        reader=store.reader,
+        opens=limit(settings.opens_per_minute),
+        connected=lambda: link.connected,
+        clock=core.clock,
+        audit=audit,
+    )
+
+
+def _retention(core: _Core) -> Retention:
+    settings = core.settings
+    return Retention(
+        core.store.writer,
+        Policy(settings.quarantine_retention_days, settings.audit_retention_days),
+        clock=core.clock,
+        metrics=core.metrics.ingest,
+    )
+
+
+def _metrics() -> Metrics:
+    registry = CollectorRegistry()
+    return Metrics(
+        registry, IngestMetrics(registry), CommandMetrics(registry), ApiMetrics(registry)
+    )
+
+
+def _watch_live(core: _Core, link: BrokerLink, feed: LiveFeed) -> None:
+    """Who hears of the live state's changes (the live stream, the alert metrics), and the
+    metrics read from it and from the link at each scrape."""
+    live, metrics = core.live, core.metrics
+    live.changes.subscribe(feed.changed)
+    live.changes.subscribe(AlertMetrics(metrics.registry).changed)
+    metrics.api.live_clients.set_function(lambda: feed.subscribers)
+
+    def devices() -> list[Metric]:
+        at = _now(core.clock)
+        return live.read(lambda reading: device_families(core.site, reading, at))
+
+    metrics.registry.register(DeviceCollector(devices))
+    metrics.registry.register(
+        ServiceCollector(
+            connected=lambda: link.connected,
+            reconnects=lambda: link.reconnects,
+            open_alerts=lambda: [(a.rule, a.severity.value) for a in live.open_alerts()],
+        )
+    )
+
+
+def _now(clock: SteadyClock) -> datetime:
+    return datetime.fromtimestamp(clock(), UTC)
+
+
+def _deliver(live: LiveState, commands: CommandSender, message: Accepted) -> None:
+    """An accepted message, on paho's thread: a command's ack to the command sender that
+    waits for it, anything else to the live state."""
+    if isinstance(message.payload, CommandAck):
+        commands.on_ack(message.route.device, message.route.gate, message.payload)
+    else:
+        live.observe(message)
