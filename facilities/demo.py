@@ -62,24 +62,7 @@ async def run_demo(
         try:
             async with run(service):
                 await asyncio.to_thread(fleet.connect)
-                host, port = sock.getsockname()[:2]
-                staff = await admin.add(db, Role.STAFF, "demo staff")
-                garage = next(iter(site.garages))
-                resident = await admin.add(
-                    db, Role.RESIDENT, "demo resident", garages=[garage], site=site
-                )
-                _say(
-                    f"broker   mqtt://127.0.0.1:{broker.port} (private, config in "
-                    f"{broker.workdir})\n"
-                    f"status   http://{host}:{port}/  (residents; staff: /staff)\n"
-                    f"service  http://{host}:{port}/healthz\n"
-                    f"api docs http://{host}:{port}/docs\n"
-                    f"metrics  http://{host}:{port}/metrics\n"
-                    f"database {db}\n"
-                    f"staff token    {staff.token}  (Authorization: Bearer …; /api/alerts)\n"
-                    f"resident token {resident.token}  (may open the gates of {garage})\n"
-                    f"{len(fleet.clients)} devices simulated, time x{speed:g}. Ctrl-C stops."
-                )
+                _say(await _banner(service, broker, sock, len(fleet.clients), speed))
                 async with asyncio.TaskGroup() as tasks:
                     sim = tasks.create_task(fleet.run(), name="simulators")
                     progress = tasks.create_task(_progress(service), name="progress")
@@ -93,6 +76,28 @@ async def run_demo(
         _say(f"stopped: {stored} messages stored in {db}")
     finally:
         await asyncio.to_thread(broker.stop)
+
+
+async def _banner(
+    service: Service, broker: PrivateBroker, sock: socket.socket, devices: int, speed: float
+) -> str:
+    """Where to look, with a staff token and a resident token made for this demo."""
+    site, db = service.site, service.settings.db
+    host, port = sock.getsockname()[:2]
+    staff = await admin.add(db, Role.STAFF, "demo staff")
+    garage = next(iter(site.garages))
+    resident = await admin.add(db, Role.RESIDENT, "demo resident", garages=[garage], site=site)
+    return (
+        f"broker   mqtt://127.0.0.1:{broker.port} (private, config in {broker.workdir})\n"
+        f"status   http://{host}:{port}/  (residents; staff: /staff)\n"
+        f"service  http://{host}:{port}/healthz\n"
+        f"api docs http://{host}:{port}/docs\n"
+        f"metrics  http://{host}:{port}/metrics\n"
+        f"database {db}\n"
+        f"staff token    {staff.token}  (Authorization: Bearer …; /api/alerts)\n"
+        f"resident token {resident.token}  (may open the gates of {garage})\n"
+        f"{devices} devices simulated, time x{speed:g}. Ctrl-C stops."
+    )
 
 
 def _bind_or_any(listen: Listen) -> socket.socket:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from facilities.api.app import create_app
 from facilities.connections import Limits
 from facilities.errors import OperatorError
+from facilities.metrics import ApiMetrics
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
@@ -160,13 +161,33 @@ async def serve_http(
             public_url,
         )
     app = app or create_app(service.http, public_url=public_url)
+    server = _Server(_uvicorn_config(app, settings, service.metrics.api))
+    warnings = ClientWarnings()
+    logging.getLogger("uvicorn.error").addFilter(warnings)
+    http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+    log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
+    if started is not None:
+        started.set()
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        service.feed.close()  # live streams end now instead of holding the shutdown
+        server.should_exit = True
+        stopping.cancel()
+        await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
+        logging.getLogger("uvicorn.error").removeFilter(warnings)
+
+
+def _uvicorn_config(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> uvicorn.Config:
+    """uvicorn with the connection limits of docs/operations.md, "Connections"."""
     limits = Limits(
         request_timeout_s=settings.client_timeout_s,
         max_connections=settings.max_connections,
-        metrics=service.metrics.api,
+        metrics=metrics,
         trusted_proxies=settings.trusted_proxies,
     )
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
@@ -186,19 +207,3 @@ async def serve_http(
         headers=[("X-Content-Type-Options", "nosniff")],
         server_header=False,
     )
-    server = _Server(config)
-    warnings = ClientWarnings()
-    logging.getLogger("uvicorn.error").addFilter(warnings)
-    http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
-    log.info("HTTP API on http://%s:%s (health: /healthz)", host, port)
-    if started is not None:
-        started.set()
-    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
-    try:
-        await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        service.feed.close()  # live streams end now instead of holding the shutdown
-        server.should_exit = True
-        stopping.cancel()
-        await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
-        logging.getLogger("uvicorn.error").removeFilter(warnings)
