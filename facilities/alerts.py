@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import uuid4
 
+from facilities.rule_ids import RuleId
 from facilities.verdicts import Action, Severity, Verdict
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -27,7 +28,7 @@ class Change(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    rule: str
+    rule: RuleId
     subject: str
     severity: Severity
     state: AlertState
@@ -43,7 +44,7 @@ class Alert:
     id: str = field(default_factory=lambda: uuid4().hex)
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> tuple[RuleId, str]:
         return (self.rule, self.subject)
 
     @property

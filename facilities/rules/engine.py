@@ -22,17 +22,18 @@ from facilities.garage import state as garage
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.garage.rules import GARAGE_RULES
 from facilities.messages import STATION_KINDS, Accepted
+from facilities.rule_ids import RuleId
 from facilities.site import Site
 from facilities.verdicts import Action, ActionKind, Severity, Verdict
 from facilities.wire import Availability, CommandAck
 
 # The reason a session ends when a rule switched its port off.
 _END_REASONS = {
-    "charge_complete": charging.EndReason.FULL,
-    "no_load": charging.EndReason.NO_LOAD,
-    "port_overload": charging.EndReason.OVERLOAD,
-    "station_overload": charging.EndReason.OVERLOAD,
-    "session_too_long": charging.EndReason.TOO_LONG,
+    RuleId.CHARGE_COMPLETE: charging.EndReason.FULL,
+    RuleId.NO_LOAD: charging.EndReason.NO_LOAD,
+    RuleId.PORT_OVERLOAD: charging.EndReason.OVERLOAD,
+    RuleId.STATION_OVERLOAD: charging.EndReason.OVERLOAD,
+    RuleId.SESSION_TOO_LONG: charging.EndReason.TOO_LONG,
 }
 
 
@@ -261,7 +262,7 @@ class Engine:
         `command_failed` alert of the command's subject. It stays until acknowledged and
         is not cleared by a timer: nothing re-checks the device on its own. A failure after
         an acknowledgement is a new one: the alert is active again (docs/rules.md)."""
-        verdict = Verdict("command_failed", subject, firing=True, severity=Severity.CRITICAL)
+        verdict = Verdict(RuleId.COMMAND_FAILED, subject, firing=True, severity=Severity.CRITICAL)
         key = (verdict.rule, subject)
         current = self.alerts.get(key)
         if current is not None and current.state is AlertState.ACKNOWLEDGED:
@@ -358,7 +359,7 @@ class Engine:
     def _judge(
         self,
         device: str,
-        evaluated: Collection[str],
+        evaluated: Collection[RuleId],
         verdicts: list[Verdict],
         now: datetime,
         clear_after_s: float,
@@ -367,13 +368,15 @@ class Engine:
         """Judge what the rules reported, and count as clear every open alert of `device`
         whose rule was evaluated and did not report its subject."""
         reported = {(v.rule, v.subject) for v in verdicts}
-        for (rule, subject), alert in self.alerts.items():
+        for key, alert in self.alerts.items():
             if (
-                rule in evaluated
-                and (rule, subject) not in reported
-                and (subject == device or subject.startswith(device + "/"))
+                alert.rule in evaluated
+                and key not in reported
+                and (alert.subject == device or alert.subject.startswith(device + "/"))
             ):
-                verdicts.append(Verdict(rule, subject, False, alert.severity, clearable=True))
+                verdicts.append(
+                    Verdict(alert.rule, alert.subject, False, alert.severity, clearable=True)
+                )
         transitions = []
         for verdict in verdicts:
             key = (verdict.rule, verdict.subject)
@@ -391,7 +394,7 @@ class Engine:
             transitions.append(transition)
         return transitions
 
-    def _hint_end_reasons(self, rule: str, actions: Collection[Action]) -> None:
+    def _hint_end_reasons(self, rule: RuleId, actions: Collection[Action]) -> None:
         """Ports a rule switches off end their sessions with the rule's reason."""
         reason = _END_REASONS.get(rule, charging.EndReason.FAULT)
         for action in actions:
