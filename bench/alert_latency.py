@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
-from facilities.mqtt.session import BrokerUrl  # noqa: E402
+from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402

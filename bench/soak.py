@@ -34,7 +34,7 @@ from bench.soak_report import (  # noqa: E402
     print_figures,
     wait_stored,
 )
-from facilities.mqtt.session import BrokerUrl  # noqa: E402
+from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.rule_ids import RuleId  # noqa: E402
 from facilities.site import Site, load_site  # noqa: E402

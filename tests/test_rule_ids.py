@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from facilities.alerts import Alert, AlertState, Change, Transition
-from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES, TIMER_RULES
+from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES
+from facilities.charging.timer_rules import TIMER_RULES
 from facilities.cutoffs import Cutoff
 from facilities.garage.rules import GARAGE_RULES
 from facilities.rule_ids import RuleId

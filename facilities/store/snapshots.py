@@ -7,7 +7,7 @@ from typing import NamedTuple
 import aiosqlite
 from pydantic import TypeAdapter
 
-from facilities.charging.state import StationLive
+from facilities.charging.live import StationLive
 from facilities.cutoffs import Cutoff, DesiredState
 from facilities.garage.state import GarageLive
 from facilities.store.rule_names import RuleNames
