@@ -347,37 +347,43 @@ def main() -> int:
     )
     try:
         for ports in args.ports:
-            size = len(payload(0, ports))
-            raw = bench.raw_flood(ports)
-            publish_rate = bench.last_publish_rate
             profile = (
                 workdir / f"profile-{ports}.txt"
                 if args.profile and ports == max(args.ports)
                 else None
             )
-            svc, rss = service_flood(bench, ports, profile=profile)
-            print(
-                f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
-                flush=True,
-            )
-            raw = bench.raw_backlog(ports)
-            ceiling = paho_backlog(bench, ports)
-            svc, startup = service_backlog(bench, ports)
-            print(
-                f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
-                f"service start-up {startup:.1f} s, not counted)",
-                flush=True,
-            )
-            if profile is not None:
-                print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
-                for share, frame in summarize_profile(profile):
-                    print(f"  {share:6.1%}  {frame}")
-                print()
+            _run_ports(bench, ports, profile=profile)
     finally:
         bench.broker.stop()
     return 0
+
+
+def _run_ports(bench: Bench, ports: int, *, profile: Path | None) -> None:
+    """The flood and backlog rows of one message size (`ports` per message), and where the
+    time goes when `profile` is asked for."""
+    size = len(payload(0, ports))
+    raw = bench.raw_flood(ports)
+    publish_rate = bench.last_publish_rate
+    svc, rss = service_flood(bench, ports, profile=profile)
+    print(
+        f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
+        f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
+        flush=True,
+    )
+    raw = bench.raw_backlog(ports)
+    ceiling = paho_backlog(bench, ports)
+    svc, startup = service_backlog(bench, ports)
+    print(
+        f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
+        f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
+        f"service start-up {startup:.1f} s, not counted)",
+        flush=True,
+    )
+    if profile is not None:
+        print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
+        for share, frame in summarize_profile(profile):
+            print(f"  {share:6.1%}  {frame}")
+        print()
 
 
 if __name__ == "__main__":

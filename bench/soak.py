@@ -239,6 +239,34 @@ def run(args: argparse.Namespace) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="facilities-soak-"))
     print(f"workdir: {workdir}", flush=True)
+    rig = _rig(args, workdir, site_path, site, rate=rate)
+    publishing = FleetThread(rig.fleet)
+    seconds = args.minutes * 60.0
+    started = time.monotonic()
+    rig.note(f"load started: every device every {rig.fleet.interval_s * 1000:.0f} ms")
+    pending = schedule()
+    rig.rss.quiet_from = pending[-1][0] * seconds
+    try:
+        _drive(rig, publishing, pending, seconds=seconds, started=started)
+        publishing.stop()
+        load_s = time.monotonic() - started
+        rig.note(f"load stopped after {load_s:.0f} s; settling {SETTLE_S:.0f} s")
+        time.sleep(SETTLE_S)
+        rig.rss.sample(time.monotonic() - started, force=True)
+        stored = wait_stored(workdir / "f.db", rig.fleet, expected=rig.expected)
+        failures = check(rig, stored, load_s=load_s)
+        print_figures(rig, stored, load_s=load_s, rate=rate, failures=failures)
+        return 1 if failures else 0
+    finally:
+        publishing.stop()
+        _stop(rig)
+        print(f"service log: {workdir / 'service.log'}")
+
+
+def _rig(
+    args: argparse.Namespace, workdir: Path, site_path: Path, site: Site, *, rate: float
+) -> Rig:
+    """The broker, the service, the simulated fleet (connected) and the bad client."""
     broker = start_broker(workdir, site_path)
     service, http_port = start_service(workdir, site_path, broker)
     rss = RssSampler(service.pid, every_s=args.sample_s)
@@ -254,46 +282,44 @@ def run(args: argparse.Namespace) -> int:
     fleet.connect()
     bad_user = broker.new_user_like("bench")
     bad = DeviceClient(BrokerUrl.parse(broker.url(bad_user)), client_id=bad_user).connect()
-    rig = Rig(workdir, site_path, broker, fleet, service, http_port, bad, rss, hostile=args.hostile)
-    publishing = FleetThread(fleet)
-    seconds = args.minutes * 60.0
-    started = time.monotonic()
-    rig.note(f"load started: every device every {fleet.interval_s * 1000:.0f} ms")
-    pending = schedule()
-    rss.quiet_from = pending[-1][0] * seconds
+    return Rig(
+        workdir, site_path, broker, fleet, service, http_port, bad, rss, hostile=args.hostile
+    )
+
+
+def _drive(
+    rig: Rig,
+    publishing: FleetThread,
+    pending: list[tuple[float, str, Callable[[Rig], None]]],
+    *,
+    seconds: float,
+    started: float,
+) -> None:
+    """The load for `seconds`, each fault of `pending` injected when due; stops early if the
+    service exits."""
+    while (elapsed := time.monotonic() - started) < seconds:
+        if not publishing.alive():
+            raise SystemExit("the simulated devices stopped publishing (see above)")
+        if (code := rig.service.poll()) is not None:
+            rig.note(f"t={elapsed:6.0f} s  the service exited with code {code}: run stopped")
+            return
+        rig.rss.sample(elapsed)
+        while pending and pending[0][0] * seconds <= elapsed:
+            _, what, inject = pending.pop(0)
+            rig.note(f"t={elapsed:6.0f} s  {what}")
+            inject(rig)
+        time.sleep(0.2)
+
+
+def _stop(rig: Rig) -> None:
+    rig.fleet.close()
+    rig.bad.close()
+    rig.service.terminate()
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
-            if not publishing.alive():
-                raise SystemExit("the simulated devices stopped publishing (see above)")
-            if (code := rig.service.poll()) is not None:
-                rig.note(f"t={elapsed:6.0f} s  the service exited with code {code}: run stopped")
-                break
-            rss.sample(elapsed)
-            while pending and pending[0][0] * seconds <= elapsed:
-                _, what, inject = pending.pop(0)
-                rig.note(f"t={elapsed:6.0f} s  {what}")
-                inject(rig)
-            time.sleep(0.2)
-        publishing.stop()
-        load_s = time.monotonic() - started
-        rig.note(f"load stopped after {load_s:.0f} s; settling {SETTLE_S:.0f} s")
-        time.sleep(SETTLE_S)
-        rss.sample(time.monotonic() - started, force=True)
-        stored = wait_stored(workdir / "f.db", fleet, expected=rig.expected)
-        failures = check(rig, stored, load_s=load_s)
-        print_figures(rig, stored, load_s=load_s, rate=rate, failures=failures)
-        return 1 if failures else 0
-    finally:
-        publishing.stop()
-        fleet.close()
-        bad.close()
-        rig.service.terminate()
-        try:
-            rig.service.wait(10)
-        except subprocess.TimeoutExpired:
-            rig.service.kill()
-        broker.stop()
-        print(f"service log: {workdir / 'service.log'}")
+        rig.service.wait(10)
+    except subprocess.TimeoutExpired:
+        rig.service.kill()
+    rig.broker.stop()
 
 
 def main() -> int:
