@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
-from facilities.mqtt.session import BrokerUrl  # noqa: E402
+from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
@@ -101,6 +101,47 @@ class Injector:
         return latency
 
 
+def _inject(injectors: list[Injector], count: int) -> tuple[list[float], int]:
+    """`count` injections shared by the injectors, each in its thread: the latencies of
+    those that got their power_off, and how many did not."""
+    latencies: list[float] = []
+    missed = 0
+    lock = threading.Lock()
+
+    def run(injector: Injector, count: int) -> None:
+        nonlocal missed
+        for i in range(count):
+            latency = injector.trip(1 + i % 10)
+            with lock:
+                if latency is None:
+                    missed += 1
+                else:
+                    latencies.append(latency)
+
+    threads = [
+        threading.Thread(target=run, args=(inj, count // len(injectors))) for inj in injectors
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, missed
+
+
+def _report(
+    args: argparse.Namespace, sent: dict[str, float], stored: float, latencies: list[float]
+) -> list[str]:
+    ms = sorted(x * 1000 for x in latencies)
+    p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+    return [
+        f"background load: {args.rate:.0f} msg/s asked, {sent['sent'] / sent['seconds']:.0f}"
+        f" msg/s published (10 ports per message, {len(LOAD)} stations); the service"
+        f" stored {stored:.0f} msg/s while the injections ran",
+        f"publish -> power_off at the station: p50 {statistics.median(ms):.1f} ms, "
+        f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms, min {ms[0]:.1f} ms",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--injections", type=int, default=200)
@@ -118,45 +159,14 @@ def main() -> int:
         load = start_load(broker, rate=args.rate, seconds=seconds, stations=LOAD)
         time.sleep(3)  # let the load settle
         ingested_start, at_start = ingested(port), time.perf_counter()
-        latencies: list[float] = []
-        missed = 0
-        lock = threading.Lock()
-
-        def run(injector: Injector, count: int) -> None:
-            nonlocal missed
-            for i in range(count):
-                latency = injector.trip(1 + i % 10)
-                with lock:
-                    if latency is None:
-                        missed += 1
-                    else:
-                        latencies.append(latency)
-
-        threads = [
-            threading.Thread(target=run, args=(inj, args.injections // len(injectors)))
-            for inj in injectors
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        latencies, missed = _inject(injectors, args.injections)
         ingested_end, at_end = ingested(port), time.perf_counter()
         out, _ = load.communicate(timeout=seconds + 30)
-        sent = json.loads(out)
-        latencies.sort()
-        ms = [x * 1000 for x in latencies]
-        p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-        print(
-            f"background load: {args.rate:.0f} msg/s asked, {sent['sent'] / sent['seconds']:.0f}"
-            f" msg/s published (10 ports per message, {len(LOAD)} stations); the service"
-            f" stored {(ingested_end - ingested_start) / (at_end - at_start):.0f} msg/s"
-            " while the injections ran"
-        )
-        print(f"injections: {len(ms)} measured, {missed} without a power_off within 5 s")
-        print(
-            f"publish -> power_off at the station: p50 {statistics.median(ms):.1f} ms, "
-            f"p99 {p99:.1f} ms, max {ms[-1]:.1f} ms, min {ms[0]:.1f} ms"
-        )
+        stored = (ingested_end - ingested_start) / (at_end - at_start)
+        load_line, latency_line = _report(args, json.loads(out), stored, latencies)
+        print(load_line)
+        print(f"injections: {len(latencies)} measured, {missed} without a power_off within 5 s")
+        print(latency_line)
     finally:
         if load is not None and load.poll() is None:
             load.kill()

@@ -44,6 +44,60 @@ def _row(name: str, r: dict[str, float], size: int) -> str:
     )
 
 
+def _wait_all_online(port: int) -> None:
+    """Every station live before measuring."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        live = httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
+        if all(s["online"] for s in live):
+            return
+        time.sleep(0.2)
+    raise SystemExit("not every station came online")
+
+
+def _start_baseline(workdir: Path, port: int, body: bytes) -> subprocess.Popen[Any]:
+    """uvicorn serving `body` as it is: the HTTP stack's ceiling."""
+    (workdir / "body.json").write_bytes(body)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "http_baseline.py"),
+            "--port",
+            str(port),
+            "--body",
+            str(workdir / "body.json"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _measure(
+    args: argparse.Namespace, port: int, baseline_port: int, *, sizes: tuple[int, int]
+) -> list[tuple[str, dict[str, float], int]]:
+    """The baseline, then each API route, loaded in turn: (name, figures, body size);
+    `sizes`: of the list's body and of one station's."""
+    list_size, one_size = sizes
+    one_each = [f"/api/stations/{s}" for s in STATIONS]
+    return [
+        (
+            "baseline: uvicorn, fixed body",
+            _load(baseline_port, ["/"], args.seconds, args.connections),
+            list_size,
+        ),
+        (
+            "GET /api/stations",
+            _load(port, ["/api/stations"], args.seconds, args.connections),
+            list_size,
+        ),
+        (
+            "GET /api/stations/{id} (all 20)",
+            _load(port, one_each, args.seconds, args.connections),
+            one_size,
+        ),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -59,53 +113,14 @@ def main() -> int:
         processes.append(service)
         seconds = 3 * args.seconds + 20
         processes.append(start_load(broker, rate=args.rate, seconds=seconds, stations=STATIONS))
-        # every station live before measuring
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            live = httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
-            if all(s["online"] for s in live):
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("not every station came online")
+        _wait_all_online(port)
         stations_body = httpx.get(f"http://127.0.0.1:{port}/api/stations").content
         one_body = httpx.get(f"http://127.0.0.1:{port}/api/stations/cs-07").content
-        (workdir / "body.json").write_bytes(stations_body)
-        baseline = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "http_baseline.py"),
-                "--port",
-                str(baseline_port),
-                "--body",
-                str(workdir / "body.json"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        processes.append(baseline)
+        processes.append(_start_baseline(workdir, baseline_port, stations_body))
         wait_http(baseline_port, "/")
-
         ingested_before, at_before = ingested(port), time.perf_counter()
-        results = [
-            (
-                "baseline: uvicorn, fixed body",
-                _load(baseline_port, ["/"], args.seconds, args.connections),
-                len(stations_body),
-            ),
-            (
-                "GET /api/stations",
-                _load(port, ["/api/stations"], args.seconds, args.connections),
-                len(stations_body),
-            ),
-            (
-                "GET /api/stations/{id} (all 20)",
-                _load(
-                    port, [f"/api/stations/{s}" for s in STATIONS], args.seconds, args.connections
-                ),
-                len(one_body),
-            ),
-        ]
+        sizes = (len(stations_body), len(one_body))
+        results = _measure(args, port, baseline_port, sizes=sizes)
         stored = (ingested(port) - ingested_before) / (time.perf_counter() - at_before)
         print(
             f"{args.connections} keep-alive connections from a separate process, "

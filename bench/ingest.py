@@ -11,23 +11,25 @@ the service's peak RSS; `--profile` samples the service with py-spy during a flo
 """
 
 import argparse
-import collections
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ingest_service import (  # noqa: E402
+    Service,
+    service_backlog,
+    service_flood,
+    summarize_profile,
+)
 from bench.publisher import payload  # noqa: E402
-from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
+from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 
@@ -119,7 +121,7 @@ class Bench:
             *extra,
         ]
 
-    def new_service(self, tag: str) -> "Service":
+    def new_service(self, tag: str) -> Service:
         self.run_id += 1
         return Service(self, f"bench-{tag}-{self.run_id}")
 
@@ -194,138 +196,6 @@ def paho_backlog(bench: Bench, ports: int) -> float:
     return bench.messages / elapsed
 
 
-class Service:
-    """`facilities run` as a subprocess, with its own database, broker user and so persistent
-    session."""
-
-    def __init__(self, bench: Bench, client_id: str) -> None:
-        self.bench = bench
-        self.client_id = client_id
-        self.db = bench.workdir / f"{client_id}.db"
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Start and wait until healthy; return the seconds that took."""
-        started = time.perf_counter()
-        log = (self.bench.workdir / f"{self.client_id}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "facilities"),
-                "--log-level",
-                "WARNING",
-                "run",
-                "--site",
-                str(SITE),
-                "--broker",
-                self.bench.broker.service_url(self.client_id),
-                "--db",
-                str(self.db),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.01)
-
-    def stored(self) -> int:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM station_samples").fetchone()[0])
-
-    def wait_stored(self, count: int, timeout_s: float = 300) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while self.stored() < count:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"{self.client_id}: only {self.stored()} of {count} stored")
-            time.sleep(0.01)
-        return time.perf_counter()
-
-    def peak_rss_mb(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
-
-
-def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> tuple[float, float]:
-    service = bench.new_service(f"flood{ports}")
-    service.start()
-    spy = None
-    if profile is not None:
-        spy = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "py-spy"),
-                "record",
-                "--pid",
-                str(service.process.pid),
-                "--format",
-                "raw",
-                "--output",
-                str(profile),
-                "--rate",
-                "250",
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-    started = time.perf_counter()
-    publisher = bench.start_publisher(ports)
-    done = service.wait_stored(bench.messages)
-    publisher.wait(60)
-    rss = service.peak_rss_mb()
-    if spy is not None:
-        spy.send_signal(2)
-        spy.wait(30)
-    service.stop()
-    return bench.messages / (done - started), rss
-
-
-def service_backlog(bench: Bench, ports: int) -> tuple[float, float]:
-    """Drain rate once the service is up (from its first commit to the last), and the
-    seconds from launch to healthy."""
-    service = bench.new_service(f"backlog{ports}")
-    service.start()  # creates the persistent session
-    service.stop()
-    bench.publish(ports)  # the service is down; devices keep publishing
-    startup = service.start()
-    first = service.wait_stored(1)
-    already = service.stored()
-    done = service.wait_stored(bench.messages)
-    service.stop()
-    return (bench.messages - already) / max(done - first, 1e-9), startup
-
-
-def summarize_profile(path: Path, top: int = 18) -> list[tuple[float, str]]:
-    """Self time per leaf frame, as shares of all samples."""
-    leaves: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        leaf = frames[-1]
-        leaves[leaf] += int(count)
-        total += int(count)
-    return [(n / total, frame) for frame, n in leaves.most_common(top)]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
@@ -347,37 +217,43 @@ def main() -> int:
     )
     try:
         for ports in args.ports:
-            size = len(payload(0, ports))
-            raw = bench.raw_flood(ports)
-            publish_rate = bench.last_publish_rate
             profile = (
                 workdir / f"profile-{ports}.txt"
                 if args.profile and ports == max(args.ports)
                 else None
             )
-            svc, rss = service_flood(bench, ports, profile=profile)
-            print(
-                f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
-                flush=True,
-            )
-            raw = bench.raw_backlog(ports)
-            ceiling = paho_backlog(bench, ports)
-            svc, startup = service_backlog(bench, ports)
-            print(
-                f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
-                f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
-                f"service start-up {startup:.1f} s, not counted)",
-                flush=True,
-            )
-            if profile is not None:
-                print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
-                for share, frame in summarize_profile(profile):
-                    print(f"  {share:6.1%}  {frame}")
-                print()
+            _run_ports(bench, ports, profile=profile)
     finally:
         bench.broker.stop()
     return 0
+
+
+def _run_ports(bench: Bench, ports: int, *, profile: Path | None) -> None:
+    """The flood and backlog rows of one message size (`ports` per message), and where the
+    time goes when `profile` is asked for."""
+    size = len(payload(0, ports))
+    raw = bench.raw_flood(ports)
+    publish_rate = bench.last_publish_rate
+    svc, rss = service_flood(bench, ports, profile=profile)
+    print(
+        f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
+        f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
+        flush=True,
+    )
+    raw = bench.raw_backlog(ports)
+    ceiling = paho_backlog(bench, ports)
+    svc, startup = service_backlog(bench, ports)
+    print(
+        f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
+        f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
+        f"service start-up {startup:.1f} s, not counted)",
+        flush=True,
+    )
+    if profile is not None:
+        print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
+        for share, frame in summarize_profile(profile):
+            print(f"  {share:6.1%}  {frame}")
+        print()
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@
 # station that never acks its commands, invalid messages, a SIGKILL of the service and a
 # restart, and a broker restart. At the end it prints RSS over time, messages stored against
 # sent, commands sent against acked and alerts raised against expected (bench/soak_report.py),
-# and exits 1 if an expectation fails. What it holds: docs/reliability.md.
+# and exits 1 if an expectation fails. The faults: bench/soak_faults.py. What it holds:
+# docs/reliability.md.
 
 import argparse
 import asyncio
 import contextlib
-import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,25 +26,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rig import start_broker, start_service  # noqa: E402
+from bench.soak_faults import schedule  # noqa: E402
 from bench.soak_report import (  # noqa: E402
     Rig,
     RssSampler,
     check,
     print_figures,
-    wait_stored,
 )
-from facilities.mqtt.session import BrokerUrl  # noqa: E402
-from facilities.mqtt.topics import Topics  # noqa: E402
-from facilities.rule_ids import RuleId  # noqa: E402
+from bench.soak_store import wait_stored  # noqa: E402
+from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.site import Site, load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
-from simulators.devices import Behaviour  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
 
 FACTOR = 50  # times the district's own rate: a day's wear in half an hour (docs/reliability.md)
-SERVICE_DOWN_S = 3.0  # the service stays dead this long after its SIGKILL: a backlog builds
-BROKER_DOWN_S = 2.0
-GARAGE_SMOKE_S = 120.0  # seconds of smoke in the garage: the alert must hold, then clear
 # After the load stops: the service drains what the broker queued, and commands still
 # waiting for an ack run out their tries (3 x 5 s by default).
 SETTLE_S = 20.0
@@ -56,150 +50,6 @@ def district_rate(site: Site) -> float:
     intervals = [s.thresholds.telemetry_interval_s for s in site.stations.values()]
     intervals += [g.thresholds.telemetry_interval_s for g in site.garages.values()]
     return sum(1.0 / interval for interval in intervals)
-
-
-# --- faults ----------------------------------------------------------------------------------
-
-
-def _station_fault(station: str, **attrs: object) -> Callable[[Rig], None]:
-    def inject(rig: Rig) -> None:
-        device = rig.fleet.stations[station]
-        with device.lock:
-            for name, value in attrs.items():
-                setattr(device.model, name, value)
-
-    return inject
-
-
-def overheat(station: str, port: int) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        _station_fault(station, overheat_port=port)(rig)
-        # 72 degrees at once: over the absolute limit and a rise of more than 10 in 60 s
-        rig.expected.alert(RuleId.PORT_OVER_TEMPERATURE, f"{station}/{port}")
-        rig.expected.alert(RuleId.TEMPERATURE_RISE, f"{station}/{port}")
-
-    return f"over-temperature at {station}/{port}", inject
-
-
-def overload(station: str, port: int, *, acks: bool = True) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        if not acks:
-            rig.fleet.stations[station].behaviour = Behaviour.IGNORE
-            rig.expected.silent.add(station)
-            rig.expected.alert(RuleId.COMMAND_FAILED, f"{station}/{port}")
-        _station_fault(station, overload_port=port)(rig)
-        rig.expected.alert(RuleId.PORT_OVERLOAD, f"{station}/{port}")
-
-    what = "overload" if acks else "overload at a station that never acks"
-    return f"{what} at {station}/{port}", inject
-
-
-def leakage(station: str) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        _station_fault(station, leaking=True)(rig)
-        rig.expected.alert(RuleId.LEAKAGE, station)
-
-    return f"leakage at {station}", inject
-
-
-def smoke(station: str) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        _station_fault(station, smoking=True)(rig)
-        rig.expected.alert(RuleId.SMOKE, station)
-
-    return f"smoke at {station}", inject
-
-
-def garage_smoke(garage: str) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        model = rig.fleet.world.garages[garage]
-        model.smoke_left_s = GARAGE_SMOKE_S
-        rig.expected.alert(RuleId.SMOKE, garage)
-        # gates opened for the evacuation may stay open past the held-open limit
-        rig.expected.allowed |= {(RuleId.GATE_HELD_OPEN, f"{garage}/{g}") for g in model.gates}
-
-    return f"smoke in garage {garage} for {GARAGE_SMOKE_S:.0f} s", inject
-
-
-def _bad_messages(batch: int, *, hostile: bool) -> list[tuple[str, bytes]]:
-    """(topic, payload) of input a broken or hostile device sends, each to be quarantined;
-    `batch` makes every payload unique (a copy would be a redelivery, stored once)."""
-    good = {"seq": batch, "ts": time.time(), "ports": [{"port": 1, "state": "idle"}]}
-    topics = Topics()
-    cs = topics.station("cs-02", "telemetry")
-    messages = [
-        (cs, f"{{not json {batch}".encode()),
-        (cs, json.dumps({**good, "temp_c": "hot"}).encode()),
-        (cs, f'{{"seq": {batch}, "ts": 1.0, "temp_c": NaN}}'.encode()),
-        (topics.station("cs-99", "telemetry"), json.dumps(good).encode()),
-        (topics.station("cs-02", "whatever"), json.dumps(good).encode()),
-        # over the protocol's 64 KiB cap
-        (topics.garage("g-cq4", "telemetry"), b"x" * 70_000 + str(batch).encode()),
-    ]
-    if hostile:  # numbers the store cannot hold, a port the station does not have
-        messages += [
-            (cs, json.dumps({**good, "seq": 2**63 + batch}).encode()),
-            (cs, json.dumps({**good, "ports": [{"port": 25_000 + batch}]}).encode()),
-        ]
-    return messages
-
-
-def invalid(batch: int) -> tuple[str, Callable[[Rig], None]]:
-    def inject(rig: Rig) -> None:
-        for topic, payload in _bad_messages(batch, hostile=rig.hostile):
-            rig.bad.publish_raw(topic, payload).wait_for_publish(10)
-            rig.expected.quarantined += 1
-
-    return f"invalid messages (batch {batch})", inject
-
-
-def kill_service(rig: Rig) -> None:
-    rig.service.send_signal(signal.SIGKILL)
-    rig.service.wait(10)
-    time.sleep(SERVICE_DOWN_S)
-    rig.service, rig.http_port = start_service(rig.workdir, rig.site_path, rig.broker)
-    rig.rss.follow(rig.service.pid)
-
-
-def restart_broker(rig: Rig) -> None:
-    # Mosquitto publishes every connected device's Last Will as it shuts down: the service
-    # hears each device go offline once, and back online when it reconnects
-    for device in rig.fleet.clients:
-        rig.expected.alert(RuleId.OFFLINE, device)
-    rig.broker.stop()
-    time.sleep(BROKER_DOWN_S)
-    rig.broker.start()
-    reconnected(rig.fleet)
-
-
-def reconnected(fleet: Fleet, timeout_s: float = 60.0) -> None:
-    """Wait for every simulated device to be back (each subscribes again on its own)."""
-    deadline = time.monotonic() + timeout_s
-    for device_id, client in fleet.clients.items():
-        while not client.connected():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{device_id} did not reconnect to the broker in {timeout_s} s")
-            time.sleep(0.1)
-
-
-def schedule() -> list[tuple[float, str, Callable[[Rig], None]]]:
-    """(share of the run, what, inject): faults spread over the first 60 % of the run, the rest
-    steady, so that RSS is read on a service that has seen everything."""
-    points: list[tuple[float, tuple[str, Callable[[Rig], None]]]] = [
-        (0.08, invalid(1)),
-        (0.10, overheat("cs-06", 2)),
-        (0.15, overload("cs-09", 4)),
-        (0.20, leakage("cs-11")),
-        (0.25, ("SIGKILL of the service, restarted", kill_service)),
-        (0.30, smoke("cs-12")),
-        (0.35, garage_smoke("g-hc4")),
-        (0.40, overload("cs-14", 5, acks=False)),
-        (0.45, invalid(2)),
-        (0.50, ("broker restart", restart_broker)),
-        (0.55, overheat("cs-16", 1)),
-        (0.60, invalid(3)),
-    ]
-    return [(share, what, inject) for share, (what, inject) in points]
 
 
 class FleetThread:
@@ -239,6 +89,34 @@ def run(args: argparse.Namespace) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="facilities-soak-"))
     print(f"workdir: {workdir}", flush=True)
+    rig = _rig(args, workdir, site_path, site, rate=rate)
+    publishing = FleetThread(rig.fleet)
+    seconds = args.minutes * 60.0
+    started = time.monotonic()
+    rig.note(f"load started: every device every {rig.fleet.interval_s * 1000:.0f} ms")
+    pending = schedule()
+    rig.rss.quiet_from = pending[-1][0] * seconds
+    try:
+        _drive(rig, publishing, pending, seconds=seconds, started=started)
+        publishing.stop()
+        load_s = time.monotonic() - started
+        rig.note(f"load stopped after {load_s:.0f} s; settling {SETTLE_S:.0f} s")
+        time.sleep(SETTLE_S)
+        rig.rss.sample(time.monotonic() - started, force=True)
+        stored = wait_stored(workdir / "f.db", rig.fleet, expected=rig.expected)
+        failures = check(rig, stored, load_s=load_s)
+        print_figures(rig, stored, load_s=load_s, rate=rate, failures=failures)
+        return 1 if failures else 0
+    finally:
+        publishing.stop()
+        _stop(rig)
+        print(f"service log: {workdir / 'service.log'}")
+
+
+def _rig(
+    args: argparse.Namespace, workdir: Path, site_path: Path, site: Site, *, rate: float
+) -> Rig:
+    """The broker, the service, the simulated fleet (connected) and the bad client."""
     broker = start_broker(workdir, site_path)
     service, http_port = start_service(workdir, site_path, broker)
     rss = RssSampler(service.pid, every_s=args.sample_s)
@@ -254,46 +132,44 @@ def run(args: argparse.Namespace) -> int:
     fleet.connect()
     bad_user = broker.new_user_like("bench")
     bad = DeviceClient(BrokerUrl.parse(broker.url(bad_user)), client_id=bad_user).connect()
-    rig = Rig(workdir, site_path, broker, fleet, service, http_port, bad, rss, hostile=args.hostile)
-    publishing = FleetThread(fleet)
-    seconds = args.minutes * 60.0
-    started = time.monotonic()
-    rig.note(f"load started: every device every {fleet.interval_s * 1000:.0f} ms")
-    pending = schedule()
-    rss.quiet_from = pending[-1][0] * seconds
+    return Rig(
+        workdir, site_path, broker, fleet, service, http_port, bad, rss, hostile=args.hostile
+    )
+
+
+def _drive(
+    rig: Rig,
+    publishing: FleetThread,
+    pending: list[tuple[float, str, Callable[[Rig], None]]],
+    *,
+    seconds: float,
+    started: float,
+) -> None:
+    """The load for `seconds`, each fault of `pending` injected when due; stops early if the
+    service exits."""
+    while (elapsed := time.monotonic() - started) < seconds:
+        if not publishing.alive():
+            raise SystemExit("the simulated devices stopped publishing (see above)")
+        if (code := rig.service.poll()) is not None:
+            rig.note(f"t={elapsed:6.0f} s  the service exited with code {code}: run stopped")
+            return
+        rig.rss.sample(elapsed)
+        while pending and pending[0][0] * seconds <= elapsed:
+            _, what, inject = pending.pop(0)
+            rig.note(f"t={elapsed:6.0f} s  {what}")
+            inject(rig)
+        time.sleep(0.2)
+
+
+def _stop(rig: Rig) -> None:
+    rig.fleet.close()
+    rig.bad.close()
+    rig.service.terminate()
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
-            if not publishing.alive():
-                raise SystemExit("the simulated devices stopped publishing (see above)")
-            if (code := rig.service.poll()) is not None:
-                rig.note(f"t={elapsed:6.0f} s  the service exited with code {code}: run stopped")
-                break
-            rss.sample(elapsed)
-            while pending and pending[0][0] * seconds <= elapsed:
-                _, what, inject = pending.pop(0)
-                rig.note(f"t={elapsed:6.0f} s  {what}")
-                inject(rig)
-            time.sleep(0.2)
-        publishing.stop()
-        load_s = time.monotonic() - started
-        rig.note(f"load stopped after {load_s:.0f} s; settling {SETTLE_S:.0f} s")
-        time.sleep(SETTLE_S)
-        rss.sample(time.monotonic() - started, force=True)
-        stored = wait_stored(workdir / "f.db", fleet, expected=rig.expected)
-        failures = check(rig, stored, load_s=load_s)
-        print_figures(rig, stored, load_s=load_s, rate=rate, failures=failures)
-        return 1 if failures else 0
-    finally:
-        publishing.stop()
-        fleet.close()
-        bad.close()
-        rig.service.terminate()
-        try:
-            rig.service.wait(10)
-        except subprocess.TimeoutExpired:
-            rig.service.kill()
-        broker.stop()
-        print(f"service log: {workdir / 'service.log'}")
+        rig.service.wait(10)
+    except subprocess.TimeoutExpired:
+        rig.service.kill()
+    rig.broker.stop()
 
 
 def main() -> int:

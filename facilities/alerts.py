@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import uuid4
 
+from facilities.rule_ids import RuleId
 from facilities.verdicts import Action, Severity, Verdict
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
@@ -27,7 +28,7 @@ class Change(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    rule: str
+    rule: RuleId
     subject: str
     severity: Severity
     state: AlertState
@@ -43,7 +44,7 @@ class Alert:
     id: str = field(default_factory=lambda: uuid4().hex)
 
     @property
-    def key(self) -> tuple[str, str]:
+    def key(self) -> tuple[RuleId, str]:
         return (self.rule, self.subject)
 
     @property
@@ -94,36 +95,51 @@ def judge(
     """The next step of one (rule, subject) given a fresh verdict. `evidence`: the verdict
     comes from a new message (counted), not from a clock tick."""
     if verdict.firing:
-        if alert is None or not alert.open:
-            raised = Alert(
-                verdict.rule,
-                verdict.subject,
-                verdict.severity,
-                AlertState.ACTIVE,
-                raised_at=now,
-                updated_at=now,
-                value=verdict.value,
-                peak=verdict.value,
-            )
-            return Transition(Change.RAISED, raised, verdict.actions)
-        escalated = _RANK[verdict.severity] > _RANK[alert.severity]
-        if not (evidence or escalated or alert.clear_since is not None):
-            return None
-        updated = replace(
-            alert,
-            severity=verdict.severity if escalated else alert.severity,
-            state=AlertState.ACTIVE if escalated else alert.state,
-            updated_at=now,
-            value=verdict.value,
-            peak=_peak(alert.peak, verdict.value),
-            count=alert.count + (1 if evidence else 0),
-            clear_since=None,
-        )
-        if escalated:
-            return Transition(Change.ESCALATED, updated, verdict.actions)
-        return Transition(Change.UPDATED, updated)
+        return _firing(alert, verdict, now, evidence=evidence)
     if alert is None or not alert.open:
         return None
+    return _calm(alert, verdict, now, clear_after_s=clear_after_s)
+
+
+def _firing(
+    alert: Alert | None, verdict: Verdict, now: datetime, *, evidence: bool
+) -> Transition | None:
+    """The condition holds: raise, escalate, or update (on evidence, or to stop clearing)."""
+    if alert is None or not alert.open:
+        raised = Alert(
+            verdict.rule,
+            verdict.subject,
+            verdict.severity,
+            AlertState.ACTIVE,
+            raised_at=now,
+            updated_at=now,
+            value=verdict.value,
+            peak=verdict.value,
+        )
+        return Transition(Change.RAISED, raised, verdict.actions)
+    escalated = _RANK[verdict.severity] > _RANK[alert.severity]
+    if not (evidence or escalated or alert.clear_since is not None):
+        return None
+    updated = replace(
+        alert,
+        severity=verdict.severity if escalated else alert.severity,
+        state=AlertState.ACTIVE if escalated else alert.state,
+        updated_at=now,
+        value=verdict.value,
+        peak=_peak(alert.peak, verdict.value),
+        count=alert.count + (1 if evidence else 0),
+        clear_since=None,
+    )
+    if escalated:
+        return Transition(Change.ESCALATED, updated, verdict.actions)
+    return Transition(Change.UPDATED, updated)
+
+
+def _calm(
+    alert: Alert, verdict: Verdict, now: datetime, *, clear_after_s: float
+) -> Transition | None:
+    """The condition does not hold for an open alert: held within the hysteresis band, else
+    counting down to cleared (`clear_after_s`)."""
     if not verdict.clearable:
         if alert.clear_since is None:
             return None

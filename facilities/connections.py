@@ -9,7 +9,7 @@
 import asyncio
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import h11
 from starlette.types import Receive, Scope, Send
@@ -94,87 +94,95 @@ class Limits:
         """uvicorn's HTTP/1.1 protocol (`http=` of its Config) held to these limits."""
         limits = self
 
-        class Bounded(H11Protocol):
-            def __init__(
-                self,
-                config: Config,
-                server_state: ServerState,
-                app_state: dict[str, Any],
-                _loop: asyncio.AbstractEventLoop | None = None,
-            ) -> None:
-                super().__init__(config, server_state, app_state, _loop)
-                self._deadline: asyncio.TimerHandle | None = None
-                self._wait_s = limits.request_timeout_s
-                self._over_capacity = False
-
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                super().connection_made(transport)  # type: ignore[arg-type]
-                if len(self.connections) > REFUSED_HELD_FACTOR * limits.max_connections:
-                    # as many as the cap are being answered 503 already: the descriptors
-                    # kept for refusing (server.descriptors_for) are taken, so this one is
-                    # dropped unanswered at once rather than take one the broker link or
-                    # the database may need
-                    if limits.metrics is not None:
-                        limits.metrics.refusals.labels("over_capacity").inc()
-                    self.transport.abort()
-                    return
-                if len(self.connections) > limits.max_connections or (
-                    self.client is not None and limits.over_share(self.client[0], self.connections)
-                ):
-                    self._over_capacity = True
-                    self.app = _over_capacity
-                    self._wait_s = min(self._wait_s, OVER_CAPACITY_WAIT_S)
-                    if limits.metrics is not None:
-                        limits.metrics.refusals.labels("over_capacity").inc()
-                self._watch()
-
-            def data_received(self, data: bytes) -> None:
-                super().data_received(data)
-                self._watch()
-
-            def on_response_complete(self) -> None:
-                # a pipelined request already in hand starts now, with no byte to come that
-                # would start its deadline (uvicorn cancels its keep-alive timer for it)
-                super().on_response_complete()
-                if not self.transport.is_closing():
-                    self._watch()
-
-            def _should_upgrade(self) -> bool:
-                # a WebSocket past the cap is answered 503 like any other request
-                return not self._over_capacity and super()._should_upgrade()
-
-            def connection_lost(self, exc: Exception | None) -> None:
-                self._disarm()
-                super().connection_lost(exc)
-
-            def _watch(self) -> None:
-                """A deadline while a request is not fully received; none otherwise (the
-                app is answering, or it is a keep-alive pause, which uvicorn times)."""
-                upgraded = self.transport.get_protocol() is not self
-                waiting = self.conn.their_state in _WAITING and not upgraded
-                if waiting and not self._idle_between_requests():
-                    if self._deadline is None:
-                        self._deadline = self.loop.call_later(self._wait_s, self._too_slow)
-                else:
-                    self._disarm()
-
-            def _idle_between_requests(self) -> bool:
-                # after a response, before any byte of the next request: uvicorn's keep-alive
-                # timer runs then (a deadline here would cut it short)
-                return (
-                    self.timeout_keep_alive_task is not None and self.conn.their_state is h11.IDLE
-                )
-
-            def _disarm(self) -> None:
-                if self._deadline is not None:
-                    self._deadline.cancel()
-                    self._deadline = None
-
-            def _too_slow(self) -> None:
-                self._deadline = None
-                if not self.transport.is_closing():
-                    if limits.metrics is not None:
-                        limits.metrics.refusals.labels("timeout").inc()
-                    self.transport.close()
+        class Bounded(BoundedProtocol):
+            _limits = limits
 
         return Bounded
+
+
+class BoundedProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline to send each request and a cap on open
+    connections (`Limits.protocol` binds the limits)."""
+
+    _limits: ClassVar[Limits]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._deadline: asyncio.TimerHandle | None = None
+        self._wait_s = self._limits.request_timeout_s
+        self._over_capacity = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        limits = self._limits
+        if len(self.connections) > REFUSED_HELD_FACTOR * limits.max_connections:
+            # as many as the cap are being answered 503 already: the descriptors kept for
+            # refusing (server.descriptors_for) are taken, so this one is dropped unanswered
+            # at once rather than take one the broker link or the database may need
+            self._refused("over_capacity")
+            self.transport.abort()
+            return
+        if len(self.connections) > limits.max_connections or (
+            self.client is not None and limits.over_share(self.client[0], self.connections)
+        ):
+            self._over_capacity = True
+            self.app = _over_capacity
+            self._wait_s = min(self._wait_s, OVER_CAPACITY_WAIT_S)
+            self._refused("over_capacity")
+        self._watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        # a pipelined request already in hand starts now, with no byte to come that would
+        # start its deadline (uvicorn cancels its keep-alive timer for it)
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._watch()
+
+    def _should_upgrade(self) -> bool:
+        # a WebSocket past the cap is answered 503 like any other request
+        return not self._over_capacity and super()._should_upgrade()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        """A deadline while a request is not fully received; none otherwise (the app is
+        answering, or it is a keep-alive pause, which uvicorn times)."""
+        upgraded = self.transport.get_protocol() is not self
+        waiting = self.conn.their_state in _WAITING and not upgraded
+        if waiting and not self._idle_between_requests():
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(self._wait_s, self._too_slow)
+        else:
+            self._disarm()
+
+    def _idle_between_requests(self) -> bool:
+        # after a response, before any byte of the next request: uvicorn's keep-alive timer
+        # runs then (a deadline here would cut it short)
+        return self.timeout_keep_alive_task is not None and self.conn.their_state is h11.IDLE
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self._refused("timeout")
+            self.transport.close()
+
+    def _refused(self, reason: str) -> None:
+        if self._limits.metrics is not None:
+            self._limits.metrics.refusals.labels(reason).inc()

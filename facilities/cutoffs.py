@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from facilities.charging.payloads import PortState
+from facilities.rule_ids import RuleId
 from facilities.thresholds import Thresholds
 from facilities.verdicts import Action, ActionKind
 
@@ -30,7 +31,7 @@ class Cutoff:
     port: int | None  # the port switched off (one record per port for a whole station)
     gate: str | None  # the gate opened
     whole_station: bool
-    rule: str
+    rule: RuleId
     alert_id: str
     subject: str  # the alert's subject
     since: datetime
@@ -124,7 +125,7 @@ class DesiredState:
         self,
         action: Action,
         *,
-        rule: str,
+        rule: RuleId,
         alert_id: str,
         subject: str,
         now: datetime,

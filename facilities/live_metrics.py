@@ -8,11 +8,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from facilities.alerts import Change, hazards
+from facilities.charging.live import PortLive, StationLive, is_free, shown_state
 from facilities.charging.payloads import PortState
-from facilities.charging.state import PortLive, is_free, shown_state
 from facilities.garage.state import GarageLive
 from facilities.rules.live_state import AlertChanged, LiveChange, Reading
-from facilities.site import Site
+from facilities.site import Site, Station
 
 # Port states as metric series (one per state, 0/1); `unknown` until the port has reported.
 PORT_STATES = (*(s.value for s in PortState), "unknown")
@@ -48,67 +48,113 @@ def _add(family: GaugeMetricFamily, labels: list[str], value: float | bool | Non
         family.add_metric(labels, float(value))
 
 
+class _PortFamilies:
+    """The series of every port."""
+
+    def __init__(self) -> None:
+        sp = ["station", "port"]
+        self.power = _gauge("facilities_port_power_watts", "Power drawn by a port", sp)
+        self.current = _gauge("facilities_port_current_amperes", "Current drawn by a port", sp)
+        self.voltage = _gauge("facilities_port_voltage_volts", "Supply voltage at a port", sp)
+        self.temp = _gauge("facilities_port_temperature_celsius", "Socket temperature", sp)
+        self.energy = _gauge(
+            "facilities_port_session_energy_joules", "Energy of the port's session so far", sp
+        )
+        self.state = _gauge(
+            "facilities_port_state",
+            "1 for the port's current state, 0 for the others",
+            [*sp, "state"],
+        )
+        self.free = _gauge("facilities_port_free", "1 when a resident may use the port now", sp)
+
+    def add(
+        self, live: StationLive, port: PortLive, labels: list[str], critical: frozenset[str]
+    ) -> None:
+        _add(self.power, labels, port.power_w)
+        _add(self.current, labels, port.current_a)
+        _add(self.voltage, labels, port.voltage_v)
+        _add(self.temp, labels, port.temp_c)
+        _add(self.energy, labels, port.energy_wh * 3600 if port.energy_wh is not None else None)
+        _add(self.free, labels, is_free(live, port, hazards=critical))
+        current_state = shown_state(port)
+        for name in PORT_STATES:
+            self.state.add_metric([*labels, name], 1.0 if name == current_state else 0.0)
+
+    def families(self) -> list[Metric]:
+        return [
+            self.power,
+            self.current,
+            self.voltage,
+            self.temp,
+            self.energy,
+            self.state,
+            self.free,
+        ]
+
+
+class _StationFamilies:
+    """The series of every station (not of its ports)."""
+
+    def __init__(self) -> None:
+        s = ["station"]
+        self.cabinet = _gauge("facilities_station_temperature_celsius", "Cabinet temperature", s)
+        self.leakage = _gauge("facilities_station_leakage_amperes", "Residual (leakage) current", s)
+        self.smoke = _gauge(
+            "facilities_station_smoke", "1 while the cabinet's detector sees smoke", s
+        )
+        self.online = _gauge("facilities_station_online", "1 when the station is online", s)
+        self.rated = _gauge("facilities_station_port_rated_watts", "Rated power of one port", s)
+        self.supply = _gauge(
+            "facilities_station_rated_watts", "Rated power of the station's supply", s
+        )
+        self.info = _gauge(
+            "facilities_station_info",
+            "A station's community, garage and names",
+            ["station", "community", "garage", "name", "name_en"],
+        )
+
+    def add(self, spec: Station, live: StationLive) -> None:
+        sid = spec.id
+        self.info.add_metric([sid, spec.community, spec.garage or "", spec.name, spec.name_en], 1)
+        _add(self.online, [sid], live.online is True)
+        _add(self.rated, [sid], spec.port_max_w)
+        _add(self.supply, [sid], spec.station_max_w)
+        _add(self.cabinet, [sid], live.temp_c)
+        _add(self.leakage, [sid], live.leakage_ma / 1000 if live.leakage_ma is not None else None)
+        _add(self.smoke, [sid], live.smoke)
+
+    def families(self) -> list[Metric]:
+        return [
+            self.cabinet,
+            self.leakage,
+            self.smoke,
+            self.online,
+            self.rated,
+            self.supply,
+            self.info,
+        ]
+
+
 def device_families(site: Site, reading: Reading, now: datetime) -> list[Metric]:
     """Every device series from the live state (a view: `LiveState.read` calls it)."""
     critical = hazards(reading.alerts.values())
-    s, sp = ["station"], ["station", "port"]
-    power = _gauge("facilities_port_power_watts", "Power drawn by a port", sp)
-    current = _gauge("facilities_port_current_amperes", "Current drawn by a port", sp)
-    voltage = _gauge("facilities_port_voltage_volts", "Supply voltage at a port", sp)
-    port_temp = _gauge("facilities_port_temperature_celsius", "Socket temperature", sp)
-    energy = _gauge(
-        "facilities_port_session_energy_joules", "Energy of the port's session so far", sp
-    )
-    state = _gauge(
-        "facilities_port_state", "1 for the port's current state, 0 for the others", [*sp, "state"]
-    )
-    free = _gauge("facilities_port_free", "1 when a resident may use the port now", sp)
-    cabinet = _gauge("facilities_station_temperature_celsius", "Cabinet temperature", s)
-    leakage = _gauge("facilities_station_leakage_amperes", "Residual (leakage) current", s)
-    smoke = _gauge("facilities_station_smoke", "1 while the cabinet's detector sees smoke", s)
-    online = _gauge("facilities_station_online", "1 when the station is online", s)
-    rated = _gauge("facilities_station_port_rated_watts", "Rated power of one port", s)
-    supply = _gauge("facilities_station_rated_watts", "Rated power of the station's supply", s)
+    ports, stations = _PortFamilies(), _StationFamilies()
     seen = _gauge(
         "facilities_device_last_seen_age_seconds",
         "Seconds since the device was last heard from (absent: never since the start)",
         ["device", "kind"],
     )
-    info = _gauge(
-        "facilities_station_info",
-        "A station's community, garage and names",
-        ["station", "community", "garage", "name", "name_en"],
-    )
     for spec in site.stations.values():
         live = reading.stations.get(spec.id)
         if live is None:
             continue
-        sid = spec.id
-        info.add_metric([sid, spec.community, spec.garage or "", spec.name, spec.name_en], 1)
-        _add(online, [sid], live.online is True)
-        _add(rated, [sid], spec.port_max_w)
-        _add(supply, [sid], spec.station_max_w)
-        _add(cabinet, [sid], live.temp_c)
-        _add(leakage, [sid], live.leakage_ma / 1000 if live.leakage_ma is not None else None)
-        _add(smoke, [sid], live.smoke)
+        stations.add(spec, live)
         if live.last_seen is not None:
-            _add(seen, [sid, "station"], max(0.0, (now - live.last_seen).total_seconds()))
+            _add(seen, [spec.id, "station"], max(0.0, (now - live.last_seen).total_seconds()))
         for number in range(1, spec.ports + 1):
             port = live.ports.get(number) or PortLive(number)
-            labels = [sid, str(number)]
-            _add(power, labels, port.power_w)
-            _add(current, labels, port.current_a)
-            _add(voltage, labels, port.voltage_v)
-            _add(port_temp, labels, port.temp_c)
-            _add(energy, labels, port.energy_wh * 3600 if port.energy_wh is not None else None)
-            _add(free, labels, is_free(live, port, hazards=critical))
-            current_state = shown_state(port)
-            for name in PORT_STATES:
-                state.add_metric([*labels, name], 1.0 if name == current_state else 0.0)
-    families: list[Metric] = [
-        *(power, current, voltage, port_temp, energy, state, free),
-        *(cabinet, leakage, smoke, online, rated, supply, info),
-    ]
+            ports.add(live, port, [spec.id, str(number)], critical)
+    families = [*ports.families(), *stations.families()]
     families += _garage_families(site, reading.garages, now, seen)
     return [*families, seen, _community_info(site)]
 

@@ -16,8 +16,10 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 # The service's broker user (`broker-config`): a device's id is its broker user and client id,
 # so a device by this name would share the service's password, session and ACL.
 SERVICE_USER = "facilities"
-# Reports one problem: where in the file (a location such as ("station", 3, "ports")), what.
-Problem = Callable[[tuple[str | int, ...], str], None]
+# Where in the file: a location such as ("station", 3, "ports").
+Loc = tuple[str | int, ...]
+# Reports one problem: where, what.
+Problem = Callable[[Loc, str], None]
 _ID_RE = re.compile(ID_PATTERN)
 
 
@@ -208,57 +210,82 @@ def _thresholds(
 
 
 def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
-    site_thresholds = _thresholds(Thresholds(), parsed.rules, ("rules",), problem)
-    communities: dict[str, Community] = {}
+    check = _CrossCheck(_thresholds(Thresholds(), parsed.rules, ("rules",), problem), problem)
     for i, c in enumerate(parsed.community):
-        if c.id in communities:
+        if c.id in check.communities:
             problem(("community", i, "id"), f"duplicate community id {c.id!r}")
-        communities[c.id] = Community(id=c.id, name=c.name, name_en=c.name_en)
-
-    device_ids: set[str] = set()
-    garages: dict[str, Garage] = {}
+        check.communities[c.id] = Community(id=c.id, name=c.name, name_en=c.name_en)
     for i, g in enumerate(parsed.garage):
-        community = communities.get(g.community)
+        check.garages[g.id] = check.garage(g, ("garage", i))
+    stations = {s.id: check.station(s, ("station", i)) for i, s in enumerate(parsed.station)}
+    garages = {
+        garage_id: replace(
+            garage, stations=tuple(s.id for s in stations.values() if s.garage == garage_id)
+        )
+        for garage_id, garage in check.garages.items()
+    }
+    return Site(
+        communities=check.communities,
+        garages=garages,
+        stations=stations,
+        thresholds=check.thresholds,
+    )
+
+
+class _CrossCheck:
+    """What one entry is checked against: the communities and garages before it, the device
+    ids taken, the site's thresholds; every problem goes to `problem`."""
+
+    def __init__(self, thresholds: Thresholds, problem: Problem) -> None:
+        self.thresholds = thresholds
+        self.problem = problem
+        self.communities: dict[str, Community] = {}
+        self.garages: dict[str, Garage] = {}
+        self._device_ids: set[str] = set()
+
+    def device_id(self, device: str, loc: Loc) -> None:
+        """A device id is unique among garages and stations, and not the service's user."""
+        if device in self._device_ids:
+            self.problem((*loc, "id"), f"duplicate device id {device!r}")
+        if device == SERVICE_USER:
+            self.problem((*loc, "id"), f"{device!r} is the service's broker user")
+        self._device_ids.add(device)
+
+    def garage(self, g: GarageEntry, loc: Loc) -> Garage:
+        problem = self.problem
+        community = self.communities.get(g.community)
         if community is None:
-            problem(("garage", i, "community"), f"no community with id {g.community!r}")
-        if g.id in device_ids:
-            problem(("garage", i, "id"), f"duplicate device id {g.id!r}")
-        if g.id == SERVICE_USER:
-            problem(("garage", i, "id"), f"{g.id!r} is the service's broker user")
-        device_ids.add(g.id)
+            problem((*loc, "community"), f"no community with id {g.community!r}")
+        self.device_id(g.id, loc)
         for gate in g.gates:
             if not _ID_RE.match(gate):
-                problem(("garage", i, "gates"), f"gate id {gate!r} does not match {ID_PATTERN}")
+                problem((*loc, "gates"), f"gate id {gate!r} does not match {ID_PATTERN}")
         if len(set(g.gates)) != len(g.gates):
-            problem(("garage", i, "gates"), "duplicate gate id")
-        garages[g.id] = Garage(
+            problem((*loc, "gates"), "duplicate gate id")
+        return Garage(
             id=g.id,
             community=g.community,
             name=g.name or (community.name if community else g.id),
             name_en=g.name_en or (community.name_en if community else g.id),
             capacity=g.capacity,
             gates=tuple(g.gates),
-            thresholds=_thresholds(site_thresholds, g.rules, ("garage", i, "rules"), problem),
+            thresholds=_thresholds(self.thresholds, g.rules, (*loc, "rules"), problem),
         )
 
-    stations: dict[str, Station] = {}
-    for i, s in enumerate(parsed.station):
-        if s.community not in communities:
-            problem(("station", i, "community"), f"no community with id {s.community!r}")
+    def station(self, s: StationEntry, loc: Loc) -> Station:
+        problem = self.problem
+        if s.community not in self.communities:
+            problem((*loc, "community"), f"no community with id {s.community!r}")
         if s.garage is not None:
-            garage = garages.get(s.garage)
+            garage = self.garages.get(s.garage)
             if garage is None:
-                problem(("station", i, "garage"), f"no garage with id {s.garage!r}")
+                problem((*loc, "garage"), f"no garage with id {s.garage!r}")
             elif garage.community != s.community:
-                problem(("station", i, "garage"), f"garage {s.garage!r} is in another community")
-        if s.id in device_ids:
-            problem(("station", i, "id"), f"duplicate device id {s.id!r}")
-        if s.id == SERVICE_USER:
-            problem(("station", i, "id"), f"{s.id!r} is the service's broker user")
-        device_ids.add(s.id)
+                problem((*loc, "garage"), f"garage {s.garage!r} is in another community")
+        self.device_id(s.id, loc)
         if s.port_max_w > s.station_max_w:
-            problem(("station", i, "port_max_w"), "port_max_w exceeds station_max_w")
-        stations[s.id] = Station(
+            problem((*loc, "port_max_w"), "port_max_w exceeds station_max_w")
+        return Station(
             id=s.id,
             community=s.community,
             garage=s.garage,
@@ -267,11 +294,5 @@ def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
             ports=s.ports,
             port_max_w=s.port_max_w,
             station_max_w=s.station_max_w,
-            thresholds=_thresholds(site_thresholds, s.rules, ("station", i, "rules"), problem),
+            thresholds=_thresholds(self.thresholds, s.rules, (*loc, "rules"), problem),
         )
-    for garage_id, garage in garages.items():
-        inside = tuple(s.id for s in stations.values() if s.garage == garage_id)
-        garages[garage_id] = replace(garage, stations=inside)
-    return Site(
-        communities=communities, garages=garages, stations=stations, thresholds=site_thresholds
-    )

@@ -40,7 +40,7 @@ class Verdict(NamedTuple):
     dozens per message, and a tuple is the cheapest immutable value to make.)
     """
 
-    rule: str
+    rule: RuleId
     subject: str
     firing: bool
     severity: Severity = Severity.WARNING

@@ -9,7 +9,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel
 
 from facilities.errors import BrokerAuthError, BrokerError
-from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.broker_url import BrokerUrl
 
 # paho's message ids wrap at 65,535: keep far fewer QoS 1 publishes outstanding, or messages
 # are lost silently (seen on this kind of machine).

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from facilities.errors import OperatorError
-from facilities.mqtt.session import BrokerUrl
+from facilities.mqtt.broker_url import BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.site import Site
 from simulators.client import DeviceClient

@@ -235,7 +235,7 @@ def test_the_console_names_every_rule_in_both_languages() -> None:
     """The staff console (staff.js) shows `labels.rules[rule]`: a name for every `RuleId`
     from the catalogs, in both languages, and no name for a rule that is gone."""
     from facilities.rule_ids import RuleId
-    from facilities.web.pages import labels
+    from facilities.web.labels import labels
 
     zh, en = labels("zh")["rules"], labels("en")["rules"]
     assert set(zh) == set(RuleId)

@@ -123,3 +123,10 @@ INVALID: Responses = {
     400: refusal("the body cannot be read (not UTF-8 JSON)"),
     422: refusal("a parameter or the body is not valid (`detail` says which)"),
 }
+
+# The refusals of every staff route: before anything else, the token (api/deps.py, TokenFirst).
+STAFF_REFUSALS: Responses = {
+    401: refusal("no valid token"),
+    403: refusal("not staff"),
+    429: refusal("rate limited"),
+}

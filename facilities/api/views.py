@@ -5,8 +5,8 @@ from datetime import datetime, timedelta
 
 from facilities.alerts import Alert, hazards
 from facilities.api import models
+from facilities.charging.live import PortLive, StationLive, is_free, shown_state
 from facilities.charging.payloads import PortState
-from facilities.charging.state import PortLive, StationLive, is_free, shown_state
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rule_ids import RuleId

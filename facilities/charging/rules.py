@@ -2,7 +2,8 @@
 
 A rule reports the subjects it finds firing, or within the hysteresis band of a limit (which
 holds an open alert); every other subject of the station it evaluated is clear. Reporting
-nothing in the common case keeps evaluation cheap: it runs on every message.
+nothing in the common case keeps evaluation cheap: it runs on every message. The timers
+(charge complete, no load, too long) are timer_rules.py's.
 """
 
 import functools
@@ -10,8 +11,9 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 
-from facilities.charging.payloads import PortState
-from facilities.charging.state import FAULT_CRITICAL_CODES, PortLive, StationLive
+from facilities.charging.live import FAULT_CRITICAL_CODES, PortLive, StationLive
+from facilities.charging.subjects import port_off, port_subject, station_off
+from facilities.charging.timer_rules import TIMER_RULES, ChargingRule
 from facilities.rule_ids import RuleId
 from facilities.site import Station
 from facilities.verdicts import (
@@ -23,23 +25,6 @@ from facilities.verdicts import (
     device_offline,
     over,
 )
-
-ChargingRule = Callable[[StationLive, Station, datetime], list[Verdict]]
-
-
-@functools.cache
-def port_subject(station: str, port: int) -> str:
-    return f"{station}/{port}"
-
-
-@functools.cache
-def _port_off(station: str, port: int) -> tuple[Action, ...]:
-    return (Action(ActionKind.POWER_OFF_PORT, station, port=port),)
-
-
-@functools.cache
-def _station_off(station: str) -> tuple[Action, ...]:
-    return (Action(ActionKind.POWER_OFF_STATION, station),)
 
 
 def _last_n_over(samples: deque[float], n: int, limit: float) -> bool:
@@ -85,7 +70,7 @@ def port_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdi
             port.powers,
             spec.port_max_w,
             spec,
-            functools.partial(_port_off, spec.id, port.port),
+            functools.partial(port_off, spec.id, port.port),
         )
     return verdicts
 
@@ -133,7 +118,7 @@ def port_over_temperature(live: StationLive, spec: Station, now: datetime) -> li
             t.port_temp_max_c,
             severity=Severity.CRITICAL,
             hysteresis=t.hysteresis,
-            actions=_port_off(spec.id, port.port),
+            actions=port_off(spec.id, port.port),
         )
     return verdicts
 
@@ -149,7 +134,7 @@ def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Ve
             t.cabinet_temp_max_c,
             severity=Severity.CRITICAL,
             hysteresis=t.hysteresis,
-            actions=_station_off(spec.id),
+            actions=station_off(spec.id),
         )
     return over(
         RuleId.OVER_TEMPERATURE,
@@ -163,7 +148,7 @@ def over_temperature(live: StationLive, spec: Station, now: datetime) -> list[Ve
 
 def _rise(history: deque[tuple[datetime, float]]) -> float:
     """How far the last reading is above the lowest one within the window before it (the
-    history keeps the window's rising minima: see charging.state._remember)."""
+    history keeps the window's rising minima: see charging.windows.remember)."""
     return history[-1][1] - history[0][1] if history else 0.0
 
 
@@ -180,7 +165,7 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
                 t.temp_rise_c,
                 severity=Severity.CRITICAL,
                 hysteresis=t.hysteresis,
-                actions=_port_off(spec.id, port.port),
+                actions=port_off(spec.id, port.port),
             )
     if live.temps:
         verdicts += over(
@@ -190,7 +175,7 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
             t.temp_rise_c,
             severity=Severity.CRITICAL,
             hysteresis=t.hysteresis,
-            actions=_station_off(spec.id),
+            actions=station_off(spec.id),
         )
     return verdicts
 
@@ -205,7 +190,7 @@ def leakage(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
         t.leakage_max_ma,
         severity=Severity.CRITICAL,
         hysteresis=t.hysteresis,
-        actions=_station_off(spec.id),
+        actions=station_off(spec.id),
     )
 
 
@@ -213,78 +198,7 @@ def smoke(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """The cabinet's smoke detector: station off."""
     if not live.smoke:
         return []
-    return [Verdict(RuleId.SMOKE, spec.id, True, Severity.CRITICAL, actions=_station_off(spec.id))]
-
-
-def _timers(
-    rule: RuleId,
-    live: StationLive,
-    spec: Station,
-    started: Callable[[PortLive], datetime | None],
-    after_s: float,
-    now: datetime,
-    severity: Severity,
-    *,
-    strictly: bool = False,
-) -> list[Verdict]:
-    verdicts = []
-    for port in live.ports.values():
-        since = started(port)
-        if since is None:
-            continue
-        elapsed = (now - since).total_seconds()
-        if elapsed > after_s or (elapsed == after_s and not strictly):
-            verdicts.append(
-                Verdict(
-                    rule,
-                    port_subject(spec.id, port.port),
-                    True,
-                    severity,
-                    value=elapsed,
-                    actions=_port_off(spec.id, port.port),
-                )
-            )
-    return verdicts
-
-
-def charge_complete(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
-    """Plugged in and drawing under `charge_complete_w` for 120 min (充满自停): port off."""
-    return _timers(
-        RuleId.CHARGE_COMPLETE,
-        live,
-        spec,
-        lambda p: p.low_power_since,
-        spec.thresholds.charge_complete_s,
-        now,
-        Severity.INFO,
-    )
-
-
-def no_load(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
-    """Switched on, nothing drawing and nothing delivered for 5 min: port off."""
-    return _timers(
-        RuleId.NO_LOAD,
-        live,
-        spec,
-        lambda p: p.no_load_since,
-        spec.thresholds.no_load_s,
-        now,
-        Severity.INFO,
-    )
-
-
-def session_too_long(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
-    """Charging for more than 8 h (strictly): port off."""
-    return _timers(
-        RuleId.SESSION_TOO_LONG,
-        live,
-        spec,
-        lambda p: p.session_started if p.state is PortState.CHARGING else None,
-        spec.thresholds.session_max_s,
-        now,
-        Severity.WARNING,
-        strictly=True,
-    )
+    return [Verdict(RuleId.SMOKE, spec.id, True, Severity.CRITICAL, actions=station_off(spec.id))]
 
 
 def device_fault(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
@@ -326,11 +240,5 @@ EVIDENCE_RULES: dict[RuleId, ChargingRule] = {
     RuleId.DEVICE_FAULT: device_fault,
     RuleId.OFFLINE: offline,
     RuleId.CLOCK_SKEW: clock_skew,
-}
-# Timers: only the clock makes them true, so the tick (every second) evaluates them.
-TIMER_RULES: dict[RuleId, ChargingRule] = {
-    RuleId.CHARGE_COMPLETE: charge_complete,
-    RuleId.NO_LOAD: no_load,
-    RuleId.SESSION_TOO_LONG: session_too_long,
 }
 CHARGING_RULES: dict[RuleId, ChargingRule] = EVIDENCE_RULES | TIMER_RULES

@@ -1,12 +1,10 @@
-"""Live state of a charging station and its ports, updated from telemetry and events."""
+"""A charging station's live state updated from telemetry and events: ports, sessions, windows."""
 
-import bisect
-from collections import deque
-from collections.abc import Collection
-from dataclasses import dataclass, field
+# The state's types are `live.py`'s, the temperature windows `windows.py`'s.
+
 from datetime import datetime, timedelta
-from enum import StrEnum
 
+from facilities.charging.live import EndReason, PortLive, Session, StationLive
 from facilities.charging.payloads import (
     PortReading,
     PortState,
@@ -14,134 +12,21 @@ from facilities.charging.payloads import (
     StationEventType,
     StationTelemetry,
 )
+from facilities.charging.windows import remember, remember_late
 from facilities.thresholds import Thresholds
 
-# Short histories the rules read: the last few power samples (overload needs 2 in a row),
-# and for temperature_rise the rising minima of the last window (see `_remember`), capped so
-# that a device flooding telemetry cannot make the state grow.
-POWER_SAMPLES_KEPT = 10
-TEMPERATURES_KEPT = 256
-FAULT_CRITICAL_CODES = frozenset({"over_current", "ground_fault", "over_temperature"})
-
-
-class EndReason(StrEnum):
-    """Why a charging session ended."""
-
-    UNPLUG = "unplug"
-    FULL = "full"
-    NO_LOAD = "no_load"
-    OVERLOAD = "overload"
-    REMOTE = "remote"
-    TOO_LONG = "too_long"
-    FAULT = "fault"
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """A finished charging session of one port."""
-
-    station: str
-    port: int
-    started_at: datetime
-    ended_at: datetime
-    energy_wh: float
-    peak_w: float
-    end_reason: EndReason
-
-
-@dataclass(slots=True)
-class PortLive:
-    port: int
-    state: PortState = PortState.IDLE
-    since: datetime | None = None  # when the current state began
-    power_w: float | None = None
-    energy_wh: float | None = None
-    temp_c: float | None = None
-    voltage_v: float | None = None
-    current_a: float | None = None
-    powers: deque[float] = field(default_factory=lambda: deque(maxlen=POWER_SAMPLES_KEPT))
-    temps: deque[tuple[datetime, float]] = field(
-        default_factory=lambda: deque(maxlen=TEMPERATURES_KEPT)
-    )
-    session_started: datetime | None = None
-    session_peak_w: float = 0.0
-    session_energy_wh: float = 0.0
-    # Why the port is about to go off, when the service itself switched it off (a rule's
-    # power_off): the session then ends with that reason rather than `remote`.
-    end_hint: EndReason | None = None
-    low_power_since: datetime | None = None  # charge_complete: drawing < charge_complete_w
-    no_load_since: datetime | None = None  # no_load: on, < no_load_w, < no_load_wh
-    fault_code: str | None = None  # an open `fault` event on this port
-
-
-@dataclass(slots=True)
-class StationLive:
-    station: str
-    ports: dict[int, PortLive] = field(default_factory=dict)
-    online: bool | None = None
-    last_seen: datetime | None = None
-    temp_c: float | None = None
-    leakage_ma: float | None = None
-    smoke: bool | None = None
-    total_powers: deque[float] = field(default_factory=lambda: deque(maxlen=POWER_SAMPLES_KEPT))
-    temps: deque[tuple[datetime, float]] = field(
-        default_factory=lambda: deque(maxlen=TEMPERATURES_KEPT)
-    )
-    fault_code: str | None = None  # an open station-wide `fault` event
-    clock_skew_s: float | None = None  # device ts minus server time, last telemetry
-    # The time and seq of the newest telemetry folded in, on the clock the windows use: the
-    # device's while its clock is within `clock_skew_s` of the server's (`on_device_clock`),
-    # else the receive time. A sample older than it, and sent before it (a lower seq), is
-    # late: it joins the windows, nothing else.
-    latest_at: datetime | None = None
-    latest_seq: int | None = None
-    on_device_clock: bool | None = None
-
-    @classmethod
-    def new(cls, station: str, ports: int) -> "StationLive":
-        return cls(station, {n: PortLive(n) for n in range(1, ports + 1)})
-
-    def restored(self) -> "StationLive":
-        """Put back the bounds that a JSON round trip loses (deque maxlen)."""
-        self.total_powers = deque(self.total_powers, maxlen=POWER_SAMPLES_KEPT)
-        self.temps = deque(self.temps, maxlen=TEMPERATURES_KEPT)
-        for port in self.ports.values():
-            port.powers = deque(port.powers, maxlen=POWER_SAMPLES_KEPT)
-            port.temps = deque(port.temps, maxlen=TEMPERATURES_KEPT)
-        return self
-
-
-def _remember(
-    history: deque[tuple[datetime, float]], at: datetime, value: float, window: timedelta
-) -> None:
-    """Keep the minima of the last `window`, rising from front to back (a monotonic queue):
-    the front is the lowest reading within the window, the back the newest reading, so the
-    rise within the window is back − front, whatever the message rate."""
-    while history and history[-1][1] >= value:
-        history.pop()
-    history.append((at, value))
-    while at - history[0][0] > window:
-        history.popleft()
-
-
-def _remember_late(
-    history: deque[tuple[datetime, float]], at: datetime, value: float, window: timedelta
-) -> None:
-    """A reading older than the newest one, put in its place in time: it matters only if it
-    is the lowest of everything after it within the window of the newest reading (it may then
-    be the start of a rise); older than that window it is history, and does not act."""
-    if not history or history[-1][0] - at > window:
-        return
-    times = [when for when, _ in history]
-    after = bisect.bisect_right(times, at)
-    if after < len(history) and history[after][1] <= value:
-        return  # a later reading is as low: the window's minima do not change
-    start = after
-    while start > 0 and history[start - 1][1] >= value:
-        start -= 1
-    kept = list(history)
-    history.clear()
-    history.extend([*kept[:start], (at, value), *kept[after:]])
+# The state's types, importable from here too (the live state and the replay read them).
+__all__ = [
+    "EndReason",
+    "PortLive",
+    "Session",
+    "StationLive",
+    "apply_availability",
+    "apply_event",
+    "apply_telemetry",
+    "end_session",
+    "start_session",
+]
 
 
 def apply_telemetry(
@@ -177,7 +62,7 @@ def apply_telemetry(
     live.latest_at, live.latest_seq = evidence, message.seq
     if message.temp_c is not None:
         live.temp_c = message.temp_c
-        _remember(live.temps, evidence, message.temp_c, window)
+        remember(live.temps, evidence, message.temp_c, window)
     if message.leakage_ma is not None:
         live.leakage_ma = message.leakage_ma
     if message.smoke is not None:
@@ -214,11 +99,11 @@ def _apply_late(
     and shown in history, and joins the temperature windows in its place in time; it is never
     the current reading nor a sample 'in a row' (the power series keep the device's order)."""
     if message.temp_c is not None:
-        _remember_late(live.temps, evidence, message.temp_c, window)
+        remember_late(live.temps, evidence, message.temp_c, window)
     for reading in message.ports:
         port = live.ports.get(reading.port)
         if port is not None and reading.temp_c is not None:
-            _remember_late(port.temps, evidence, reading.temp_c, window)
+            remember_late(port.temps, evidence, reading.temp_c, window)
 
 
 _STATE_END_REASON = {
@@ -251,7 +136,7 @@ def _apply_port(
     port.current_a = reading.current_a
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
-        _remember(port.temps, evidence, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
+        remember(port.temps, evidence, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:
@@ -326,27 +211,3 @@ def apply_availability(live: StationLive, online: bool, at: datetime) -> None:
     live.online = online
     if online:  # a replayed change (at start) never takes the last message back in time
         live.last_seen = max(live.last_seen or at, at)
-
-
-def shown_state(port: PortLive) -> str:
-    """What a resident is told of a port: its reported state, `fault` while a fault event is
-    open, `unknown` until it has reported."""
-    if port.since is None:
-        return "unknown"
-    return "fault" if port.fault_code is not None else port.state.value
-
-
-def is_free(live: StationLive, port: PortLive, *, hazards: Collection[str]) -> bool:
-    """Whether a resident may use the port now: the station online and without a fault, the
-    port reported idle and without a fault, and no open critical alert on the station or the
-    port (`hazards`: the subjects of open critical alerts). A cut the device never carried
-    out leaves the port reporting `idle` under its alert: it is not free for all that."""
-    return (
-        live.online is True
-        and live.fault_code is None
-        and port.since is not None
-        and port.state is PortState.IDLE
-        and port.fault_code is None
-        and live.station not in hazards
-        and f"{live.station}/{port.port}" not in hazards
-    )

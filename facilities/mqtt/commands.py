@@ -60,6 +60,21 @@ class Result:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """One command as every try sends it: the same id, the same `expires`."""
+
+    id: str
+    target: Target
+    action: CommandAction
+    reason: str
+    requested_by: str
+    alert_id: str | None
+    resident: str | None
+    cause: str | None
+    expires: float
+
+
 class CommandSender:
     """Publishes commands on the broker link and matches the devices' acks to them."""
 
@@ -104,72 +119,95 @@ class CommandSender:
         it late. `command_id`: a command sent again after a restart keeps its id. `cause`:
         the device message that made a rule ask for it, for the audit."""
         self._loop = asyncio.get_running_loop()
-        command_id = command_id or uuid.uuid4().hex
         started = time.perf_counter()
-        future: asyncio.Future[CommandAck] = self._loop.create_future()
-        self._pending[command_id] = (target, future)
         wait_s = timeout_s or self._timeout_s
         max_tries = tries or self._tries
-        expires = self._clock() + wait_s * max_tries + EXPIRES_MARGIN_S
-        attempt, outcome, error = 0, Outcome.TIMEOUT, None
-        try:
-            while attempt < max_tries:
-                attempt += 1
-                # The same id on every try: a device that got an earlier copy can tell.
-                sent_at = self._clock()
-                command = Command(
-                    id=command_id,
-                    ts=sent_at,
-                    action=action,
-                    port=target.port,
-                    reason=reason,
-                    resident=resident,
-                    expires=expires,
-                )
-                self._link.publish(
-                    self._topic(target),
-                    command.model_dump_json(exclude_none=True),
-                    # whole seconds, rounded up: the broker never drops a copy that the
-                    # device would still accept
-                    expiry_s=math.ceil(expires - sent_at),
-                )
-                if attempt == 1:
-                    await self._audit_start(
-                        command_id,
-                        target,
-                        action,
-                        reason,
-                        requested_by=requested_by,
-                        alert_id=alert_id,
-                        cause=cause,
-                        sent_at=command.ts,
-                    )
-                try:
-                    ack = await asyncio.wait_for(asyncio.shield(future), wait_s)
-                except TimeoutError:
-                    log.warning(
-                        "no ack for %s %s (try %d of %d)",
-                        action,
-                        target.subject,
-                        attempt,
-                        max_tries,
-                    )
-                    continue
-                outcome = Outcome.ACKED if ack.ok else Outcome.REFUSED
-                error = ack.error
-                break
-        finally:
-            self._pending.pop(command_id, None)
-        result = Result(
-            command_id, target, action, outcome, attempt, error, time.perf_counter() - started
+        order = _Order(
+            command_id or uuid.uuid4().hex,
+            target,
+            action,
+            reason=reason,
+            requested_by=requested_by,
+            alert_id=alert_id,
+            resident=resident,
+            cause=cause,
+            expires=self._clock() + wait_s * max_tries + EXPIRES_MARGIN_S,
         )
-        if self._metrics is not None:
-            answered = outcome is not Outcome.TIMEOUT
-            self._metrics.done(action.value, outcome.value, result.seconds, answered=answered)
-        await self._audit_end(result)
-        if outcome is not Outcome.ACKED:
-            log.error("%s %s %s: %s", action, target.subject, outcome, error or "no ack")
+        future: asyncio.Future[CommandAck] = self._loop.create_future()
+        self._pending[order.id] = (target, future)
+        try:
+            attempt, ack = await self._until_acked(
+                order, future, wait_s=wait_s, max_tries=max_tries
+            )
+        finally:
+            self._pending.pop(order.id, None)
+        outcome = Outcome.TIMEOUT if ack is None else Outcome.ACKED if ack.ok else Outcome.REFUSED
+        error = ack.error if ack is not None else None
+        seconds = time.perf_counter() - started
+        result = Result(order.id, target, action, outcome, attempt, error, seconds)
+        await self._finish(result)
         return result
+
+    async def _until_acked(
+        self, order: _Order, future: asyncio.Future[CommandAck], *, wait_s: float, max_tries: int
+    ) -> tuple[int, CommandAck | None]:
+        """Publish and await the ack, up to `max_tries` times; the first try is audited.
+        Return the tries made and the ack (None: none came)."""
+        attempt, ack = 0, None
+        while attempt < max_tries and ack is None:
+            attempt += 1
+            sent_at = self._publish(order)
+            if attempt == 1:
+                await self._audit_start(order, sent_at)
+            ack = await _ack_within(future, wait_s)
+            if ack is None:
+                log.warning(
+                    "no ack for %s %s (try %d of %d)",
+                    order.action,
+                    order.target.subject,
+                    attempt,
+                    max_tries,
+                )
+        return attempt, ack
+
+    def _publish(self, order: _Order) -> float:
+        """Publish one try of the command; return its `ts` (when it was sent). The same id
+        on every try: a device that got an earlier copy can tell."""
+        sent_at = self._clock()
+        command = Command(
+            id=order.id,
+            ts=sent_at,
+            action=order.action,
+            port=order.target.port,
+            reason=order.reason,
+            resident=order.resident,
+            expires=order.expires,
+        )
+        self._link.publish(
+            self._topic(order.target),
+            command.model_dump_json(exclude_none=True),
+            # whole seconds, rounded up: the broker never drops a copy that the device would
+            # still accept
+            expiry_s=math.ceil(order.expires - sent_at),
+        )
+        return command.ts
+
+    async def _finish(self, result: Result) -> None:
+        """Count, store and (unless acked) log a command's outcome."""
+        if self._metrics is not None:
+            answered = result.outcome is not Outcome.TIMEOUT
+            self._metrics.done(
+                result.action.value, result.outcome.value, result.seconds, answered=answered
+            )
+        await self._audit_end(result)
+        if result.outcome is not Outcome.ACKED:
+            log.error(
+                "%s %s %s: %s",
+                result.action,
+                result.target.subject,
+                result.outcome,
+                result.error or "no ack",
+            )
 
     def waiting(self) -> set[str]:
         """The ids of the commands waiting for their ack now."""
@@ -197,31 +235,21 @@ class CommandSender:
             return topics.gate(target.device, target.gate, "command")
         return topics.station(target.device, "command")
 
-    async def _audit_start(
-        self,
-        command_id: str,
-        target: Target,
-        action: CommandAction,
-        reason: str,
-        *,
-        requested_by: str,
-        alert_id: str | None,
-        cause: str | None,
-        sent_at: float,
-    ) -> None:
+    async def _audit_start(self, order: _Order, sent_at: float) -> None:
+        target = order.target
         async with self._db.transaction() as conn:
             await outbox.started(
                 conn,
                 outbox.Sent(
-                    command_id,
+                    order.id,
                     target.device,
                     target.port,
                     target.gate,
-                    action.value,
-                    reason,
-                    requested_by,
-                    alert_id,
-                    cause,
+                    order.action.value,
+                    order.reason,
+                    order.requested_by,
+                    order.alert_id,
+                    order.cause,
                     sent_at,
                 ),
             )
@@ -236,3 +264,11 @@ class CommandSender:
                 error=result.error,
                 at=self._clock(),
             )
+
+
+async def _ack_within(future: asyncio.Future[CommandAck], wait_s: float) -> CommandAck | None:
+    """The ack, if it comes within `wait_s`; the future stays for the next try."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), wait_s)
+    except TimeoutError:
+        return None

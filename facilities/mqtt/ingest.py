@@ -1,34 +1,28 @@
 """Decode → batch → commit → ack. A message is acknowledged only once it is in SQLite."""
 
+# Receiving, batching, acknowledging and counting are here; what a batch writes is
+# ingest_batch.py's.
+
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import aiosqlite
 
 from facilities.errors import StoreError
 from facilities.garage.payloads import GateEvent
-from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
+from facilities.messages import Accepted, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
+from facilities.mqtt.ingest_batch import ACK_KINDS, AVAILABILITY_KINDS, BatchWriter, Pending
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
 from facilities.settings import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
-from facilities.store.telemetry import (
-    BatchRows,
-    hour_start,
-    last_availability,
-    quarantined_last_hour,
-    write_batch,
-)
-from facilities.wire import Availability
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +33,14 @@ BATCH_MAX = 1000
 # ack lag low while batching a 2,000 msg/s district load ~100 to a commit.
 FLUSH_INTERVAL_S = 0.05
 _LOG_PAYLOAD_CHARS = 120
-_DETAIL_CHARS = 300  # as the decoder's details: the error, short enough to log
 _LOG_PER_REASON_PER_MINUTE = 10
 
-_AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
-_ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 # What is left once the batch was salvaged is the database's failure, not a message's.
 _WRITE_ERRORS: tuple[type[Exception], ...] = (aiosqlite.Error, *DATA_ERRORS)
 
 
 class Acker(Protocol):
     def ack(self, items: Sequence[Delivery]) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    message: Accepted | Rejected | None  # None: our own command heard back, only acked
-    topic: str
-    raw: bytes  # kept to quarantine the message if the store refuses it
-    delivery: Delivery
-    received_at: float  # the wall clock (Unix seconds), stored with the message
-    arrived: float  # time.monotonic(): linger and ack lag, whatever the wall clock does
-    kept: bool = True  # a rejection within its device's quarantine quota (a row of its own)
 
 
 Listener = Callable[[Accepted], None]
@@ -84,23 +64,19 @@ class Ingest:
         flush_interval_s: float = FLUSH_INTERVAL_S,
         quarantine_quota: int = DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
     ) -> None:
-        self._conn = conn
         self._decoder = decoder
         self._metrics = metrics
         self._clock = clock
         self._batch_max = batch_max
         self._flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
-        self._inbox: list[_Pending] = []
+        self._inbox: list[Pending] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
-        self._availability: dict[str, str] = {}
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
-        self._quota = quarantine_quota
-        # device → (start of the hour, bad messages in it): the site's devices and "" only
-        self._quarantined: dict[str, tuple[float, int]] = {}
+        self._writer = BatchWriter(conn, quarantine_quota=quarantine_quota)
         # Before the commit, on paho's thread: the rules see the first evidence at once.
         self.observers: list[Listener] = []
         self.committed = 0
@@ -109,8 +85,7 @@ class Ingest:
     async def start(self) -> None:
         """Bind to the running loop and load what was last known (availability)."""
         self._loop = asyncio.get_running_loop()
-        self._availability = await last_availability(self._conn)
-        self._quarantined = await quarantined_last_hour(self._conn)
+        await self._writer.load()
 
     # -- network thread ----------------------------------------------------------------------
 
@@ -129,7 +104,7 @@ class Ingest:
                 except Exception:  # storing the message goes on; the failure is loud
                     log.exception("rules failed on %s", topic)
         with self._lock:
-            self._inbox.append(_Pending(message, topic, raw, delivery, now, arrived))
+            self._inbox.append(Pending(message, topic, raw, delivery, now, arrived))
             size = len(self._inbox)
         if (size == 1 or size == self._batch_max) and self._loop is not None:
             self._loop.call_soon_threadsafe(self._signal, size)
@@ -199,16 +174,12 @@ class Ingest:
             del self._inbox[: self._batch_max]
         if not pending:
             return 0
-        # decided once per message, before the write: a batch stored by halves keeps it
-        pending = [
-            dataclasses.replace(item, kept=self._within_quota(item.message))
-            if isinstance(item.message, Rejected)
-            else item
-            for item in pending
-        ]
+        pending = self._writer.with_quota(pending)
         started = time.perf_counter()
         try:
-            stored, inserted = await store_by_halves(pending, self._write, self._store_failed)
+            stored, inserted = await store_by_halves(
+                pending, self._writer.write, self._writer.store_failed
+            )
         except _WRITE_ERRORS as exc:
             raise StoreError(f"cannot write to the database: {exc}") from exc
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -221,72 +192,7 @@ class Ingest:
         self._metrics.pending.set(self._inbox_state()[0])
         return len(pending)
 
-    async def _write(self, items: Sequence[_Pending]) -> int:
-        """Store `items` in one transaction; return how many rows were new. On failure the
-        availability known stays as it was, so that a retry records the same changes."""
-        known = dict(self._availability)
-        rows = BatchRows()
-        for item in items:
-            if isinstance(item.message, Accepted):
-                self._add(rows, item.message)
-            elif isinstance(item.message, Rejected):
-                if item.kept:
-                    rows.add_rejected(item.message)
-                else:
-                    rows.add_over_quota(item.message)
-        try:
-            return await write_batch(self._conn, rows)
-        except BaseException:
-            self._availability = known
-            raise
-
-    def _store_failed(self, item: _Pending, exc: Exception) -> _Pending:
-        # backslashreplace: the error may quote text that cannot be stored as it is
-        detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
-        device = item.message.route.device if isinstance(item.message, Accepted) else ""
-        rejected = Rejected(
-            item.topic,
-            item.raw,
-            RejectReason.STORE_FAILED,
-            detail[:_DETAIL_CHARS],
-            item.received_at,
-            device,
-        )
-        return dataclasses.replace(item, message=rejected, kept=self._within_quota(rejected))
-
-    def _within_quota(self, rejected: Rejected) -> bool:
-        """Whether a bad message gets a quarantine row: at most `quarantine_quota` a device
-        (or all unknown ones together) in each hour of the service's clock; past it, only
-        counted. Told once per device and hour."""
-        hour = hour_start(rejected.received_at)
-        start, count = self._quarantined.get(rejected.device, (hour, 0))
-        if start != hour:
-            count = 0
-        self._quarantined[rejected.device] = (hour, count + 1)
-        if count == self._quota:
-            log.warning(
-                "%s passed its quarantine quota (%d bad messages this hour): the rest of the"
-                " hour's are counted, not kept",
-                rejected.device or "unknown devices",
-                self._quota,
-            )
-        return count < self._quota
-
-    def _add(self, rows: BatchRows, message: Accepted) -> None:
-        kind = message.route.kind
-        if kind in _ACK_KINDS:
-            return  # command acks are matched by the command sender, not stored as telemetry
-        if kind in _AVAILABILITY_KINDS:
-            assert isinstance(message.payload, Availability)
-            status = message.payload.value
-            if self._availability.get(message.route.device) != status:
-                self._availability[message.route.device] = status
-                rows.add_availability(message)
-                log.info("%s is %s", message.route.device, status)
-            return
-        rows.add(message)
-
-    def _count(self, items: Sequence[_Pending], inserted: int) -> None:
+    def _count(self, items: Sequence[Pending], inserted: int) -> None:
         # Counted per kind first: one metric update per kind and batch, not per message.
         kinds: Counter[str] = Counter()
         extra: Counter[str] = Counter()
@@ -303,7 +209,7 @@ class Ingest:
                     gate_events[
                         (message.route.device, message.route.gate, message.payload.type)
                     ] += 1
-                rows += kind not in _ACK_KINDS and kind not in _AVAILABILITY_KINDS
+                rows += kind not in ACK_KINDS and kind not in AVAILABILITY_KINDS
             elif isinstance(message, Rejected):
                 m.rejected.labels(message.reason.value).inc()
                 if not item.kept:

@@ -3,44 +3,33 @@
 import asyncio
 import contextlib
 import logging
-import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import SecretStr
 
-from facilities.errors import BrokerAuthError, BrokerError, OperatorError
+from facilities.errors import BrokerAuthError, BrokerError
+from facilities.mqtt.broker_url import BrokerUrl, session_client_id
+from facilities.mqtt.link_options import (
+    AUTH_FAILURES,
+    CONNACK_TIMEOUT_S,
+    KEEPALIVE_S,
+    backoff_delay,
+    connect_properties,
+)
 from facilities.mqtt.topics import Topics
 
-log = logging.getLogger(__name__)
+# BrokerUrl and session_client_id are the link's settings: importable from here too.
+__all__ = ["BrokerLink", "BrokerUrl", "Delivery", "MessageHandler", "session_client_id"]
 
-# The client id when the broker URL names no user (and no --client-id is given).
-DEFAULT_CLIENT_ID = "facilities"
-# CONNACK reason codes that retrying will not fix (MQTT 5 §3.2.2.2; paho maps the 3.1.1
-# return codes 4 and 5 onto 134 and 135).
-_AUTH_FAILURES = frozenset({134, 135})
-KEEPALIVE_S = 30
-CONNACK_TIMEOUT_S = 10.0
-# Reconnect backoff: full jitter over an exponential range capped at 30 s, so a broker that
-# restarts is not met by every client of the district at the same instant.
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
-# MQTT 5 session expiry: the broker keeps our session (and queues for us) for a week of
-# outage, as `persistent_client_expiration` in mosquitto.conf does for MQTT 3.1.1 clients.
-SESSION_EXPIRY_S = 7 * 24 * 3600
-# MQTT 5 Receive Maximum: QoS 1 messages the broker may send before we acknowledge; the
-# same window as `max_inflight_messages` in mosquitto.conf (why 2,000 is explained there).
-RECEIVE_MAXIMUM = 2000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,74 +44,6 @@ class Delivery:
 
 
 MessageHandler = Callable[[str, bytes, Delivery], None]
-
-
-# The password of a URL's user part (`//user:password@`), for error lines.
-_PASSWORD = re.compile(r"(//[^/@:]*:)[^/@]*@")
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    """`mqtt://user:password@host:port`, parsed."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str | SecretStr) -> "BrokerUrl":
-        if isinstance(url, SecretStr):  # Settings.broker: it holds the password
-            url = url.get_secret_value()
-        parts = urlsplit(url)
-        shown = _PASSWORD.sub(r"\1***@", url)  # an error line never carries the password
-        if parts.scheme != "mqtt" or not parts.hostname:
-            raise OperatorError(
-                f"broker URL {shown!r}: expected mqtt://[user:password@]host[:port]"
-            )
-        try:
-            port = parts.port or 1883
-        except ValueError:
-            raise OperatorError(f"broker URL {shown!r}: bad port") from None
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
-
-    def display(self) -> str:
-        """The URL without its password, for logs and error messages."""
-        user = f"{self.username}@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
-
-
-def session_client_id(url: BrokerUrl, requested: str = "") -> str:
-    """The client id to connect with: the broker user's name unless another is asked for.
-    The shipped mosquitto.conf (`use_username_as_clientid`) replaces any client id with the
-    user name, so that a device's password cannot take the service's id: there, the session
-    (and the queue kept for it) belongs to the user, whatever is asked for."""
-    user = url.username or ""
-    if requested and user and requested != user:
-        log.warning(
-            "client id %s: a broker with the shipped mosquitto.conf uses the user name %s "
-            "as client id instead (one session per broker user)",
-            requested,
-            user,
-        )
-    return requested or user or DEFAULT_CLIENT_ID
-
-
-def _connect_properties() -> Properties:
-    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho
-    properties.SessionExpiryInterval = SESSION_EXPIRY_S
-    properties.ReceiveMaximum = RECEIVE_MAXIMUM
-    return properties
-
-
-def backoff_delay(attempt: int) -> float:
-    """Seconds to wait before reconnect `attempt` (0-based): full jitter, capped."""
-    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
 
 
 class BrokerLink:
@@ -210,7 +131,7 @@ class BrokerLink:
                 self.url.port,
                 KEEPALIVE_S,
                 clean_start=False,  # persistent session: the broker queues for us while away
-                properties=_connect_properties(),
+                properties=connect_properties(),
             )
         except OSError as exc:
             self.last_error = exc.strerror or str(exc)
@@ -225,7 +146,7 @@ class BrokerLink:
         if code.is_failure:
             await self._stop_loop()
             self.last_error = str(code)
-            if code.value in _AUTH_FAILURES:
+            if code.value in AUTH_FAILURES:
                 raise BrokerAuthError(
                     f"broker {self.url.display()} refused the credentials: {code}"
                 )

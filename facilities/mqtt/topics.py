@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from facilities.messages import MessageKind, Route
+from facilities.rule_ids import RuleId
 from facilities.site import ID_PATTERN
 
 _ID = re.compile(ID_PATTERN)
@@ -75,7 +76,7 @@ class Topics:
         """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
         return f"{self.prefix}/service/status"
 
-    def alert(self, rule: str, subject: str) -> str:
+    def alert(self, rule: RuleId, subject: str) -> str:
         """Where an alert is published (`facilities/alerts/port_overload/cs-07/3`): retained
         while it is open (docs/rules.md, "On MQTT, for wall displays and Home Assistant")."""
         return f"{self.prefix}/alerts/{rule}/{subject}"

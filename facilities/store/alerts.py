@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import aiosqlite
 
 from facilities.alerts import Alert, AlertState, Change, Transition, device_of
+from facilities.store.rule_names import RuleNames
 from facilities.verdicts import Severity
 
 _UPSERT_ALERT = """
@@ -77,16 +78,23 @@ async def save_transitions(conn: aiosqlite.Connection, transitions: Iterable[Tra
 
 
 async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], Alert]:
+    """The open alerts, by (rule, subject); one naming a rule this version does not have is
+    skipped and logged (`RuleNames`)."""
     sql = (
         "SELECT id, rule, subject, severity, state, raised_at, updated_at, value, peak, count,"
         " clear_since, acknowledged_by, acknowledged_at FROM alerts WHERE state != 'cleared'"
     )
-    alerts = {}
+    rules = RuleNames("open alerts")
+    # by (rule, subject) as the engine keeps them; a plain string finds a `RuleId` key
+    alerts: dict[tuple[str, str], Alert] = {}
     async with conn.execute(sql) as cursor:
         async for row in cursor:
+            rule = rules.parse(row[1])
+            if rule is None:
+                continue
             alert = Alert(
                 id=str(row[0]),
-                rule=str(row[1]),
+                rule=rule,
                 subject=str(row[2]),
                 severity=Severity(row[3]),
                 state=AlertState(row[4]),
@@ -100,6 +108,7 @@ async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], 
                 acknowledged_at=_dt(row[12]),
             )
             alerts[alert.key] = alert
+    rules.report()
     return alerts
 
 

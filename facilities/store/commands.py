@@ -18,7 +18,8 @@ class Queued:
     action: str
     reason: str
     alert_id: str
-    cause: str | None = None  # the device message that made it due (engine.message_cause)
+    # the device message that made it due (rules/observation.py: message_cause)
+    cause: str | None = None
 
 
 async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) -> None:

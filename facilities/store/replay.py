@@ -61,6 +61,29 @@ async def _rows(conn: aiosqlite.Connection, sql: str, *params: object) -> list[t
 
 async def _station(conn: aiosqlite.Connection, station: str, after: float) -> list[Accepted]:
     from_ts = after - TS_MARGIN_S
+    ports = await _port_readings(conn, station, from_ts, after)
+    out = await _station_telemetry(conn, station, from_ts, after, ports)
+    event = Route(MessageKind.STATION_EVENT, station)
+    for ts, seq, received, port, kind, code in await _rows(
+        conn,
+        "SELECT ts, seq, received_at, port, type, code FROM charging_events"
+        " WHERE station = ? AND ts > ? AND received_at >= ?",
+        station,
+        from_ts,
+        after,
+    ):
+        happened = _valid(
+            StationEvent, {"seq": seq, "ts": ts, "type": kind, "port": port, "code": code}
+        )
+        if happened is not None:
+            out.append(Accepted(event, happened, float(received)))
+    return sorted(out, key=lambda m: m.received_at)
+
+
+async def _port_readings(
+    conn: aiosqlite.Connection, station: str, from_ts: float, after: float
+) -> dict[tuple[float, int], list[PortReading]]:
+    """The ports of each stored telemetry message, by its (ts, seq)."""
     ports: dict[tuple[float, int], list[PortReading]] = {}
     for ts, seq, port, state, voltage, current, power, energy, temp in await _rows(
         conn,
@@ -85,6 +108,16 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
         )
         if reading is not None:
             ports.setdefault((float(ts), int(seq)), []).append(reading)
+    return ports
+
+
+async def _station_telemetry(
+    conn: aiosqlite.Connection,
+    station: str,
+    from_ts: float,
+    after: float,
+    ports: Mapping[tuple[float, int], list[PortReading]],
+) -> list[Accepted]:
     out = []
     telemetry = Route(MessageKind.STATION_TELEMETRY, station)
     for ts, seq, received, temp, leakage, smoke in await _rows(
@@ -108,21 +141,7 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
         )
         if payload is not None:
             out.append(Accepted(telemetry, payload, float(received)))
-    event = Route(MessageKind.STATION_EVENT, station)
-    for ts, seq, received, port, kind, code in await _rows(
-        conn,
-        "SELECT ts, seq, received_at, port, type, code FROM charging_events"
-        " WHERE station = ? AND ts > ? AND received_at >= ?",
-        station,
-        from_ts,
-        after,
-    ):
-        happened = _valid(
-            StationEvent, {"seq": seq, "ts": ts, "type": kind, "port": port, "code": code}
-        )
-        if happened is not None:
-            out.append(Accepted(event, happened, float(received)))
-    return sorted(out, key=lambda m: m.received_at)
+    return out
 
 
 async def _garage(conn: aiosqlite.Connection, garage: str, after: float) -> list[Accepted]:

@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 import aiosqlite
 
-from facilities.charging.state import Session
+from facilities.charging.live import Session
 
 
 async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session]) -> None:

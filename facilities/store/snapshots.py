@@ -7,9 +7,10 @@ from typing import NamedTuple
 import aiosqlite
 from pydantic import TypeAdapter
 
-from facilities.charging.state import StationLive
+from facilities.charging.live import StationLive
 from facilities.cutoffs import Cutoff, DesiredState
 from facilities.garage.state import GarageLive
+from facilities.store.rule_names import RuleNames
 
 _STATION_STATE = TypeAdapter(StationLive)
 _GARAGE_STATE = TypeAdapter(GarageLive)
@@ -102,19 +103,22 @@ async def save_cutoffs(conn: aiosqlite.Connection, cutoffs: Iterable[Cutoff]) ->
 
 
 async def load_cutoffs(conn: aiosqlite.Connection) -> DesiredState:
+    """The stored desired state; a cut-off naming a rule this version does not have is
+    skipped and logged (`RuleNames`): its alert is not loaded either, so it would not be held."""
     sql = (
         "SELECT device, port, gate, whole_station, rule, alert_id, subject, since, held,"
         " confirmed FROM cutoffs"
     )
     async with conn.execute(sql) as cursor:
         rows = await cursor.fetchall()
-    return DesiredState(
+    rules = RuleNames("cut-offs")
+    cutoffs = [
         Cutoff(
             device=str(r[0]),
             port=r[1],
             gate=r[2],
             whole_station=bool(r[3]),
-            rule=str(r[4]),
+            rule=rule,
             alert_id=str(r[5]),
             subject=str(r[6]),
             since=datetime.fromtimestamp(r[7], UTC),
@@ -122,4 +126,7 @@ async def load_cutoffs(conn: aiosqlite.Connection) -> DesiredState:
             confirmed=bool(r[9]),
         )
         for r in rows
-    )
+        if (rule := rules.parse(r[4])) is not None
+    ]
+    rules.report()
+    return DesiredState(cutoffs)

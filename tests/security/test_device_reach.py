@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from facilities.messages import Accepted
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.topics import Topics
-from facilities.rules.engine import Engine, message_cause
+from facilities.rules.engine import Engine
+from facilities.rules.observation import message_cause
 from facilities.site import Site, load_site
 from facilities.verdicts import Action, ActionKind
 from tests.conftest import EXAMPLE_SITE
