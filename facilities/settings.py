@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
+from facilities.mqtt.ingest_batch import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
 from facilities.mqtt.topics import DEFAULT_PREFIX
 from facilities.options import Option, Options, as_text, from_text, parse_log_level, positive
 
@@ -26,13 +27,10 @@ DEFAULT_CONNECT_TIMEOUT_S = 30.0
 # docs/api.md: gate opens per resident and failed authentications per client address.
 DEFAULT_OPENS_PER_MINUTE = 5
 DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
-# docs/operations.md, "Retention": what clients and devices make the service store is bounded.
-# Bad messages kept per device and hour (past it, counted only): a device whose every
-# telemetry (each 10 s) is bad fills 60 in 10 minutes, and 60 rows of at most ~1.6 KiB (a
-# 1 KiB prefix, a 256-character topic, a 300-character detail) are ~100 KiB an hour.
+# docs/operations.md, "Retention": what clients and devices make the service store is bounded
+# (bad messages kept per device and hour: DEFAULT_QUARANTINE_PER_DEVICE_HOUR, ingest's).
 # Quarantine is kept for a month (long enough to take a vendor through a firmware fault), the
 # request audit for half a year (a resident's "who opened the gate in spring" is answered).
-DEFAULT_QUARANTINE_PER_DEVICE_HOUR = 60
 DEFAULT_QUARANTINE_RETENTION_DAYS = 30.0
 DEFAULT_AUDIT_RETENTION_DAYS = 180.0
 # A sticker's QR code holds the public address and a page's path; at error correction M a

@@ -14,13 +14,14 @@ from facilities.charging.timer_rules import TIMER_RULES
 from facilities.cutoffs import Cutoff
 from facilities.garage.rules import GARAGE_RULES
 from facilities.rule_ids import RuleId
-from facilities.service import Service
+from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store.alerts import save_transitions
 from facilities.store.db import open_db
 from facilities.store.snapshots import save_cutoffs
 from facilities.verdicts import Severity
+from facilities.wiring import build
 from tests.conftest import ROOT
 
 # Raised by the command path (a command refused or not acknowledged), not by a rule function.
@@ -84,7 +85,7 @@ async def test_a_stored_row_naming_an_unknown_rule_is_skipped_at_start(
         await conn.close()
 
     with caplog.at_level(logging.WARNING, logger="facilities.store.rule_names"):
-        async with Service(settings, site).running() as service:
+        async with run(build(settings, site)) as service:
             assert [a.id for a in service.live.open_alerts()] == [kept.id]
             assert {c.alert_id for c in service.live.cutoffs()[1]} == {kept.id}
     unknown = [r.getMessage() for r in caplog.records if "retired_rule" in r.getMessage()]

@@ -19,10 +19,15 @@ from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
-from facilities.mqtt.ingest_batch import ACK_KINDS, AVAILABILITY_KINDS, BatchWriter, Pending
+from facilities.mqtt.ingest_batch import (
+    ACK_KINDS,
+    AVAILABILITY_KINDS,
+    DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
+    BatchWriter,
+    Pending,
+)
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
-from facilities.settings import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,11 @@ from facilities.wire import Availability
 log = logging.getLogger(__name__)
 
 _DETAIL_CHARS = 300  # as the decoder's details: the error, short enough to log
+# Bad messages kept per device and hour (past it, counted only; `--quarantine-per-device-hour`,
+# docs/operations.md, "Retention"): a device whose every telemetry (each 10 s) is bad fills 60
+# in 10 minutes, and 60 rows of at most ~1.6 KiB (a 1 KiB prefix, a 256-character topic, a
+# 300-character detail) are ~100 KiB an hour.
+DEFAULT_QUARANTINE_PER_DEVICE_HOUR = 60
 AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
 ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 
