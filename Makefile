@@ -45,7 +45,7 @@ dashboards: setup
 messages: setup
 	@mkdir -p var
 	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o var/messages.pot .
-	$(BIN)/pybabel update -i var/messages.pot -d facilities/web/locale --ignore-obsolete
+	$(BIN)/pybabel update -i var/messages.pot -d facilities/api/web/locale --ignore-obsolete
 
 # Benchmarks run on demand, never in `make test`.
 bench: setup

@@ -13,13 +13,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from facilities.api.app import create_app
+from facilities.api.web.pages import listen_url
 from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.metrics import ApiMetrics
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
-from facilities.web.pages import listen_url
 from facilities.wiring import build
 
 log = logging.getLogger(__name__)

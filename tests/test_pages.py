@@ -11,7 +11,7 @@ from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
 
 from facilities.access import Role
-from facilities.web.i18n import choose
+from facilities.api.web.i18n import choose
 from tests.api_support import Api, bearer, port, telemetry
 from tests.conftest import ROOT, query, wait_for
 
@@ -195,7 +195,7 @@ async def test_the_staff_console_page_needs_a_token_to_show_anything(api: Api) -
 
 
 def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
-    web = ROOT / "facilities" / "web"
+    web = ROOT / "facilities" / "api" / "web"
     method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
     options = {"templates/**.html": {"extensions": "jinja2.ext.i18n"}}
     extracted = {
@@ -234,8 +234,8 @@ def test_the_language_is_chosen_as_a_visitor_expects(query, cookie, header, expe
 def test_the_console_names_every_rule_in_both_languages() -> None:
     """The staff console (staff.js) shows `labels.rules[rule]`: a name for every `RuleId`
     from the catalogs, in both languages, and no name for a rule that is gone."""
+    from facilities.api.web.labels import labels
     from facilities.rule_ids import RuleId
-    from facilities.web.labels import labels
 
     zh, en = labels("zh")["rules"], labels("en")["rules"]
     assert set(zh) == set(RuleId)

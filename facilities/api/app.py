@@ -18,7 +18,7 @@ from facilities.api.deps import Services
 from facilities.api.errors import install_error_handlers
 from facilities.api.instrument import HttpMetrics
 from facilities.api.routes import events, health, public, residents, staff
-from facilities.web import pages
+from facilities.api.web import pages
 
 DESCRIPTION = """
 Status of the e-bike charging stations and bicycle garages for residents, gate opening for

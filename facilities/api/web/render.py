@@ -8,8 +8,8 @@ from fastapi import Path, Query, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from facilities.web.i18n import LANGUAGES, choose, translations
-from facilities.web.labels import LOCAL_TIME, labels
+from facilities.api.web.i18n import LANGUAGES, choose, translations
+from facilities.api.web.labels import LOCAL_TIME, labels
 
 LANG_COOKIE_DAYS = 365
 # The pages load nothing from elsewhere and run no inline script: say so to the browser, so
@@ -27,7 +27,7 @@ def _environment(language: str) -> Environment:
     """One template environment per language: the catalog is fixed for each, so that
     concurrent requests in different languages never share gettext state."""
     env = Environment(
-        loader=PackageLoader("facilities.web", "templates"),
+        loader=PackageLoader("facilities.api.web", "templates"),
         autoescape=select_autoescape(["html"]),
         extensions=["jinja2.ext.i18n"],
     )

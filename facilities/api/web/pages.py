@@ -13,12 +13,12 @@ from fastapi.staticfiles import StaticFiles
 
 from facilities.api import models, views
 from facilities.api.deps import EstimatesDep, LiveDep, NowDep, SiteDep
+from facilities.api.web import qr
+from facilities.api.web.i18n import translations
+from facilities.api.web.qr import listen_url
+from facilities.api.web.render import Id, Lang, language_of, local_time, name, render
 from facilities.rules.live_state import LiveState, Reading
 from facilities.site import Garage, Site
-from facilities.web import qr
-from facilities.web.i18n import translations
-from facilities.web.qr import listen_url
-from facilities.web.render import Id, Lang, language_of, local_time, name, render
 
 __all__ = ["listen_url", "router", "static_files"]  # listen_url: the service's default address
 
@@ -27,7 +27,7 @@ router.include_router(qr.router)
 
 
 def static_files() -> StaticFiles:
-    return StaticFiles(directory=str(resources.files("facilities.web").joinpath("static")))
+    return StaticFiles(directory=str(resources.files("facilities.api.web").joinpath("static")))
 
 
 def gates_released(spec: Garage) -> bool:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from facilities.api.web.i18n import translations
 from facilities.rule_ids import RuleId
-from facilities.web.i18n import translations
 
 # The district's clock for times printed in a page (a phone re-renders live updates in its own).
 LOCAL_TIME = ZoneInfo("Asia/Shanghai")

@@ -19,7 +19,8 @@ def translations(language: str) -> gettext.NullTranslations:
     """The catalog of `language` (English: the messages as written)."""
     if language == "en":
         return gettext.NullTranslations()
-    po = resources.files("facilities.web").joinpath(f"locale/{language}/LC_MESSAGES/messages.po")
+    locale = resources.files("facilities.api.web").joinpath("locale")
+    po = locale.joinpath(f"{language}/LC_MESSAGES/messages.po")
     with po.open("rb") as source:
         catalog = read_po(source, locale=language)
     compiled = io.BytesIO()

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from facilities.api.deps import SiteDep
+from facilities.api.web.render import Id, Lang, language_of, render
 from facilities.errors import NotFound
-from facilities.web.render import Id, Lang, language_of, render
 
 router = APIRouter(include_in_schema=False)
 
