@@ -58,6 +58,7 @@ def build(
         settings,
         site,
         steady,
+        now,
         monotonic,
         _metrics(),
         Store(settings.db),
@@ -71,11 +72,7 @@ def build(
     rules = RulesRunner(live, store.writer, link, commands, clock=now, monotonic=monotonic)
     refusals = Refusals(clock=steady, metrics=core.metrics.api)
     estimates = Estimates(store.reader, clock=steady)
-    feed = LiveFeed(
-        device_bodies(site, live, estimates=estimates.typical_charge, now=now),
-        queue_size=live_queue,
-    )
-    _watch_live(core, link, feed)
+    feed = _live_feed(core, link, estimates, live_queue)
     return Service(
         settings=settings,
         site=site,
@@ -107,6 +104,7 @@ class _Core:
     settings: Settings
     site: Site
     clock: SteadyClock
+    now: Callable[[], datetime]
     monotonic: Callable[[], float]
     metrics: Metrics
     store: Store
@@ -182,16 +180,20 @@ def _metrics() -> Metrics:
     )
 
 
-def _watch_live(core: _Core, link: BrokerLink, feed: LiveFeed) -> None:
-    """Who hears of the live state's changes (the live stream, the alert metrics), and the
-    metrics read from it and from the link at each scrape."""
+def _live_feed(core: _Core, link: BrokerLink, estimates: Estimates, queue: int) -> LiveFeed:
+    """The live stream's feed, and who else hears of the live state's changes (the alert
+    metrics); the metrics read from the live state and from the link at each scrape."""
     live, metrics = core.live, core.metrics
+    feed = LiveFeed(
+        device_bodies(core.site, live, estimates=estimates.typical_charge, now=core.now),
+        queue_size=queue,
+    )
     live.changes.subscribe(feed.changed)
     live.changes.subscribe(AlertMetrics(metrics.registry).changed)
     metrics.api.live_clients.set_function(lambda: feed.subscribers)
 
     def devices() -> list[Metric]:
-        at = _now(core.clock)
+        at = core.now()
         return live.read(lambda reading: device_families(core.site, reading, at))
 
     metrics.registry.register(DeviceCollector(devices))
@@ -202,6 +204,7 @@ def _watch_live(core: _Core, link: BrokerLink, feed: LiveFeed) -> None:
             open_alerts=lambda: [(a.rule, a.severity.value) for a in live.open_alerts()],
         )
     )
+    return feed
 
 
 def _now(clock: SteadyClock) -> datetime:
