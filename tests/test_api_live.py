@@ -18,8 +18,10 @@ from facilities.server import bind, serve_http
 from facilities.service import Service
 from facilities.settings import Listen, Settings
 from facilities.site import Site
-from tests.api_support import MovableClock, port, telemetry
-from tests.conftest import query, wait_for
+from tests.support.clock import MovableClock
+from tests.support.db import query
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 
 # docs/pages.md, "Live": a change reaches a live page within 2 s.
 WITHIN_S = 2.0

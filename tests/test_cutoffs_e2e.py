@@ -26,9 +26,12 @@ from facilities.site import Site
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation
-from tests.api_support import Api, bearer, port, telemetry
-from tests.conftest import clear_retained_status, query, wait_for
-from tests.procs import ServiceProcess
+from tests.api_support import Api, bearer
+from tests.support.db import query
+from tests.support.devices import clear_retained_status
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess
 
 # port_temp_max_c is 60 °C, its hysteresis band 54-60 °C. Steps between readings stay under
 # temperature_rise's 10 °C, so that only port_over_temperature speaks.

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from facilities.mosquitto import free_port
-from tests.conftest import ROOT
-from tests.procs import ServiceProcess
+from tests.support.paths import ROOT
+from tests.support.poll import wait_until
+from tests.support.processes import ServiceProcess
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
@@ -155,15 +156,7 @@ def prometheus(district: ServiceProcess, tmp_path_factory: pytest.TempPathFactor
 
 
 def _poll(check: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    wait_until(check, timeout_s=timeout_s, what=what, interval_s=0.25, ignoring=(httpx.HTTPError,))
 
 
 def _query(url: str, promql: str) -> list[dict[str, Any]]:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from facilities.mosquitto import PrivateBroker, free_port
-from tests.conftest import EXAMPLE_SITE
-from tests.procs import run_cli
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.processes import run_cli
 
 
 def _run(broker: str, db: Path, *extra: str) -> tuple[int, list[str]]:

@@ -8,7 +8,7 @@ import pytest
 from facilities.charging.rules import CHARGING_RULES, EVIDENCE_RULES, TIMER_RULES
 from facilities.garage.rules import GARAGE_RULES
 from facilities.rule_ids import RuleId
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # Raised by the command path (a command refused or not acknowledged), not by a rule function.
 NOT_A_FUNCTION = {RuleId.COMMAND_FAILED}

@@ -10,8 +10,10 @@ import httpx
 
 from facilities.mosquitto import PrivateBroker
 from simulators.client import DeviceClient
-from tests.conftest import DeviceFactory, query, wait_for
-from tests.procs import ServiceProcess
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess
 
 STATION = "cs-11"
 

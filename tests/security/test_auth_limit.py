@@ -6,9 +6,10 @@ import asyncio
 import httpx
 
 from facilities.access import Role
-from tests.api_support import Api, MovableClock, bearer
-from tests.conftest import query
+from tests.api_support import Api, bearer
 from tests.security.conftest import Run
+from tests.support.clock import MovableClock
+from tests.support.db import query
 
 OPEN = "/api/garages/g-cq4/gates/north/open"
 LIMIT = 10  # the default --auth-failures-per-minute
@@ -53,7 +54,7 @@ def test_a_trusted_proxy_is_believed_and_only_it(run_service: Run) -> None:
 
 
 def test_the_trusted_proxy_option_takes_addresses_only() -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     done = run_cli("run", "--trusted-proxy", "proxy.local", "--connect-timeout", "1", timeout_s=20)
     assert done.returncode == 2

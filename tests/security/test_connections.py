@@ -12,8 +12,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from facilities.settings import DEFAULT_MAX_CONNECTIONS
-from tests.conftest import ROOT
 from tests.security.conftest import Run
+from tests.support.paths import ROOT
 
 TIMEOUT = "1"  # --client-timeout for these tests, in seconds
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from facilities.mosquitto import PrivateBroker
-from tests.procs import ServiceProcess, run_cli
+from tests.support.processes import ServiceProcess, run_cli
 
 SUFFIXES = ("", "-wal", "-shm")
 

@@ -17,7 +17,7 @@ from facilities.mqtt.topics import Topics
 from facilities.rules.engine import Engine, message_cause
 from facilities.site import Site, load_site
 from facilities.verdicts import Action, ActionKind
-from tests.conftest import EXAMPLE_SITE
+from tests.support.paths import EXAMPLE_SITE
 
 SITE = load_site(EXAMPLE_SITE)
 TOPICS = Topics()

@@ -56,7 +56,7 @@ def test_no_host_header_makes_a_server_error(run_service: Run) -> None:
 
 
 def test_a_public_url_that_cannot_be_printed_is_refused_at_start(run_service: Run) -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     for bad in ("bikes.example.cn", "ftp://x", "https://x/?a=b", "https://" + "a" * 300):
         done = run_cli("run", "--public-url", bad, "--connect-timeout", "1", timeout_s=20)

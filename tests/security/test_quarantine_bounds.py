@@ -25,7 +25,9 @@ from facilities.store.telemetry import (
 )
 from simulators.client import DeviceClient
 from tests.api_support import Api, bearer
-from tests.conftest import DeviceFactory, query, wait_for
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
 
 TOPIC = "facilities/charging/{}/telemetry"
 QUOTA = DEFAULT_QUARANTINE_PER_DEVICE_HOUR

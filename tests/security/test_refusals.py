@@ -6,8 +6,9 @@ import asyncio
 
 from facilities.access import Role
 from facilities.refusals import OTHERS, Refusals
-from tests.api_support import Api, MovableClock, bearer
-from tests.conftest import query
+from tests.api_support import Api, bearer
+from tests.support.clock import MovableClock
+from tests.support.db import query
 
 OPEN = "/api/garages/g-cq4/gates/north/open"
 ROUTE = "POST /api/garages/{garage}/gates/{gate}/open"
