@@ -20,8 +20,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import ingested, start_broker, start_load, start_service, wait_http  # noqa: E402
+from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import free_port  # noqa: E402
+from tests.support.processes import wait_http  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
 STATIONS = tuple(f"cs-{n:02d}" for n in range(1, 21))
@@ -55,8 +56,9 @@ def main() -> int:
     baseline_port = free_port()
     processes: list[subprocess.Popen[Any]] = []
     try:
-        service, port = start_service(workdir, SITE, broker)
-        processes.append(service)
+        service = start_service(workdir, SITE, broker)
+        port = service.port
+        processes.append(service.process)
         seconds = 3 * args.seconds + 20
         processes.append(start_load(broker, rate=args.rate, seconds=seconds, stations=STATIONS))
         # every station live before measuring

@@ -21,28 +21,30 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.publisher import payload  # noqa: E402
-from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
+from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S  # noqa: E402
 from facilities.site import load_site  # noqa: E402
+from tests.support.poll import wait_until  # noqa: E402
+from tests.support.processes import ServiceProcess, start_broker  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
 TOPICS = Topics()
 BENCH_USER = (f"topic readwrite {TOPICS.everything()}",)
+# The service had no limit to become healthy before; a minute is far more than it takes.
+START_TIMEOUT_S = 60.0
 
 
 class Bench:
     def __init__(self, workdir: Path, messages: int) -> None:
         self.workdir = workdir
         self.messages = messages
-        self.broker = PrivateBroker(
+        self.broker = start_broker(
             workdir / "broker", load_site(SITE), extra_users={"bench": BENCH_USER}
-        ).start()
+        )
         self.run_id = 0
         self.last_publish_rate = 0.0
 
@@ -202,49 +204,36 @@ class Service:
         self.bench = bench
         self.client_id = client_id
         self.db = bench.workdir / f"{client_id}.db"
-        self.port = free_port()
+        self.runner = ServiceProcess(
+            bench.broker,
+            self.db,
+            client_id=client_id,
+            log=bench.workdir / f"{client_id}.log",
+            site=SITE,
+            log_level="WARNING",
+            connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
+        )
+        self.port = self.runner.port
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         """Start and wait until healthy; return the seconds that took."""
         started = time.perf_counter()
-        log = (self.bench.workdir / f"{self.client_id}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "facilities"),
-                "--log-level",
-                "WARNING",
-                "run",
-                "--site",
-                str(SITE),
-                "--broker",
-                self.bench.broker.service_url(self.client_id),
-                "--db",
-                str(self.db),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.01)
+        self.process = self.runner.start(timeout_s=START_TIMEOUT_S, interval_s=0.01).process
+        return time.perf_counter() - started
 
     def stored(self) -> int:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
             return int(conn.execute("SELECT count(*) FROM station_samples").fetchone()[0])
 
     def wait_stored(self, count: int, timeout_s: float = 300) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while self.stored() < count:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"{self.client_id}: only {self.stored()} of {count} stored")
-            time.sleep(0.01)
+        """Wait until `count` samples are stored; when that was (perf_counter)."""
+        wait_until(
+            lambda: self.stored() >= count,
+            timeout_s=timeout_s,
+            what=f"{self.client_id}: {count} stored",
+            interval_s=0.01,
+        )
         return time.perf_counter()
 
     def peak_rss_mb(self) -> float:

@@ -157,7 +157,8 @@ def kill_service(rig: Rig) -> None:
     rig.service.send_signal(signal.SIGKILL)
     rig.service.wait(10)
     time.sleep(SERVICE_DOWN_S)
-    rig.service, rig.http_port = start_service(rig.workdir, rig.site_path, rig.broker)
+    restarted = start_service(rig.workdir, rig.site_path, rig.broker)
+    rig.service, rig.http_port = restarted.process, restarted.port
     rig.rss.follow(rig.service.pid)
 
 
@@ -240,7 +241,8 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="facilities-soak-"))
     print(f"workdir: {workdir}", flush=True)
     broker = start_broker(workdir, site_path)
-    service, http_port = start_service(workdir, site_path, broker)
+    started_service = start_service(workdir, site_path, broker)
+    service, http_port = started_service.process, started_service.port
     rss = RssSampler(service.pid, every_s=args.sample_s)
     fleet = Fleet(
         site,
