@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.support.clock",
     "tests.support.devices",
     "tests.support.district",
+    "tests.support.split",
 ]
 
 

@@ -273,6 +273,7 @@ async def test_me_lists_the_garages_a_resident_may_open(api: Api, resident) -> N
     assert me["garages"][0]["gates"] == ["north", "south"]
 
 
+@pytest.mark.slow
 def test_the_command_line_adds_and_revokes_people(tmp_path) -> None:
     from tests.support.processes import run_cli
 

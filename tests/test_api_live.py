@@ -167,6 +167,7 @@ async def test_the_websocket_carries_the_same_events(live: Live, device) -> None
     await wait_for(lambda: live.feed.subscribers == 0, what="unsubscribed on close")
 
 
+@pytest.mark.slow
 async def test_a_client_that_does_not_read_is_dropped_and_never_slows_ingest(
     settings: Settings, site: Site, device
 ) -> None:

@@ -27,6 +27,8 @@ from facilities.site import Site, load_site
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.processes import ServiceProcess
 
+pytestmark = pytest.mark.slow
+
 # docs/api.md: the answers about a device (502 it refused, 503 no broker link, 504 it did not
 # acknowledge) are 5xx by design; linked requests reach real station ports and gates that no
 # simulator answers here. Any other 5xx (a 500 above all) is the service's own failure.

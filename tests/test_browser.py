@@ -28,6 +28,8 @@ from tests.support.paths import ROOT
 from tests.support.poll import wait_until
 from tests.support.processes import ServiceProcess
 
+pytestmark = pytest.mark.slow
+
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 PHONE = (390, 844)  # CSS pixels of a common phone
 WITHIN_S = 2.0  # the issue: a page updates itself within 2 s of a change

@@ -63,6 +63,7 @@ async def _acknowledge(api: Api, token: str, rule: str, subject: str) -> None:
     assert acked.status_code == 200, acked.text
 
 
+@pytest.mark.slow
 async def test_a_staff_power_off_that_times_out_raises_command_failed_every_time(
     api: Api, stations: Any, failures: Commands
 ) -> None:
@@ -87,6 +88,7 @@ async def test_a_staff_power_off_that_times_out_raises_command_failed_every_time
     assert "command_failed (cs-04/3)" in on.json()["detail"]
 
 
+@pytest.mark.slow
 async def test_a_second_failed_cut_after_an_acknowledgement_is_raised_again(
     api: Api, stations: Any, failures: Commands
 ) -> None:

@@ -63,6 +63,7 @@ def _leakage(seq: int) -> dict[str, object]:
     return telemetry(seq, [port(1, "charging", voltage_v=230.0, power_w=300.0)], leakage_ma=40.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 @pytest.mark.parametrize("answers", [True, False], ids=["acks-after", "stays-silent"])
 async def test_a_power_off_in_flight_is_sent_again_after_a_restart(
@@ -206,6 +207,7 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
         client.close()
 
 
+@pytest.mark.slow
 async def test_a_staff_command_waiting_when_the_service_dies_is_closed_not_sent_again(
     tmp_path: Path, broker: PrivateBroker, station: SimulatedStation, quick_site_file: Path
 ) -> None:

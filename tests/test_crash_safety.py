@@ -169,6 +169,7 @@ async def test_broker_restart_health_503_then_reconnect_and_resume(
         broker.stop()
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_broker_is_down_still_exits_0_within_5_s(
     tmp_path: Path, site: Site
 ) -> None:

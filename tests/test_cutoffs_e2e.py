@@ -378,6 +378,7 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
     assert [c["action"] for c in observer.on("facilities/charging/cs-16/command")] == ["power_off"]
 
 
+@pytest.mark.slow
 async def test_a_sigkilled_service_still_cuts_a_rebooted_station_again(
     tmp_path: Path, broker: PrivateBroker, site: Site
 ) -> None:

@@ -217,6 +217,7 @@ async def test_availability_changes_are_recorded_once_each(
     assert all(a != b for a, b in itertools.pairwise(statuses))  # changes only
 
 
+@pytest.mark.slow
 async def test_a_dead_device_is_recorded_offline_by_its_last_will(
     service: Service, broker, device: DeviceFactory
 ) -> None:

@@ -73,6 +73,7 @@ def _metric(service: ServiceProcess, sample: str) -> float:
 # -- point 1: QoS 0 --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_qos0_retained_online_and_telemetry_are_stored_without_reconnects(
     tmp_path: Path, site: Site
 ) -> None:

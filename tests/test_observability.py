@@ -94,6 +94,7 @@ def _exposed(text: str) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_live_metrics_pass_promtool(district: ServiceProcess) -> None:
     text = _metrics(district)
     result = _promtool("check", "metrics", stdin=text)
@@ -103,6 +104,7 @@ def test_live_metrics_pass_promtool(district: ServiceProcess) -> None:
     assert 'facilities_station_info{community="cq4",garage="g-cq4",name="' in text
 
 
+@pytest.mark.slow
 def test_the_dashboards_query_only_what_metrics_exposes(district: ServiceProcess) -> None:
     exposed = _exposed(_metrics(district))
     for board in DASHBOARDS.glob("*.json"):
@@ -166,6 +168,7 @@ def _query(url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_devices_and_an_overload_fires_its_alert(
     prometheus: str, device
 ) -> None:

@@ -158,6 +158,7 @@ _FLOATS = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     seq=_INTS,

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from facilities.mosquitto import PrivateBroker
 from tests.support.db import query
@@ -14,6 +15,8 @@ from tests.support.devices import DeviceFactory
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.poll import wait_for
 from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 GONE = "cs-20"  # the last station of the example site
 SHRUNK = "cs-19"  # loses its ports 9 and 10

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from facilities.mosquitto import PrivateBroker
 from simulators.client import DeviceClient
@@ -14,6 +15,8 @@ from tests.support.db import query
 from tests.support.devices import DeviceFactory
 from tests.support.poll import wait_for
 from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 STATION = "cs-11"
 

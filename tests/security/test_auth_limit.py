@@ -4,6 +4,7 @@ forged X-Forwarded-For, it never refuses a valid token, and concurrent failures 
 import asyncio
 
 import httpx
+import pytest
 
 from facilities.access import Role
 from tests.api_support import Api, bearer
@@ -19,6 +20,7 @@ def _audited_clients(db: object) -> set[str]:
     return {str(client) for (client,) in query(db, "SELECT client FROM auth_refusals")}  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_forged_x_forwarded_for_neither_escapes_the_limit_nor_reaches_the_audit(
     run_service: Run,
 ) -> None:
@@ -35,6 +37,7 @@ def test_a_forged_x_forwarded_for_neither_escapes_the_limit_nor_reaches_the_audi
     assert _audited_clients(service.db) == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_a_trusted_proxy_is_believed_and_only_it(run_service: Run) -> None:
     service = run_service("--trusted-proxy", "127.0.0.1/32")
     with httpx.Client(base_url=f"http://127.0.0.1:{service.port}", timeout=5) as http:
@@ -53,6 +56,7 @@ def test_a_trusted_proxy_is_believed_and_only_it(run_service: Run) -> None:
     assert not any("<" in client for client in clients), clients
 
 
+@pytest.mark.slow
 def test_the_trusted_proxy_option_takes_addresses_only() -> None:
     from tests.support.processes import run_cli
 

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,6 +132,7 @@ def _targets(actions: list[Action]) -> set[str]:
     return {a.device for a in actions}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a_device_and_its_messages())
 def test_no_message_of_a_device_commands_another_device(

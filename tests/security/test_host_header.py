@@ -4,9 +4,12 @@ the configured address, whatever Host a client sends; no Host makes a 5xx."""
 import io
 
 import httpx
+import pytest
 import segno
 
 from tests.security.conftest import Run
+
+pytestmark = pytest.mark.slow
 
 HOSTS = ["evil.example", "evil.example:8443", "a" * 3000, "x" * 200 + ".example"]
 PAGES = ["/qr", "/stations/cs-07/qr.svg", "/garages/g-hc3/qr.svg", "/", "/api/stations", "/docs"]
