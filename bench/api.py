@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import free_port  # noqa: E402
+from tests.support.poll import wait_until  # noqa: E402
 from tests.support.processes import wait_http  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
@@ -62,14 +63,14 @@ def main() -> int:
         seconds = 3 * args.seconds + 20
         processes.append(start_load(broker, rate=args.rate, seconds=seconds, stations=STATIONS))
         # every station live before measuring
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            live = httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
-            if all(s["online"] for s in live):
-                break
-            time.sleep(0.2)
-        else:
-            raise SystemExit("not every station came online")
+        wait_until(
+            lambda: all(
+                s["online"] for s in httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
+            ),
+            timeout_s=20,
+            what="every station online",
+            interval_s=0.2,
+        )
         stations_body = httpx.get(f"http://127.0.0.1:{port}/api/stations").content
         one_body = httpx.get(f"http://127.0.0.1:{port}/api/stations/cs-07").content
         (workdir / "body.json").write_bytes(stations_body)

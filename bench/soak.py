@@ -41,6 +41,7 @@ from facilities.site import Site, load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
 from simulators.devices import Behaviour  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
+from tests.support.poll import wait_until  # noqa: E402
 
 FACTOR = 50  # times the district's own rate: a day's wear in half an hour (docs/reliability.md)
 SERVICE_DOWN_S = 3.0  # the service stays dead this long after its SIGKILL: a backlog builds
@@ -175,12 +176,12 @@ def restart_broker(rig: Rig) -> None:
 
 def reconnected(fleet: Fleet, timeout_s: float = 60.0) -> None:
     """Wait for every simulated device to be back (each subscribes again on its own)."""
-    deadline = time.monotonic() + timeout_s
-    for device_id, client in fleet.clients.items():
-        while not client.connected():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{device_id} did not reconnect to the broker in {timeout_s} s")
-            time.sleep(0.1)
+    wait_until(
+        lambda: all(client.connected() for client in fleet.clients.values()),
+        timeout_s=timeout_s,
+        what="every simulated device to reconnect to the broker",
+        interval_s=0.1,
+    )
 
 
 def schedule() -> list[tuple[float, str, Callable[[Rig], None]]]:

@@ -28,13 +28,14 @@ def wait_until(
     ignoring: tuple[type[Exception], ...] = (),
 ) -> T:
     """Call `check` until it returns something true, and return that. An exception of a type
-    in `ignoring` counts as false (a server not listening yet); WaitTimeoutError after `timeout_s`."""
+    in `ignoring` counts as false (a server not listening yet). WaitTimeoutError after
+    `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             found = check()
         except ignoring:
-            found = None  # type: ignore[assignment]
+            found = None
         if found:
             return found
         if time.monotonic() > deadline:
@@ -60,7 +61,7 @@ async def wait_for(
         except ignoring:
             found = None
         if found:
-            return found  # type: ignore[return-value]
+            return found
         if time.monotonic() > deadline:
             raise WaitTimeoutError(what, timeout_s)
         await asyncio.sleep(interval_s)
