@@ -1,16 +1,20 @@
 # The two commands: `make demo` and `make test`. Both set up what they need first.
+# `make test-fast` runs the tests not marked slow: no `facilities run`, browser or Prometheus.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup system system-tests lint bench soak clean schemas dashboards messages
+.PHONY: demo test test-fast setup system system-tests lint bench soak clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
 
 test: setup system-tests lint
 	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 setup: system $(STAMP)
 

@@ -150,7 +150,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
     broker = start_broker(workdir, site)
-    service, port = start_service(workdir, site, broker)
+    service = start_service(workdir, site, broker)
+    port = service.port
     load = None
     try:
         injectors = [Injector(broker, s) for s in INJECT]
@@ -171,7 +172,6 @@ def main() -> int:
         if load is not None and load.poll() is None:
             load.kill()
         service.terminate()
-        service.wait(10)
         broker.stop()
     return 0
 

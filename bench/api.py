@@ -20,8 +20,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import ingested, start_broker, start_load, start_service, wait_http  # noqa: E402
+from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import free_port  # noqa: E402
+from tests.support.poll import wait_until  # noqa: E402
+from tests.support.processes import wait_http  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
 STATIONS = tuple(f"cs-{n:02d}" for n in range(1, 21))
@@ -46,13 +48,12 @@ def _row(name: str, r: dict[str, float], size: int) -> str:
 
 def _wait_all_online(port: int) -> None:
     """Every station live before measuring."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        live = httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
-        if all(s["online"] for s in live):
-            return
-        time.sleep(0.2)
-    raise SystemExit("not every station came online")
+    wait_until(
+        lambda: all(s["online"] for s in httpx.get(f"http://127.0.0.1:{port}/api/stations").json()),
+        timeout_s=20,
+        what="every station online",
+        interval_s=0.2,
+    )
 
 
 def _start_baseline(workdir: Path, port: int, body: bytes) -> subprocess.Popen[Any]:
@@ -109,8 +110,9 @@ def main() -> int:
     baseline_port = free_port()
     processes: list[subprocess.Popen[Any]] = []
     try:
-        service, port = start_service(workdir, SITE, broker)
-        processes.append(service)
+        service = start_service(workdir, SITE, broker)
+        port = service.port
+        processes.append(service.process)
         seconds = 3 * args.seconds + 20
         processes.append(start_load(broker, rate=args.rate, seconds=seconds, stations=STATIONS))
         _wait_all_online(port)

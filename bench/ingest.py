@@ -29,9 +29,9 @@ from bench.ingest_service import (  # noqa: E402
     summarize_profile,
 )
 from bench.publisher import payload  # noqa: E402
-from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
+from tests.support.processes import start_broker  # noqa: E402
 
 SITE = ROOT / "site.example.toml"
 TOPICS = Topics()
@@ -42,9 +42,9 @@ class Bench:
     def __init__(self, workdir: Path, messages: int) -> None:
         self.workdir = workdir
         self.messages = messages
-        self.broker = PrivateBroker(
+        self.broker = start_broker(
             workdir / "broker", load_site(SITE), extra_users={"bench": BENCH_USER}
-        ).start()
+        )
         self.run_id = 0
         self.last_publish_rate = 0.0
 

@@ -7,70 +7,71 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import httpx
+from typing import Protocol
 
 from bench.rig import ROOT
-from facilities.mosquitto import free_port
-
-if TYPE_CHECKING:
-    from bench.ingest import Bench
+from facilities.mosquitto import PrivateBroker
+from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S
+from tests.support.poll import wait_until
+from tests.support.processes import ServiceProcess
 
 SITE = ROOT / "site.example.toml"
+# The service had no limit to become healthy before; a minute is far more than it takes.
+START_TIMEOUT_S = 60.0
+
+
+class Bench(Protocol):
+    """What the service's runs need of the benchmark (bench/ingest.py)."""
+
+    workdir: Path
+    messages: int
+    broker: PrivateBroker
+
+    def new_service(self, tag: str) -> "Service": ...
+
+    def publish(self, ports: int) -> dict[str, float]: ...
+
+    def start_publisher(self, ports: int) -> "subprocess.Popen[str]": ...
 
 
 class Service:
     """`facilities run` as a subprocess, with its own database, broker user and so persistent
     session."""
 
-    def __init__(self, bench: "Bench", client_id: str) -> None:
+    def __init__(self, bench: Bench, client_id: str) -> None:
         self.bench = bench
         self.client_id = client_id
         self.db = bench.workdir / f"{client_id}.db"
-        self.port = free_port()
+        self.runner = ServiceProcess(
+            bench.broker,
+            self.db,
+            client_id=client_id,
+            log=bench.workdir / f"{client_id}.log",
+            site=SITE,
+            log_level="WARNING",
+            connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
+        )
+        self.port = self.runner.port
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         """Start and wait until healthy; return the seconds that took."""
         started = time.perf_counter()
-        log = (self.bench.workdir / f"{self.client_id}.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "facilities"),
-                "--log-level",
-                "WARNING",
-                "run",
-                "--site",
-                str(SITE),
-                "--broker",
-                self.bench.broker.service_url(self.client_id),
-                "--db",
-                str(self.db),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.01)
+        self.process = self.runner.start(timeout_s=START_TIMEOUT_S, interval_s=0.01).process
+        return time.perf_counter() - started
 
     def stored(self) -> int:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
             return int(conn.execute("SELECT count(*) FROM station_samples").fetchone()[0])
 
     def wait_stored(self, count: int, timeout_s: float = 300) -> float:
-        deadline = time.perf_counter() + timeout_s
-        while self.stored() < count:
-            if time.perf_counter() > deadline:
-                raise RuntimeError(f"{self.client_id}: only {self.stored()} of {count} stored")
-            time.sleep(0.01)
+        """Wait until `count` samples are stored; when that was (perf_counter)."""
+        wait_until(
+            lambda: self.stored() >= count,
+            timeout_s=timeout_s,
+            what=f"{self.client_id}: {count} stored",
+            interval_s=0.01,
+        )
         return time.perf_counter()
 
     def peak_rss_mb(self) -> float:
@@ -87,9 +88,7 @@ class Service:
             self.process = None
 
 
-def service_flood(
-    bench: "Bench", ports: int, *, profile: Path | None = None
-) -> tuple[float, float]:
+def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> tuple[float, float]:
     service = bench.new_service(f"flood{ports}")
     service.start()
     spy = None
@@ -124,7 +123,7 @@ def service_flood(
     return bench.messages / (done - started), rss
 
 
-def service_backlog(bench: "Bench", ports: int) -> tuple[float, float]:
+def service_backlog(bench: Bench, ports: int) -> tuple[float, float]:
     """Drain rate once the service is up (from its first commit to the last), and the
     seconds from launch to healthy."""
     service = bench.new_service(f"backlog{ports}")

@@ -1,9 +1,9 @@
 """What the end-to-end benchmarks share: a private broker with a `bench` user, `facilities
-run` in its own process, steady background telemetry, and the service's own counters."""
+run` in its own process (both started as the tests start them, tests/support/processes.py),
+steady background telemetry, and the service's own counters."""
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -11,58 +11,35 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from facilities.mosquitto import PrivateBroker, free_port  # noqa: E402
+from facilities.broker_config import SERVICE_USER  # noqa: E402
+from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
+from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S  # noqa: E402
 from facilities.site import load_site  # noqa: E402
+from tests.support import processes  # noqa: E402
+from tests.support.processes import ServiceProcess  # noqa: E402
+
+# A service is given this long to answer /healthz (it replays its state first).
+START_TIMEOUT_S = 30.0
 
 
 def start_broker(workdir: Path, site: Path) -> PrivateBroker:
     """The shipped broker config on a free port, with a `bench` user that may write anything."""
-    return PrivateBroker(
-        workdir / "broker",
-        load_site(site),
-        extra_users={"bench": (f"topic readwrite {Topics().everything()}",)},
-    ).start()
+    bench_user = {"bench": (f"topic readwrite {Topics().everything()}",)}
+    return processes.start_broker(workdir / "broker", load_site(site), extra_users=bench_user)
 
 
-def wait_http(port: int, path: str = "/healthz", timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"nothing answered on 127.0.0.1:{port}{path} within {timeout_s:.0f} s")
-
-
-def start_service(
-    workdir: Path, site: Path, broker: PrivateBroker
-) -> tuple[subprocess.Popen[bytes], int]:
-    """`facilities run` against `broker`, healthy; (process, HTTP port). Logs in workdir."""
-    port = free_port()
-    log = (workdir / "service.log").open("ab")
-    process = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "facilities"),
-            "--log-level",
-            "ERROR",
-            "run",
-            "--site",
-            str(site),
-            "--broker",
-            broker.url(),
-            "--db",
-            str(workdir / "f.db"),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    wait_http(port)
-    return process, port
+def start_service(workdir: Path, site: Path, broker: PrivateBroker) -> ServiceProcess:
+    """`facilities run` against `broker` as the service user, healthy. Logs in workdir."""
+    return ServiceProcess(
+        broker,
+        workdir / "f.db",
+        client_id=SERVICE_USER,
+        log=workdir / "service.log",
+        site=site,
+        log_level="ERROR",
+        connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
+    ).start(timeout_s=START_TIMEOUT_S)
 
 
 def start_load(

@@ -118,7 +118,8 @@ def _rig(
 ) -> Rig:
     """The broker, the service, the simulated fleet (connected) and the bad client."""
     broker = start_broker(workdir, site_path)
-    service, http_port = start_service(workdir, site_path, broker)
+    started_service = start_service(workdir, site_path, broker)
+    service, http_port = started_service.process, started_service.port
     rss = RssSampler(service.pid, every_s=args.sample_s)
     fleet = Fleet(
         site,

@@ -11,6 +11,7 @@ from facilities.mqtt.topics import Topics
 from facilities.rule_ids import RuleId
 from simulators.devices import Behaviour
 from simulators.fleet import Fleet
+from tests.support.poll import wait_until
 
 SERVICE_DOWN_S = 3.0  # the service stays dead this long after its SIGKILL: a backlog builds
 BROKER_DOWN_S = 2.0
@@ -113,7 +114,8 @@ def kill_service(rig: Rig) -> None:
     rig.service.send_signal(signal.SIGKILL)
     rig.service.wait(10)
     time.sleep(SERVICE_DOWN_S)
-    rig.service, rig.http_port = start_service(rig.workdir, rig.site_path, rig.broker)
+    restarted = start_service(rig.workdir, rig.site_path, rig.broker)
+    rig.service, rig.http_port = restarted.process, restarted.port
     rig.rss.follow(rig.service.pid)
 
 
@@ -130,12 +132,12 @@ def restart_broker(rig: Rig) -> None:
 
 def reconnected(fleet: Fleet, timeout_s: float = 60.0) -> None:
     """Wait for every simulated device to be back (each subscribes again on its own)."""
-    deadline = time.monotonic() + timeout_s
-    for device_id, client in fleet.clients.items():
-        while not client.connected():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{device_id} did not reconnect to the broker in {timeout_s} s")
-            time.sleep(0.1)
+    wait_until(
+        lambda: all(client.connected() for client in fleet.clients.values()),
+        timeout_s=timeout_s,
+        what="every simulated device to reconnect to the broker",
+        interval_s=0.1,
+    )
 
 
 def schedule() -> list[tuple[float, str, Callable[[Rig], None]]]:

@@ -1,11 +1,8 @@
-"""Fixtures for the HTTP API: the real ASGI app with its lifespan over the real service,
-a movable clock, people with tokens, and simulated gates on the session broker."""
+"""Fixtures for the HTTP API: the real ASGI app with its lifespan over the real service (on
+a movable clock), and people with tokens."""
 
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import httpx
 import pytest
@@ -15,50 +12,17 @@ from fastapi import FastAPI
 from facilities import admin
 from facilities.access import Role
 from facilities.api.app import create_app
-from facilities.mosquitto import PrivateBroker
-from facilities.mqtt.session import BrokerUrl
-from facilities.mqtt.topics import Topics
 from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.wiring import build
-from simulators.charging import PortModel, StationModel
-from simulators.client import DeviceClient
-from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation
-from tests.conftest import wait_for
+from tests.support.clock import MovableClock
+from tests.support.poll import wait_for
 
 # Gates and stations answer within this in tests (the site default is 5 s), so that a silent
 # device is a 504 after half a second rather than five.
 QUICK_TIMEOUT_S = 0.5
 CLIENT_ADDRESS = "203.0.113.7"
-
-
-class MovableClock:
-    """Real time plus an offset that tests move forward instead of sleeping: the wall clock
-    (calling it) and the monotonic clock (`monotonic`) move together, unless the wall clock
-    is stepped on its own (`step_wall`, as NTP or an operator may)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-        self.monotonic_offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic() + self.monotonic_offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-        self.monotonic_offset += seconds
-
-    def step_wall(self, seconds: float) -> None:
-        self.offset += seconds
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
 
 
 @pytest.fixture
@@ -114,52 +78,3 @@ async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> Asyn
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture
-def gates(broker: PrivateBroker) -> Iterator[Callable[..., SimulatedGarage]]:
-    """Simulated garage controllers on the session broker, answering as told."""
-    made: list[DeviceClient] = []
-
-    def garage(garage_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedGarage:
-        client = DeviceClient(
-            BrokerUrl.parse(broker.url(garage_id)), client_id=f"{garage_id}-{uuid.uuid4().hex[:4]}"
-        )
-        made.append(client.connect())
-        gate_ids = {"g-cq4": ("north", "south"), "g-cq8": ("main",), "g-hc3": ("north", "east")}
-        return SimulatedGarage(
-            client, garage_id, gate_ids[garage_id], Topics(), behaviour=behaviour
-        )
-
-    yield garage
-    for client in made:
-        client.close()
-
-
-@pytest.fixture
-def stations(broker: PrivateBroker) -> Iterator[Callable[..., SimulatedStation]]:
-    """Simulated charging stations (10 ports) on the session broker, obeying commands."""
-    made: list[DeviceClient] = []
-
-    def station(station_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedStation:
-        client = DeviceClient(
-            BrokerUrl.parse(broker.url(station_id)),
-            client_id=f"{station_id}-{uuid.uuid4().hex[:4]}",
-        )
-        made.append(client.connect())
-        model = StationModel(station_id, [PortModel(n) for n in range(1, 11)])
-        return SimulatedStation(client, model, Topics(), behaviour=behaviour)
-
-    yield station
-    for client in made:
-        client.close()
-
-
-def telemetry(seq: int, ports: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
-    """A station telemetry message as firmware writes it."""
-    return {"seq": seq, "ts": fields.pop("ts", time.time()), "ports": ports, **fields}
-
-
-def port(n: int, state: str = "idle", **fields: Any) -> dict[str, Any]:
-    power = fields.pop("power_w", 180.0 if state == "charging" else 0.0)
-    return {"port": n, "state": state, "voltage_v": 220.0, "power_w": power, **fields}

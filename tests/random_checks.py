@@ -2,7 +2,6 @@
 (read-only) and the HTTP API, as an operator and a resident would see them."""
 
 import hashlib
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -12,8 +11,9 @@ from typing import Any, cast
 import httpx
 
 from facilities.site import Site
-from tests.conftest import query as _query
 from tests.random_devices import GARAGE, STATION_GARAGE, STATIONS, Garage, Sent, Station
+from tests.support.db import query as _query
+from tests.support.poll import WaitTimeoutError, wait_until
 
 # Rules whose critical alert switches power off (docs/rules.md, Charging and Garage rules).
 CUT_RULES = frozenset(
@@ -32,7 +32,7 @@ QUIET_CHANGES = frozenset({"updated", "acknowledged", "cleared"})
 
 
 def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Rows of the service's database, read-only (tests/conftest.py), loosely typed."""
+    """Rows of the service's database, read-only (tests/support/db.py), loosely typed."""
     return cast(list[tuple[Any, ...]], _query(db, sql, *params))
 
 
@@ -46,14 +46,16 @@ class InvariantError(AssertionError):
 
 def until(condition: Callable[[], str | None], *, timeout_s: float, name: str) -> None:
     """Poll `condition` (None: holds; else what is wrong) until it holds or time is up."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wrong = condition()
-        if wrong is None:
-            return
-        if time.monotonic() > deadline:
-            raise InvariantError(name, wrong)
-        time.sleep(0.02)
+    wrong: list[str | None] = [None]
+
+    def holds() -> bool:
+        wrong[0] = condition()
+        return wrong[0] is None
+
+    try:
+        wait_until(holds, timeout_s=timeout_s, what=name, interval_s=0.02)
+    except WaitTimeoutError:
+        raise InvariantError(name, str(wrong[0])) from None
 
 
 # -- stored exactly once -----------------------------------------------------------------------

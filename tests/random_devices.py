@@ -13,6 +13,7 @@ from paho.mqtt.client import MQTTMessageInfo
 from facilities.mqtt.session import BrokerUrl
 from facilities.mqtt.topics import Topics
 from simulators.client import DeviceClient
+from tests.support.payloads import ack, message, reading, telemetry
 
 # A small district, with ids the session broker knows (site.example.toml): one garage with a
 # station inside (garage smoke cuts it and opens the gate) and one station outside. Commands time out after 0.5 s with 2 tries so that a silent
@@ -151,23 +152,23 @@ class Station:
                 p.energy_wh += 0.5
             port_temp = overrides.get(f"temp_{n}", p.temp_c)
             ports.append(
-                {
-                    "port": n,
-                    "state": p.state(),
-                    "voltage_v": 228.0,
-                    "power_w": p.power_w(),
-                    "energy_wh": p.energy_wh,
-                    "temp_c": port_temp,
-                }
+                reading(
+                    n,
+                    p.state(),
+                    voltage_v=228.0,
+                    power_w=p.power_w(),
+                    energy_wh=p.energy_wh,
+                    temp_c=port_temp,
+                )
             )
-        return {
-            "seq": self._next("telemetry"),
-            "ts": ts,
-            "temp_c": self.cabinet_temp_c,
-            "leakage_ma": self.leakage_ma,
-            "smoke": self.smoke,
-            "ports": ports,
-        }
+        return telemetry(
+            self._next("telemetry"),
+            ports,
+            ts=ts,
+            temp_c=self.cabinet_temp_c,
+            leakage_ma=self.leakage_ma,
+            smoke=self.smoke,
+        )
 
     def telemetry(self, *, qos: int = 1, ts: float | None = None, **overrides: object) -> bytes:
         """Publish the sensors as they read now (or at `ts`, a late sample)."""
@@ -326,10 +327,9 @@ class Station:
             self.telemetry()  # report the new relay state at once (docs/protocol.md)
 
     def _ack(self, command: dict[str, object], *, ok: bool) -> None:
-        ack: dict[str, object] = {"id": command["id"], "ok": ok}
-        if not ok:
-            ack["error"] = "relay stuck (random test)"
-        self.client.publish_raw(TOPICS.station(self.id, "command/ack"), json.dumps(ack))
+        error = {} if ok else {"error": "relay stuck (random test)"}
+        answer = ack(str(command["id"]), ok=ok, **error)
+        self.client.publish_raw(TOPICS.station(self.id, "command/ack"), json.dumps(answer))
 
     def busy(self) -> bool:
         """Whether a late answer is still to come."""
@@ -359,15 +359,15 @@ class Garage:
     def telemetry(self) -> None:
         with self.lock:
             self.last_ts = max(time.time(), self.last_ts + 0.001)
-            body = {"seq": self.seq, "ts": self.last_ts, "occupancy": 5, "smoke": self.smoke}
+            body = message(self.seq, ts=self.last_ts, occupancy=5, smoke=self.smoke)
             self.seq += 1
         payload = json.dumps(body).encode()
         self.ledger.add(Sent(payload, 1, ("garage_samples", GARAGE, body["ts"], body["seq"])))
         self.client.publish_raw(TOPICS.garage(GARAGE, "telemetry"), payload).wait_for_publish(5)
 
     def _on_command(self, _topic: str, raw: bytes) -> None:
-        ack = json.dumps({"id": json.loads(raw)["id"], "ok": True})
-        self.client.publish_raw(TOPICS.gate(GARAGE, GATE, "command/ack"), ack)
+        answer = json.dumps(ack(json.loads(raw)["id"]))
+        self.client.publish_raw(TOPICS.gate(GARAGE, GATE, "command/ack"), answer)
 
     def close(self) -> None:
         self.client.close()

@@ -16,7 +16,6 @@ from facilities.mqtt.session import BrokerUrl
 from facilities.site import Site
 from simulators.client import DeviceClient
 from tests import random_checks as checks
-from tests.procs import ServiceProcess, run_cli
 from tests.random_devices import (
     GARAGE,
     NORMAL_TEMP_C,
@@ -30,6 +29,7 @@ from tests.random_devices import (
     Station,
 )
 from tests.random_steps import Step
+from tests.support.processes import ServiceProcess, run_cli
 
 SETTLE_S = 10.0  # messages stored, commands finished: generous for a loaded 2-core machine
 EVENTUALLY_S = 5.0  # a re-cut, a clear, an alert write: the rules tick every 1 s; under load

@@ -15,7 +15,7 @@ from facilities.garage.rules import GARAGE_RULES
 from facilities.garage.state import GarageLive
 from facilities.garage.state import apply_telemetry as apply_garage
 from facilities.rules.engine import Engine
-from tests.rules_helpers import T0, Feed, at, changes
+from tests.support.feed import T0, Feed, at, changes
 
 
 def test_one_open_alert_per_rule_and_subject_updated_by_new_evidence(site) -> None:

@@ -9,8 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from facilities.access import Role
-from tests.api_support import Api, bearer, port, telemetry
-from tests.conftest import query, wait_for
+from tests.api_support import Api, bearer
+from tests.support.db import query
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 
 API_PATHS = {
     "/api/communities",
@@ -325,7 +327,7 @@ async def test_docs_work_offline_and_document_every_path(api: Api) -> None:
 
 
 async def test_a_token_added_while_running_works_at_once(api: Api) -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     # the command line in a thread: the service shares this event loop and must go on
     db = str(api.service.settings.db)

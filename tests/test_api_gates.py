@@ -19,7 +19,9 @@ from facilities.mqtt.commands import EXPIRES_MARGIN_S
 from facilities.mqtt.session import BrokerUrl
 from simulators.devices import Behaviour
 from tests.api_support import QUICK_TIMEOUT_S, Api, bearer
-from tests.conftest import EXAMPLE_SITE, query, wait_for
+from tests.support.db import query
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.poll import wait_for
 
 GATE_COMMANDS = "facilities/garage/+/gate/+/command"
 OPEN = "/api/garages/{}/gates/{}/open"
@@ -271,8 +273,9 @@ async def test_me_lists_the_garages_a_resident_may_open(api: Api, resident) -> N
     assert me["garages"][0]["gates"] == ["north", "south"]
 
 
+@pytest.mark.slow
 def test_the_command_line_adds_and_revokes_people(tmp_path) -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     db, site_file = tmp_path / "people.db", str(EXAMPLE_SITE)
     added = run_cli(

@@ -19,8 +19,10 @@ from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from facilities.wiring import build
-from tests.api_support import MovableClock, port, telemetry
-from tests.conftest import query, wait_for
+from tests.support.clock import MovableClock
+from tests.support.db import query
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 
 # docs/pages.md, "Live": a change reaches a live page within 2 s.
 WITHIN_S = 2.0
@@ -166,6 +168,7 @@ async def test_the_websocket_carries_the_same_events(live: Live, device) -> None
     await wait_for(lambda: live.feed.subscribers == 0, what="unsubscribed on close")
 
 
+@pytest.mark.slow
 async def test_a_client_that_does_not_read_is_dropped_and_never_slows_ingest(
     settings: Settings, site: Site, device
 ) -> None:

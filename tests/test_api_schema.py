@@ -24,8 +24,10 @@ from facilities.mosquitto import PrivateBroker
 from facilities.settings import Settings
 from facilities.site import Site, load_site
 from facilities.wiring import build
-from tests.conftest import EXAMPLE_SITE
-from tests.procs import ServiceProcess
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 # docs/api.md: the answers about a device (502 it refused, 503 no broker link, 504 it did not
 # acknowledge) are 5xx by design; linked requests reach real station ports and gates that no

@@ -9,7 +9,9 @@ from facilities.errors import BrokerAuthError
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.session import BrokerUrl
 from simulators.client import DeviceClient
-from tests.conftest import DeviceFactory, wait_for
+from tests.support.devices import DeviceFactory
+from tests.support.payloads import telemetry
+from tests.support.poll import wait_for
 
 
 def _observe(device: DeviceFactory, topic: str) -> list[tuple[str, bytes]]:
@@ -19,7 +21,7 @@ def _observe(device: DeviceFactory, topic: str) -> list[tuple[str, bytes]]:
 
 
 def _sample(seq: int) -> str:
-    return json.dumps({"seq": seq, "ts": time.time(), "ports": []})
+    return json.dumps(telemetry(seq))
 
 
 async def test_a_station_cannot_publish_under_another_id(device: DeviceFactory) -> None:

@@ -24,8 +24,11 @@ from selenium.webdriver.support.select import Select
 
 from facilities import admin
 from facilities.access import Role
-from tests.conftest import ROOT
-from tests.procs import ServiceProcess
+from tests.support.paths import ROOT
+from tests.support.poll import wait_until
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 PHONE = (390, 844)  # CSS pixels of a common phone
@@ -79,17 +82,9 @@ def _shot(browser: WebDriver, name: str) -> None:
 
 
 def _until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            found = check()
-        except WebDriverException:
-            found = None
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+    return wait_until(
+        check, timeout_s=timeout_s, what=what, interval_s=0.05, ignoring=(WebDriverException,)
+    )
 
 
 def _connected(browser: WebDriver) -> None:

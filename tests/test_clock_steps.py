@@ -8,8 +8,10 @@ from facilities.access import Role
 from facilities.charging.rules import offline
 from facilities.clocks import SLEW, SteadyClock
 from facilities.verdicts import Verdict
-from tests.api_support import Api, MovableClock, bearer
-from tests.conftest import DeviceFactory, wait_for
+from tests.api_support import Api, bearer
+from tests.support.clock import MovableClock
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
 
 STEP_S = -300.0
 OPEN_PATH = "/api/garages/{}/gates/{}/open"

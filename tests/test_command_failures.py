@@ -1,9 +1,7 @@
 """Commands that fail reach a person every time, and no command can act late: through the
 real app, the real broker and simulated stations (docs/rules.md, docs/protocol.md)."""
 
-import asyncio
 import math
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +11,9 @@ from facilities.access import Role
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.commands import EXPIRES_MARGIN_S
 from simulators.devices import Behaviour
-from tests.api_support import QUICK_TIMEOUT_S, Api, bearer, port, telemetry
-from tests.conftest import wait_for
+from tests.api_support import QUICK_TIMEOUT_S, Api, bearer
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 from tests.test_api_gates import Commands
 
 POWER = "/api/stations/{}/ports/{}/power"
@@ -49,10 +48,11 @@ async def _active(api: Api, token: str) -> list[tuple[str, str]]:
 
 async def _until_active(api: Api, token: str, rule: str, subject: str) -> None:
     """The API lists what is stored; an alert is published before it is stored."""
-    deadline = time.monotonic() + 10
-    while (rule, subject) not in await _active(api, token):
-        assert time.monotonic() < deadline, f"{rule} {subject} not active in the API"
-        await asyncio.sleep(0.02)
+
+    async def active() -> bool:
+        return (rule, subject) in await _active(api, token)
+
+    await wait_for(active, what=f"{rule} {subject} active in the API", interval_s=0.02)
 
 
 async def _acknowledge(api: Api, token: str, rule: str, subject: str) -> None:
@@ -63,6 +63,7 @@ async def _acknowledge(api: Api, token: str, rule: str, subject: str) -> None:
     assert acked.status_code == 200, acked.text
 
 
+@pytest.mark.slow
 async def test_a_staff_power_off_that_times_out_raises_command_failed_every_time(
     api: Api, stations: Any, failures: Commands
 ) -> None:
@@ -87,6 +88,7 @@ async def test_a_staff_power_off_that_times_out_raises_command_failed_every_time
     assert "command_failed (cs-04/3)" in on.json()["detail"]
 
 
+@pytest.mark.slow
 async def test_a_second_failed_cut_after_an_acknowledgement_is_raised_again(
     api: Api, stations: Any, failures: Commands
 ) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,8 +31,11 @@ from facilities.wiring import build
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation
-from tests.conftest import EXAMPLE_SITE, query, wait_for
-from tests.procs import ServiceProcess, run_cli
+from tests.support.db import query
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess, run_cli
 
 # Short enough that a silent station is given up on within seconds (3 tries of 1 s), long
 # enough that the test stops the service while the first try still waits for its ack.
@@ -52,21 +55,16 @@ def quick_site_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def station(broker: PrivateBroker) -> Iterator[SimulatedStation]:
+def station(stations: Callable[..., SimulatedStation]) -> SimulatedStation:
     """cs-16, silent until a test tells it to obey."""
-    client = DeviceClient(
-        BrokerUrl.parse(broker.url("cs-16")), client_id=f"cs-16-{uuid.uuid4().hex[:6]}"
-    ).connect()
-    model = StationModel("cs-16", [PortModel(n) for n in range(1, 11)])
-    yield SimulatedStation(client, model, Topics(), behaviour=Behaviour.IGNORE)
-    client.close()
+    return stations("cs-16", Behaviour.IGNORE)
 
 
 def _leakage(seq: int) -> dict[str, object]:
-    port = {"port": 1, "state": "charging", "voltage_v": 230.0, "power_w": 300.0}
-    return {"seq": seq, "ts": time.time(), "ports": [port], "leakage_ma": 40.0}
+    return telemetry(seq, [port(1, "charging", voltage_v=230.0, power_w=300.0)], leakage_ma=40.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 @pytest.mark.parametrize("answers", [True, False], ids=["acks-after", "stays-silent"])
 async def test_a_power_off_in_flight_is_sent_again_after_a_restart(
@@ -210,6 +208,7 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
         client.close()
 
 
+@pytest.mark.slow
 async def test_a_staff_command_waiting_when_the_service_dies_is_closed_not_sent_again(
     tmp_path: Path, broker: PrivateBroker, station: SimulatedStation, quick_site_file: Path
 ) -> None:

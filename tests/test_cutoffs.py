@@ -17,7 +17,8 @@ from facilities.site import Site
 from facilities.thresholds import Thresholds
 from facilities.verdicts import Action, ActionKind
 from facilities.wire import Availability
-from tests.rules_helpers import Feed, at
+from tests.support.feed import Feed, at
+from tests.support.payloads import reading, telemetry
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 PORT_OFF = Action(ActionKind.POWER_OFF_PORT, "cs-07", port=2)
@@ -171,13 +172,13 @@ def _observe(engine: Engine, kind: MessageKind, device: str, payload: Any, t: fl
 
 
 def _telemetry(engine: Engine, t: float, seq: int, *ports: dict[str, Any]) -> Observation:
-    body = {"seq": seq, "ts": at(t).timestamp(), "ports": list(ports)}
+    body = telemetry(seq, list(ports), ts=at(t).timestamp())
     payload = StationTelemetry.model_validate_json(json.dumps(body))
     return _observe(engine, MessageKind.STATION_TELEMETRY, "cs-07", payload, t)
 
 
 def _port(state: str, temp_c: float) -> dict[str, Any]:
-    return {"port": 2, "state": state, "temp_c": temp_c}
+    return reading(2, state, temp_c=temp_c)
 
 
 def test_engine_firing_evidence_for_an_open_alert_cuts_again(site: Site) -> None:

@@ -27,9 +27,12 @@ from facilities.wiring import build
 from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation
-from tests.api_support import Api, bearer, port, telemetry
-from tests.conftest import clear_retained_status, query, wait_for
-from tests.procs import ServiceProcess
+from tests.api_support import Api, bearer
+from tests.support.db import query
+from tests.support.devices import clear_retained_status
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess
 
 # port_temp_max_c is 60 °C, its hysteresis band 54-60 °C. Steps between readings stay under
 # temperature_rise's 10 °C, so that only port_over_temperature speaks.
@@ -376,6 +379,7 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
     assert [c["action"] for c in observer.on("facilities/charging/cs-16/command")] == ["power_off"]
 
 
+@pytest.mark.slow
 async def test_a_sigkilled_service_still_cuts_a_rebooted_station_again(
     tmp_path: Path, broker: PrivateBroker, site: Site
 ) -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import query
-from tests.procs import run_cli
+from tests.support.db import query
+from tests.support.processes import run_cli
 
 
 @pytest.mark.slow

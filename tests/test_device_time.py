@@ -11,18 +11,20 @@ from facilities.messages import Accepted, MessageKind, Route
 from facilities.rules.engine import Engine
 from facilities.service import Service
 from facilities.site import Site
-from tests.conftest import DeviceFactory, query, wait_for
-from tests.rules_helpers import T0
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.feed import T0
+from tests.support.payloads import event as gate_event
+from tests.support.payloads import reading, telemetry
+from tests.support.poll import wait_for
 
 STATION = "cs-12"
 TOPIC = f"facilities/charging/{STATION}/telemetry"
 
 
 def _sample(seq: int, ts: float, temp_c: float) -> str:
-    reading = {"port": 1, "state": "charging", "power_w": 300.0, "energy_wh": 10.0 + seq}
-    return json.dumps(
-        {"seq": seq, "ts": ts, "temp_c": 30.0, "ports": [{**reading, "temp_c": temp_c}]}
-    )
+    port = reading(1, power_w=300.0, energy_wh=10.0 + seq, temp_c=temp_c)
+    return json.dumps(telemetry(seq, [port], ts=ts, temp_c=30.0))
 
 
 def _alerts(db: Path, rule: str) -> list[tuple[object, ...]]:
@@ -91,8 +93,7 @@ async def test_late_samples_are_stored_but_are_not_the_latest(
     now = time.time()
 
     def power(seq: int, ts: float, watts: float) -> str:
-        reading = {"port": 1, "state": "charging", "power_w": watts}
-        return json.dumps({"seq": seq, "ts": ts, "ports": [reading]})
+        return json.dumps(telemetry(seq, [reading(1, power_w=watts)], ts=ts))
 
     _publish_all(
         device, [power(3, now, 300.0), power(1, now - 30, 1200.0), power(2, now - 20, 1200.0)]
@@ -130,7 +131,7 @@ def test_refusals_buffered_by_a_garage_are_counted_on_its_clock(site: Site) -> N
 
     def denied(seq: int, ts: datetime) -> list[str]:
         event = GateEvent.model_validate_json(
-            json.dumps({"seq": seq, "ts": ts.timestamp(), "type": "denied"})
+            json.dumps(gate_event(seq, "denied", ts=ts.timestamp()))
         )
         observed = engine.observe(Accepted(route, event, received.timestamp()))
         return [t.alert.rule for t in observed.transitions]
@@ -143,8 +144,8 @@ def test_refusals_buffered_by_a_garage_are_counted_on_its_clock(site: Site) -> N
 
 
 def _hot(seq: int, ts: float, **fields: object) -> str:
-    reading = {"port": 1, "state": "charging", "power_w": 300.0, "temp_c": 95.0}
-    return json.dumps({"seq": seq, "ts": ts, "ports": [reading], **fields})
+    hot = reading(1, power_w=300.0, temp_c=95.0)
+    return json.dumps(telemetry(seq, [hot], ts=ts, **fields))
 
 
 async def test_one_timestamp_ahead_does_not_make_the_next_readings_late(

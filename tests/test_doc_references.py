@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # Where citations live; data files (schemas, dashboards) cite nothing.
 TREES = ("facilities", "simulators", "bench", "tests", "docs", "scripts", "deploy")

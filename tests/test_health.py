@@ -4,23 +4,27 @@ or the ingest writer is stuck, not only when the broker link or the database is 
 import asyncio
 import json
 import sqlite3
-import time
 
 from facilities.rules.runner import TICK_LATE_S
-from tests.api_support import Api, MovableClock, port, telemetry
-from tests.conftest import DeviceFactory, wait_for
+from tests.api_support import Api
+from tests.support.clock import MovableClock
+from tests.support.devices import DeviceFactory
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 
 
 async def _health_until(api: Api, *needed: str, timeout_s: float = 10.0) -> tuple[int, str]:
     """Ask /healthz until its answer names every reason in `needed` (each answer may take
     the 1 s database probe)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    async def naming_all() -> tuple[int, str] | None:
         response = await api.http.get("/healthz")
         detail = response.json().get("detail", "")
-        if all(reason in detail for reason in needed) or time.monotonic() > deadline:
-            return response.status_code, detail
-        await asyncio.sleep(0.05)
+        return (response.status_code, detail) if all(r in detail for r in needed) else None
+
+    return await wait_for(
+        naming_all, timeout_s=timeout_s, what=f"/healthz to name {needed}", interval_s=0.05
+    )
 
 
 async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(

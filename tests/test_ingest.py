@@ -13,38 +13,28 @@ from facilities.messages import RejectReason
 from facilities.service import Service, run
 from facilities.store.telemetry import QUARANTINE_PREFIX_BYTES
 from facilities.wiring import build
-from tests.conftest import DeviceFactory, query, wait_for
+from tests.support import payloads
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.payloads import port
+from tests.support.poll import wait_for
 
 
 def telemetry(seq: int, *, ts: float | None = None, power_w: float = 300.0) -> str:
+    ports = [
+        port(
+            1,
+            "charging",
+            voltage_v=230.0,
+            current_a=power_w / 230,
+            power_w=power_w,
+            energy_wh=12.5,
+            temp_c=31.0,
+        ),
+        port(2, voltage_v=230.0, current_a=0.0, power_w=0.0, energy_wh=0.0, temp_c=28.0),
+    ]
     return json.dumps(
-        {
-            "seq": seq,
-            "ts": ts if ts is not None else time.time(),
-            "temp_c": 30.0,
-            "leakage_ma": 1.0,
-            "smoke": False,
-            "ports": [
-                {
-                    "port": 1,
-                    "state": "charging",
-                    "voltage_v": 230.0,
-                    "current_a": power_w / 230,
-                    "power_w": power_w,
-                    "energy_wh": 12.5,
-                    "temp_c": 31.0,
-                },
-                {
-                    "port": 2,
-                    "state": "idle",
-                    "voltage_v": 230.0,
-                    "current_a": 0.0,
-                    "power_w": 0.0,
-                    "energy_wh": 0.0,
-                    "temp_c": 28.0,
-                },
-            ],
-        }
+        payloads.telemetry(seq, ports, ts=ts, temp_c=30.0, leakage_ma=1.0, smoke=False)
     )
 
 
@@ -228,6 +218,7 @@ async def test_availability_changes_are_recorded_once_each(
     assert all(a != b for a, b in itertools.pairwise(statuses))  # changes only
 
 
+@pytest.mark.slow
 async def test_a_dead_device_is_recorded_offline_by_its_last_will(
     service: Service, broker, device: DeviceFactory
 ) -> None:

@@ -23,19 +23,19 @@ from facilities.site import Site
 from facilities.store.db import open_db
 from facilities.wiring import build
 from simulators.client import DeviceClient
-from tests.conftest import EXAMPLE_SITE, DeviceFactory, query, start_broker, wait_for
-from tests.procs import ServiceProcess
+from tests.support import payloads
+from tests.support.clock import MovableClock
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.payloads import reading
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess, start_broker
 
 
 def telemetry(seq: int, *, port: int = 1, ts: float | None = None) -> str:
-    return json.dumps(
-        {
-            "seq": seq,
-            "ts": ts if ts is not None else time.time(),
-            "temp_c": 30.0,
-            "ports": [{"port": port, "state": "charging", "power_w": 300.0, "temp_c": 31.0}],
-        }
-    )
+    hot = reading(port, power_w=300.0, temp_c=31.0)
+    return json.dumps(payloads.telemetry(seq, [hot], ts=ts, temp_c=30.0))
 
 
 def _seqs(db: Path, station: str) -> list[int]:
@@ -74,6 +74,7 @@ def _metric(service: ServiceProcess, sample: str) -> float:
 # -- point 1: QoS 0 --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_qos0_retained_online_and_telemetry_are_stored_without_reconnects(
     tmp_path: Path, site: Site
 ) -> None:
@@ -269,15 +270,18 @@ async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
 # -- point 9 (ingest writer): linger on a monotonic clock ------------------------------------
 
 
-class SteppedBackClock:
+class SteppedBackClock(MovableClock):
     """Unix time that an operator (or NTP) steps back 300 s just after the first reading."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.readings = 0
 
     def __call__(self) -> float:
         self.readings += 1
-        return time.time() - (300.0 if self.readings > 1 else 0.0)
+        if self.readings == 2:
+            self.step_wall(-300.0)
+        return super().__call__()
 
 
 async def test_a_wall_clock_stepped_back_does_not_hold_commits_and_acks(

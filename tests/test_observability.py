@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from facilities.mosquitto import free_port
-from tests.conftest import ROOT
-from tests.procs import ServiceProcess
+from tests.support.paths import ROOT
+from tests.support.poll import wait_until
+from tests.support.processes import ServiceProcess
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
@@ -93,6 +94,7 @@ def _exposed(text: str) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_live_metrics_pass_promtool(district: ServiceProcess) -> None:
     text = _metrics(district)
     result = _promtool("check", "metrics", stdin=text)
@@ -102,6 +104,7 @@ def test_live_metrics_pass_promtool(district: ServiceProcess) -> None:
     assert 'facilities_station_info{community="cq4",garage="g-cq4",name="' in text
 
 
+@pytest.mark.slow
 def test_the_dashboards_query_only_what_metrics_exposes(district: ServiceProcess) -> None:
     exposed = _exposed(_metrics(district))
     for board in DASHBOARDS.glob("*.json"):
@@ -155,15 +158,7 @@ def prometheus(district: ServiceProcess, tmp_path_factory: pytest.TempPathFactor
 
 
 def _poll(check: Any, what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+    wait_until(check, timeout_s=timeout_s, what=what, interval_s=0.25, ignoring=(httpx.HTTPError,))
 
 
 def _query(url: str, promql: str) -> list[dict[str, Any]]:
@@ -173,6 +168,7 @@ def _query(url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_devices_and_an_overload_fires_its_alert(
     prometheus: str, device
 ) -> None:

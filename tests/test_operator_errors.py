@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from facilities.mosquitto import PrivateBroker, free_port
-from tests.conftest import EXAMPLE_SITE
-from tests.procs import run_cli
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.processes import run_cli
 
 
 def _run(broker: str, db: Path, *extra: str) -> tuple[int, list[str]]:
@@ -28,6 +28,7 @@ def _run(broker: str, db: Path, *extra: str) -> tuple[int, list[str]]:
     return result.returncode, result.stderr.strip().splitlines()
 
 
+@pytest.mark.slow
 def test_bad_credentials_stop_at_once_with_one_line(broker: PrivateBroker, tmp_path: Path) -> None:
     code, lines = _run(
         f"mqtt://facilities:wrong@127.0.0.1:{broker.port}",
@@ -44,6 +45,7 @@ def test_bad_credentials_stop_at_once_with_one_line(broker: PrivateBroker, tmp_p
     )
 
 
+@pytest.mark.slow
 def test_an_unreachable_broker_is_retried_then_one_line(tmp_path: Path) -> None:
     port = free_port()
     code, lines = _run(f"mqtt://127.0.0.1:{port}", tmp_path / "f.db", "--connect-timeout", "1")
@@ -51,6 +53,7 @@ def test_an_unreachable_broker_is_retried_then_one_line(tmp_path: Path) -> None:
     assert lines == [f"facilities: cannot reach broker mqtt://127.0.0.1:{port}: Connection refused"]
 
 
+@pytest.mark.slow
 def test_an_unwritable_database_is_one_line(broker: PrivateBroker, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -60,6 +63,7 @@ def test_an_unwritable_database_is_one_line(broker: PrivateBroker, tmp_path: Pat
     assert lines[0].startswith(f"facilities: cannot open database {blocker / 'f.db'}")
 
 
+@pytest.mark.slow
 def test_a_taken_http_port_is_one_line(broker: PrivateBroker, tmp_path: Path) -> None:
     result = run_cli(
         "--log-level",
@@ -80,6 +84,7 @@ def test_a_taken_http_port_is_one_line(broker: PrivateBroker, tmp_path: Path) ->
     )
 
 
+@pytest.mark.slow
 def test_a_bad_site_file_is_exit_2(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text('[[community]]\nid = "cq4"\nname = "长桥四村"\n', encoding="utf-8")
@@ -88,6 +93,7 @@ def test_a_bad_site_file_is_exit_2(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"{site}: line 1: community: required key name_en is missing"
 
 
+@pytest.mark.slow
 def test_options_read_the_environment(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -119,6 +125,7 @@ def test_broker_config_writes_files_and_prints_credentials_once(tmp_path: Path) 
     assert "user cs-07\ntopic write facilities/charging/cs-07/telemetry" in acl
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "url", ["http://facilities:s3cret-pw@127.0.0.1:1883", "mqtt://facilities:s3cret-pw@h:port"]
 )

@@ -120,6 +120,7 @@ def test_every_section_of_the_docs_is_a_command_with_options() -> None:
     assert set(_documented()) == set(SECTIONS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("title", SECTIONS)
 def test_help_and_the_docs_list_the_same_options_and_defaults(title: str) -> None:
     model, commands = SECTIONS[title]
@@ -204,6 +205,7 @@ def test_a_value_the_settings_refuse_is_one_line_naming_the_option() -> None:
         from_arguments(args, Settings)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "value", "line"),
     [

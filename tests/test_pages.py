@@ -12,8 +12,11 @@ from babel.messages.pofile import read_po
 
 from facilities.access import Role
 from facilities.api.web.i18n import choose
-from tests.api_support import Api, bearer, port, telemetry
-from tests.conftest import ROOT, query, wait_for
+from tests.api_support import Api, bearer
+from tests.support.db import query
+from tests.support.paths import ROOT
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 
 ZH = {"Accept-Language": "zh-CN,zh;q=0.9,en;q=0.8"}
 EN = {"Accept-Language": "en-GB,en;q=0.9"}

@@ -17,7 +17,7 @@ from facilities.schemas import render_schemas
 from facilities.store.db import open_db
 from facilities.store.telemetry import BatchRows, write_batch
 from facilities.wire import Availability
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 NOW = 1_764_400_000.0
 TELEMETRY = "facilities/charging/cs-01/telemetry"
@@ -158,6 +158,7 @@ _FLOATS = (
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     seq=_INTS,

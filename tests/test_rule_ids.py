@@ -22,7 +22,7 @@ from facilities.store.db import open_db
 from facilities.store.snapshots import save_cutoffs
 from facilities.verdicts import Severity
 from facilities.wiring import build
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # Raised by the command path (a command refused or not acknowledged), not by a rule function.
 NOT_A_FUNCTION = {RuleId.COMMAND_FAILED}

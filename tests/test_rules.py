@@ -5,7 +5,8 @@ import pytest
 from facilities.alerts import Change
 from facilities.rules.engine import Engine
 from facilities.verdicts import Action, ActionKind, Severity
-from tests.rules_helpers import Feed, changes, raised
+from tests.support.feed import Feed, changes, raised
+from tests.support.payloads import powers
 
 
 @pytest.fixture
@@ -80,35 +81,31 @@ def test_port_overload_needs_two_samples_in_a_row(feed: Feed) -> None:
     assert changes(feed.tick(371), "port_overload") == ["cleared:cs-03/1"]
 
 
-def _ports(*powers: float) -> list[dict[str, object]]:
-    return [{"port": n, "state": "charging", "power_w": w} for n, w in enumerate(powers, 1)]
-
-
 def test_station_overload_sheds_newest_sessions_first(feed: Feed) -> None:
     # ports start charging one after another: 1 first, 4 last
     for n, t in enumerate((0, 100, 200, 300), start=1):
         feed.port("cs-04", t, n, power_w=100.0)
-    feed.station("cs-04", 400, ports=_ports(2000, 2000, 2000, 1000))  # 7000: not over
+    feed.station("cs-04", 400, ports=powers(2000, 2000, 2000, 1000))  # 7000: not over
     assert (
-        raised(feed.station("cs-04", 410, ports=_ports(2000, 2000, 2000, 1000)), "station_overload")
+        raised(feed.station("cs-04", 410, ports=powers(2000, 2000, 2000, 1000)), "station_overload")
         == []
     )
-    feed.station("cs-04", 420, ports=_ports(2000, 2000, 2000, 1500))  # 7500, once
+    feed.station("cs-04", 420, ports=powers(2000, 2000, 2000, 1500))  # 7500, once
     fired = raised(
-        feed.station("cs-04", 430, ports=_ports(2000, 2000, 2000, 1500)), "station_overload"
+        feed.station("cs-04", 430, ports=powers(2000, 2000, 2000, 1500)), "station_overload"
     )
     # shed port 4 (newest, 1500 W: 6000 left, under 7000) and nothing else
     assert [tr.actions for tr in fired] == [(port_off("cs-04", 4),)]
-    feed.station("cs-04", 440, ports=_ports(2000, 2000, 2500, 2000))  # 8500
+    feed.station("cs-04", 440, ports=powers(2000, 2000, 2500, 2000))  # 8500
     assert fired[0].alert.value == 7500
 
 
 def test_shedding_takes_as_many_ports_as_needed(feed: Feed) -> None:
     for n, t in enumerate((0, 100, 200, 300), start=1):
         feed.port("cs-05", t, n, power_w=100.0)
-    feed.station("cs-05", 400, ports=_ports(2000, 3000, 3000, 3000))
+    feed.station("cs-05", 400, ports=powers(2000, 3000, 3000, 3000))
     fired = raised(
-        feed.station("cs-05", 410, ports=_ports(2000, 3000, 3000, 3000)), "station_overload"
+        feed.station("cs-05", 410, ports=powers(2000, 3000, 3000, 3000)), "station_overload"
     )
     assert fired[0].actions == (port_off("cs-05", 4), port_off("cs-05", 3))
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from facilities.rules.engine import Engine
-from tests.rules_helpers import Feed
+from tests.support.feed import Feed
+from tests.support.payloads import powers
 
 Step = Callable[[Feed, float], object]
 
@@ -63,10 +64,6 @@ def denied(n: int) -> Step:
     return run
 
 
-def _ports(*powers: float) -> list[dict[str, object]]:
-    return [{"port": n, "state": "charging", "power_w": w} for n, w in enumerate(powers, 1)]
-
-
 CASES = [
     Case(
         "port_overload",
@@ -79,9 +76,9 @@ CASES = [
     Case(
         "station_overload",
         "cs-02",
-        below=twice(station("cs-02", ports=_ports(3500, 3500))),
-        fire=twice(station("cs-02", ports=_ports(3500, 3500.1))),
-        calm=station("cs-02", ports=_ports(3000, 3000)),
+        below=twice(station("cs-02", ports=powers(3500, 3500))),
+        fire=twice(station("cs-02", ports=powers(3500, 3500.1))),
+        calm=station("cs-02", ports=powers(3000, 3000)),
         fire_at=1,
     ),
     Case(

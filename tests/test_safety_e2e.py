@@ -4,7 +4,7 @@ obeys, acks, and reports the port disabled."""
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,43 +17,18 @@ from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.wiring import build
-from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation
-from tests.conftest import query, wait_for
-
-Port = dict[str, object]
-
-
-@pytest.fixture
-def devices(broker: PrivateBroker) -> AsyncIterator[Callable[..., SimulatedStation]]:
-    made: list[DeviceClient] = []
-
-    def station(station_id: str, behaviour: Behaviour = Behaviour.OBEY) -> SimulatedStation:
-        client = DeviceClient(BrokerUrl.parse(broker.url(station_id)), client_id=station_id)
-        made.append(client.connect())
-        model = StationModel(station_id, [PortModel(n) for n in range(1, 11)])
-        return SimulatedStation(client, model, Topics(), behaviour=behaviour)
-
-    yield station  # type: ignore[misc]
-    for client in made:
-        client.close()
+from tests.support.db import query
+from tests.support.payloads import Body, reading, telemetry
+from tests.support.poll import wait_for
 
 
-def _telemetry(seq: int, ports: list[Port] | None = None, **fields: object) -> dict[str, object]:
-    return {"seq": seq, "ts": time.time(), "ports": ports or [], **fields}
-
-
-def _charging(port: int, **fields: object) -> Port:
-    return {
-        "port": port,
-        "state": "charging",
-        "voltage_v": 230.0,
-        "power_w": 300.0,
-        "energy_wh": 20.0,
-        "temp_c": 30.0,
-        **fields,
-    }
+def _charging(port: int, **fields: object) -> Body:
+    """A port charging at 300 W and 30 °C, unless told otherwise."""
+    return reading(
+        port, **{"voltage_v": 230.0, "power_w": 300.0, "energy_wh": 20.0, "temp_c": 30.0, **fields}
+    )
 
 
 async def _until(
@@ -102,8 +77,8 @@ SAFETY = [
         "port_overload",
         "cs-05",
         [
-            _telemetry(1, [_charging(3, power_w=1200.0)]),
-            _telemetry(2, [_charging(3, power_w=1210.0)]),
+            telemetry(1, [_charging(3, power_w=1200.0)]),
+            telemetry(2, [_charging(3, power_w=1210.0)]),
         ],
         "cs-05/3",
         3,
@@ -111,21 +86,21 @@ SAFETY = [
     (
         "station_overload",
         "cs-06",
-        [_telemetry(s, [_charging(n, power_w=950.0) for n in range(1, 9)]) for s in (1, 2)],
+        [telemetry(s, [_charging(n, power_w=950.0) for n in range(1, 9)]) for s in (1, 2)],
         "cs-06",
         8,
     ),
-    ("port_over_temperature", "cs-07", [_telemetry(1, [_charging(2, temp_c=65.0)])], "cs-07/2", 2),
-    ("over_temperature", "cs-08", [_telemetry(1, [_charging(1)], temp_c=62.0)], "cs-08", None),
+    ("port_over_temperature", "cs-07", [telemetry(1, [_charging(2, temp_c=65.0)])], "cs-07/2", 2),
+    ("over_temperature", "cs-08", [telemetry(1, [_charging(1)], temp_c=62.0)], "cs-08", None),
     (
         "temperature_rise",
         "cs-09",
-        [_telemetry(1, [_charging(1, temp_c=30.0)]), _telemetry(2, [_charging(1, temp_c=41.0)])],
+        [telemetry(1, [_charging(1, temp_c=30.0)]), telemetry(2, [_charging(1, temp_c=41.0)])],
         "cs-09/1",
         1,
     ),
-    ("leakage", "cs-10", [_telemetry(1, [_charging(1)], leakage_ma=35.0)], "cs-10", None),
-    ("smoke", "cs-11", [_telemetry(1, [_charging(1)], smoke=True)], "cs-11", None),
+    ("leakage", "cs-10", [telemetry(1, [_charging(1)], leakage_ma=35.0)], "cs-10", None),
+    ("smoke", "cs-11", [telemetry(1, [_charging(1)], smoke=True)], "cs-11", None),
 ]
 
 
@@ -133,19 +108,19 @@ SAFETY = [
     ("rule", "station_id", "messages", "subject", "port"), SAFETY, ids=[s[0] for s in SAFETY]
 )
 async def test_a_safety_rule_cuts_power(
-    service: Service, devices, rule, station_id, messages, subject, port
+    service: Service, stations, rule, station_id, messages, subject, port
 ) -> None:
-    station = devices(station_id)
+    station = stations(station_id)
     for body in messages:
         station.publish_raw(body)
     await _assert_cut(service, station, rule, subject, port)
 
 
 async def test_garage_smoke_cuts_its_stations_and_opens_its_gates(
-    service: Service, devices, broker: PrivateBroker
+    service: Service, stations, broker: PrivateBroker
 ) -> None:
-    inside = [devices("cs-01"), devices("cs-02")]
-    outside = devices("cs-03")  # in the same community, not in the garage
+    inside = [stations("cs-01"), stations("cs-02")]
+    outside = stations("cs-03")  # in the same community, not in the garage
     client = DeviceClient(BrokerUrl.parse(broker.url("g-cq4")), client_id="g-cq4").connect()
     try:
         garage = SimulatedGarage(client, "g-cq4", ("north", "south"), Topics())
@@ -206,10 +181,10 @@ async def impatient(settings: Settings, site: Site, tmp_path: Path) -> AsyncIter
     ],
 )
 async def test_a_command_that_is_not_carried_out_raises_command_failed(
-    impatient: Service, devices, station_id, behaviour, outcome, tries
+    impatient: Service, stations, station_id, behaviour, outcome, tries
 ) -> None:
-    station = devices(station_id, behaviour)
-    station.publish_raw(_telemetry(1, [_charging(1)], leakage_ma=40.0))
+    station = stations(station_id, behaviour)
+    station.publish_raw(telemetry(1, [_charging(1)], leakage_ma=40.0))
     db = impatient.settings.db
     await _until(
         db,
@@ -223,7 +198,7 @@ async def test_a_command_that_is_not_carried_out_raises_command_failed(
     assert len({c.id for c in station.commands}) == 1  # retries carry the same id
 
 
-async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -> None:
+async def test_alerts_are_published_on_mqtt(service: Service, stations, broker) -> None:
     import json as _json
 
     seen: list[tuple[str, bytes]] = []
@@ -232,8 +207,8 @@ async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -
     ).connect()
     try:
         observer.subscribe("facilities/alerts/#", lambda t, p: seen.append((t, p)))
-        station = devices("cs-14")
-        station.publish_raw(_telemetry(1, [_charging(1)], smoke=True))
+        station = stations("cs-14")
+        station.publish_raw(telemetry(1, [_charging(1)], smoke=True))
         await wait_for(
             lambda: any(t == "facilities/alerts/smoke/cs-14" for t, _ in seen), what="alert on MQTT"
         )
@@ -252,11 +227,11 @@ async def test_alerts_are_published_on_mqtt(service: Service, devices, broker) -
         observer.close()
 
 
-async def test_a_redelivered_message_is_not_new_evidence(service: Service, devices) -> None:
-    station = devices("cs-15")
-    first = _telemetry(1, [_charging(1)], leakage_ma=31.0)
+async def test_a_redelivered_message_is_not_new_evidence(service: Service, stations) -> None:
+    station = stations("cs-15")
+    first = telemetry(1, [_charging(1)], leakage_ma=31.0)
     station.publish_raw(first)
-    station.publish_raw(_telemetry(2, [_charging(1)], leakage_ma=33.0))
+    station.publish_raw(telemetry(2, [_charging(1)], leakage_ma=33.0))
     station.publish_raw(first)  # what the broker redelivers after a lost link
     db = service.settings.db
     await wait_for(lambda: service.ingest.committed >= 3, what="3 messages")

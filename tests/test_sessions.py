@@ -2,7 +2,7 @@
 
 from facilities.charging.state import EndReason
 from facilities.rules.engine import Engine
-from tests.rules_helpers import Feed, at
+from tests.support.feed import Feed, at
 
 
 def test_a_session_from_plug_in_to_unplug(site) -> None:

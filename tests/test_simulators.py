@@ -20,7 +20,9 @@ from simulators.client import DeviceClient
 from simulators.devices import SimulatedGarage, SimulatedStation
 from simulators.fleet import Fleet
 from simulators.garage import GarageModel
-from tests.conftest import query, start_broker, wait_for
+from tests.support.db import query
+from tests.support.poll import wait_for
+from tests.support.processes import start_broker
 
 
 def test_a_charge_tapers_from_a_few_hundred_watts_to_a_trickle() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from facilities.errors import SiteError
 from facilities.site import parse_site
-from tests.conftest import EXAMPLE_SITE
+from tests.support.paths import EXAMPLE_SITE
 
 GOOD = """\
 [[community]]
@@ -132,7 +132,7 @@ def test_check_site_command(tmp_path: Path) -> None:
 
 def test_every_threshold_is_documented() -> None:
     from facilities.thresholds import Thresholds
-    from tests.conftest import ROOT
+    from tests.support.paths import ROOT
 
     doc = (ROOT / "docs" / "site.md").read_text(encoding="utf-8")
     missing = [name for name in Thresholds.model_fields if f"| `{name}` |" not in doc]

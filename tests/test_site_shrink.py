@@ -7,10 +7,16 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from facilities.mosquitto import PrivateBroker
-from tests.conftest import EXAMPLE_SITE, DeviceFactory, query, wait_for
-from tests.procs import ServiceProcess
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 GONE = "cs-20"  # the last station of the example site
 SHRUNK = "cs-19"  # loses its ports 9 and 10

@@ -7,11 +7,16 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from facilities.mosquitto import PrivateBroker
 from simulators.client import DeviceClient
-from tests.conftest import DeviceFactory, query, wait_for
-from tests.procs import ServiceProcess
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess
+
+pytestmark = pytest.mark.slow
 
 STATION = "cs-11"
 

@@ -8,8 +8,8 @@ import pytest
 
 from facilities.mosquitto import PrivateBroker
 from facilities.site import Site
-from tests.conftest import clear_retained_status
-from tests.procs import ServiceProcess
+from tests.support.devices import clear_retained_status
+from tests.support.processes import ServiceProcess
 
 Run = Callable[..., ServiceProcess]
 

@@ -4,11 +4,13 @@ forged X-Forwarded-For, it never refuses a valid token, and concurrent failures 
 import asyncio
 
 import httpx
+import pytest
 
 from facilities.access import Role
-from tests.api_support import Api, MovableClock, bearer
-from tests.conftest import query
+from tests.api_support import Api, bearer
 from tests.security.conftest import Run
+from tests.support.clock import MovableClock
+from tests.support.db import query
 
 OPEN = "/api/garages/g-cq4/gates/north/open"
 LIMIT = 10  # the default --auth-failures-per-minute
@@ -18,6 +20,7 @@ def _audited_clients(db: object) -> set[str]:
     return {str(client) for (client,) in query(db, "SELECT client FROM auth_refusals")}  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_forged_x_forwarded_for_neither_escapes_the_limit_nor_reaches_the_audit(
     run_service: Run,
 ) -> None:
@@ -34,6 +37,7 @@ def test_a_forged_x_forwarded_for_neither_escapes_the_limit_nor_reaches_the_audi
     assert _audited_clients(service.db) == {"127.0.0.1"}
 
 
+@pytest.mark.slow
 def test_a_trusted_proxy_is_believed_and_only_it(run_service: Run) -> None:
     service = run_service("--trusted-proxy", "127.0.0.1/32")
     with httpx.Client(base_url=f"http://127.0.0.1:{service.port}", timeout=5) as http:
@@ -52,8 +56,9 @@ def test_a_trusted_proxy_is_believed_and_only_it(run_service: Run) -> None:
     assert not any("<" in client for client in clients), clients
 
 
+@pytest.mark.slow
 def test_the_trusted_proxy_option_takes_addresses_only() -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     done = run_cli("run", "--trusted-proxy", "proxy.local", "--connect-timeout", "1", timeout_s=20)
     assert done.returncode == 2

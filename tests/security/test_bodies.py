@@ -4,6 +4,8 @@ and a route that needs a token answers 401 before it reads or parses any body.""
 import socket
 import time
 
+import pytest
+
 from tests.api_support import Api, bearer
 from tests.security.conftest import Run
 
@@ -33,6 +35,7 @@ def _exchange(port: int, head: bytes, chunks: list[bytes], *, wait_s: float = 5.
     return answer
 
 
+@pytest.mark.slow
 def test_a_declared_large_body_is_refused_before_it_is_sent(run_service: Run) -> None:
     service = run_service()
     head = (
@@ -46,6 +49,7 @@ def test_a_declared_large_body_is_refused_before_it_is_sent(run_service: Run) ->
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.slow
 def test_a_chunked_body_is_counted_as_it_comes(run_service: Run) -> None:
     service = run_service()
     head = (

@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,9 @@ import pytest
 
 from facilities.broker_config import read_passwd, render_mosquitto_conf
 from facilities.mosquitto import accepts, find_mosquitto, free_port
-from tests.conftest import EXAMPLE_SITE
-from tests.procs import run_cli
+from tests.support.paths import EXAMPLE_SITE
+from tests.support.poll import wait_until
+from tests.support.processes import run_cli
 
 AS_ROOT = os.geteuid() == 0
 STATIONS_BEFORE = ("cs-01", "cs-02", "cs-03")
@@ -85,13 +85,10 @@ class Broker:
             self.process = subprocess.Popen(
                 [find_mosquitto(), "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 10
-        while not self._listening():
-            assert self.process.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, "the broker did not listen"
-            time.sleep(0.02)
+        wait_until(self._listening, timeout_s=10, what="the broker to listen", interval_s=0.02)
 
     def _listening(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return True
@@ -101,10 +98,12 @@ class Broker:
     def reload(self, user: str, password: str) -> None:
         """SIGHUP, as the documented steps say; wait until `user` gets in with `password`."""
         self.process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while not accepts(self.port, user, password):
-            assert time.monotonic() < deadline, f"{user} not let in after the reload"
-            time.sleep(0.02)
+        wait_until(
+            lambda: accepts(self.port, user, password),
+            timeout_s=10,
+            what=f"{user} to be let in after the reload",
+            interval_s=0.02,
+        )
 
     def stop(self) -> None:
         self.process.terminate()

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -16,7 +15,10 @@ from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.wiring import build
-from tests.conftest import DeviceFactory, query, wait_for
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.payloads import telemetry
+from tests.support.poll import wait_for, wait_until
 
 MESSAGES = 50
 
@@ -42,9 +44,7 @@ def _connect_and_leave(client: paho.Client, broker: PrivateBroker, *, leave: boo
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        deadline = time.monotonic() + 5
-        while not connected and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(lambda: connected, timeout_s=5, what="the CONNACK", interval_s=0.005)
         assert connected, "no CONNACK"
     finally:
         if leave or not connected:
@@ -58,7 +58,7 @@ def _service_identities(settings: Settings) -> set[str]:
 
 
 def _telemetry(seq: int) -> str:
-    return json.dumps({"seq": seq, "ts": time.time(), "ports": []})
+    return json.dumps(telemetry(seq))
 
 
 def _stored(db: Path, station: str) -> int:

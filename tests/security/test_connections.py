@@ -12,8 +12,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from facilities.settings import DEFAULT_MAX_CONNECTIONS
-from tests.conftest import ROOT
 from tests.security.conftest import Run
+from tests.support.paths import ROOT
 
 TIMEOUT = "1"  # --client-timeout for these tests, in seconds
 
@@ -51,6 +51,7 @@ def _open(port: int, send: bytes = b"", *, source: str = "127.0.0.1") -> socket.
     return sock
 
 
+@pytest.mark.slow
 def test_idle_and_half_sent_connections_are_closed(run_service: Run) -> None:
     service = run_service()  # the defaults: 10 s to send a request, 5 s idle keep-alive
     starts = [
@@ -71,6 +72,7 @@ def test_idle_and_half_sent_connections_are_closed(run_service: Run) -> None:
             sock.close()
 
 
+@pytest.mark.slow
 def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> None:
     # every connection here comes from one address: named as a proxy, it may take them all
     service = run_service("--max-connections", "10", "--trusted-proxy", "127.0.0.1")
@@ -93,6 +95,7 @@ def test_connections_past_the_cap_are_answered_503_at_once(run_service: Run) -> 
     assert _answer(again).startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.slow
 def test_one_address_holding_streams_open_cannot_take_every_slot(run_service: Run) -> None:
     service = run_service("--max-connections", "50")  # a tenth of the default: 10 per address
     streams = [
@@ -113,6 +116,7 @@ def test_one_address_holding_streams_open_cannot_take_every_slot(run_service: Ru
             sock.close()
 
 
+@pytest.mark.slow
 def test_the_live_streams_outlive_the_request_deadline(run_service: Run) -> None:
     service = run_service("--client-timeout", TIMEOUT)
     sse = _open(service.port, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -125,6 +129,7 @@ def test_the_live_streams_outlive_the_request_deadline(run_service: Run) -> None
     sse.close()
 
 
+@pytest.mark.slow
 def test_the_websocket_refuses_a_message_over_4_kib(run_service: Run) -> None:
     service = run_service()
     with connect(f"ws://127.0.0.1:{service.port}/api/ws", open_timeout=5) as ws:
@@ -144,6 +149,7 @@ def test_the_unit_leaves_descriptors_for_every_connection() -> None:
     assert limit >= 2 * DEFAULT_MAX_CONNECTIONS + 256
 
 
+@pytest.mark.slow
 def test_a_pipelined_half_sent_request_is_closed_too(run_service: Run) -> None:
     # Sent with a whole request, in one packet, a second request's head and part of its
     # body: once the first is answered, the second waits for its body, and no byte comes to
@@ -165,6 +171,7 @@ def _descriptors(service_pid: int) -> int:
     return len(os.listdir(f"/proc/{service_pid}/fd"))
 
 
+@pytest.mark.slow
 def test_a_connection_flood_takes_no_more_descriptors_than_kept_for_it(run_service: Run) -> None:
     # Before: each connection past the cap held a descriptor until it was answered (up to
     # 1 s); a flood of connections that sent nothing took all 8,192 descriptors the unit

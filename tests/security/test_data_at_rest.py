@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from facilities.mosquitto import PrivateBroker
-from tests.procs import ServiceProcess, run_cli
+from tests.support.processes import ServiceProcess, run_cli
 
 SUFFIXES = ("", "-wal", "-shm")
 
@@ -42,6 +43,7 @@ def _serve(broker: PrivateBroker, db: Path, tmp_path: Path) -> ServiceProcess:
         ).start()
 
 
+@pytest.mark.slow
 def test_a_new_database_and_its_wal_are_0600(broker: PrivateBroker, tmp_path: Path) -> None:
     db = tmp_path / "state" / "facilities.db"
     process = _serve(broker, db, tmp_path)
@@ -56,6 +58,7 @@ def test_a_new_database_and_its_wal_are_0600(broker: PrivateBroker, tmp_path: Pa
         process.terminate()
 
 
+@pytest.mark.slow
 def test_existing_database_files_readable_by_others_are_made_0600_at_start(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:

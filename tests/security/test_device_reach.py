@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from facilities.rules.engine import Engine
 from facilities.rules.observation import message_cause
 from facilities.site import Site, load_site
 from facilities.verdicts import Action, ActionKind
-from tests.conftest import EXAMPLE_SITE
+from tests.support.paths import EXAMPLE_SITE
 
 SITE = load_site(EXAMPLE_SITE)
 TOPICS = Topics()
@@ -132,6 +133,7 @@ def _targets(actions: list[Action]) -> set[str]:
     return {a.device for a in actions}
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(a_device_and_its_messages())
 def test_no_message_of_a_device_commands_another_device(

@@ -11,7 +11,9 @@ from typing import Any
 from facilities.access import Role
 from facilities.mosquitto import PrivateBroker
 from tests.api_support import Api, bearer
-from tests.conftest import DeviceFactory, query, wait_for
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
 
 COMMANDS = ("facilities/charging/+/command", "facilities/garage/+/gate/+/command")
 

@@ -3,8 +3,11 @@
 import re
 
 import httpx
+import pytest
 
 from tests.security.conftest import Run
+
+pytestmark = pytest.mark.slow
 
 # One path of each kind: page, API, static asset, docs asset, error, metrics, stream.
 PATHS = [

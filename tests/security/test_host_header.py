@@ -4,9 +4,12 @@ the configured address, whatever Host a client sends; no Host makes a 5xx."""
 import io
 
 import httpx
+import pytest
 import segno
 
 from tests.security.conftest import Run
+
+pytestmark = pytest.mark.slow
 
 HOSTS = ["evil.example", "evil.example:8443", "a" * 3000, "x" * 200 + ".example"]
 PAGES = ["/qr", "/stations/cs-07/qr.svg", "/garages/g-hc3/qr.svg", "/", "/api/stations", "/docs"]
@@ -56,7 +59,7 @@ def test_no_host_header_makes_a_server_error(run_service: Run) -> None:
 
 
 def test_a_public_url_that_cannot_be_printed_is_refused_at_start(run_service: Run) -> None:
-    from tests.procs import run_cli
+    from tests.support.processes import run_cli
 
     for bad in ("bikes.example.cn", "ftp://x", "https://x/?a=b", "https://" + "a" * 300):
         done = run_cli("run", "--public-url", bad, "--connect-timeout", "1", timeout_s=20)

@@ -8,7 +8,8 @@ import pytest
 from facilities.access import Role
 from facilities.mosquitto import PrivateBroker
 from tests.api_support import Api, bearer
-from tests.conftest import query, wait_for
+from tests.support.db import query
+from tests.support.poll import wait_for
 from tests.test_api_gates import OPEN, Commands
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from facilities.access import Role
 from tests.api_support import Api, bearer
-from tests.conftest import query
+from tests.support.db import query
 
 BIG = str(2**63)  # one past SQLite's INTEGER
 HUGE = "9" * 40

@@ -6,8 +6,11 @@ are logged at most 10 a minute each."""
 import socket
 
 import httpx
+import pytest
 
 from tests.security.conftest import Run
+
+pytestmark = pytest.mark.slow
 
 
 def test_invented_methods_add_no_metric_series(run_service: Run) -> None:

@@ -17,8 +17,9 @@ from facilities import admin
 from facilities.access import Role
 from facilities.settings import Settings
 from facilities.site import Site
-from tests.api_support import bearer, port, telemetry
-from tests.conftest import wait_for
+from tests.api_support import bearer
+from tests.support.payloads import port, telemetry
+from tests.support.poll import wait_for
 from tests.test_api_live import WITHIN_S, Live, _serve, _sse_events
 
 # What the public GETs show of an alert (a station's or garage's `alerts`), and the change.

@@ -10,6 +10,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from facilities.access import Role
 from facilities.messages import Rejected, RejectReason
 from facilities.mosquitto import PrivateBroker
@@ -25,7 +27,9 @@ from facilities.store.telemetry import (
 )
 from simulators.client import DeviceClient
 from tests.api_support import Api, bearer
-from tests.conftest import DeviceFactory, query, wait_for
+from tests.support.db import query
+from tests.support.devices import DeviceFactory
+from tests.support.poll import wait_for
 
 TOPIC = "facilities/charging/{}/telemetry"
 QUOTA = DEFAULT_QUARANTINE_PER_DEVICE_HOUR
@@ -151,6 +155,7 @@ async def test_retention_deletes_old_quarantine_and_request_audit_rows(
     assert query(db, "SELECT count(*) FROM auth_refusals") == [(0,)]
 
 
+@pytest.mark.slow
 async def test_a_large_backlog_is_deleted_in_short_batches_while_ingest_goes_on(
     api: Api, device: DeviceFactory, clock
 ) -> None:

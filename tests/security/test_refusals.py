@@ -4,15 +4,19 @@ a batch, not as a row and a synchronous commit each."""
 
 import asyncio
 
+import pytest
+
 from facilities.access import Role
 from facilities.refusals import OTHERS, Refusals
-from tests.api_support import Api, MovableClock, bearer
-from tests.conftest import query
+from tests.api_support import Api, bearer
+from tests.support.clock import MovableClock
+from tests.support.db import query
 
 OPEN = "/api/garages/g-cq4/gates/north/open"
 ROUTE = "POST /api/garages/{garage}/gates/{gate}/open"
 
 
+@pytest.mark.slow
 async def test_a_flood_of_bogus_requests_is_a_few_audit_rows(api: Api) -> None:
     db = api.service.settings.db
     statuses: list[int] = []

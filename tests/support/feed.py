@@ -11,6 +11,7 @@ from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
 from facilities.rules.engine import Engine
 from facilities.wire import Availability
+from tests.support.payloads import event, message, reading, telemetry
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
@@ -37,17 +38,16 @@ class Feed:
         self, station: str, t: float, *, ports: list[dict[str, Any]] | None = None, **fields: Any
     ) -> list[Transition]:
         ts = at(t).timestamp() + fields.pop("ts_offset", 0.0)  # a device clock that is off
-        body = {"seq": self.seq, "ts": ts, "ports": ports or [], **fields}
+        body = telemetry(self.seq, ports, ts=ts, **fields)
         payload = StationTelemetry.model_validate_json(json.dumps(body))
         return self._send(Route(MessageKind.STATION_TELEMETRY, station), payload, t)
 
     def port(self, station: str, t: float, port: int = 1, **fields: Any) -> list[Transition]:
-        reading = {"port": port, "state": "charging", **fields}
-        return self.station(station, t, ports=[reading])
+        return self.station(station, t, ports=[reading(port, **fields)])
 
     def event(self, station: str, t: float, **fields: Any) -> list[Transition]:
         payload = StationEvent.model_validate_json(
-            json.dumps({"seq": self.seq, "ts": at(t).timestamp(), **fields})
+            json.dumps(message(self.seq, ts=at(t).timestamp(), **fields))
         )
         return self._send(Route(MessageKind.STATION_EVENT, station), payload, t)
 
@@ -59,13 +59,13 @@ class Feed:
 
     def garage(self, garage: str, t: float, **fields: Any) -> list[Transition]:
         payload = GarageTelemetry.model_validate_json(
-            json.dumps({"seq": self.seq, "ts": at(t).timestamp(), **fields})
+            json.dumps(message(self.seq, ts=at(t).timestamp(), **fields))
         )
         return self._send(Route(MessageKind.GARAGE_TELEMETRY, garage), payload, t)
 
     def gate(self, garage: str, gate: str, t: float, kind: str) -> list[Transition]:
         payload = GateEvent.model_validate_json(
-            json.dumps({"seq": self.seq, "ts": at(t).timestamp(), "type": kind})
+            json.dumps(event(self.seq, kind, ts=at(t).timestamp()))
         )
         return self._send(Route(MessageKind.GATE_EVENT, garage, gate), payload, t)
 

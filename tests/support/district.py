@@ -2,7 +2,6 @@
 (every device of the example site), shared by the modules that need it."""
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,14 +10,28 @@ import httpx
 import pytest
 
 from facilities.mosquitto import PrivateBroker
-from tests.conftest import EXAMPLE_SITE, ROOT
-from tests.procs import ServiceProcess
+from tests.support.paths import EXAMPLE_SITE, ROOT
+from tests.support.poll import wait_until
+from tests.support.processes import ServiceProcess
 
 
 def _credentials_file(broker: PrivateBroker, path: Path) -> Path:
     lines = [f'"{user}" = "{password}"' for user, password in broker.credentials.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _online(port: int) -> bool:
+    """Every station online, every garage's occupancy known, every port's power reported
+    (online can come before telemetry)."""
+    stations = httpx.get(f"http://127.0.0.1:{port}/api/stations").json()
+    garages = httpx.get(f"http://127.0.0.1:{port}/api/garages").json()
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    return (
+        all(s["online"] for s in stations)
+        and all(g["occupancy"] is not None for g in garages)
+        and text.count("facilities_port_power_watts{") == 200
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +63,12 @@ def district(
         stderr=(workdir / "simulate.log").open("wb"),
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            stations = httpx.get(f"http://127.0.0.1:{service.port}/api/stations").json()
-            garages = httpx.get(f"http://127.0.0.1:{service.port}/api/garages").json()
-            text = httpx.get(f"http://127.0.0.1:{service.port}/metrics").text
-            if (
-                all(s["online"] for s in stations)
-                and all(g["occupancy"] is not None for g in garages)
-                # every port has reported its power (online can come before telemetry)
-                and text.count("facilities_port_power_watts{") == 200
-            ):
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("the simulated district did not come online")
+        wait_until(
+            lambda: _online(service.port),
+            timeout_s=30,
+            what="the simulated district to come online",
+            interval_s=0.2,
+        )
         yield service
     finally:
         simulators.terminate()
