@@ -11,9 +11,18 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
+from facilities.logs import LogFormat
 from facilities.mqtt.ingest_batch import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
 from facilities.mqtt.topics import DEFAULT_PREFIX
-from facilities.options import Option, Options, as_text, from_text, parse_log_level, positive
+from facilities.options import (
+    Option,
+    Options,
+    as_text,
+    from_text,
+    parse_log_format,
+    parse_log_level,
+    positive,
+)
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "./var/facilities.db"
@@ -102,10 +111,15 @@ Scenario = Annotated[str, Option("scenario")]
 
 
 class GlobalSettings(Options):
-    """Options before the command."""
+    """Options of every command, before or after its name."""
 
     log_level: Annotated[str, Option("log-level", parse_log_level)] = Field(
         "INFO", description="DEBUG, INFO, ..."
+    )
+    log_format: Annotated[LogFormat, Option("log-format", parse_log_format)] = Field(
+        as_text(LogFormat.TEXT.value),
+        description="text, or json: one object a line (time, level, logger, message,"
+        " exception) for journald and Loki",
     )
 
 
