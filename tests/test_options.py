@@ -45,6 +45,7 @@ SECTIONS: dict[str, tuple[type[Options], list[Command]]] = {
             (["residents", "revoke"], ["r-1"]),
             (["staff", "list"], []),
             (["staff", "revoke"], ["s-1"]),
+            (["backup"], ["copy.db"]),
         ],
     ),
     # the options of every command, before `check-site site.toml` and after it
