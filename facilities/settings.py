@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
 from facilities.logs import LogFormat
+from facilities.mqtt.broker_url import BrokerUrl
 from facilities.mqtt.ingest_batch import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
 from facilities.mqtt.topics import DEFAULT_PREFIX
 from facilities.options import (
@@ -99,12 +100,22 @@ def parse_trusted_proxies(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def check_broker_url(url: SecretStr) -> SecretStr:
+    """`--broker` parsed as the link will parse it, so that a URL it cannot use is refused
+    as bad usage (exit 2) before anything is opened or created; the password stays hidden."""
+    try:
+        BrokerUrl.parse(url)
+    except OperatorError as exc:
+        raise UsageError(str(exc)) from None
+    return url
+
+
 # Options more than one command has.
 SitePath = Annotated[Path, Option("site")]
 DbPath = Annotated[Path, Option("db")]
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
-BrokerUrlText = Annotated[SecretStr, Option("broker")]
+BrokerUrlText = Annotated[SecretStr, Option("broker"), AfterValidator(check_broker_url)]
 Speed = Annotated[float, Option("speed")]
 RunFor = Annotated[float, Option("run-for")]
 Scenario = Annotated[str, Option("scenario")]
