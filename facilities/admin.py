@@ -15,9 +15,17 @@ from facilities.store.db import SharedWriter, open_db
 
 
 async def add(
-    db: Path, role: Role, name: str, *, garages: Sequence[str] = (), site: Site | None = None
+    db: Path,
+    role: Role,
+    name: str,
+    *,
+    garages: Sequence[str] = (),
+    site: Site | None = None,
+    replacing: bool = False,
 ) -> people.Registered:
-    """Register a person; residents need at least one garage of the site file."""
+    """Register a person; residents need at least one garage of the site file. `replacing`:
+    the people of this role and name before are removed in the same transaction (the demo's
+    own, made again at each start)."""
     name = name.strip()
     if not name:
         raise UsageError("--name must not be empty")
@@ -31,6 +39,8 @@ async def add(
     conn = await open_db(db)
     try:
         async with SharedWriter(conn).transaction() as tx:
+            if replacing:
+                await people.remove_named(tx, role, name)
             return await people.add_person(
                 tx, role, name, garages=frozenset(garages), now=time.time()
             )

@@ -12,6 +12,7 @@ from typing import Any
 from facilities.access import Role
 from facilities.broker_config import CREDENTIALS_FILE, SERVICE_USER
 from facilities.errors import OperatorError, SiteError, UsageError
+from facilities.logs import configure_logging
 from facilities.options import add_options, from_arguments
 from facilities.settings import (
     DEFAULT_SITE,
@@ -38,16 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(parser, GlobalSettings)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the service: ingest and HTTP API in one process")
+    run = _command(commands, "run", help="the service: ingest and HTTP API in one process")
     add_options(run, Settings)
 
-    demo = commands.add_parser("demo", help="private broker + service + simulators")
+    demo = _command(commands, "demo", help="private broker + service + simulators")
     add_options(demo, DemoSettings)
 
-    simulate = commands.add_parser("simulate", help="device simulators only")
+    simulate = _command(commands, "simulate", help="device simulators only")
     add_options(simulate, SimulateSettings)
 
-    broker = commands.add_parser(
+    broker = _command(
+        commands,
         "broker-config",
         help="Mosquitto password file and ACL; safe to run again on a live site",
         description="Brings DIR/passwd and DIR/acl in line with the site file: users already "
@@ -71,11 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
         _people_parser(commands, role, what)
 
-    check = commands.add_parser("check-site", help="validate a site file")
+    backup = _command(
+        commands,
+        "backup",
+        help="a consistent copy of the database, taken while the service runs",
+        description="Copies the database with SQLite's online backup: the copy is the "
+        "database as of one commit, even while the service writes; one file, mode 0600, "
+        "checked with integrity_check, put in place whole. To restore, see Backup and "
+        "restore in docs/operations.md.",
+    )
+    backup.add_argument("path", help="the copy (replaced if it exists)")
+    add_options(backup, PeopleSettings)
+
+    check = _command(commands, "check-site", help="validate a site file")
     check.add_argument("path", help="site file")
 
-    schemas = commands.add_parser("schemas", help="write the payloads' JSON Schemas")
+    schemas = _command(commands, "schemas", help="write the payloads' JSON Schemas")
     schemas.add_argument("--out", default="docs/schemas", help="directory (default %(default)s)")
+    return parser
+
+
+def _command(commands: Any, name: str, **described: str) -> argparse.ArgumentParser:
+    """A command's parser; the options of every command (`--log-level`, `--log-format`) may
+    also follow its name (`facilities run --log-level DEBUG`)."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, **described)
+    add_options(parser, GlobalSettings, repeated=True)
     return parser
 
 
@@ -83,17 +105,17 @@ def _people_parser(commands: Any, role: Role, what: str) -> None:
     """`facilities residents|staff add|revoke|list`."""
     group = commands.add_parser(what, help=f"{what}: tokens for the HTTP API")
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="register; prints the new token once, on its last line")
+    add = _command(actions, "add", help="register; prints the new token once, on its last line")
     add_options(add, ResidentAddSettings if role is Role.RESIDENT else PeopleSettings)
     add.add_argument("--name", required=True, help="name, for the audit log")
     if role is Role.RESIDENT:
         add.add_argument(
             "--garage", action="append", default=[], required=True, help="garage id (repeat)"
         )
-    revoke = actions.add_parser("revoke", help="revoke a token: refused from the next request")
+    revoke = _command(actions, "revoke", help="revoke a token: refused from the next request")
     add_options(revoke, PeopleSettings)
     revoke.add_argument("id", help="the id printed by add (r-… or s-…)")
-    listing = actions.add_parser("list", help="everyone registered, revoked ones marked")
+    listing = _command(actions, "list", help="everyone registered, revoked ones marked")
     add_options(listing, PeopleSettings)
     group.set_defaults(role=role)
 
@@ -101,10 +123,11 @@ def _people_parser(commands: Any, role: Role, what: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        logs = from_arguments(args, GlobalSettings)
+    except UsageError as exc:
+        return _report(exc)
+    configure_logging(level=logs.log_level, log_format=logs.log_format)
     handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
     try:
         return handler(args)
@@ -250,6 +273,18 @@ def _people(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from facilities.store.backup import backup
+
+    db = from_arguments(args, PeopleSettings).db
+    copied = backup(db, Path(args.path))
+    print(
+        f"backed up {db} to {copied.path} (schema version {copied.schema_version},"
+        f" {copied.size_bytes} bytes, integrity ok)"
+    )
+    return EXIT_OK
+
+
 def _check_site(args: argparse.Namespace) -> int:
     site = load_site(args.path)
     print(
@@ -272,6 +307,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _demo,
     "simulate": _simulate,
     "broker-config": _broker_config,
+    "backup": _backup,
     "check-site": _check_site,
     "residents": _people,
     "staff": _people,

@@ -1,12 +1,15 @@
 """`facilities demo`: a private broker, the service and every device simulated, in one command."""
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from facilities import admin
@@ -17,7 +20,8 @@ from facilities.mqtt.session import BrokerUrl
 from facilities.server import bind, serve_http
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
-from facilities.site import load_site
+from facilities.site import Site, load_site
+from facilities.store.db import PRIVATE_DIR, PRIVATE_FILE
 from facilities.wiring import build
 from simulators.fleet import Fleet
 
@@ -34,9 +38,56 @@ async def run_demo(
     run_for_s: float = 0.0,
     scenario: str = "normal",
 ) -> None:
-    """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress."""
+    """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress;
+    refused if another demo runs on `db`."""
     site = load_site(site_path)
-    workdir = db.parent / "demo-broker"
+    with _sole_demo(db):
+        await _run_demo(
+            site_path,
+            site,
+            listen=listen,
+            db=db,
+            speed=speed,
+            run_for_s=run_for_s,
+            scenario=scenario,
+        )
+
+
+@contextlib.contextmanager
+def _sole_demo(db: Path) -> Iterator[None]:
+    """Hold `<db>.demo-lock` (flock, released when the process ends, however it ends), or
+    refuse: a second demo would share the database and wipe the first one's broker."""
+    if not db.parent.exists():
+        db.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    fd = os.open(f"{db}.demo-lock", os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OperatorError(
+                f"another demo is running on {db} (pid {holder}): stop it, or give this one"
+                " a database of its own (--db PATH)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def _run_demo(
+    site_path: Path,
+    site: Site,
+    *,
+    listen: Listen,
+    db: Path,
+    speed: float,
+    run_for_s: float,
+    scenario: str,
+) -> None:
+    # a broker directory of each database's own: demo.db's is demo-broker
+    workdir = db.parent / f"{db.stem}-broker"
     # A fresh broker each time: what the last demo's devices said on their way out (queued
     # for the service's session) is not news to this one.
     await asyncio.to_thread(shutil.rmtree, workdir / "data", True)
@@ -84,9 +135,12 @@ async def _banner(
     """Where to look, with a staff token and a resident token made for this demo."""
     site, db = service.site, service.settings.db
     host, port = sock.getsockname()[:2]
-    staff = await admin.add(db, Role.STAFF, "demo staff")
+    # the last demo's tokens are replaced, not piled up
+    staff = await admin.add(db, Role.STAFF, "demo staff", replacing=True)
     garage = next(iter(site.garages))
-    resident = await admin.add(db, Role.RESIDENT, "demo resident", garages=[garage], site=site)
+    resident = await admin.add(
+        db, Role.RESIDENT, "demo resident", garages=[garage], site=site, replacing=True
+    )
     return (
         f"broker   mqtt://127.0.0.1:{broker.port} (private, config in {broker.workdir})\n"
         f"status   http://{host}:{port}/  (residents; staff: /staff)\n"

@@ -13,6 +13,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from facilities.errors import UsageError
+from facilities.logs import LogFormat
 
 ENV_PREFIX = "FACILITIES_"
 OptionsT = TypeVar("OptionsT", bound="Options")
@@ -50,6 +51,15 @@ def parse_log_level(text: str) -> str:
     if not isinstance(logging.getLevelName(text.upper()), int):
         raise argparse.ArgumentTypeError(f"{text!r}: expected DEBUG, INFO, WARNING or ERROR")
     return text.upper()
+
+
+def parse_log_format(text: str) -> LogFormat:
+    """`--log-format`: text (for a terminal) or json (one object a line), in any case."""
+    try:
+        return LogFormat(text.lower())
+    except ValueError:
+        choices = " or ".join(f.value for f in LogFormat)
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {choices}") from None
 
 
 def as_text(default: str) -> Any:
@@ -118,10 +128,16 @@ def _reader(field: FieldInfo) -> Callable[[str], Any]:
     return field.annotation if field.annotation in (int, float) else str  # type: ignore[return-value]
 
 
-def add_options(parser: argparse.ArgumentParser, model: "type[Options]") -> None:
+def add_options(
+    parser: argparse.ArgumentParser, model: "type[Options]", *, repeated: bool = False
+) -> None:
     """`--flag` for each field of `model`, defaulting to FACILITIES_FLAG, else to the field's
     default; its `parse` reads the text, so a bad flag or variable is refused alike (exit 2).
-    The help shows the declared default, never the environment's value (it may be a secret)."""
+    The help shows the declared default, never the environment's value (it may be a secret).
+
+    `repeated`: options the main parser already has, said again after a command; given there
+    they win, and left out they have no default, so that they leave the main parser's value
+    (argparse copies a command's defaults over it)."""
     for name, option, field in model.options():
         default = default_text(field)
         described = f"{field.description} (env {option.env}; default {default})"
@@ -129,7 +145,7 @@ def add_options(parser: argparse.ArgumentParser, model: "type[Options]") -> None
             f"--{option.flag}",
             dest=name,
             metavar=option.flag.upper().replace("-", "_"),
-            default=os.environ.get(option.env, default),
+            default=argparse.SUPPRESS if repeated else os.environ.get(option.env, default),
             type=option.parse or _reader(field),
             help=described.replace("%", "%%"),
         )

@@ -11,9 +11,19 @@ from pydantic import AfterValidator, Field, SecretStr, model_validator
 
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
+from facilities.logs import LogFormat
+from facilities.mqtt.broker_url import BrokerUrl
 from facilities.mqtt.ingest_batch import DEFAULT_QUARANTINE_PER_DEVICE_HOUR
 from facilities.mqtt.topics import DEFAULT_PREFIX
-from facilities.options import Option, Options, as_text, from_text, parse_log_level, positive
+from facilities.options import (
+    Option,
+    Options,
+    as_text,
+    from_text,
+    parse_log_format,
+    parse_log_level,
+    positive,
+)
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "./var/facilities.db"
@@ -90,22 +100,37 @@ def parse_trusted_proxies(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def check_broker_url(url: SecretStr) -> SecretStr:
+    """`--broker` parsed as the link will parse it, so that a URL it cannot use is refused
+    as bad usage (exit 2) before anything is opened or created; the password stays hidden."""
+    try:
+        BrokerUrl.parse(url)
+    except OperatorError as exc:
+        raise UsageError(str(exc)) from None
+    return url
+
+
 # Options more than one command has.
 SitePath = Annotated[Path, Option("site")]
 DbPath = Annotated[Path, Option("db")]
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
-BrokerUrlText = Annotated[SecretStr, Option("broker")]
+BrokerUrlText = Annotated[SecretStr, Option("broker"), AfterValidator(check_broker_url)]
 Speed = Annotated[float, Option("speed")]
 RunFor = Annotated[float, Option("run-for")]
 Scenario = Annotated[str, Option("scenario")]
 
 
 class GlobalSettings(Options):
-    """Options before the command."""
+    """Options of every command, before or after its name."""
 
     log_level: Annotated[str, Option("log-level", parse_log_level)] = Field(
         "INFO", description="DEBUG, INFO, ..."
+    )
+    log_format: Annotated[LogFormat, Option("log-format", parse_log_format)] = Field(
+        as_text(LogFormat.TEXT.value),
+        description="text, or json: one object a line (time, level, logger, message,"
+        " exception) for journald and Loki",
     )
 
 

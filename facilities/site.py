@@ -2,29 +2,28 @@
 
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facilities.errors import SiteError
+from facilities.site_lines import LineIndex
+from facilities.site_refs import SERVICE_USER as SERVICE_USER  # re-exported: broker_config
+from facilities.site_refs import Loc, Problem, Ref, references
 from facilities.thresholds import Thresholds
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
-# The service's broker user (`broker-config`): a device's id is its broker user and client id,
-# so a device by this name would share the service's password, session and ACL.
-SERVICE_USER = "facilities"
-# Where in the file: a location such as ("station", 3, "ports").
-Loc = tuple[str | int, ...]
-# Reports one problem: where, what.
-Problem = Callable[[Loc, str], None]
 _ID_RE = re.compile(ID_PATTERN)
 
 
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+
+EntryT = TypeVar("EntryT", bound=_Entry)
 
 
 class CommunityEntry(_Entry):
@@ -109,46 +108,6 @@ class Site:
         return found is not None and gate in found.gates
 
 
-class _LineIndex:
-    """Maps a location such as ('station', 3, 'ports') to the line that defines it."""
-
-    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
-    _KEY = re.compile(r'^\s*("?)([A-Za-z0-9_-]+)\1\s*=')
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[tuple[str | int, ...], int] = {}
-        counts: dict[str, int] = {}
-        table: tuple[str | int, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
-            header = self._HEADER.match(line)
-            if header:
-                table = self._table(header.group(1), header.group(2).split("."), counts, table)
-                self.lines.setdefault(table, number)
-                continue
-            key = self._KEY.match(line)
-            if key:
-                self.lines.setdefault((*table, key.group(2)), number)
-
-    @staticmethod
-    def _table(
-        bracket: str, parts: list[str], counts: dict[str, int], current: tuple[str | int, ...]
-    ) -> tuple[str | int, ...]:
-        if bracket == "[[" and len(parts) == 1:
-            index = counts.get(parts[0], -1) + 1
-            counts[parts[0]] = index
-            return (parts[0], index)
-        if len(parts) == 2 and parts[0] in counts and current[:1] == (parts[0],):
-            return (*current[:2], parts[1])
-        return tuple(parts)
-
-    def line_of(self, loc: tuple[str | int, ...]) -> int | None:
-        for end in range(len(loc), 0, -1):
-            found = self.lines.get(loc[:end])
-            if found is not None:
-                return found
-        return None
-
-
 def load_site(path: str | Path) -> Site:
     """Read and validate a site file; raise SiteError listing every problem with its line."""
     path = Path(path)
@@ -162,12 +121,14 @@ def load_site(path: str | Path) -> Site:
 
 
 def parse_site(text: str, *, source: str = "<memory>") -> Site:
-    """Validate site-file text; raise SiteError listing every problem with its line."""
+    """Validate site-file text; raise SiteError listing every problem with its line: the
+    shape of each entry and the references between them (ids, communities, garages) in one
+    pass, so that one run of `check-site` shows them all."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SiteError(source, [f"TOML syntax: {exc}"]) from None
-    index = _LineIndex(text)
+    index = LineIndex(text)
     problems: list[tuple[int, str]] = []
 
     def problem(loc: tuple[str | int, ...], message: str) -> None:
@@ -175,22 +136,78 @@ def parse_site(text: str, *, source: str = "<memory>") -> Site:
         where = ".".join(str(part) for part in loc if isinstance(part, str))
         problems.append((line, f"line {line}: {where}: {message}" if where else message))
 
-    try:
-        parsed = SiteFile.model_validate(raw)
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-            if error["type"] == "missing":
-                message = f"required key {loc[-1]!s} is missing"
-                loc = loc[:-1]
-            problem(loc, message)
-        raise SiteError(source, [text for _, text in sorted(problems)]) from None
-
+    parsed, refs = _shapes(raw, problem)
+    references(refs, problem)
     site = _cross_check(parsed, problem)
+    if not any(refs.values()):
+        problem((), "the site is empty: no [[community]], [[garage]] or [[station]]")
     if problems:
         raise SiteError(source, [text for _, text in sorted(problems)])
     return replace(site, source=source)
+
+
+_ENTRIES: dict[str, type[_Entry]] = {
+    "community": CommunityEntry,
+    "garage": GarageEntry,
+    "station": StationEntry,
+}
+
+
+def _text(table: Mapping[str, Any], key: str) -> str | None:
+    value = table.get(key)
+    return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Valid:
+    """The valid entries, each with its place among its kind's tables in the file."""
+
+    rules: dict[str, Any]
+    entries: dict[str, list[tuple[int, Any]]]
+
+    def of(self, kind: str, model: type[EntryT]) -> list[tuple[int, EntryT]]:
+        return [(i, entry) for i, entry in self.entries[kind] if isinstance(entry, model)]
+
+
+def _shapes(raw: dict[str, Any], problem: Problem) -> tuple[_Valid, dict[str, list[Ref]]]:
+    """Each entry validated on its own: the valid ones, and what every entry names (read
+    even from an invalid one, so that its references are checked in the same run)."""
+    lists = {kind: raw.get(kind, []) for kind in _ENTRIES}
+    valid: dict[str, list[tuple[int, Any]]] = {kind: [] for kind in _ENTRIES}
+    refs: dict[str, list[Ref]] = {kind: [] for kind in _ENTRIES}
+    for kind, model in _ENTRIES.items():
+        if not isinstance(lists[kind], list):
+            problem((kind,), f"expected [[{kind}]] tables")
+            continue
+        for i, table in enumerate(lists[kind]):
+            loc = (kind, i)
+            if not isinstance(table, dict):
+                problem(loc, f"expected a [[{kind}]] table")
+                continue
+            refs[kind].append(
+                Ref(loc, _text(table, "id"), _text(table, "community"), _text(table, "garage"))
+            )
+            try:
+                valid[kind].append((i, model.model_validate(table)))
+            except ValidationError as exc:
+                _report(exc, loc, problem)
+    rest = {key: value for key, value in raw.items() if key not in _ENTRIES}
+    try:
+        rules = SiteFile.model_validate(rest).rules
+    except ValidationError as exc:  # an unknown top-level key, [rules] not a table
+        _report(exc, (), problem)
+        rules = {}
+    return _Valid(rules, valid), refs
+
+
+def _report(exc: ValidationError, loc: Loc, problem: Problem) -> None:
+    for error in exc.errors():
+        where = (*loc, *error["loc"])
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "missing":
+            message = f"required key {where[-1]!s} is missing"
+            where = where[:-1]
+        problem(where, message)
 
 
 def _thresholds(
@@ -209,15 +226,15 @@ def _thresholds(
         return base
 
 
-def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
+def _cross_check(parsed: _Valid, problem: Problem) -> Site:
     check = _CrossCheck(_thresholds(Thresholds(), parsed.rules, ("rules",), problem), problem)
-    for i, c in enumerate(parsed.community):
-        if c.id in check.communities:
-            problem(("community", i, "id"), f"duplicate community id {c.id!r}")
-        check.communities[c.id] = Community(id=c.id, name=c.name, name_en=c.name_en)
-    for i, g in enumerate(parsed.garage):
+    for _, c in parsed.of("community", CommunityEntry):
+        check.communities.setdefault(c.id, Community(id=c.id, name=c.name, name_en=c.name_en))
+    for i, g in parsed.of("garage", GarageEntry):
         check.garages[g.id] = check.garage(g, ("garage", i))
-    stations = {s.id: check.station(s, ("station", i)) for i, s in enumerate(parsed.station)}
+    stations = {
+        s.id: check.station(s, ("station", i)) for i, s in parsed.of("station", StationEntry)
+    }
     garages = {
         garage_id: replace(
             garage, stations=tuple(s.id for s in stations.values() if s.garage == garage_id)
@@ -233,30 +250,19 @@ def _cross_check(parsed: SiteFile, problem: Problem) -> Site:
 
 
 class _CrossCheck:
-    """What one entry is checked against: the communities and garages before it, the device
-    ids taken, the site's thresholds; every problem goes to `problem`."""
+    """What one valid entry is checked against (its references are checked apart, on every
+    entry: `site_refs.references`): the communities and garages before it and the site's thresholds;
+    every problem goes to `problem`."""
 
     def __init__(self, thresholds: Thresholds, problem: Problem) -> None:
         self.thresholds = thresholds
         self.problem = problem
         self.communities: dict[str, Community] = {}
         self.garages: dict[str, Garage] = {}
-        self._device_ids: set[str] = set()
-
-    def device_id(self, device: str, loc: Loc) -> None:
-        """A device id is unique among garages and stations, and not the service's user."""
-        if device in self._device_ids:
-            self.problem((*loc, "id"), f"duplicate device id {device!r}")
-        if device == SERVICE_USER:
-            self.problem((*loc, "id"), f"{device!r} is the service's broker user")
-        self._device_ids.add(device)
 
     def garage(self, g: GarageEntry, loc: Loc) -> Garage:
         problem = self.problem
         community = self.communities.get(g.community)
-        if community is None:
-            problem((*loc, "community"), f"no community with id {g.community!r}")
-        self.device_id(g.id, loc)
         for gate in g.gates:
             if not _ID_RE.match(gate):
                 problem((*loc, "gates"), f"gate id {gate!r} does not match {ID_PATTERN}")
@@ -274,15 +280,6 @@ class _CrossCheck:
 
     def station(self, s: StationEntry, loc: Loc) -> Station:
         problem = self.problem
-        if s.community not in self.communities:
-            problem((*loc, "community"), f"no community with id {s.community!r}")
-        if s.garage is not None:
-            garage = self.garages.get(s.garage)
-            if garage is None:
-                problem((*loc, "garage"), f"no garage with id {s.garage!r}")
-            elif garage.community != s.community:
-                problem((*loc, "garage"), f"garage {s.garage!r} is in another community")
-        self.device_id(s.id, loc)
         if s.port_max_w > s.station_max_w:
             problem((*loc, "port_max_w"), "port_max_w exceeds station_max_w")
         return Station(

@@ -23,6 +23,8 @@ from facilities.settings import (
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
+GLOBAL = "facilities --log-level LEVEL --log-format FORMAT COMMAND …"
+
 # Each section of docs/operations.md, "Options": its settings and the commands it covers, each
 # as its words and the arguments it must be given besides the options.
 Command = tuple[list[str], list[str]]
@@ -43,10 +45,11 @@ SECTIONS: dict[str, tuple[type[Options], list[Command]]] = {
             (["residents", "revoke"], ["r-1"]),
             (["staff", "list"], []),
             (["staff", "revoke"], ["s-1"]),
+            (["backup"], ["copy.db"]),
         ],
     ),
-    # the options before the command, here before `check-site site.toml`
-    "facilities --log-level LEVEL COMMAND …": (GlobalSettings, [([], [])]),
+    # the options of every command, before `check-site site.toml` and after it
+    GLOBAL: (GlobalSettings, [([], []), (["check-site", "site.toml"], [])]),
 }
 
 # A value each option can take that is not its default: the variable must bring it in.
@@ -73,6 +76,7 @@ SAMPLES = {
     "credentials": "/srv/facilities/credentials.toml",
     "broker-group": "facilities-ops",
     "log-level": "DEBUG",
+    "log-format": "json",
 }
 
 
@@ -127,9 +131,11 @@ def test_help_and_the_docs_list_the_same_options_and_defaults(title: str) -> Non
     documented = _documented()[title]
     for words, _ in commands:
         helped = _helped(words)
-        assert set(helped) == set(documented), words
+        # a command's --help also lists the options every command takes after its name
+        said = documented | (_documented()[GLOBAL] if words else {})
+        assert set(helped) == set(said), words
         for flag, (env, default) in helped.items():
-            documented_env, documented_defaults = documented[flag]
+            documented_env, documented_defaults = said[flag]
             assert env == documented_env, flag
             assert default in documented_defaults, (flag, default, documented_defaults)
     assert {f"--{option.flag}" for _, option, _ in model.options()} == set(documented)
@@ -182,11 +188,12 @@ def test_every_option_reads_its_variable(
     assert getattr(_parse(command, [f"--{flag}", default_text(field)], model), name) == default
 
 
-def test_the_unit_environment_names_only_options_of_run() -> None:
+def test_the_unit_environment_names_only_options_of_run_and_the_logs() -> None:
     example = Path(__file__).resolve().parents[1] / "deploy" / "systemd" / "env.example"
     named = set(re.findall(r"^#?(FACILITIES_\w+)=", example.read_text(), flags=re.MULTILINE))
     assert named
-    assert named <= {option.env for _, option, _ in Settings.options()}
+    read = {option.env for model in (Settings, GlobalSettings) for _, option, _ in model.options()}
+    assert named <= read
 
 
 def test_the_broker_password_is_never_printed() -> None:

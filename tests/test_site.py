@@ -101,12 +101,17 @@ def test_every_error_is_reported_at_once() -> None:
     assert [p.split(":")[0] for p in problems] == ["line 9", "line 16"]
 
 
-def test_cross_references_are_checked_once_the_shapes_are_right() -> None:
+def test_cross_references_are_checked_with_the_shapes() -> None:
+    """A wrong shape and a wrong reference, in one run (the garage's capacity does not hide
+    the station's unknown community)."""
     text = GOOD.replace('community = "cq4"\ngarage', 'community = "zz"\ngarage').replace(
         "capacity = 120", "capacity = -1"
     )
-    problems = _errors(text)
-    assert len(problems) == 1 and problems[0].startswith("line 9: garage.capacity")
+    assert _errors(text) == [
+        "line 9: garage.capacity: Input should be greater than or equal to 0",
+        "line 14: station.community: no community with id 'zz'",
+        "line 15: station.garage: garage 'g-cq4' is in another community",
+    ]
 
 
 def test_check_site_command(tmp_path: Path) -> None:

@@ -69,12 +69,36 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connecti
     except aiosqlite.Error as exc:
         raise StoreError(f"cannot open database {path}: {exc}") from None
     try:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await _not_newer(conn, path)
         await _configure(conn)
         await migrate(conn)
     except aiosqlite.Error as exc:
         await conn.close()
         raise StoreError(f"cannot use database {path}: {exc}") from None
+    except BaseException:
+        await conn.close()
+        raise
     return conn
+
+
+async def _not_newer(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse, before changing anything, a database a newer version migrated: this version
+    does not know its tables (docs/operations.md, "Upgrades")."""
+    found = await _user_version(conn)
+    newest = migrations()[-1].version
+    if found > newest:
+        raise StoreError(
+            f"database {path} is from a newer version of facilities (schema version {found};"
+            f" this version knows up to {newest}): run the newer version, or restore a backup"
+            " made by this one"
+        )
+
+
+async def _user_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 class Store:
@@ -124,7 +148,6 @@ def _private_files(path: Path) -> None:
 
 
 async def _configure(conn: aiosqlite.Connection) -> None:
-    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     await conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a batch is acknowledged to the broker only after its commit, so the commit must
     # survive a power cut too, not just a crash of this process. Batching makes it cheap.
@@ -134,9 +157,7 @@ async def _configure(conn: aiosqlite.Connection) -> None:
 
 async def migrate(conn: aiosqlite.Connection) -> int:
     """Apply every migration newer than the database's user_version; return the version."""
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
+    current = await _user_version(conn)
     for migration in migrations():
         if migration.version <= current:
             continue

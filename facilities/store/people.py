@@ -43,6 +43,20 @@ async def add_person(
     return Registered(Person(person_id, role, name, garages), token)
 
 
+async def remove_named(conn: aiosqlite.Connection, role: Role, name: str) -> int:
+    """Remove the people of `role` called `name`, with their garages (their requests' audit
+    keeps their ids); how many; the caller commits."""
+    await conn.execute(
+        "DELETE FROM resident_garages WHERE person IN"
+        " (SELECT id FROM people WHERE role = ? AND name = ?)",
+        (role.value, name),
+    )
+    cursor = await conn.execute(
+        "DELETE FROM people WHERE role = ? AND name = ?", (role.value, name)
+    )
+    return cursor.rowcount
+
+
 async def revoke(conn: aiosqlite.Connection, person_id: str, role: Role, *, now: float) -> bool:
     """Revoke a person's token; False when there is no such person (or already revoked)."""
     cursor = await conn.execute(
