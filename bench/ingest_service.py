@@ -3,28 +3,52 @@
 # bench/ingest.py measures the broker's own ceilings and prints both.
 
 import collections
+import os
 import sqlite3
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httpx
 
 from bench.rig import ROOT
-from facilities.mosquitto import free_port
-
-if TYPE_CHECKING:
-    from bench.ingest import Bench
+from facilities.mosquitto import PrivateBroker, free_port
 
 SITE = ROOT / "site.example.toml"
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+class Bench(Protocol):
+    """What the service's runs need of bench/ingest.py's Bench (a Protocol, so that the two
+    modules do not import each other)."""
+
+    workdir: Path
+    messages: int
+    broker: PrivateBroker
+
+    def publish(self, ports: int) -> dict[str, float]: ...
+
+    def start_publisher(self, ports: int) -> "subprocess.Popen[str]": ...
+
+    def new_service(self, tag: str) -> "Service": ...
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the service: its rate, its CPU per stored message, its peak RSS."""
+
+    rate: float  # stored messages per second
+    cpu_us: float  # user + system CPU of the service process per stored message
+    rss_mb: float  # peak resident set (VmHWM)
 
 
 class Service:
     """`facilities run` as a subprocess, with its own database, broker user and so persistent
     session."""
 
-    def __init__(self, bench: "Bench", client_id: str) -> None:
+    def __init__(self, bench: Bench, client_id: str) -> None:
         self.bench = bench
         self.client_id = client_id
         self.db = bench.workdir / f"{client_id}.db"
@@ -80,6 +104,18 @@ class Service:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the service process so far (all its threads), from
+        /proc/<pid>/stat (fields 14 and 15, in clock ticks)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -87,9 +123,7 @@ class Service:
             self.process = None
 
 
-def service_flood(
-    bench: "Bench", ports: int, *, profile: Path | None = None
-) -> tuple[float, float]:
+def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> Run:
     service = bench.new_service(f"flood{ports}")
     service.start()
     spy = None
@@ -99,7 +133,7 @@ def service_flood(
                 str(ROOT / ".venv" / "bin" / "py-spy"),
                 "record",
                 "--pid",
-                str(service.process.pid),
+                str(service.pid),
                 "--format",
                 "raw",
                 "--output",
@@ -112,31 +146,36 @@ def service_flood(
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), service.cpu_s()
     publisher = bench.start_publisher(ports)
     done = service.wait_stored(bench.messages)
+    cpu = service.cpu_s() - cpu
     publisher.wait(60)
     rss = service.peak_rss_mb()
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
     service.stop()
-    return bench.messages / (done - started), rss
+    return Run(bench.messages / (done - started), cpu / bench.messages * 1e6, rss)
 
 
-def service_backlog(bench: "Bench", ports: int) -> tuple[float, float]:
-    """Drain rate once the service is up (from its first commit to the last), and the
-    seconds from launch to healthy."""
+def service_backlog(bench: Bench, ports: int) -> tuple[Run, float]:
+    """Drain rate once the service is up (from its first commit to the last), its CPU per
+    message over the same span, and the seconds from launch to healthy."""
     service = bench.new_service(f"backlog{ports}")
     service.start()  # creates the persistent session
     service.stop()
     bench.publish(ports)  # the service is down; devices keep publishing
     startup = service.start()
     first = service.wait_stored(1)
-    already = service.stored()
+    cpu, already = service.cpu_s(), service.stored()
     done = service.wait_stored(bench.messages)
+    cpu = service.cpu_s() - cpu
+    rss = service.peak_rss_mb()
     service.stop()
-    return (bench.messages - already) / max(done - first, 1e-9), startup
+    drained = bench.messages - already
+    run = Run(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss)
+    return run, startup
 
 
 def summarize_profile(path: Path, top: int = 18) -> list[tuple[float, str]]:
