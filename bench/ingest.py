@@ -121,9 +121,9 @@ class Bench:
             *extra,
         ]
 
-    def new_service(self, tag: str) -> Service:
+    def new_service(self, tag: str, *, tree: Path | None = None) -> Service:
         self.run_id += 1
-        return Service(self, f"bench-{tag}-{self.run_id}")
+        return Service(self, f"bench-{tag}-{self.run_id}", tree=tree)
 
     # -- raw baseline ----------------------------------------------------------------------
 
@@ -204,6 +204,13 @@ def main() -> int:
     parser.add_argument(
         "--cases", nargs="+", choices=("flood", "backlog"), default=["flood", "backlog"]
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="TREE",
+        help="also run the service from this checkout (its `facilities` package), in the same"
+        " run, for a before/after table",
+    )
     args = parser.parse_args()
     if shutil.which("mosquitto_sub") is None:
         print("bench: mosquitto_sub not found (apt-get install mosquitto-clients)")
@@ -225,42 +232,52 @@ def main() -> int:
                 if args.profile and ports == max(args.ports)
                 else None
             )
-            _run_ports(bench, ports, cases=args.cases, profile=profile)
+            _run_ports(bench, ports, cases=args.cases, profile=profile, before=args.before)
     finally:
         bench.broker.stop()
     return 0
 
 
-def _run_ports(bench: Bench, ports: int, *, cases: list[str], profile: Path | None) -> None:
+def _run_ports(
+    bench: Bench, ports: int, *, cases: list[str], profile: Path | None, before: Path | None
+) -> None:
     """The flood and backlog rows of one message size (`ports` per message), and where the
-    time goes when `profile` is asked for."""
+    time goes when `profile` is asked for. With `before`, that checkout's service is measured
+    first, against the same raw figure."""
     size = len(payload(0, ports))
+    backlog_profile = profile.with_suffix(".backlog.txt") if profile else None
+    trees: list[tuple[str, Path | None]] = [("before", before)] if before else []
+    trees.append(("", None))
     if "flood" in cases:
         raw = bench.raw_flood(ports)
         publish_rate = bench.last_publish_rate
-        svc = service_flood(bench, ports, profile=profile)
-        print(
-            f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc.rate:>10.0f} "
-            f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
-            f"  (publisher alone: {publish_rate:.0f} msg/s)",
-            flush=True,
-        )
+        for tag, tree in trees:
+            svc = service_flood(bench, ports, profile=profile if tree is None else None, tree=tree)
+            print(
+                f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc.rate:>10.0f} "
+                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"  {tag} (publisher alone: {publish_rate:.0f} msg/s)",
+                flush=True,
+            )
     if "backlog" in cases:
         raw = bench.raw_backlog(ports)
         ceiling = paho_backlog(bench, ports)
-        svc, startup = service_backlog(bench, ports)
-        print(
-            f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc.rate:>10.0f} "
-            f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
-            f"  (paho alone: {ceiling:.0f} msg/s = {ceiling / raw:.1%} of raw; "
-            f"service start-up {startup:.1f} s, not counted)",
-            flush=True,
-        )
-    if profile is not None:
-        print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
-        for share, frame in summarize_profile(profile):
-            print(f"  {share:6.1%}  {frame}")
-        print()
+        for tag, tree in trees:
+            spied = backlog_profile if tree is None else None
+            svc, startup = service_backlog(bench, ports, tree=tree, profile=spied)
+            print(
+                f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc.rate:>10.0f} "
+                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"  {tag} (paho alone: {ceiling:.0f} msg/s = {ceiling / raw:.1%} of raw; "
+                f"service start-up {startup:.1f} s, not counted)",
+                flush=True,
+            )
+    for case, path in (("flood", profile), ("backlog", backlog_profile)):
+        if path is not None and path.exists():
+            print(f"\nwhere the service's time goes (py-spy, {case}, self time per frame):")
+            for share, frame in summarize_profile(path):
+                print(f"  {share:6.1%}  {frame}")
+            print()
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class Bench(Protocol):
 
     def start_publisher(self, ports: int) -> "subprocess.Popen[str]": ...
 
-    def new_service(self, tag: str) -> "Service": ...
+    def new_service(self, tag: str, *, tree: Path | None = None) -> "Service": ...
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class Service:
     """`facilities run` as a subprocess, with its own database, broker user and so persistent
     session."""
 
-    def __init__(self, bench: Bench, client_id: str) -> None:
+    def __init__(self, bench: Bench, client_id: str, *, tree: Path | None = None) -> None:
         self.bench = bench
+        self.tree = tree  # another checkout's `facilities` to run (an A/B in one run)
         self.client_id = client_id
         self.db = bench.workdir / f"{client_id}.db"
         self.port = free_port()
@@ -59,6 +60,9 @@ class Service:
         """Start and wait until healthy; return the seconds that took."""
         started = time.perf_counter()
         log = (self.bench.workdir / f"{self.client_id}.log").open("ab")
+        env = dict(os.environ)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)  # ahead of the editable install
         self.process = subprocess.Popen(
             [
                 str(ROOT / ".venv" / "bin" / "facilities"),
@@ -76,6 +80,7 @@ class Service:
             ],
             stdout=log,
             stderr=log,
+            env=env,
         )
         while True:
             try:
@@ -123,29 +128,12 @@ class Service:
             self.process = None
 
 
-def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> Run:
-    service = bench.new_service(f"flood{ports}")
+def service_flood(
+    bench: Bench, ports: int, *, profile: Path | None = None, tree: Path | None = None
+) -> Run:
+    service = bench.new_service(f"flood{ports}", tree=tree)
     service.start()
-    spy = None
-    if profile is not None:
-        spy = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "py-spy"),
-                "record",
-                "--pid",
-                str(service.pid),
-                "--format",
-                "raw",
-                "--output",
-                str(profile),
-                "--rate",
-                "250",
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
+    spy = _spy(service, profile) if profile is not None else None
     started, cpu = time.perf_counter(), service.cpu_s()
     publisher = bench.start_publisher(ports)
     done = service.wait_stored(bench.messages)
@@ -159,19 +147,48 @@ def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> R
     return Run(bench.messages / (done - started), cpu / bench.messages * 1e6, rss)
 
 
-def service_backlog(bench: Bench, ports: int) -> tuple[Run, float]:
+def _spy(service: Service, profile: Path) -> "subprocess.Popen[bytes]":
+    """py-spy sampling `service` (all threads, 250 Hz) into `profile`, started."""
+    spy = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "py-spy"),
+            "record",
+            "--pid",
+            str(service.pid),
+            "--format",
+            "raw",
+            "--output",
+            str(profile),
+            "--rate",
+            "250",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return spy
+
+
+def service_backlog(
+    bench: Bench, ports: int, *, tree: Path | None = None, profile: Path | None = None
+) -> tuple[Run, float]:
     """Drain rate once the service is up (from its first commit to the last), its CPU per
     message over the same span, and the seconds from launch to healthy."""
-    service = bench.new_service(f"backlog{ports}")
+    service = bench.new_service(f"backlog{ports}", tree=tree)
     service.start()  # creates the persistent session
     service.stop()
     bench.publish(ports)  # the service is down; devices keep publishing
     startup = service.start()
+    spy = _spy(service, profile) if profile is not None else None
     first = service.wait_stored(1)
     cpu, already = service.cpu_s(), service.stored()
     done = service.wait_stored(bench.messages)
     cpu = service.cpu_s() - cpu
     rss = service.peak_rss_mb()
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
     service.stop()
     drained = bench.messages - already
     run = Run(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss)
