@@ -59,8 +59,7 @@ class Bench:
                 str(self.broker.port),
                 "--user",
                 "bench",
-                "--password",
-                self.broker.credentials["bench"],
+                f"--password={self.broker.credentials['bench']}",  # it may start with "-"
                 "--messages",
                 str(self.messages),
                 "--ports",
@@ -82,8 +81,7 @@ class Bench:
                 str(self.broker.port),
                 "--user",
                 "bench",
-                "--password",
-                self.broker.credentials["bench"],
+                f"--password={self.broker.credentials['bench']}",  # it may start with "-"
                 "--messages",
                 str(self.messages),
                 "--ports",
