@@ -17,7 +17,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from facilities.errors import BrokerAuthError, BrokerError
 from facilities.mqtt.broker_url import BrokerUrl, session_client_id
-from facilities.mqtt.buffered import BufferedClient
 from facilities.mqtt.link_options import (
     AUTH_FAILURES,
     CONNACK_TIMEOUT_S,
@@ -82,7 +81,7 @@ class BrokerLink:
         self._closed = asyncio.Event()
         self._closing = False
         self.last_error = "not connected yet"
-        self._client = BufferedClient(
+        self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             # MQTT 5 for message expiry on commands (a gate must never act on a late open).
