@@ -119,6 +119,15 @@ class Bench:
             *extra,
         ]
 
+    def forget_session(self, client_id: str) -> None:
+        """Drop `client_id`'s persistent session (a clean-session connect): a session left
+        behind would queue every later run's messages, and the broker's autosaves of that
+        growing queue would slow the runs after it (a later service measured slower than an
+        earlier one for that alone)."""
+        argv = self.sub_argv(client_id, "-E")
+        argv.remove("-c")
+        subprocess.run(argv, check=True, timeout=60)
+
     def new_service(self, tag: str, *, tree: Path | None = None) -> Service:
         self.run_id += 1
         return Service(self, f"bench-{tag}-{self.run_id}", tree=tree)
@@ -138,6 +147,7 @@ class Bench:
         elapsed = time.perf_counter() - started
         out, _ = publisher.communicate(timeout=60)
         self.last_publish_rate = self.messages / json.loads(out)["seconds"]
+        self.forget_session(client_id)
         return self.messages / elapsed
 
     def raw_backlog(self, ports: int) -> float:
@@ -151,7 +161,9 @@ class Bench:
             check=True,
             timeout=300,
         )
-        return self.messages / (time.perf_counter() - started)
+        rate = self.messages / (time.perf_counter() - started)
+        self.forget_session(client_id)
+        return rate
 
 
 def paho_backlog(bench: Bench, ports: int) -> float:
@@ -191,6 +203,7 @@ def paho_backlog(bench: Bench, ports: int) -> float:
     elapsed = time.perf_counter() - started
     consumer.disconnect()
     consumer.loop_stop()
+    bench.forget_session(client_id)
     return bench.messages / elapsed
 
 

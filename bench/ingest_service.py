@@ -34,6 +34,8 @@ class Bench(Protocol):
 
     def new_service(self, tag: str, *, tree: Path | None = None) -> "Service": ...
 
+    def forget_session(self, client_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Run:
@@ -144,6 +146,7 @@ def service_flood(
         spy.send_signal(2)
         spy.wait(30)
     service.stop()
+    bench.forget_session(service.client_id)
     return Run(bench.messages / (done - started), cpu / bench.messages * 1e6, rss)
 
 
@@ -190,6 +193,7 @@ def service_backlog(
         spy.send_signal(2)
         spy.wait(30)
     service.stop()
+    bench.forget_session(service.client_id)
     drained = bench.messages - already
     run = Run(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss)
     return run, startup
