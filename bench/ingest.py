@@ -59,8 +59,7 @@ class Bench:
                 str(self.broker.port),
                 "--user",
                 "bench",
-                "--password",
-                self.broker.credentials["bench"],
+                f"--password={self.broker.credentials['bench']}",  # it may start with "-"
                 "--messages",
                 str(self.messages),
                 "--ports",
@@ -82,8 +81,7 @@ class Bench:
                 str(self.broker.port),
                 "--user",
                 "bench",
-                "--password",
-                self.broker.credentials["bench"],
+                f"--password={self.broker.credentials['bench']}",  # it may start with "-"
                 "--messages",
                 str(self.messages),
                 "--ports",
@@ -121,9 +119,18 @@ class Bench:
             *extra,
         ]
 
-    def new_service(self, tag: str) -> Service:
+    def forget_session(self, client_id: str) -> None:
+        """Drop `client_id`'s persistent session (a clean-session connect): a session left
+        behind would queue every later run's messages, and the broker's autosaves of that
+        growing queue would slow the runs after it (a later service measured slower than an
+        earlier one for that alone)."""
+        argv = self.sub_argv(client_id, "-E")
+        argv.remove("-c")
+        subprocess.run(argv, check=True, timeout=60)
+
+    def new_service(self, tag: str, *, tree: Path | None = None) -> Service:
         self.run_id += 1
-        return Service(self, f"bench-{tag}-{self.run_id}")
+        return Service(self, f"bench-{tag}-{self.run_id}", tree=tree)
 
     # -- raw baseline ----------------------------------------------------------------------
 
@@ -140,6 +147,7 @@ class Bench:
         elapsed = time.perf_counter() - started
         out, _ = publisher.communicate(timeout=60)
         self.last_publish_rate = self.messages / json.loads(out)["seconds"]
+        self.forget_session(client_id)
         return self.messages / elapsed
 
     def raw_backlog(self, ports: int) -> float:
@@ -153,7 +161,9 @@ class Bench:
             check=True,
             timeout=300,
         )
-        return self.messages / (time.perf_counter() - started)
+        rate = self.messages / (time.perf_counter() - started)
+        self.forget_session(client_id)
+        return rate
 
 
 def paho_backlog(bench: Bench, ports: int) -> float:
@@ -193,6 +203,7 @@ def paho_backlog(bench: Bench, ports: int) -> float:
     elapsed = time.perf_counter() - started
     consumer.disconnect()
     consumer.loop_stop()
+    bench.forget_session(client_id)
     return bench.messages / elapsed
 
 
@@ -200,7 +211,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--ports", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--profile", action="store_true", help="py-spy the 10-port flood")
+    parser.add_argument("--profile", action="store_true", help="py-spy the largest flood")
+    parser.add_argument(
+        "--cases", nargs="+", choices=("flood", "backlog"), default=["flood", "backlog"]
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="TREE",
+        help="also run the service from this checkout (its `facilities` package), in the same"
+        " run, for a before/after table",
+    )
     args = parser.parse_args()
     if shutil.which("mosquitto_sub") is None:
         print("bench: mosquitto_sub not found (apt-get install mosquitto-clients)")
@@ -213,7 +234,7 @@ def main() -> int:
     )
     print(
         f"{'ports':>5} {'bytes':>6} {'case':>8} {'raw msg/s':>10} {'service':>10} "
-        f"{'ratio':>6} {'svc RSS MB':>10}"
+        f"{'ratio':>6} {'CPU us/msg':>10} {'RSS MB':>7}"
     )
     try:
         for ports in args.ports:
@@ -222,38 +243,52 @@ def main() -> int:
                 if args.profile and ports == max(args.ports)
                 else None
             )
-            _run_ports(bench, ports, profile=profile)
+            _run_ports(bench, ports, cases=args.cases, profile=profile, before=args.before)
     finally:
         bench.broker.stop()
     return 0
 
 
-def _run_ports(bench: Bench, ports: int, *, profile: Path | None) -> None:
+def _run_ports(
+    bench: Bench, ports: int, *, cases: list[str], profile: Path | None, before: Path | None
+) -> None:
     """The flood and backlog rows of one message size (`ports` per message), and where the
-    time goes when `profile` is asked for."""
+    time goes when `profile` is asked for. With `before`, that checkout's service is measured
+    first, against the same raw figure."""
     size = len(payload(0, ports))
-    raw = bench.raw_flood(ports)
-    publish_rate = bench.last_publish_rate
-    svc, rss = service_flood(bench, ports, profile=profile)
-    print(
-        f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc:>10.0f} "
-        f"{svc / raw:>6.0%} {rss:>10.0f}  (publisher alone: {publish_rate:.0f} msg/s)",
-        flush=True,
-    )
-    raw = bench.raw_backlog(ports)
-    ceiling = paho_backlog(bench, ports)
-    svc, startup = service_backlog(bench, ports)
-    print(
-        f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc:>10.0f} "
-        f"{svc / raw:>6.0%} {'':>10}  (paho alone: {ceiling:.0f} msg/s; "
-        f"service start-up {startup:.1f} s, not counted)",
-        flush=True,
-    )
-    if profile is not None:
-        print("\nwhere the service's time goes (py-spy, flood, self time per frame):")
-        for share, frame in summarize_profile(profile):
-            print(f"  {share:6.1%}  {frame}")
-        print()
+    backlog_profile = profile.with_suffix(".backlog.txt") if profile else None
+    trees: list[tuple[str, Path | None]] = [("before", before)] if before else []
+    trees.append(("", None))
+    if "flood" in cases:
+        raw = bench.raw_flood(ports)
+        publish_rate = bench.last_publish_rate
+        for tag, tree in trees:
+            svc = service_flood(bench, ports, profile=profile if tree is None else None, tree=tree)
+            print(
+                f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc.rate:>10.0f} "
+                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"  {tag} (publisher alone: {publish_rate:.0f} msg/s)",
+                flush=True,
+            )
+    if "backlog" in cases:
+        raw = bench.raw_backlog(ports)
+        ceiling = paho_backlog(bench, ports)
+        for tag, tree in trees:
+            spied = backlog_profile if tree is None else None
+            svc, startup = service_backlog(bench, ports, tree=tree, profile=spied)
+            print(
+                f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc.rate:>10.0f} "
+                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"  {tag} (paho alone: {ceiling:.0f} msg/s = {ceiling / raw:.1%} of raw; "
+                f"service start-up {startup:.1f} s, not counted)",
+                flush=True,
+            )
+    for case, path in (("flood", profile), ("backlog", backlog_profile)):
+        if path is not None and path.exists():
+            print(f"\nwhere the service's time goes (py-spy, {case}, self time per frame):")
+            for share, frame in summarize_profile(path):
+                print(f"  {share:6.1%}  {frame}")
+            print()
 
 
 if __name__ == "__main__":

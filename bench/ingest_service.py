@@ -3,75 +3,105 @@
 # bench/ingest.py measures the broker's own ceilings and prints both.
 
 import collections
+import os
 import sqlite3
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import httpx
+
 from bench.rig import ROOT
-from facilities.mosquitto import PrivateBroker
-from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S
-from tests.support.poll import wait_until
-from tests.support.processes import ServiceProcess
+from facilities.mosquitto import PrivateBroker, free_port
 
 SITE = ROOT / "site.example.toml"
-# The service had no limit to become healthy before; a minute is far more than it takes.
-START_TIMEOUT_S = 60.0
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 class Bench(Protocol):
-    """What the service's runs need of the benchmark (bench/ingest.py)."""
+    """What the service's runs need of bench/ingest.py's Bench (a Protocol, so that the two
+    modules do not import each other)."""
 
     workdir: Path
     messages: int
     broker: PrivateBroker
 
-    def new_service(self, tag: str) -> "Service": ...
-
     def publish(self, ports: int) -> dict[str, float]: ...
 
     def start_publisher(self, ports: int) -> "subprocess.Popen[str]": ...
+
+    def new_service(self, tag: str, *, tree: Path | None = None) -> "Service": ...
+
+    def forget_session(self, client_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of the service: its rate, its CPU per stored message, its peak RSS."""
+
+    rate: float  # stored messages per second
+    cpu_us: float  # user + system CPU of the service process per stored message
+    rss_mb: float  # peak resident set (VmHWM)
 
 
 class Service:
     """`facilities run` as a subprocess, with its own database, broker user and so persistent
     session."""
 
-    def __init__(self, bench: Bench, client_id: str) -> None:
+    def __init__(self, bench: Bench, client_id: str, *, tree: Path | None = None) -> None:
         self.bench = bench
+        self.tree = tree  # another checkout's `facilities` to run (an A/B in one run)
         self.client_id = client_id
         self.db = bench.workdir / f"{client_id}.db"
-        self.runner = ServiceProcess(
-            bench.broker,
-            self.db,
-            client_id=client_id,
-            log=bench.workdir / f"{client_id}.log",
-            site=SITE,
-            log_level="WARNING",
-            connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
-        )
-        self.port = self.runner.port
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         """Start and wait until healthy; return the seconds that took."""
         started = time.perf_counter()
-        self.process = self.runner.start(timeout_s=START_TIMEOUT_S, interval_s=0.01).process
-        return time.perf_counter() - started
+        log = (self.bench.workdir / f"{self.client_id}.log").open("ab")
+        env = dict(os.environ)
+        if self.tree is not None:
+            env["PYTHONPATH"] = str(self.tree)  # ahead of the editable install
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "facilities"),
+                "--log-level",
+                "WARNING",
+                "run",
+                "--site",
+                str(SITE),
+                "--broker",
+                self.bench.broker.service_url(self.client_id),
+                "--db",
+                str(self.db),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
+                    return time.perf_counter() - started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
 
     def stored(self) -> int:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
             return int(conn.execute("SELECT count(*) FROM station_samples").fetchone()[0])
 
     def wait_stored(self, count: int, timeout_s: float = 300) -> float:
-        """Wait until `count` samples are stored; when that was (perf_counter)."""
-        wait_until(
-            lambda: self.stored() >= count,
-            timeout_s=timeout_s,
-            what=f"{self.client_id}: {count} stored",
-            interval_s=0.01,
-        )
+        deadline = time.perf_counter() + timeout_s
+        while self.stored() < count:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{self.client_id}: only {self.stored()} of {count} stored")
+            time.sleep(0.01)
         return time.perf_counter()
 
     def peak_rss_mb(self) -> float:
@@ -81,6 +111,18 @@ class Service:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the service process so far (all its threads), from
+        /proc/<pid>/stat (fields 14 and 15, in clock ticks)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -88,54 +130,73 @@ class Service:
             self.process = None
 
 
-def service_flood(bench: Bench, ports: int, *, profile: Path | None = None) -> tuple[float, float]:
-    service = bench.new_service(f"flood{ports}")
+def service_flood(
+    bench: Bench, ports: int, *, profile: Path | None = None, tree: Path | None = None
+) -> Run:
+    service = bench.new_service(f"flood{ports}", tree=tree)
     service.start()
-    spy = None
-    if profile is not None:
-        spy = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "py-spy"),
-                "record",
-                "--pid",
-                str(service.process.pid),
-                "--format",
-                "raw",
-                "--output",
-                str(profile),
-                "--rate",
-                "250",
-                "--nonblocking",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-    started = time.perf_counter()
+    spy = _spy(service, profile) if profile is not None else None
+    started, cpu = time.perf_counter(), service.cpu_s()
     publisher = bench.start_publisher(ports)
     done = service.wait_stored(bench.messages)
+    cpu = service.cpu_s() - cpu
     publisher.wait(60)
     rss = service.peak_rss_mb()
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
     service.stop()
-    return bench.messages / (done - started), rss
+    bench.forget_session(service.client_id)
+    return Run(bench.messages / (done - started), cpu / bench.messages * 1e6, rss)
 
 
-def service_backlog(bench: Bench, ports: int) -> tuple[float, float]:
-    """Drain rate once the service is up (from its first commit to the last), and the
-    seconds from launch to healthy."""
-    service = bench.new_service(f"backlog{ports}")
+def _spy(service: Service, profile: Path) -> "subprocess.Popen[bytes]":
+    """py-spy sampling `service` (all threads, 250 Hz) into `profile`, started."""
+    spy = subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "py-spy"),
+            "record",
+            "--pid",
+            str(service.pid),
+            "--format",
+            "raw",
+            "--output",
+            str(profile),
+            "--rate",
+            "250",
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    return spy
+
+
+def service_backlog(
+    bench: Bench, ports: int, *, tree: Path | None = None, profile: Path | None = None
+) -> tuple[Run, float]:
+    """Drain rate once the service is up (from its first commit to the last), its CPU per
+    message over the same span, and the seconds from launch to healthy."""
+    service = bench.new_service(f"backlog{ports}", tree=tree)
     service.start()  # creates the persistent session
     service.stop()
     bench.publish(ports)  # the service is down; devices keep publishing
     startup = service.start()
+    spy = _spy(service, profile) if profile is not None else None
     first = service.wait_stored(1)
-    already = service.stored()
+    cpu, already = service.cpu_s(), service.stored()
     done = service.wait_stored(bench.messages)
+    cpu = service.cpu_s() - cpu
+    rss = service.peak_rss_mb()
+    if spy is not None:
+        spy.send_signal(2)
+        spy.wait(30)
     service.stop()
-    return (bench.messages - already) / max(done - first, 1e-9), startup
+    bench.forget_session(service.client_id)
+    drained = bench.messages - already
+    run = Run(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss)
+    return run, startup
 
 
 def summarize_profile(path: Path, top: int = 18) -> list[tuple[float, str]]:

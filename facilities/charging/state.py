@@ -72,7 +72,7 @@ def apply_telemetry(
         port = live.ports.get(reading.port) or live.ports.setdefault(
             reading.port, PortLive(reading.port)
         )
-        session = _apply_port(live.station, port, reading, at, thresholds, evidence)
+        session = _apply_port(live.station, port, reading, at, thresholds, evidence, window)
         if session is not None:
             ended.append(session)
     live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
@@ -120,6 +120,7 @@ def _apply_port(
     at: datetime,
     t: Thresholds,
     evidence: datetime,
+    window: timedelta,
 ) -> Session | None:
     ended = None
     if reading.state is not port.state or port.since is None:
@@ -136,7 +137,7 @@ def _apply_port(
     port.current_a = reading.current_a
     if reading.temp_c is not None:
         port.temp_c = reading.temp_c
-        remember(port.temps, evidence, reading.temp_c, timedelta(seconds=t.temp_rise_window_s))
+        remember(port.temps, evidence, reading.temp_c, window)
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:

@@ -6,6 +6,7 @@ from facilities.verdicts import Action, ActionKind
 
 
 @functools.cache
+@functools.cache  # the rules name every port of a station on each of its messages
 def port_subject(station: str, port: int) -> str:
     """A port's subject: `cs-07/3`."""
     return f"{station}/{port}"

@@ -73,9 +73,10 @@ class Engine:
         """Fold a message into the live state and evaluate that device's rules at once
         (safety cut-offs act on the first evidence)."""
         observation = self._observe(message)
-        cause = message_cause(message)
-        observation.transitions = [replace(t, cause=cause) for t in observation.transitions]
-        observation.resends = [r._replace(cause=cause) for r in observation.resends]
+        if observation.transitions or observation.resends:  # most messages cause nothing
+            cause = message_cause(message)
+            observation.transitions = [replace(t, cause=cause) for t in observation.transitions]
+            observation.resends = [r._replace(cause=cause) for r in observation.resends]
         return observation
 
     def _observe(self, message: Accepted) -> Observation:
