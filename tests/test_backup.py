@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from facilities.store.db import migrations
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +184,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_a_database_from_a_newer_version_is_refused_with_one_line(tmp_path: Path) -> None:
     db = tmp_path / "facilities.db"
     _made(db)

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# each test starts the `facilities` process (tests/support/split.py)
+pytestmark = pytest.mark.slow
+
 SITE = Path(__file__).resolve().parent.parent / "site.example.toml"
 
 EXPECTED = "expected mqtt://[user:password@]host[:port]"

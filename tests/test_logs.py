@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# each test starts the `facilities` process (tests/support/split.py)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site.example.toml"
 
