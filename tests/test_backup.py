@@ -5,8 +5,6 @@ import shutil
 import socket
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from facilities.store.db import migrations
+from tests.support.processes import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site.example.toml"
@@ -22,21 +21,9 @@ NEWEST = migrations()[-1].version
 PER_COMMIT = 50
 
 
-def _facilities(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FACILITIES_")}
-    return subprocess.run(
-        [sys.executable, "-m", "facilities", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=environment,
-    )
-
-
 def _made(db: Path) -> str:
     """A database made as operators make it, with one staff member; their token."""
-    done = _facilities("staff", "add", "--name", "陈", "--db", str(db))
+    done = run_cli("staff", "add", "--name", "陈", "--db", str(db))
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()[-1]
 
@@ -89,7 +76,7 @@ def test_a_backup_taken_while_a_writer_commits_is_whole_and_consistent(tmp_path:
         before = writer.commits
         copy = tmp_path / "backups" / "copy.db"
         copy.parent.mkdir()
-        done = _facilities("backup", str(copy), "--db", str(db))
+        done = run_cli("backup", str(copy), "--db", str(db))
         after = writer.commits
     finally:
         writer.stop.set()
@@ -129,10 +116,8 @@ def test_the_documented_restore_brings_the_data_back(tmp_path: Path) -> None:
     token = _made(db)
     backups = tmp_path / "backups"
     backups.mkdir()
-    assert _facilities("backup", str(backups / "f.db"), "--db", str(db)).returncode == 0
-    assert (
-        _facilities("staff", "add", "--name", "after the backup", "--db", str(db)).returncode == 0
-    )
+    assert run_cli("backup", str(backups / "f.db"), "--db", str(db)).returncode == 0
+    assert run_cli("staff", "add", "--name", "after the backup", "--db", str(db)).returncode == 0
 
     aside = tmp_path / "state" / "before-restore"
     aside.mkdir()
@@ -141,7 +126,7 @@ def test_the_documented_restore_brings_the_data_back(tmp_path: Path) -> None:
     shutil.copyfile(backups / "f.db", db)
     db.chmod(0o600)
 
-    listed = _facilities("staff", "list", "--db", str(db))
+    listed = run_cli("staff", "list", "--db", str(db))
     assert listed.returncode == 0, listed.stderr
     assert [line.split("\t")[2] for line in listed.stdout.splitlines()] == ["陈"]
     assert token  # the restored database knows it (only its hash is stored)
@@ -154,7 +139,7 @@ def test_a_backup_overwrites_an_older_one_at_once(tmp_path: Path) -> None:
     _made(db)
     copy = tmp_path / "copy.db"
     copy.write_text("yesterday's")
-    assert _facilities("backup", str(copy), "--db", str(db)).returncode == 0
+    assert run_cli("backup", str(copy), "--db", str(db)).returncode == 0
     with sqlite3.connect(copy) as conn:
         assert conn.execute("SELECT count(*) FROM people").fetchone()[0] == 1
     assert [name for name in os.listdir(tmp_path) if name.startswith("copy")] == ["copy.db"]
@@ -163,7 +148,7 @@ def test_a_backup_overwrites_an_older_one_at_once(tmp_path: Path) -> None:
 
 def test_a_backup_of_no_database_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
     db = tmp_path / "missing.db"
-    done = _facilities("backup", str(tmp_path / "copy.db"), "--db", str(db))
+    done = run_cli("backup", str(tmp_path / "copy.db"), "--db", str(db))
     assert done.returncode == 1
     assert done.stderr.strip() == f"facilities: no database at {db}"
     assert list(tmp_path.iterdir()) == []
@@ -172,10 +157,10 @@ def test_a_backup_of_no_database_is_one_line_and_creates_nothing(tmp_path: Path)
 def test_a_backup_onto_the_database_itself_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "facilities.db"
     _made(db)
-    done = _facilities("backup", str(db), "--db", str(db))
+    done = run_cli("backup", str(db), "--db", str(db))
     assert done.returncode == 2
     assert done.stderr.strip() == f"facilities: {db} is the database itself: back up elsewhere"
-    assert _facilities("staff", "list", "--db", str(db)).returncode == 0
+    assert run_cli("staff", "list", "--db", str(db)).returncode == 0
 
 
 def _closed_port() -> int:
@@ -195,7 +180,7 @@ def test_a_database_from_a_newer_version_is_refused_with_one_line(tmp_path: Path
         f" {NEWEST + 1}; this version knows up to {NEWEST}): run the newer version, or restore"
         " a backup made by this one"
     )
-    served = _facilities(
+    served = run_cli(
         "run",
         "--site",
         str(SITE),
@@ -208,7 +193,7 @@ def test_a_database_from_a_newer_version_is_refused_with_one_line(tmp_path: Path
     )
     assert served.returncode == 1
     assert served.stderr.strip().splitlines() == [expected]
-    listed = _facilities("staff", "list", "--db", str(db))
+    listed = run_cli("staff", "list", "--db", str(db))
     assert (listed.returncode, listed.stderr.strip()) == (1, expected)
     assert _user_version(db) == NEWEST + 1  # untouched
 
@@ -221,5 +206,5 @@ def test_an_older_database_is_migrated_forward(tmp_path: Path) -> None:
             conn.executescript(migration.sql)
         conn.execute(f"PRAGMA user_version = {older[-1].version}")
     db.chmod(0o600)
-    assert _facilities("staff", "add", "--name", "王", "--db", str(db)).returncode == 0
+    assert run_cli("staff", "add", "--name", "王", "--db", str(db)).returncode == 0
     assert _user_version(db) == NEWEST

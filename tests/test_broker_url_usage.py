@@ -1,11 +1,10 @@
 """A broker URL the service cannot use is a usage error (exit 2), before any file is made."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import run_cli
 
 # each test starts the `facilities` process (tests/support/split.py)
 pytestmark = pytest.mark.slow
@@ -13,19 +12,6 @@ pytestmark = pytest.mark.slow
 SITE = Path(__file__).resolve().parent.parent / "site.example.toml"
 
 EXPECTED = "expected mqtt://[user:password@]host[:port]"
-
-
-def _facilities(cwd: Path, *args: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FACILITIES_")}
-    return subprocess.run(
-        [sys.executable, "-m", "facilities", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-        env={**environment, **variables},
-    )
 
 
 @pytest.mark.parametrize(
@@ -43,15 +29,19 @@ def test_run_refuses_a_bad_broker_url_before_making_any_file(
     tmp_path: Path, url: str, line: str
 ) -> None:
     # the database's default (./var/facilities.db) is under the working directory
-    done = _facilities(tmp_path, "run", "--site", str(SITE), "--broker", url)
+    done = run_cli("run", "--site", str(SITE), "--broker", url, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"facilities: {line}"]
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_variable_is_refused_like_the_flag(tmp_path: Path) -> None:
-    done = _facilities(
-        tmp_path, "run", "--site", str(SITE), FACILITIES_BROKER="ws://broker.example"
+    done = run_cli(
+        "run",
+        "--site",
+        str(SITE),
+        cwd=tmp_path,
+        variables={"FACILITIES_BROKER": "ws://broker.example"},
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"facilities: broker URL 'ws://broker.example': {EXPECTED}"]
@@ -59,6 +49,6 @@ def test_the_variable_is_refused_like_the_flag(tmp_path: Path) -> None:
 
 
 def test_simulate_refuses_it_too(tmp_path: Path) -> None:
-    done = _facilities(tmp_path, "simulate", "--site", str(SITE), "--broker", "http://h")
+    done = run_cli("simulate", "--site", str(SITE), "--broker", "http://h", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"facilities: broker URL 'http://h': {EXPECTED}"]

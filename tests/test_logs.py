@@ -1,13 +1,13 @@
 """Logs for journald and Loki: `--log-format json` (one object a line), `--log-level` anywhere."""
 
 import json
-import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.processes import run_cli
 
 # each test starts the `facilities` process (tests/support/split.py)
 pytestmark = pytest.mark.slow
@@ -22,21 +22,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _facilities(*args: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FACILITIES_")}
-    return subprocess.run(
-        [sys.executable, "-m", "facilities", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=environment,
-    )
-
-
 def _run_unreachable(tmp_path: Path, *options: str, before: tuple[str, ...] = ()) -> list[str]:
     """`facilities run` against a closed port: it migrates the database, logs, and exits 1."""
-    done = _facilities(
+    done = run_cli(
         *before,
         "run",
         "--site",
@@ -114,7 +102,7 @@ def test_json_logs_carry_the_exception_text() -> None:
 
 
 def test_an_unknown_log_format_is_refused() -> None:
-    done = _facilities("check-site", str(SITE), "--log-format", "xml")
+    done = run_cli("check-site", str(SITE), "--log-format", "xml")
     assert done.returncode == 2
     assert "--log-format" in done.stderr.splitlines()[-1]
 
@@ -129,5 +117,5 @@ def test_an_unknown_log_format_is_refused() -> None:
     ],
 )
 def test_every_command_takes_the_log_options(argv: list[str], tmp_path: Path) -> None:
-    done = _facilities(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv))
+    done = run_cli(*(arg.replace("{tmp}", str(tmp_path)) for arg in argv))
     assert done.returncode == 0, done.stderr

@@ -1,14 +1,12 @@
 """`facilities check-site`: every problem of a site file in one run; an empty one refused."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from facilities.errors import SiteError
 from facilities.site import parse_site
+from tests.support.processes import run_cli
 
 COMMUNITY = """\
 [[community]]
@@ -62,22 +60,10 @@ ports = 4
 """
 
 
-def _check_site(path: Path) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("FACILITIES_")}
-    return subprocess.run(
-        [sys.executable, "-m", "facilities", "check-site", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=environment,
-    )
-
-
 def test_schema_and_reference_errors_in_one_run(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text(MANY_PROBLEMS, encoding="utf-8")
-    done = _check_site(site)
+    done = run_cli("check-site", str(site))
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
@@ -117,7 +103,7 @@ def test_an_invalid_garage_is_still_one_its_stations_may_name() -> None:
 def test_an_empty_site_is_an_error(tmp_path: Path, text: str) -> None:
     site = tmp_path / "site.toml"
     site.write_text(text, encoding="utf-8")
-    done = _check_site(site)
+    done = run_cli("check-site", str(site))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"{site}: the site is empty: no [[community]], [[garage]] or [[station]]"
@@ -127,7 +113,7 @@ def test_an_empty_site_is_an_error(tmp_path: Path, text: str) -> None:
 def test_a_site_with_a_community_and_a_garage_is_enough(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text(COMMUNITY + "\n" + GARAGE, encoding="utf-8")
-    done = _check_site(site)
+    done = run_cli("check-site", str(site))
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{site}: ok (1 communities, 1 garages, 0 stations)\n"
 
@@ -135,6 +121,6 @@ def test_a_site_with_a_community_and_a_garage_is_enough(tmp_path: Path) -> None:
 def test_entries_not_tables_are_named(tmp_path: Path) -> None:
     site = tmp_path / "site.toml"
     site.write_text('station = "cs-01"\n\n' + COMMUNITY + "\n" + GARAGE, encoding="utf-8")
-    done = _check_site(site)
+    done = run_cli("check-site", str(site))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"{site}: line 1: station: expected [[station]] tables"]

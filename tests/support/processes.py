@@ -127,14 +127,21 @@ class ServiceProcess:
         return code, time.monotonic() - started
 
 
-def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """`facilities ARGS…` to its end; its exit code and output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(
+    *args: str,
+    timeout_s: float = 60.0,
+    cwd: Path | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`facilities ARGS…` to its end; its exit code and output. The process sees none of the
+    caller's `FACILITIES_*` variables, only `variables`."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("FACILITIES_")}
     return subprocess.run(
         [sys.executable, "-m", "facilities", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
-        env=env,
+        cwd=cwd,
+        env={**inherited, "PYTHONUNBUFFERED": "1", **(variables or {})},
     )
