@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from facilities import heap
 from facilities.api.app import create_app
 from facilities.api.web.pages import listen_url
 from facilities.connections import Limits
@@ -130,6 +131,7 @@ async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    heap.settle()  # everything is imported and built: only messages come and go from here
     try:
         async with run(service):
             await serve_http(service, sock, stop, started=started)

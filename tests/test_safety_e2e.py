@@ -63,8 +63,8 @@ async def _assert_cut(
     for n in checked:
         await _until(
             db,
-            "SELECT state FROM port_samples INDEXED BY port_samples_by_port"
-            " WHERE station = ? AND port = ? ORDER BY ts DESC LIMIT 1",
+            "SELECT state FROM port_samples"
+            " WHERE station = ? AND port = ? ORDER BY ts DESC, seq DESC LIMIT 1",
             (station.model.station, n),
             [("disabled",)],
             f"port {n} reported disabled",

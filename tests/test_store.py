@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from facilities.store import history
 from facilities.store.db import migrations, open_db
 from facilities.store.telemetry import CHUNK_SIZES, BatchRows, chunk_sizes, write_batch
 
@@ -59,11 +60,11 @@ async def test_tables_are_strict(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        # per-port queries name the index: without statistics the planner prefers the key
+        # one port's history: the key's (station, ts) range, the port filtered in it
         (
-            "SELECT * FROM port_samples INDEXED BY port_samples_by_port"
-            " WHERE station = 'cs-01' AND port = 3 ORDER BY ts DESC LIMIT 1",
-            "port_samples_by_port",
+            "SELECT * FROM port_samples"
+            " WHERE station = 'cs-01' AND port = 3 AND ts BETWEEN 1 AND 2",
+            "PRIMARY KEY",
         ),
         (
             "SELECT * FROM station_samples WHERE station = 'cs-01' AND ts BETWEEN 1 AND 2",
@@ -118,3 +119,25 @@ async def test_batches_of_every_size_use_a_bounded_set_of_statements(tmp_path: P
     for rows in range(2000):
         sizes = chunk_sizes(rows)
         assert sum(sizes) == rows and set(sizes) <= set(CHUNK_SIZES)
+
+
+async def test_a_chart_s_buckets_read_the_key_s_range(tmp_path: Path) -> None:
+    """The downsampled history (every port, or one) reads the primary key's (station, ts)
+    range: port_samples has no other index since migration 012."""
+    conn = await open_db(tmp_path / "f.db")
+    await conn.close()
+    with sqlite3.connect(tmp_path / "f.db") as raw:
+        for port in (None, 3):
+            params = {
+                "station": "cs-01",
+                "start": 1.0,
+                "end": 2.0,
+                "step": 300.0,
+                "after_bucket": -1,
+                "after_port": -1,
+                "limit": 10,
+                "port": port,
+            }
+            rows = raw.execute(f"EXPLAIN QUERY PLAN {history._BUCKETS}", params).fetchall()
+            plan = " ".join(str(row[-1]) for row in rows)
+            assert "SEARCH port_samples USING PRIMARY KEY (station=? AND ts>? AND ts<?)" in plan

@@ -210,7 +210,7 @@ FROM (
                PARTITION BY CAST(ts / :step AS INTEGER), port ORDER BY ts, seq
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
            ) AS last_state
-    FROM port_samples INDEXED BY port_samples_by_port
+    FROM port_samples
     WHERE station = :station AND ts >= :start AND ts < :end
       AND (:port IS NULL OR port = :port)
 )
