@@ -41,6 +41,7 @@ def test_the_residents_pages_read_cleanly_on_a_phone_in_both_languages(
             ("index", "/"),
             ("station", f"/stations/{station}"),
             ("garage", "/garages/g-cq4"),
+            ("missing", "/stations/cs-99"),  # an old sticker
         ):
             phone.get(base + path)
             assert (
