@@ -236,6 +236,8 @@ def _report(exc: ValidationError, loc: Loc, problem: Problem) -> None:
     for error in exc.errors():
         where = (*loc, *error["loc"])
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "model_type" and "gates" in where:
+            message = "a gate is an id or a table { id, name, name_en }"
         if error["type"] == "missing":
             message = f"required key {where[-1]!s} is missing"
             where = where[:-1]

@@ -228,6 +228,7 @@ def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
         (None, None, "", "zh"),
         (None, None, "*", "zh"),
         (None, None, "*, en;q=0.5", "zh"),  # anything, English less: Chinese
+        (None, None, "zh;q=0, *", "en"),  # anything but Chinese
         (None, None, "zh-CN;q=garbage", "en"),  # a broken quality counts as 0
         ("zh", "en", "en", "zh"),  # the switch first
         ("xx", "zh", "en", "zh"),  # then the remembered choice

@@ -74,7 +74,7 @@ def test_gates_are_ids_or_tables_with_their_names() -> None:
         ('[{ id = "South" }]', "line 10: garage.gates: gate id 'South' does not match"),
         ('["south", { id = "south" }]', "line 10: garage.gates: duplicate gate id"),
         ('[{ id = "south", name = "" }]', "line 10: garage.gates.name: String should have"),
-        ("[3]", "line 10: garage.gates: Input should be a valid dictionary"),
+        ("[3]", "line 10: garage.gates: a gate is an id or a table { id, name, name_en }"),
     ],
 )
 def test_a_bad_gate_names_its_line(gates: str, expected: str) -> None:

@@ -59,10 +59,13 @@ def choose(query: str | None, cookie: str | None, accept_language: str | None) -
         if explicit in LANGUAGES:
             return explicit
     accepted = _accepted(accept_language or "")
+    refused = {tag.split("-")[0] for quality, tag in accepted if quality <= 0}
     for quality, tag in accepted:
         if quality <= 0:
             continue
-        primary = "zh" if tag == "*" else tag.split("-")[0]
+        if tag == "*":  # any language: ours first, unless refused
+            return next((lang for lang in LANGUAGES if lang not in refused), OTHERWISE)
+        primary = tag.split("-")[0]
         if primary in LANGUAGES:
             return primary
     return OTHERWISE if accepted else DEFAULT
