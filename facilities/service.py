@@ -85,7 +85,7 @@ class Service:
             requests=self.requests,
             history=self.store.reader,
             now=self.now,
-            estimates=self.estimates.typical_charge,
+            estimates=self.estimates.typical,
             health=self.health,
             registry=self.metrics.registry,
             refusals=self.refusals,

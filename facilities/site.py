@@ -5,9 +5,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from facilities.errors import SiteError
 from facilities.site_lines import LineIndex
@@ -32,13 +32,31 @@ class CommunityEntry(_Entry):
     name_en: str = Field(min_length=1, description="name in English")
 
 
+class GateEntry(_Entry):
+    id: str = Field(description="gate id, the `{gate}` of its MQTT topics")
+    name: str | None = Field(None, min_length=1, description="name in Chinese (default: the id)")
+    name_en: str | None = Field(None, min_length=1, description="name in English (default: the id)")
+
+
+def _gate_table(value: Any) -> Any:
+    """A gate given as its id alone (`"north"`, the first form of the site file) is the
+    table of that id without names."""
+    return {"id": value} if isinstance(value, str) else value
+
+
+GateItem = Annotated[GateEntry, BeforeValidator(_gate_table)]
+
+
 class GarageEntry(_Entry):
     id: str = Field(pattern=ID_PATTERN, description="garage id, also its controller's MQTT user")
     community: str = Field(description="id of the community the garage belongs to")
     name: str | None = Field(None, description="name in Chinese (default: the community's)")
     name_en: str | None = Field(None, description="name in English")
     capacity: int = Field(ge=0, description="bays")
-    gates: list[str] = Field(default_factory=list, description="gate ids")
+    gates: list[GateItem] = Field(
+        default_factory=list,
+        description='gate ids (`"north"`), or tables with names (`{id, name, name_en}`)',
+    )
     rules: dict[str, Any] = Field(default_factory=dict, description="threshold overrides")
 
 
@@ -69,6 +87,15 @@ class Community:
 
 
 @dataclass(frozen=True, slots=True)
+class GateName:
+    """A gate's names for people: Chinese and English (the id when the site gives none)."""
+
+    id: str
+    name: str
+    name_en: str
+
+
+@dataclass(frozen=True, slots=True)
 class Garage:
     id: str
     community: str
@@ -78,6 +105,11 @@ class Garage:
     gates: tuple[str, ...]
     thresholds: Thresholds
     stations: tuple[str, ...] = ()  # the charging stations that stand inside
+    gate_names: tuple[GateName, ...] = ()  # in the order of `gates`
+
+    def gate_name(self, gate: str) -> GateName:
+        """The names of one of its gates (its id, for a gate the site names not)."""
+        return next((g for g in self.gate_names if g.id == gate), GateName(gate, gate, gate))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +236,8 @@ def _report(exc: ValidationError, loc: Loc, problem: Problem) -> None:
     for error in exc.errors():
         where = (*loc, *error["loc"])
         message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] == "model_type" and "gates" in where:
+            message = "a gate is an id or a table { id, name, name_en }"
         if error["type"] == "missing":
             message = f"required key {where[-1]!s} is missing"
             where = where[:-1]
@@ -263,10 +297,11 @@ class _CrossCheck:
     def garage(self, g: GarageEntry, loc: Loc) -> Garage:
         problem = self.problem
         community = self.communities.get(g.community)
-        for gate in g.gates:
+        gates = tuple(gate.id for gate in g.gates)
+        for gate in gates:
             if not _ID_RE.match(gate):
                 problem((*loc, "gates"), f"gate id {gate!r} does not match {ID_PATTERN}")
-        if len(set(g.gates)) != len(g.gates):
+        if len(set(gates)) != len(gates):
             problem((*loc, "gates"), "duplicate gate id")
         return Garage(
             id=g.id,
@@ -274,8 +309,11 @@ class _CrossCheck:
             name=g.name or (community.name if community else g.id),
             name_en=g.name_en or (community.name_en if community else g.id),
             capacity=g.capacity,
-            gates=tuple(g.gates),
+            gates=gates,
             thresholds=_thresholds(self.thresholds, g.rules, (*loc, "rules"), problem),
+            gate_names=tuple(
+                GateName(gate.id, gate.name or gate.id, gate.name_en or gate.id) for gate in g.gates
+            ),
         )
 
     def station(self, s: StationEntry, loc: Loc) -> Station:

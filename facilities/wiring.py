@@ -185,7 +185,7 @@ def _live_feed(core: _Core, link: BrokerLink, estimates: Estimates, queue: int) 
     metrics); the metrics read from the live state and from the link at each scrape."""
     live, metrics = core.live, core.metrics
     feed = LiveFeed(
-        device_bodies(core.site, live, estimates=estimates.typical_charge, now=core.now),
+        device_bodies(core.site, live, estimates=estimates.typical, now=core.now),
         queue_size=queue,
     )
     live.changes.subscribe(feed.changed)

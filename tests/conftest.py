@@ -19,6 +19,7 @@ from tests.support.processes import start_broker
 
 pytest_plugins = [
     "tests.api_support",
+    "tests.support.browser",
     "tests.support.clock",
     "tests.support.devices",
     "tests.support.district",

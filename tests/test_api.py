@@ -109,6 +109,8 @@ async def test_status_answers_from_the_live_state(api: Api, stations, device) ->
     detail = (await api.http.get("/api/garages/g-cq4")).json()
     north = next(g for g in detail["gates"] if g["gate"] == "north")
     assert (north["open"], north["last_event"]) == (True, "opened")
+    names = [(g["gate"], g["name"], g["name_en"]) for g in detail["gates"]]
+    assert names == [("north", "北门", "North gate"), ("south", "南门", "South gate")]
 
     communities = {c["id"]: c for c in (await api.http.get("/api/communities")).json()}
     cq4 = communities["cq4"]

@@ -271,6 +271,10 @@ async def test_me_lists_the_garages_a_resident_may_open(api: Api, resident) -> N
     assert me["role"] == "resident"
     assert [g["id"] for g in me["garages"]] == ["g-cq4", "g-cq8", "g-hc3"]
     assert me["garages"][0]["gates"] == ["north", "south"]
+    assert me["garages"][0]["gate_names"] == [
+        {"gate": "north", "name": "北门", "name_en": "North gate"},
+        {"gate": "south", "name": "南门", "name_en": "South gate"},
+    ]
 
 
 @pytest.mark.slow

@@ -2,83 +2,38 @@
 counts match the API, a change through the broker shows within 2 s, the language switch,
 the staff console acknowledging an alert, a garage's smoke warning, and the banner when the
 connection is lost.
-Phone-sized screenshots go to test-artifacts/screenshots/ (not committed)."""
+Phone-sized screenshots (390 × 844) go to test-artifacts/screenshots/ (not committed); each
+page shot has no two labels drawn over each other."""
 
 import asyncio
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
 
 from facilities import admin
 from facilities.access import Role
-from tests.support.paths import ROOT
+from tests.support.browser import layout_problems, shot
 from tests.support.poll import wait_until
 from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.slow
 
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-PHONE = (390, 844)  # CSS pixels of a common phone
 WITHIN_S = 2.0  # the issue: a page updates itself within 2 s of a change
 
 
-def _browser(user_data: Path, accept_language: str) -> WebDriver:
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert binary, "chromium is missing: `make test` installs Debian's chromium"
-    assert driver, "chromedriver is missing: `make test` installs Debian's chromium-driver"
-    options = Options()
-    options.binary_location = binary
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # the tests may run as root
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        # this machine's network is closed: no background fetches, no update checks
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        f"--user-data-dir={user_data}",
-        f"--window-size={PHONE[0]},{PHONE[1]}",
-        # --lang does not change the Accept-Language header; --accept-lang does
-        f"--accept-lang={accept_language}",
-    ):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(options=options, service=Service(driver))
-    browser.set_page_load_timeout(20)
-    return browser
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Callable[[str], WebDriver]]:
-    made: list[WebDriver] = []
-
-    def start(accept_language: str = "en-US,en") -> WebDriver:
-        made.append(_browser(tmp_path / f"profile-{len(made)}", accept_language))
-        return made[-1]
-
-    yield start
-    for one in made:
-        one.quit()
-
-
 def _shot(browser: WebDriver, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    """A phone's screen, 390 × 844, and no two labels of the page drawn over each other
+    (tests/support/browser.py)."""
+    shot(browser, name)
+    assert not layout_problems(browser), (name, layout_problems(browser))
 
 
 def _until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
@@ -250,7 +205,7 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     smoke = {"seq": 990_002, "ts": time.time(), "occupancy": 40, "smoke": True}
     rogue.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(smoke))
     _until(warning.is_displayed, "the smoke warning", timeout_s=WITHIN_S)
-    assert warning.text == "检测到烟雾——请勿进入，闸门保持开启"
+    assert warning.text == "检测到烟雾，请勿进入！车库门已全部打开"
     _shot(chinese, "garage-smoke-zh")
     chinese.get(f"{base}/")
     card = chinese.find_element(By.CSS_SELECTOR, 'a.card.garage[data-garage="g-cq4"]')

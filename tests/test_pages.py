@@ -33,14 +33,15 @@ async def test_the_index_speaks_the_browsers_language(api: Api) -> None:
     assert zh.status_code == 200
     assert '<html lang="zh-CN">' in zh.text
     assert "长桥四村" in zh.text
-    assert "个端口空闲" in zh.text
+    assert "个充电口空闲" in zh.text
     en = await api.http.get("/", headers=EN)
     assert '<html lang="en">' in en.text
     assert "Changqiao No.4 Village" in en.text
     assert "ports free" in en.text
-    assert "个端口空闲" not in en.text
-    # neither asked: English; the switch wins over the browser and is remembered
-    assert '<html lang="en">' in (await api.http.get("/")).text
+    assert "个充电口空闲" not in en.text
+    # no preference stated: Chinese, the district's language; the switch wins over the
+    # browser and is remembered
+    assert '<html lang="zh-CN">' in (await api.http.get("/")).text
     switched = await api.http.get("/?lang=en", headers=ZH)
     assert '<html lang="en">' in switched.text
     assert switched.cookies.get("lang") == "en"
@@ -81,7 +82,7 @@ async def test_pages_show_the_live_state(api: Api, device) -> None:
     assert re.search(
         r'data-port="1">\s*<span class="num">1</span>\s*<span class="state">Charging', page
     )
-    assert "240 W · free at about" in page
+    assert "240 W · charged by about" in page
     assert re.search(
         r'data-port="2">\s*<span class="num">2</span>\s*<span class="state">Switched off', page
     )
@@ -92,7 +93,7 @@ async def test_pages_show_the_live_state(api: Api, device) -> None:
     assert "已满" in garage_page
     missing = await api.http.get("/stations/cs-99", headers=ZH)
     assert missing.status_code == 404
-    assert "未找到" in missing.text  # a page in the visitor's language, not JSON
+    assert "找不到这个页面" in missing.text  # a page in the visitor's language, not JSON
     assert 'href="/?lang=zh"' in missing.text
     assert (await api.http.get("/garages/nope", headers=EN)).status_code == 404
 
@@ -128,7 +129,7 @@ async def test_a_smoking_garage_warns_residents_on_its_pages_until_the_alert_cle
     report(1, smoke=True)
     await wait_for(lambda: smoke_alert() == "active", what="the smoke alert")
     warnings = {
-        "zh": "检测到烟雾——请勿进入，闸门保持开启",
+        "zh": "检测到烟雾，请勿进入！车库门已全部打开",
         "en": "Smoke detected — keep out; gates held open",
     }
     for headers, lang in ((ZH, "zh"), (EN, "en")):
@@ -222,8 +223,12 @@ def test_every_text_of_the_pages_has_a_chinese_translation() -> None:
         (None, None, "en-US,en;q=0.9,zh-CN;q=0.8", "en"),
         (None, None, "fr-FR,zh-TW;q=0.5", "zh"),  # the best of what we have
         (None, None, "zh;q=0, en;q=0.1", "en"),  # q=0: not acceptable
-        (None, None, "de-DE", "en"),
-        (None, None, None, "en"),
+        (None, None, "de-DE", "en"),  # a language we lack: English, not the district's
+        (None, None, None, "zh"),  # no preference stated: the district's language
+        (None, None, "", "zh"),
+        (None, None, "*", "zh"),
+        (None, None, "*, en;q=0.5", "zh"),  # anything, English less: Chinese
+        (None, None, "zh;q=0, *", "en"),  # anything but Chinese
         (None, None, "zh-CN;q=garbage", "en"),  # a broken quality counts as 0
         ("zh", "en", "en", "zh"),  # the switch first
         ("xx", "zh", "en", "zh"),  # then the remembered choice

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from facilities.errors import SiteError
-from facilities.site import parse_site
+from facilities.site import GateName, parse_site
 from tests.support.paths import EXAMPLE_SITE
 
 GOOD = """\
@@ -42,6 +42,44 @@ def test_the_shipped_site_is_the_changqiao_district(site) -> None:
     assert 0 < len(in_garages) < 20
     assert all(site.garages[s.garage].community == s.community for s in in_garages if s.garage)
     assert all(c.name and c.name_en for c in site.communities.values())
+
+
+def test_gates_are_ids_or_tables_with_their_names() -> None:
+    """`gates = ["north"]` (ids alone, the first form) still loads, the names then the id;
+    a table gives a gate its names for the pages; both forms may be mixed."""
+    plain = parse_site(GOOD).garages["g-cq4"]
+    assert plain.gates == ("north", "south")
+    assert plain.gate_name("north") == GateName("north", "north", "north")
+    named = parse_site(
+        GOOD.replace(
+            'gates = ["north", "south"]',
+            'gates = ["north", { id = "south", name = "南门", name_en = "South gate" }]',
+        )
+    ).garages["g-cq4"]
+    assert named.gates == ("north", "south")
+    assert named.gate_names == (
+        GateName("north", "north", "north"),
+        GateName("south", "南门", "South gate"),
+    )
+    assert parse_site(GOOD.replace('"south"]', '{ id = "south", name = "南门" }]')).garages[
+        "g-cq4"
+    ].gate_name("south") == GateName("south", "南门", "south")
+
+
+@pytest.mark.parametrize(
+    ("gates", "expected"),
+    [
+        ('[{ id = "south", nom = "x" }]', "line 10: garage.gates.nom: unknown key"),
+        ('[{ name = "南门" }]', "line 10: garage.gates: required key id is missing"),
+        ('[{ id = "South" }]', "line 10: garage.gates: gate id 'South' does not match"),
+        ('["south", { id = "south" }]', "line 10: garage.gates: duplicate gate id"),
+        ('[{ id = "south", name = "" }]', "line 10: garage.gates.name: String should have"),
+        ("[3]", "line 10: garage.gates: a gate is an id or a table { id, name, name_en }"),
+    ],
+)
+def test_a_bad_gate_names_its_line(gates: str, expected: str) -> None:
+    problems = _errors(GOOD.replace('["north", "south"]', gates))
+    assert any(p.startswith(expected) for p in problems), problems
 
 
 def test_defaults_and_overrides_of_thresholds() -> None:

@@ -4,7 +4,7 @@ who is asking (token first). Only this module knows where they come from."""
 import ipaddress
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import aiosqlite
@@ -19,6 +19,7 @@ from facilities.answers import Ask
 from facilities.api.errors import http_status
 from facilities.api.live import LiveFeed
 from facilities.errors import NotAllowed, RateLimited, Unauthenticated
+from facilities.estimates import Typical
 from facilities.health import Health
 from facilities.metrics import ApiMetrics
 from facilities.refusals import Refusals
@@ -44,7 +45,7 @@ class Services:
     requests: Requests
     history: aiosqlite.Connection  # reads only (WAL lets it read while ingest writes)
     now: Callable[[], datetime]  # the service's steady clock (tests move it)
-    estimates: Callable[[str], timedelta]  # a station's typical charge length
+    estimates: Callable[[str], Typical]  # what a full charge typically takes at a station
     health: Callable[[], Awaitable[Health]]
     registry: CollectorRegistry
     refusals: Refusals
@@ -81,8 +82,8 @@ def get_now(request: Request) -> datetime:
     return services_of(request).now()
 
 
-def get_estimates(request: Request) -> Callable[[str], timedelta]:
-    """A station's typical charge length, for the free-time estimates of its ports."""
+def get_estimates(request: Request) -> Callable[[str], Typical]:
+    """What a full charge typically takes at a station, for its ports' estimates."""
     return services_of(request).estimates
 
 
@@ -108,7 +109,7 @@ LiveDep = Annotated[LiveState, Depends(get_live)]
 RequestsDep = Annotated[Requests, Depends(get_requests)]
 HistoryDep = Annotated[aiosqlite.Connection, Depends(get_history)]
 NowDep = Annotated[datetime, Depends(get_now)]
-EstimatesDep = Annotated[Callable[[str], timedelta], Depends(get_estimates)]
+EstimatesDep = Annotated[Callable[[str], Typical], Depends(get_estimates)]
 ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 HealthDep = Annotated[Callable[[], Awaitable[Health]], Depends(get_health)]
 RegistryDep = Annotated[CollectorRegistry, Depends(get_registry)]

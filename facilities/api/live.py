@@ -13,12 +13,13 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from facilities.alerts import Transition, alert_payload
 from facilities.api import views
 from facilities.api.views import alert_brief
+from facilities.estimates import Typical
 from facilities.rules.live_state import AlertChanged, LiveChange, LiveState
 from facilities.site import Site
 
@@ -165,7 +166,7 @@ def device_bodies(
     site: Site,
     live: LiveState,
     *,
-    estimates: Callable[[str], timedelta],
+    estimates: Callable[[str], Typical],
     now: Callable[[], datetime],
 ) -> Snapshot:
     """What the live stream sends when a device changed: the same body as its GET."""
@@ -177,7 +178,7 @@ def device_bodies(
             station = live.station(
                 device,
                 lambda state, alerts: views.station_detail(
-                    spec, state, alerts, typical_charge=typical, now=at
+                    spec, state, alerts, typical=typical, now=at
                 ),
             )
             return "station", station.model_dump(mode="json")

@@ -62,7 +62,8 @@ class Port(Out):
     temp_c: float | None
     since: datetime | None = Field(description="when the current state began")
     free_estimate_at: datetime | None = Field(
-        description="while charging: an estimate of when the port will be free"
+        description="while charging: an estimate of when its charge will be done, from the"
+        " port's energy so far and power now (docs/api.md); the bike may stay plugged in longer"
     )
 
 
@@ -94,6 +95,8 @@ class Garage(Out):
 
 class Gate(Out):
     gate: str
+    name: str = Field(description="the gate's name in Chinese (its id when the site gives none)")
+    name_en: str = Field(description="the gate's name in English (its id when the site gives none)")
     open: bool | None = Field(description="null until the gate has reported")
     since: datetime | None = Field(description="when it last opened or closed")
     last_event: str | None
@@ -120,11 +123,18 @@ class Community(Out):
     free_bays: int = Field(description="free bays of its garages that report occupancy")
 
 
+class GateName(Out):
+    gate: str
+    name: str = Field(description="in Chinese (the gate's id when the site gives none)")
+    name_en: str = Field(description="in English (the gate's id when the site gives none)")
+
+
 class MeGarage(Out):
     id: str
     name: str
     name_en: str
-    gates: list[str]
+    gates: list[str] = Field(description="gate ids, the `{gate}` of the open request")
+    gate_names: list[GateName] = Field(description="the same gates with their names, in order")
 
 
 class Me(Out):

@@ -8,13 +8,10 @@ from facilities.api import models
 from facilities.charging.live import PortLive, StationLive, is_free, shown_state
 from facilities.charging.payloads import PortState
 from facilities.cutoffs import Cutoff
+from facilities.estimates import Typical, charge_done_at
 from facilities.garage.state import GarageLive
 from facilities.rule_ids import RuleId
 from facilities.site import Garage, Site, Station
-
-# A charging port's estimated free time is never closer than this: a session that runs past
-# the typical duration is still expected to take a while, not to end "now".
-MIN_ESTIMATE = timedelta(minutes=10)
 
 
 def alert_brief(alert: Alert) -> models.AlertBrief:
@@ -69,7 +66,7 @@ def station_detail(
     live: StationLive,
     alerts: Iterable[Alert],
     *,
-    typical_charge: timedelta,
+    typical: Typical,
     now: datetime,
 ) -> models.StationDetail:
     alerts = list(alerts)
@@ -77,9 +74,13 @@ def station_detail(
     ports = []
     for number in range(1, spec.ports + 1):
         port = live.ports.get(number) or PortLive(number)
-        estimate = None
-        if port.state is PortState.CHARGING and port.session_started is not None:
-            estimate = max(port.session_started + typical_charge, now + MIN_ESTIMATE)
+        estimate = charge_done_at(
+            port,
+            typical,
+            now,
+            trickle_w=spec.thresholds.charge_complete_w,
+            longest=timedelta(seconds=spec.thresholds.session_max_s),
+        )
         ports.append(
             models.Port(
                 port=number,
@@ -130,9 +131,12 @@ def garage_detail(spec: Garage, live: GarageLive, alerts: Iterable[Alert]) -> mo
     gates = []
     for gate_id in spec.gates:
         gate = live.gates.get(gate_id)
+        names = spec.gate_name(gate_id)
         gates.append(
             models.Gate(
                 gate=gate_id,
+                name=names.name,
+                name_en=names.name_en,
                 open=gate.open if gate else None,
                 since=gate.since if gate else None,
                 last_event=gate.last_event.value if gate and gate.last_event else None,

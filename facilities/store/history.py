@@ -250,7 +250,7 @@ async def telemetry_buckets(
 
 async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
     """Durations (seconds) of the sessions that ended full or unplugged since `since`, per
-    station: what a free-time estimate is made of."""
+    station: what a free-time estimate is made of when a port reports no power."""
     found: dict[str, list[float]] = defaultdict(list)
     async with conn.execute(
         "SELECT station, ended_at - started_at FROM charging_sessions"
@@ -259,4 +259,18 @@ async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[
     ) as cursor:
         for station, seconds in await cursor.fetchall():
             found[station].append(float(seconds))
+    return found
+
+
+async def charge_energies(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+    """Energy (Wh) of the sessions that ended full or unplugged since `since`, per station:
+    what a battery typically takes here (its charge's estimate is made of it)."""
+    found: dict[str, list[float]] = defaultdict(list)
+    async with conn.execute(
+        "SELECT station, energy_wh FROM charging_sessions"
+        " WHERE ended_at >= ? AND end_reason IN ('full', 'unplug') AND energy_wh > 0",
+        (since,),
+    ) as cursor:
+        for station, energy in await cursor.fetchall():
+            found[station].append(float(energy))
     return found

@@ -44,9 +44,7 @@ async def station(
     typical = estimates(spec.id)
     return live.station(
         spec.id,
-        lambda live, alerts: views.station_detail(
-            spec, live, alerts, typical_charge=typical, now=now
-        ),
+        lambda live, alerts: views.station_detail(spec, live, alerts, typical=typical, now=now),
     )
 
 

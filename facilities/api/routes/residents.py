@@ -56,7 +56,16 @@ async def open_gate(
 )
 async def me(site: SiteDep, person: PersonDep) -> models.Me:
     garages = [
-        models.MeGarage(id=g.id, name=g.name, name_en=g.name_en, gates=list(g.gates))
+        models.MeGarage(
+            id=g.id,
+            name=g.name,
+            name_en=g.name_en,
+            gates=list(g.gates),
+            gate_names=[
+                models.GateName(gate=n.id, name=n.name, name_en=n.name_en)
+                for n in map(g.gate_name, g.gates)
+            ],
+        )
         for g in site.garages.values()
         if g.id in person.garages
     ]

@@ -11,7 +11,10 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 
 LANGUAGES = ("zh", "en")
-DEFAULT = "en"
+# The district is in Shanghai: a browser that states no preference (no Accept-Language, or
+# `*`) gets Chinese; one that asks only for languages we lack gets English.
+DEFAULT = "zh"
+OTHERWISE = "en"
 
 
 @cache
@@ -50,14 +53,19 @@ def _accepted(header: str) -> list[tuple[float, str]]:
 
 def choose(query: str | None, cookie: str | None, accept_language: str | None) -> str:
     """`?lang=` first, then the visitor's earlier choice (cookie), then the browser's most
-    preferred of Chinese and English; English when it asks for neither."""
+    preferred of Chinese and English (`*`: the district's Chinese); Chinese when it states
+    no preference, English when it asks only for other languages."""
     for explicit in (query, cookie):
         if explicit in LANGUAGES:
             return explicit
-    for quality, tag in _accepted(accept_language or ""):
+    accepted = _accepted(accept_language or "")
+    refused = {tag.split("-")[0] for quality, tag in accepted if quality <= 0}
+    for quality, tag in accepted:
         if quality <= 0:
             continue
+        if tag == "*":  # any language: ours first, unless refused
+            return next((lang for lang in LANGUAGES if lang not in refused), OTHERWISE)
         primary = tag.split("-")[0]
         if primary in LANGUAGES:
             return primary
-    return DEFAULT
+    return OTHERWISE if accepted else DEFAULT

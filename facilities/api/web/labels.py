@@ -38,7 +38,7 @@ def _device_labels(_: Gettext) -> dict[str, Any]:
             "disabled": _("Switched off"),
             "unknown": _("No data yet"),
         },
-        "free_at": _("free at about %(time)s"),
+        "free_at": _("charged by about %(time)s"),
         "time_zone": LOCAL_TIME.key,
         "gate_open": _("Open"),
         "gate_closed": _("Closed"),

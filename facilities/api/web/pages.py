@@ -3,7 +3,7 @@
 # Data comes from the same views as the JSON API; texts from the Babel catalogs. The QR codes
 # and their sheet are `qr.py`'s routes, included here.
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -17,6 +17,7 @@ from facilities.api.web import qr
 from facilities.api.web.i18n import translations
 from facilities.api.web.qr import listen_url
 from facilities.api.web.render import Id, Lang, language_of, local_time, name, render
+from facilities.estimates import Typical
 from facilities.rules.live_state import LiveState, Reading
 from facilities.site import Garage, Site
 
@@ -41,7 +42,7 @@ def _port_detail(port: models.Port, language: str) -> str:
         return ""
     parts = [f"{port.power_w:.0f} W"] if port.power_w is not None else []
     if port.free_estimate_at is not None:
-        free_at = translations(language).gettext("free at about %(time)s")
+        free_at = translations(language).gettext("charged by about %(time)s")
         parts.append(free_at % {"time": local_time(port.free_estimate_at)})
     return " · ".join(parts)
 
@@ -95,16 +96,14 @@ def _missing(request: Request, language: str) -> HTMLResponse:
 
 
 def _station_detail(
-    site: Site, live: LiveState, typical: timedelta, now: datetime, station_id: str
+    site: Site, live: LiveState, typical: Typical, now: datetime, station_id: str
 ) -> models.StationDetail | None:
     spec = site.stations.get(station_id)
     if spec is None:
         return None
     return live.station(
         spec.id,
-        lambda live, alerts: views.station_detail(
-            spec, live, alerts, typical_charge=typical, now=now
-        ),
+        lambda live, alerts: views.station_detail(spec, live, alerts, typical=typical, now=now),
     )
 
 
@@ -152,7 +151,13 @@ async def garage_page(
     garage = detail.model_dump() | {
         "display_name": name(language, detail),
         "gates_released": gates_released(spec),
+        "gates": [g.model_dump() | {"display_name": name(language, g)} for g in detail.gates],
     }
+    stations = [
+        {"id": s, "name": name(language, site.stations[s])}
+        for s in detail.stations
+        if s in site.stations
+    ]
     return render(
         request,
         language,
@@ -160,6 +165,7 @@ async def garage_page(
         page="garage",
         item_id=detail.id,
         garage=garage,
+        stations=stations,
         community_name=name(language, site.communities[detail.community]),
     )
 
