@@ -313,6 +313,70 @@ async def test_staff_see_what_the_service_switched_off_until_it_is_back_on(
     assert (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"] == []
 
 
+async def test_the_list_says_what_keeps_a_port_off_as_the_power_route_decides(
+    api: Api, stations
+) -> None:
+    """`switch_on_blocked` of `GET /api/cutoffs` (the console offers "Switch on" only when
+    it is empty) comes from the power route's own guards: at each step a power-on is
+    refused exactly while the list names a reason."""
+    _, staff = await api.person(Role.STAFF, "物业 陈经理")
+    cs = stations("cs-10")
+    alert_id = await _cut_hot_port(api, cs, 4)
+    path = "/api/stations/cs-10/ports/4/power"
+
+    async def report(seq: int, temp_c: float) -> None:
+        cs.model.ports[3].temp_c = temp_c
+        cs.publish_raw(telemetry(seq, [port(4, "disabled", temp_c=temp_c)]))
+        await wait_for(
+            lambda: api.service.live.read(lambda e: e.stations["cs-10"].ports[4].temp_c) == temp_c,
+            what=f"the reading of {temp_c} °C",
+        )
+
+    async def blocked() -> list[tuple[str, str | None, str, str | None]]:
+        (item,) = (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"]
+        return [
+            (b["reason"], b["rule"], b["subject"], b["alert_id"]) for b in item["switch_on_blocked"]
+        ]
+
+    async def refused(why: str) -> None:
+        answer = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+        assert answer.status_code == 409, answer.text
+        assert why in answer.json()["detail"]
+
+    await report(2, HOT_C)  # still hot, and nobody has looked
+    assert await blocked() == [
+        ("unacknowledged", "port_over_temperature", "cs-10/4", alert_id),
+        ("firing", "port_over_temperature", "cs-10/4", None),
+    ]
+    await refused("acknowledge port_over_temperature (cs-10/4)")
+    await api.http.post(f"/api/alerts/{alert_id}/ack", headers=bearer(staff))
+    assert await blocked() == [("firing", "port_over_temperature", "cs-10/4", None)]
+    await refused("port_over_temperature (cs-10/4) still over its limit")
+    await report(3, COOL_C)
+    assert await blocked() == []
+    # the station goes away: a power-on would wait in its broker session
+    cs.client.publish_raw("facilities/charging/cs-10/availability", "offline").wait_for_publish(5)
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].online) is False,
+        what="cs-10 known offline",
+    )
+    assert await blocked() == [("offline", None, "cs-10", None)]
+    await refused("cs-10 is offline")
+    cs.publish_raw(telemetry(4, [port(4, "disabled", temp_c=COOL_C)]))  # back
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].online) is True,
+        what="cs-10 back",
+    )
+    assert await blocked() == []
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 200, on.text
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].ports[4].state.value) == "idle",
+        what="the port reported back on",
+    )
+    assert (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"] == []
+
+
 async def test_the_desired_state_survives_a_restart(
     settings: Settings, site: Site, broker: PrivateBroker
 ) -> None:

@@ -1,6 +1,6 @@
 """Live state → the API's public models. Pure: the caller holds the engine's lock."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from facilities.alerts import Alert, hazards
@@ -11,6 +11,7 @@ from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rule_ids import RuleId
 from facilities.site import Garage, Site, Station
+from facilities.switch_on import Blocker
 
 # A charging port's estimated free time is never closer than this: a session that runs past
 # the typical duration is still expected to take a while, not to end "now".
@@ -184,12 +185,27 @@ def communities(
     return found
 
 
-def cutoffs(desired: Iterable[Cutoff]) -> models.Cutoffs:
+def cutoffs(
+    desired: Iterable[Cutoff], blockers: Callable[[str, int], list[Blocker]]
+) -> models.Cutoffs:
     """What the service switched off or holds open, why and since when (docs/rules.md,
-    "Desired state")."""
+    "Desired state"); for each port, why switching it on would be refused now (`blockers`,
+    asked once per port)."""
     items = []
+    held_off: dict[tuple[str, int], list[models.SwitchOnBlocker]] = {}
     for c in desired:
         gate = c.gate is not None
+        blocked = []
+        if c.port is not None and not gate:
+            key = (c.device, c.port)
+            if key not in held_off:
+                held_off[key] = [
+                    models.SwitchOnBlocker(
+                        reason=b.hold.value, rule=b.rule, subject=b.subject, alert_id=b.alert_id
+                    )
+                    for b in blockers(c.device, c.port)
+                ]
+            blocked = held_off[key]
         items.append(
             models.Cutoff(
                 device=c.device,
@@ -204,6 +220,7 @@ def cutoffs(desired: Iterable[Cutoff]) -> models.Cutoffs:
                 held=c.held,
                 confirmed=c.confirmed,
                 switch_on=None if gate else f"POST /api/stations/{c.device}/ports/{c.port}/power",
+                switch_on_blocked=blocked,
             )
         )
     return models.Cutoffs(items=items)

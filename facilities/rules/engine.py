@@ -153,9 +153,10 @@ class Engine:
             live.online, live.last_seen, spec.thresholds, now, listening_since=self.listening_since
         )
 
-    def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[str]:
-        """The rules that would cut this port (or its station) now, on the latest readings:
-        a person may not switch it on while one fires (docs/rules.md, "Desired state")."""
+    def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[tuple[RuleId, str]]:
+        """The rules (with their subjects) that would cut this port (or its station) now, on
+        the latest readings: a person may not switch it on while one fires (docs/rules.md,
+        "Desired state")."""
         spec, live = self.site.stations[station], self.stations[station]
         verdicts = [v for rule in CHARGING_RULES.values() for v in rule(live, spec, now)]
         for garage_id, gspec in self.site.garages.items():
@@ -164,7 +165,7 @@ class Engine:
                 verdicts += [v for rule in GARAGE_RULES.values() for v in rule(glive, gspec, now)]
         return sorted(
             {
-                f"{v.rule} ({v.subject})"
+                (v.rule, v.subject)
                 for v in verdicts
                 if v.firing and any(upkeep.cuts(a, station, port) for a in v.actions)
             }

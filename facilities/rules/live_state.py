@@ -17,6 +17,7 @@ from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.messages import Accepted
+from facilities.rule_ids import RuleId
 from facilities.rules.engine import Engine, Observation
 from facilities.site import Site
 from facilities.store.snapshots import LiveRow, Mark, live_state_row
@@ -234,7 +235,7 @@ class LiveState:
         with self._lock:
             self._engine.desired.release_port(device, port)
 
-    def firing_cutoffs(self, station: str, port: int) -> list[str]:
+    def firing_cutoffs(self, station: str, port: int) -> list[tuple[RuleId, str]]:
         """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
         with self._lock:
             return self._engine.firing_cutoffs(station, port, self._clock())

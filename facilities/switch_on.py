@@ -1,0 +1,52 @@
+"""Why a port may not be switched on now: the guards of docs/rules.md, "Desired state"."""
+
+# One place says what holds a port off, for the power route (a 409 naming it) and for the
+# staff console (`GET /api/cutoffs` lists it, so the console offers "Switch on" only when a
+# power-on would be allowed). Pure: the caller reads the live state.
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from facilities.alerts import Alert, AlertState
+from facilities.rule_ids import RuleId
+from facilities.verdicts import Severity
+
+
+class Hold(StrEnum):
+    """What keeps a port off."""
+
+    UNACKNOWLEDGED = "unacknowledged"  # a critical alert of it nobody has looked at yet
+    FIRING = "firing"  # a rule that cuts it still fires on the latest readings
+    OFFLINE = "offline"  # its station is known offline: a command would act late
+
+
+@dataclass(frozen=True, slots=True)
+class Blocker:
+    """One reason a power-on is refused now."""
+
+    hold: Hold
+    subject: str  # the alert's or the rule's subject; the station for `offline`
+    rule: RuleId | None = None
+    alert_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.rule} ({self.subject})" if self.rule else self.subject
+
+
+def unacknowledged(alerts: Iterable[Alert], station: str, port: int) -> list[Blocker]:
+    """Critical alerts of the port or the whole station that nobody has acknowledged yet:
+    a port a safety rule switched off stays off until a person has looked."""
+    found = [
+        Blocker(Hold.UNACKNOWLEDGED, a.subject, a.rule, a.id)
+        for a in alerts
+        if a.subject in (station, f"{station}/{port}")
+        and a.severity is Severity.CRITICAL
+        and a.state is AlertState.ACTIVE
+    ]
+    return sorted(found, key=str)
+
+
+def firing(cuts: Iterable[tuple[RuleId, str]]) -> list[Blocker]:
+    """The rules (and their subjects) that would cut the port now."""
+    return [Blocker(Hold.FIRING, subject, rule) for rule, subject in sorted(set(cuts))]
