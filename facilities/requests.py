@@ -162,7 +162,7 @@ class Requests:
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
             if on:
-                blocking = switch_on.unacknowledged(self._live.open_alerts(), station, port)
+                blocking = self._unacknowledged(station, port)
                 if blocking:
                     raise Conflict(
                         f"acknowledge {_listed(blocking)} before powering {target} on again"
@@ -198,11 +198,15 @@ class Requests:
     def switch_on_blockers(self, station: str, port: int) -> list[switch_on.Blocker]:
         """Why `power_port(..., on=True)` would be refused now (409), by the same guards and
         in their order; empty: it would be sent. For the staff console's list of cut-offs."""
-        blockers = switch_on.unacknowledged(self._live.open_alerts(), station, port)
+        blockers = self._unacknowledged(station, port)
         blockers += switch_on.firing(self._live.firing_cutoffs(station, port))
         if not self._live.reachable(station):
             blockers.append(switch_on.Blocker(switch_on.Hold.OFFLINE, station))
         return blockers
+
+    def _unacknowledged(self, station: str, port: int) -> list[switch_on.Blocker]:
+        cut_by = self._live.cut_by(station, port)
+        return switch_on.unacknowledged(self._live.open_alerts(), station, port, cut_by=cut_by)
 
     async def acknowledge(self, staff: Person, alert_id: str) -> Alert:
         """Acknowledge an open alert; 409 when it has cleared, 404 when there is none."""

@@ -4,7 +4,7 @@
 # staff console (`GET /api/cutoffs` lists it, so the console offers "Switch on" only when a
 # power-on would be allowed). Pure: the caller reads the live state.
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -34,13 +34,17 @@ class Blocker:
         return f"{self.rule} ({self.subject})" if self.rule else self.subject
 
 
-def unacknowledged(alerts: Iterable[Alert], station: str, port: int) -> list[Blocker]:
-    """Critical alerts of the port or the whole station that nobody has acknowledged yet:
-    a port a safety rule switched off stays off until a person has looked."""
+def unacknowledged(
+    alerts: Iterable[Alert], station: str, port: int, *, cut_by: Collection[str]
+) -> list[Blocker]:
+    """Critical alerts that nobody has acknowledged yet, of the port, of the whole station,
+    or that cut the port (`cut_by`: the alerts of its cut-offs, such as the smoke of the
+    garage the station stands in): a port a safety rule switched off stays off until a
+    person has looked."""
     found = [
         Blocker(Hold.UNACKNOWLEDGED, a.subject, a.rule, a.id)
         for a in alerts
-        if a.subject in (station, f"{station}/{port}")
+        if (a.subject in (station, f"{station}/{port}") or a.id in cut_by)
         and a.severity is Severity.CRITICAL
         and a.state is AlertState.ACTIVE
     ]

@@ -227,6 +227,50 @@ async def test_gates_are_held_open_during_garage_smoke(api: Api, gates) -> None:
     )
 
 
+async def test_a_station_cut_by_its_garages_smoke_stays_off_until_a_person_has_looked(
+    api: Api, stations, gates
+) -> None:
+    """The garage's smoke alert holds the stations inside off: once the smoke is gone (the
+    rule no longer fires) a power-on still waits for someone to acknowledge that alert, as
+    for an alert of the station itself; the list of cut-offs says so."""
+    _, staff = await api.person(Role.STAFF, "物业 陈经理")
+    cs = stations("cs-01")  # stands inside g-cq4
+    cs.publish_raw(telemetry(1, [port(1, "charging", power_w=150.0)]))
+    garage = gates("g-cq4")
+
+    def smoke(seq: int, *, on: bool) -> None:
+        body = {"seq": seq, "ts": time.time(), "smoke": on, "occupancy": 80}
+        garage.client.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(body))
+
+    smoke(1, on=True)
+    await wait_for(lambda: _offs(cs, None), what="the station switched off")
+    await wait_for(
+        lambda: (
+            api.service.live.read(lambda e: e.stations["cs-01"].ports[1].state.value) == "disabled"
+        ),
+        what="the port reported disabled",
+    )
+    smoke(2, on=False)  # the smoke is gone; its alert stays open until it clears (60 s)
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.garages["g-cq4"].smoke) is False,
+        what="no smoke any more",
+    )
+    alert_id = api.service.live.read(lambda e: e.alerts[("smoke", "g-cq4")].id)
+    path = "/api/stations/cs-01/ports/1/power"
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 409, on.text
+    assert "acknowledge smoke (g-cq4)" in on.json()["detail"]
+    assert not any(c.action.value == "power_on" for c in cs.commands)
+    items = (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"]
+    (first,) = [i for i in items if (i["device"], i["port"]) == ("cs-01", 1)]
+    assert first["switch_on_blocked"] == [
+        {"reason": "unacknowledged", "rule": "smoke", "subject": "g-cq4", "alert_id": alert_id}
+    ]
+    await api.http.post(f"/api/alerts/{alert_id}/ack", headers=bearer(staff))
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 200, on.text
+
+
 async def test_no_command_is_published_to_a_station_known_offline(
     api: Api, stations, gates, observer: Observer
 ) -> None:

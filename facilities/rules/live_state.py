@@ -235,6 +235,11 @@ class LiveState:
         with self._lock:
             self._engine.desired.release_port(device, port)
 
+    def cut_by(self, station: str, port: int) -> set[str]:
+        """The alerts whose cut-offs list this port (a garage's smoke for a station inside)."""
+        with self._lock:
+            return {c.alert_id for c in self._engine.desired.of(station) if c.port == port}
+
     def firing_cutoffs(self, station: str, port: int) -> list[tuple[RuleId, str]]:
         """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
         with self._lock:

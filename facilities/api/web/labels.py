@@ -132,9 +132,9 @@ def console_labels(language: str) -> dict[str, Any]:
         },
         "outcome": _("%(command)s · %(target)s: %(outcome)s"),
         "outcomes": {"abandoned": _("abandoned: the service stopped meanwhile")},
-        "station_part": _("%(station)s, socket %(port)s"),
-        "garage_part": _("%(garage)s, gate %(gate)s"),
-        "whole_station": _("%(station)s, whole station (%(count)s sockets off)"),
+        "station_part": _("socket %(port)s at %(station)s"),
+        "garage_part": _("gate %(gate)s at %(garage)s"),
+        "whole_station": _("%(station)s (whole station, %(count)s sockets off)"),
         "blocked": {
             "unacknowledged": _("acknowledge “%(rule)s” first"),
             "firing": _("“%(rule)s” still over its limit"),
