@@ -143,6 +143,9 @@ def console_labels(language: str) -> dict[str, Any]:
         "not_yet": _("Not yet safe to switch on: %(why)s"),
         "switch_on_all": _("Switch the station on"),
         "switching": _("Switching on…"),
+        # between the rules of one entry, and between the reasons it stays off
+        "comma": _(", "),
+        "semicolon": _("; "),
         # a power request refused, by its status (docs/api.md); the API's detail is English
         "refused": {
             409: _("Not done: not safe yet, or the station is offline."),

@@ -134,14 +134,15 @@
     return api("POST", "/api/stations/" + encodeURIComponent(station) + "/ports/" + port + "/power", { on: on });
   }
 
-  // What the service switched off: one entry per port, or one for a whole station (its
-  // ports share the alert), with why, since when, and what still keeps it off.
+  // What the service switched off: one entry per port (with every rule that cut it), per
+  // gate, or per whole station (its ports share the alert), with why, since when, and what
+  // still keeps it off.
   function groups(items) {
     const found = new Map();
     for (const c of items) {
       const key = c.whole_station
         ? [c.device, "*", c.alert_id].join(" ")
-        : [c.device, c.gate !== null ? c.gate : c.port, c.alert_id].join(" ");
+        : [c.device, c.gate !== null ? "gate " + c.gate : c.port].join(" ");
       const group = found.get(key);
       if (group) group.items.push(c);
       else found.set(key, { key: key, first: c, items: [c] });
@@ -163,23 +164,27 @@
 
   function cutoffItem(group) {
     const c = group.first;
+    const held = group.items.some((x) => x.held);
+    const rules = [...new Set(group.items.map((x) => x.rule))];
     const li = document.createElement("li");
-    li.className = "cutoff " + (c.held ? "held" : "released") + (c.whole_station ? " whole-station" : "");
+    li.className = "cutoff " + (held ? "held" : "released") + (c.whole_station ? " whole-station" : "");
     li.dataset.alert = c.alert_id;
     li.dataset.device = c.device;
+    li.dataset.kind = c.whole_station ? "station" : c.kind;
+    if (!c.whole_station && c.port !== null) li.dataset.port = c.port;
     const title = document.createElement("div");
     title.className = "title";
     const target = c.whole_station
       ? fill(text.whole_station, { station: place(c.device), count: group.items.length })
       : place(c.device + "/" + (c.gate !== null ? c.gate : c.port));
-    title.textContent = target + " · " + ruleName(c.rule);
-    title.title = c.rule + " · " + c.subject + " · " + c.alert_id;
+    title.textContent = target + " · " + rules.map(ruleName).join(text.comma);
+    title.title = group.items.map((x) => x.rule + " · " + x.subject + " · " + x.alert_id).join("\n");
     const meta = document.createElement("div");
     meta.className = "meta";
     const since = group.items.reduce((x, y) => (y.since < x ? y.since : x), c.since);
     meta.textContent = [
       fill(c.gate !== null ? labels.cutoff_open : labels.cutoff_off, { time: when(since) }),
-      c.held ? labels.cutoff_held : labels.cutoff_released,
+      held ? labels.cutoff_held : labels.cutoff_released,
     ].join(" · ");
     li.append(title, meta);
     if (c.switch_on === null) return li;  // a gate: it may close once the alert is over
@@ -189,7 +194,7 @@
     status.setAttribute("role", "status");
     if (why.length) {
       status.classList.add("not-yet");
-      status.textContent = fill(text.not_yet, { why: why.join("; ") });
+      status.textContent = fill(text.not_yet, { why: why.join(text.semicolon) });
       li.append(status);
       return li;
     }
@@ -215,7 +220,7 @@
   // Each port of the entry in turn, through the staff power route (its checks, its audit);
   // the first refusal stops the rest.
   function switchOn(group) {
-    const ports = group.items.map((c) => c.port);
+    const ports = [...new Set(group.items.map((c) => c.port))];
     let last = { status: 200, data: {} };
     return ports.reduce(function (chain, port) {
       return chain.then(function () {
