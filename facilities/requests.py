@@ -6,7 +6,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import aiosqlite
 
@@ -195,17 +195,24 @@ class Requests:
         await self._audit("port_power", target, ask, answer, result.outcome.value, result.id)
         return done_or_raise(answer)
 
-    def switch_on_blockers(self, station: str, port: int) -> list[switch_on.Blocker]:
-        """Why `power_port(..., on=True)` would be refused now (409), by the same guards and
-        in their order; empty: it would be sent. For the staff console's list of cut-offs."""
-        blockers = self._unacknowledged(station, port)
-        blockers += switch_on.firing(self._live.firing_cutoffs(station, port))
-        if not self._live.reachable(station):
-            blockers.append(switch_on.Blocker(switch_on.Hold.OFFLINE, station))
-        return blockers
+    def switch_on_blockers(
+        self, station: str, ports: Collection[int]
+    ) -> dict[int, list[switch_on.Blocker]]:
+        """For each of `ports`, why `power_port(..., on=True)` would be refused now (409), by
+        the same guards and in their order; empty: it would be sent. For the staff console's
+        list of cut-offs (a station's rules evaluated once for all its ports)."""
+        alerts, cut_by = self._live.open_alerts(), self._live.cut_by(station)
+        firing = self._live.firing_cutoffs_of(station, ports)
+        offline = [] if self._live.reachable(station) else [switch_on.offline(station)]
+        return {
+            port: switch_on.unacknowledged(alerts, station, port, cut_by=cut_by.get(port, set()))
+            + switch_on.firing(firing[port])
+            + offline
+            for port in ports
+        }
 
     def _unacknowledged(self, station: str, port: int) -> list[switch_on.Blocker]:
-        cut_by = self._live.cut_by(station, port)
+        cut_by = self._live.cut_by(station).get(port, set())
         return switch_on.unacknowledged(self._live.open_alerts(), station, port, cut_by=cut_by)
 
     async def acknowledge(self, staff: Person, alert_id: str) -> Alert:

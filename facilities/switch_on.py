@@ -54,3 +54,8 @@ def unacknowledged(
 def firing(cuts: Iterable[tuple[RuleId, str]]) -> list[Blocker]:
     """The rules (and their subjects) that would cut the port now."""
     return [Blocker(Hold.FIRING, subject, rule) for rule, subject in sorted(set(cuts))]
+
+
+def offline(station: str) -> Blocker:
+    """The station is known offline: its broker session would queue the command."""
+    return Blocker(Hold.OFFLINE, station)

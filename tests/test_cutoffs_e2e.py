@@ -262,10 +262,15 @@ async def test_a_station_cut_by_its_garages_smoke_stays_off_until_a_person_has_l
     assert "acknowledge smoke (g-cq4)" in on.json()["detail"]
     assert not any(c.action.value == "power_on" for c in cs.commands)
     items = (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"]
-    (first,) = [i for i in items if (i["device"], i["port"]) == ("cs-01", 1)]
-    assert first["switch_on_blocked"] == [
-        {"reason": "unacknowledged", "rule": "smoke", "subject": "g-cq4", "alert_id": alert_id}
-    ]
+    ports = {i["port"]: i["switch_on_blocked"] for i in items if i["device"] == "cs-01"}
+    assert sorted(ports) == list(range(1, 11))  # the whole station, one item per port
+    smoke_first = {
+        "reason": "unacknowledged",
+        "rule": "smoke",
+        "subject": "g-cq4",
+        "alert_id": alert_id,
+    }
+    assert all(blocked == [smoke_first] for blocked in ports.values()), ports
     await api.http.post(f"/api/alerts/{alert_id}/ack", headers=bearer(staff))
     on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
     assert on.status_code == 200, on.text

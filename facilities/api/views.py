@@ -1,6 +1,6 @@
 """Live state → the API's public models. Pure: the caller holds the engine's lock."""
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from facilities.alerts import Alert, hazards
@@ -186,26 +186,30 @@ def communities(
 
 
 def cutoffs(
-    desired: Iterable[Cutoff], blockers: Callable[[str, int], list[Blocker]]
+    desired: Iterable[Cutoff],
+    blockers: Callable[[str, Collection[int]], Mapping[int, list[Blocker]]],
 ) -> models.Cutoffs:
     """What the service switched off or holds open, why and since when (docs/rules.md,
     "Desired state"); for each port, why switching it on would be refused now (`blockers`,
-    asked once per port)."""
+    asked once per station for the ports listed)."""
+    desired = list(desired)
+    ports: dict[str, set[int]] = {}
+    for c in desired:
+        if c.gate is None and c.port is not None:
+            ports.setdefault(c.device, set()).add(c.port)
+    held_off = {
+        (device, port): [
+            models.SwitchOnBlocker(
+                reason=b.hold.value, rule=b.rule, subject=b.subject, alert_id=b.alert_id
+            )
+            for b in found
+        ]
+        for device, numbers in ports.items()
+        for port, found in blockers(device, sorted(numbers)).items()
+    }
     items = []
-    held_off: dict[tuple[str, int], list[models.SwitchOnBlocker]] = {}
     for c in desired:
         gate = c.gate is not None
-        blocked = []
-        if c.port is not None and not gate:
-            key = (c.device, c.port)
-            if key not in held_off:
-                held_off[key] = [
-                    models.SwitchOnBlocker(
-                        reason=b.hold.value, rule=b.rule, subject=b.subject, alert_id=b.alert_id
-                    )
-                    for b in blockers(c.device, c.port)
-                ]
-            blocked = held_off[key]
         items.append(
             models.Cutoff(
                 device=c.device,
@@ -220,7 +224,7 @@ def cutoffs(
                 held=c.held,
                 confirmed=c.confirmed,
                 switch_on=None if gate else f"POST /api/stations/{c.device}/ports/{c.port}/power",
-                switch_on_blocked=blocked,
+                switch_on_blocked=[] if gate else held_off.get((c.device, c.port or 0), []),
             )
         )
     return models.Cutoffs(items=items)
