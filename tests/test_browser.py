@@ -223,7 +223,7 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     cut = _until(listed, "the port switched off in the console")
     assert "switched off" in cut and "kept so while the alert is open" in cut
     # nobody has acknowledged its alert yet: no button, and the console says why
-    assert "Not yet safe to switch on: acknowledge “Socket overheating” first" in cut
+    assert "Not yet safe to switch on: acknowledge “Socket overheating”" in cut
     assert "Switch on" not in cut
     _shot(phone, "staff-console-switched-off")
 

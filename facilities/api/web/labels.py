@@ -136,8 +136,8 @@ def console_labels(language: str) -> dict[str, Any]:
         "garage_part": _("gate %(gate)s at %(garage)s"),
         "whole_station": _("%(station)s (whole station, %(count)s sockets off)"),
         "blocked": {
-            "unacknowledged": _("acknowledge “%(rule)s” first"),
-            "firing": _("“%(rule)s” still over its limit"),
+            "unacknowledged": _("acknowledge %(rules)s first"),
+            "firing": _("%(rules)s still over the limit"),
             "offline": _("the station is offline"),
         },
         "not_yet": _("Not yet safe to switch on: %(why)s"),

@@ -150,13 +150,17 @@
     return [...found.values()];
   }
 
+  // Why the entry stays off, by reason, each rule named once: acknowledge “A”, “B” first.
   function blockers(group) {
-    const seen = new Map();
+    const rules = new Map();  // reason → the rules' names
     for (const c of group.items) {
-      for (const b of c.switch_on_blocked) seen.set([b.reason, b.rule, b.subject].join(" "), b);
+      for (const b of c.switch_on_blocked) {
+        if (!rules.has(b.reason)) rules.set(b.reason, new Set());
+        if (b.rule) rules.get(b.reason).add("“" + ruleName(b.rule) + "”");
+      }
     }
-    return [...seen.values()].map(function (b) {
-      return fill(text.blocked[b.reason] || b.reason, { rule: b.rule ? ruleName(b.rule) : "" });
+    return [...rules].map(function ([reason, names]) {
+      return fill(text.blocked[reason] || reason, { rules: [...names].join(text.comma) });
     });
   }
 
