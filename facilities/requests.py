@@ -6,12 +6,13 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import aiosqlite
 
+from facilities import switch_on
 from facilities.access import Person, RateLimiter, Role
-from facilities.alerts import Alert, AlertState
+from facilities.alerts import Alert
 from facilities.answers import (
     Answer,
     Ask,
@@ -38,7 +39,6 @@ from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import audit
 from facilities.store.db import SharedWriter
-from facilities.verdicts import Severity
 from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)
@@ -162,15 +162,15 @@ class Requests:
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
             if on:
-                blocking = _blocking_alerts(self._live.open_alerts(), station, port)
+                blocking = self._unacknowledged(station, port)
                 if blocking:
                     raise Conflict(
-                        f"acknowledge {', '.join(blocking)} before powering {target} on again"
+                        f"acknowledge {_listed(blocking)} before powering {target} on again"
                     )
                 # docs/rules.md, "Desired state": never on while a cut-off rule still fires.
-                firing = self._live.firing_cutoffs(station, port)
+                firing = switch_on.firing(self._live.firing_cutoffs(station, port))
                 if firing:
-                    raise Conflict(f"{target} stays off: {', '.join(firing)} still over its limit")
+                    raise Conflict(f"{target} stays off: {_listed(firing)} still over its limit")
                 self._live.release_port(station, port)
             if not self._connected():
                 raise Unavailable("the service has no link to the broker")
@@ -195,6 +195,26 @@ class Requests:
         await self._audit("port_power", target, ask, answer, result.outcome.value, result.id)
         return done_or_raise(answer)
 
+    def switch_on_blockers(
+        self, station: str, ports: Collection[int]
+    ) -> dict[int, list[switch_on.Blocker]]:
+        """For each of `ports`, why `power_port(..., on=True)` would be refused now (409), by
+        the same guards and in their order; empty: it would be sent. For the staff console's
+        list of cut-offs (a station's rules evaluated once for all its ports)."""
+        alerts, cut_by = self._live.open_alerts(), self._live.cut_by(station)
+        firing = self._live.firing_cutoffs_of(station, ports)
+        offline = [] if self._live.reachable(station) else [switch_on.offline(station)]
+        return {
+            port: switch_on.unacknowledged(alerts, station, port, cut_by=cut_by.get(port, set()))
+            + switch_on.firing(firing[port])
+            + offline
+            for port in ports
+        }
+
+    def _unacknowledged(self, station: str, port: int) -> list[switch_on.Blocker]:
+        cut_by = self._live.cut_by(station).get(port, set())
+        return switch_on.unacknowledged(self._live.open_alerts(), station, port, cut_by=cut_by)
+
     async def acknowledge(self, staff: Person, alert_id: str) -> Alert:
         """Acknowledge an open alert; 409 when it has cleared, 404 when there is none."""
         alert = self._live.acknowledge(alert_id, staff.id)
@@ -215,13 +235,6 @@ def _reused_for(key: str, first: str | None, target: str) -> None:
         )
 
 
-def _blocking_alerts(alerts: Iterable[Alert], station: str, port: int) -> list[str]:
-    """Critical alerts of the port or the whole station that nobody has acknowledged yet:
-    a port a safety rule switched off stays off until a person has looked."""
-    return sorted(
-        f"{a.rule} ({a.subject})"
-        for a in alerts
-        if a.subject in (station, f"{station}/{port}")
-        and a.severity is Severity.CRITICAL
-        and a.state is AlertState.ACTIVE
-    )
+def _listed(blockers: Iterable[switch_on.Blocker]) -> str:
+    """`port_over_temperature (cs-07/2), leakage (cs-07)`: the 409's detail."""
+    return ", ".join(str(b) for b in blockers)

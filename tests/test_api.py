@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from facilities import admin
 from facilities.access import Role
 from tests.api_support import Api, bearer
 from tests.support.db import query
@@ -193,6 +194,43 @@ async def test_staff_see_acknowledge_and_act_on_alerts(api: Api, stations) -> No
         ("request", "port_power", staff_id, "acked"),
     ]
     assert [e["status"] for e in log if e["kind"] == "request"] == [409, 200]
+
+
+async def test_an_acknowledgement_names_who_made_it(api: Api, stations) -> None:
+    """The console shows who acknowledged by name: the answer and the list carry the staff
+    member's name beside the id, also after the token is revoked; a person since removed
+    (the demo's own, made again) keeps only the id."""
+    first_id, first = await api.person(Role.STAFF, "物业 陈经理")
+    _second_id, second = await api.person(Role.STAFF, "物业 李师傅")
+    stations("cs-05").publish_raw(telemetry(1, [port(4, "charging", temp_c=65.0)]))
+    alerts = "/api/alerts?state=active"
+
+    async def raised() -> list[dict[str, object]]:
+        return list((await api.http.get(alerts, headers=bearer(first))).json()["items"])
+
+    (alert,) = await wait_for(raised, what="the port's alert")
+    assert (alert["acknowledged_by"], alert["acknowledged_by_name"]) == (None, None)
+    acked = (await api.http.post(f"/api/alerts/{alert['id']}/ack", headers=bearer(first))).json()
+    assert (acked["acknowledged_by"], acked["acknowledged_by_name"]) == (first_id, "物业 陈经理")
+    # someone else asking again is told who it was
+    again = (await api.http.post(f"/api/alerts/{alert['id']}/ack", headers=bearer(second))).json()
+    assert (again["acknowledged_by"], again["acknowledged_by_name"]) == (first_id, "物业 陈经理")
+    db = api.service.settings.db
+    await wait_for(
+        lambda: query(db, "SELECT acknowledged_by FROM alerts") == [(first_id,)],
+        what="the acknowledgement stored",
+    )
+    listed = "/api/alerts?state=acknowledged"
+
+    async def shown() -> tuple[object, object]:
+        (item,) = (await api.http.get(listed, headers=bearer(second))).json()["items"]
+        return item["acknowledged_by"], item["acknowledged_by_name"]
+
+    assert await shown() == (first_id, "物业 陈经理")
+    await admin.revoke(db, Role.STAFF, first_id)
+    assert await shown() == (first_id, "物业 陈经理")  # revoked: what they did stays theirs
+    await admin.add(db, Role.STAFF, "物业 陈经理", replacing=True)
+    assert await shown() == (first_id, None)
 
 
 async def test_staff_routes_refuse_residents_and_strangers(api: Api) -> None:

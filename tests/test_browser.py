@@ -130,7 +130,7 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
             (
                 li
                 for li in phone.find_elements(By.CSS_SELECTOR, "#alerts li.alert")
-                if "Device fault · cs-20/1" in li.text
+                if "Device fault · socket 1 at Huilan Garden, shed by the east gate" in li.text
             ),
             None,
         ),
@@ -151,7 +151,7 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     _until(acknowledged, "the acknowledgement through the console")
     _until(
         lambda: (
-            f"acknowledged by {staff.person.id}"
+            "acknowledged by 物业 陈经理"
             in phone.find_element(By.CSS_SELECTOR, f'li[data-alert="{alert_id}"]').text
         ),
         "the console to show who acknowledged",
@@ -170,13 +170,16 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
         # the list is drawn again as stations change: read it whole, in one go
         return phone.execute_script(
             "const li = [...document.querySelectorAll('#cutoffs li.cutoff')]"
-            ".find(e => e.textContent.includes('cs-20/3 · Socket overheating'));"
+            ".find(e => e.textContent.includes('socket 3 at Huilan Garden, shed by the east gate')"
+            " && e.textContent.includes('Socket overheating'));"
             "return li ? li.innerText : null;"
         )
 
     cut = _until(listed, "the port switched off in the console")
     assert "switched off" in cut and "kept so while the alert is open" in cut
-    assert cut.endswith("Switch on")  # its button
+    # nobody has acknowledged its alert yet: no button, and the console says why
+    assert "Not yet safe to switch on: acknowledge “Socket overheating”" in cut
+    assert "Switch on" not in cut
     _shot(phone, "staff-console-switched-off")
 
     # ... and switch a port off from the console: the simulated station obeys and acks

@@ -12,6 +12,7 @@ from facilities.charging.payloads import PortState, StationTelemetry
 from facilities.cutoffs import Cutoff, DesiredState, reachable
 from facilities.garage.payloads import GateEvent, GateEventType
 from facilities.messages import Accepted, MessageKind, Route
+from facilities.rule_ids import RuleId
 from facilities.rules.engine import Engine, Observation
 from facilities.site import Site
 from facilities.thresholds import Thresholds
@@ -187,7 +188,7 @@ def test_engine_firing_evidence_for_an_open_alert_cuts_again(site: Site) -> None
     assert [t.actions for t in first.transitions] == [(PORT_OFF,)]
     assert first.resends == []  # the first cut rides on its transition
     assert _telemetry(engine, 1, 2, _port("disabled", 65.0)).resends == []
-    assert engine.firing_cutoffs("cs-07", 2, at(1)) == ["port_over_temperature (cs-07/2)"]
+    assert engine.firing_cutoffs("cs-07", 2, at(1)) == [(RuleId.PORT_OVER_TEMPERATURE, "cs-07/2")]
     _telemetry(engine, 2, 3, _port("disabled", 58.0))  # in the band: no longer fires
     assert engine.firing_cutoffs("cs-07", 2, at(2)) == []
     engine.desired.release_port("cs-07", 2)  # a person switches it on

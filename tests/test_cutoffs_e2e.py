@@ -227,6 +227,55 @@ async def test_gates_are_held_open_during_garage_smoke(api: Api, gates) -> None:
     )
 
 
+async def test_a_station_cut_by_its_garages_smoke_stays_off_until_a_person_has_looked(
+    api: Api, stations, gates
+) -> None:
+    """The garage's smoke alert holds the stations inside off: once the smoke is gone (the
+    rule no longer fires) a power-on still waits for someone to acknowledge that alert, as
+    for an alert of the station itself; the list of cut-offs says so."""
+    _, staff = await api.person(Role.STAFF, "物业 陈经理")
+    cs = stations("cs-01")  # stands inside g-cq4
+    cs.publish_raw(telemetry(1, [port(1, "charging", power_w=150.0)]))
+    garage = gates("g-cq4")
+
+    def smoke(seq: int, *, on: bool) -> None:
+        body = {"seq": seq, "ts": time.time(), "smoke": on, "occupancy": 80}
+        garage.client.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(body))
+
+    smoke(1, on=True)
+    await wait_for(lambda: _offs(cs, None), what="the station switched off")
+    await wait_for(
+        lambda: (
+            api.service.live.read(lambda e: e.stations["cs-01"].ports[1].state.value) == "disabled"
+        ),
+        what="the port reported disabled",
+    )
+    smoke(2, on=False)  # the smoke is gone; its alert stays open until it clears (60 s)
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.garages["g-cq4"].smoke) is False,
+        what="no smoke any more",
+    )
+    alert_id = api.service.live.read(lambda e: e.alerts[("smoke", "g-cq4")].id)
+    path = "/api/stations/cs-01/ports/1/power"
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 409, on.text
+    assert "acknowledge smoke (g-cq4)" in on.json()["detail"]
+    assert not any(c.action.value == "power_on" for c in cs.commands)
+    items = (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"]
+    ports = {i["port"]: i["switch_on_blocked"] for i in items if i["device"] == "cs-01"}
+    assert sorted(ports) == list(range(1, 11))  # the whole station, one item per port
+    smoke_first = {
+        "reason": "unacknowledged",
+        "rule": "smoke",
+        "subject": "g-cq4",
+        "alert_id": alert_id,
+    }
+    assert all(blocked == [smoke_first] for blocked in ports.values()), ports
+    await api.http.post(f"/api/alerts/{alert_id}/ack", headers=bearer(staff))
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 200, on.text
+
+
 async def test_no_command_is_published_to_a_station_known_offline(
     api: Api, stations, gates, observer: Observer
 ) -> None:
@@ -308,6 +357,70 @@ async def test_staff_see_what_the_service_switched_off_until_it_is_back_on(
     assert on.status_code == 200, on.text
     await wait_for(
         lambda: api.service.live.read(lambda e: e.stations["cs-08"].ports[3].state.value) == "idle",
+        what="the port reported back on",
+    )
+    assert (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"] == []
+
+
+async def test_the_list_says_what_keeps_a_port_off_as_the_power_route_decides(
+    api: Api, stations
+) -> None:
+    """`switch_on_blocked` of `GET /api/cutoffs` (the console offers "Switch on" only when
+    it is empty) comes from the power route's own guards: at each step a power-on is
+    refused exactly while the list names a reason."""
+    _, staff = await api.person(Role.STAFF, "物业 陈经理")
+    cs = stations("cs-10")
+    alert_id = await _cut_hot_port(api, cs, 4)
+    path = "/api/stations/cs-10/ports/4/power"
+
+    async def report(seq: int, temp_c: float) -> None:
+        cs.model.ports[3].temp_c = temp_c
+        cs.publish_raw(telemetry(seq, [port(4, "disabled", temp_c=temp_c)]))
+        await wait_for(
+            lambda: api.service.live.read(lambda e: e.stations["cs-10"].ports[4].temp_c) == temp_c,
+            what=f"the reading of {temp_c} °C",
+        )
+
+    async def blocked() -> list[tuple[str, str | None, str, str | None]]:
+        (item,) = (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"]
+        return [
+            (b["reason"], b["rule"], b["subject"], b["alert_id"]) for b in item["switch_on_blocked"]
+        ]
+
+    async def refused(why: str) -> None:
+        answer = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+        assert answer.status_code == 409, answer.text
+        assert why in answer.json()["detail"]
+
+    await report(2, HOT_C)  # still hot, and nobody has looked
+    assert await blocked() == [
+        ("unacknowledged", "port_over_temperature", "cs-10/4", alert_id),
+        ("firing", "port_over_temperature", "cs-10/4", None),
+    ]
+    await refused("acknowledge port_over_temperature (cs-10/4)")
+    await api.http.post(f"/api/alerts/{alert_id}/ack", headers=bearer(staff))
+    assert await blocked() == [("firing", "port_over_temperature", "cs-10/4", None)]
+    await refused("port_over_temperature (cs-10/4) still over its limit")
+    await report(3, COOL_C)
+    assert await blocked() == []
+    # the station goes away: a power-on would wait in its broker session
+    cs.client.publish_raw("facilities/charging/cs-10/availability", "offline").wait_for_publish(5)
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].online) is False,
+        what="cs-10 known offline",
+    )
+    assert await blocked() == [("offline", None, "cs-10", None)]
+    await refused("cs-10 is offline")
+    cs.publish_raw(telemetry(4, [port(4, "disabled", temp_c=COOL_C)]))  # back
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].online) is True,
+        what="cs-10 back",
+    )
+    assert await blocked() == []
+    on = await api.http.post(path, json={"on": True}, headers=bearer(staff))
+    assert on.status_code == 200, on.text
+    await wait_for(
+        lambda: api.service.live.read(lambda e: e.stations["cs-10"].ports[4].state.value) == "idle",
         what="the port reported back on",
     )
     assert (await api.http.get("/api/cutoffs", headers=bearer(staff))).json()["items"] == []

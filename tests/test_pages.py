@@ -12,6 +12,10 @@ from babel.messages.pofile import read_po
 
 from facilities.access import Role
 from facilities.api.web.i18n import choose
+from facilities.api.web.labels import console_labels, labels
+from facilities.rule_ids import RuleId
+from facilities.switch_on import Hold
+from facilities.wire import CommandAction
 from tests.api_support import Api, bearer
 from tests.support.db import query
 from tests.support.paths import ROOT
@@ -242,10 +246,60 @@ def test_the_language_is_chosen_as_a_visitor_expects(query, cookie, header, expe
 def test_the_console_names_every_rule_in_both_languages() -> None:
     """The staff console (staff.js) shows `labels.rules[rule]`: a name for every `RuleId`
     from the catalogs, in both languages, and no name for a rule that is gone."""
-    from facilities.api.web.labels import labels
-    from facilities.rule_ids import RuleId
-
     zh, en = labels("zh")["rules"], labels("en")["rules"]
     assert set(zh) == set(RuleId)
     assert set(en) == set(RuleId)
     assert all(zh[r] != en[r] for r in RuleId)  # translated, not the English again
+
+
+# The rules whose alerts carry no `value` (docs/rules.md: a smoke detector, a fault event, a
+# forced gate and a failed command are facts, not measures); every other rule's value is
+# written with its unit.
+NO_VALUE = {RuleId.SMOKE, RuleId.DEVICE_FAULT, RuleId.GATE_FORCED, RuleId.COMMAND_FAILED}
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+def test_the_console_writes_every_value_command_and_reason_in_words(language: str) -> None:
+    """staff.js writes an alert's value through `values[rule]`, a command through
+    `commands[action]`, an outcome through `outcomes`, and why a port stays off through
+    `blocked[reason]`: none of them may fall back to the raw id ("max", "power_off")."""
+    console, page = console_labels(language), labels(language)
+    assert set(console["values"]) == set(RuleId) - NO_VALUE
+    for how in console["values"].values():
+        assert "%(value)s" in how["text"]
+        assert how["digits"] in (0, 1)
+    assert set(console["commands"]) == set(CommandAction)
+    outcomes = set(page["outcomes"]) | set(console["outcomes"])
+    assert outcomes == {"pending", "acked", "refused", "timeout", "abandoned"}  # docs/api.md
+    assert set(console["blocked"]) == set(Hold)
+    assert set(console["refused"]) == {409, 502, 503, 504}
+    if language == "zh":
+        english = console_labels("en")
+        assert console["commands"] != english["commands"]
+        assert console["blocked"] != english["blocked"]
+        assert console["station_part"] != english["station_part"]
+
+
+async def test_the_console_page_names_places_in_its_language(api: Api) -> None:
+    """Stations and garages by their names (the console's JSON and its station list), and
+    the console's texts in the page's language."""
+    site = api.service.site
+    for headers, language in ((ZH, "zh"), (EN, "en")):
+        html = (await api.http.get("/staff", headers=headers)).text
+        places = json.loads(_script(html, "places"))
+        named = {s.id: s.name if language == "zh" else s.name_en for s in site.stations.values()}
+        assert places["stations"] == named
+        garages = {g.id: g.name if language == "zh" else g.name_en for g in site.garages.values()}
+        assert places["garages"] == garages
+        options = re.findall(r'<option value="([\w-]+)"[^>]*>([^<]*)</option>', html)
+        assert len(options) == len(site.stations)
+        assert all(text == named[sid] for sid, text in options)  # the name, not the id
+        assert json.loads(_script(html, "console-labels")) == json.loads(
+            json.dumps(console_labels(language))
+        )
+
+
+def _script(html: str, element_id: str) -> str:
+    found = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', html)
+    assert found, f"no {element_id} in the page"
+    return found.group(1)

@@ -181,7 +181,12 @@ class Alert(Out):
     value: float | None
     peak: float | None
     count: int
-    acknowledged_by: str | None
+    acknowledged_by: str | None = Field(description="the staff member's id")
+    acknowledged_by_name: str | None = Field(
+        None,
+        description="the staff member's name (`facilities staff add`); null when not "
+        "acknowledged, or the person has since been removed",
+    )
     acknowledged_at: datetime | None
     actions: list[Action]
 
@@ -189,6 +194,19 @@ class Alert(Out):
 class CutoffKind(StrEnum):
     PORT_OFF = "port_off"
     GATE_OPEN = "gate_open"
+
+
+class SwitchOnBlocker(Out):
+    """One reason a power-on of the port would be refused (409) now."""
+
+    reason: str = Field(
+        description="`unacknowledged`: a critical alert of the port or its station is still "
+        "active; `firing`: a rule that cuts the port still fires on the latest readings; "
+        "`offline`: the station is known offline"
+    )
+    rule: str | None = Field(description="the alert's or the firing rule's id; null: offline")
+    subject: str = Field(description="the alert's or the rule's subject; the station: offline")
+    alert_id: str | None = Field(description="`unacknowledged`: the alert to acknowledge")
 
 
 class Cutoff(Out):
@@ -212,6 +230,11 @@ class Cutoff(Out):
     switch_on: str | None = Field(
         description="how to switch the port back on (refused with 409 while the rule still "
         "fires or a critical alert of it is not acknowledged); null for a gate"
+    )
+    switch_on_blocked: list[SwitchOnBlocker] = Field(
+        default_factory=list,
+        description="why `switch_on` would be refused now, by the power route's own checks; "
+        "empty: it would be sent (always empty for a gate)",
     )
 
 

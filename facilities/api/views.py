@@ -1,6 +1,6 @@
 """Live state → the API's public models. Pure: the caller holds the engine's lock."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from facilities.alerts import Alert, hazards
@@ -12,6 +12,7 @@ from facilities.estimates import Typical, charge_done_at
 from facilities.garage.state import GarageLive
 from facilities.rule_ids import RuleId
 from facilities.site import Garage, Site, Station
+from facilities.switch_on import Blocker
 
 
 def alert_brief(alert: Alert) -> models.AlertBrief:
@@ -188,9 +189,28 @@ def communities(
     return found
 
 
-def cutoffs(desired: Iterable[Cutoff]) -> models.Cutoffs:
+def cutoffs(
+    desired: Iterable[Cutoff],
+    blockers: Callable[[str, Collection[int]], Mapping[int, list[Blocker]]],
+) -> models.Cutoffs:
     """What the service switched off or holds open, why and since when (docs/rules.md,
-    "Desired state")."""
+    "Desired state"); for each port, why switching it on would be refused now (`blockers`,
+    asked once per station for the ports listed)."""
+    desired = list(desired)
+    ports: dict[str, set[int]] = {}
+    for c in desired:
+        if c.gate is None and c.port is not None:
+            ports.setdefault(c.device, set()).add(c.port)
+    held_off = {
+        (device, port): [
+            models.SwitchOnBlocker(
+                reason=b.hold.value, rule=b.rule, subject=b.subject, alert_id=b.alert_id
+            )
+            for b in found
+        ]
+        for device, numbers in ports.items()
+        for port, found in blockers(device, sorted(numbers)).items()
+    }
     items = []
     for c in desired:
         gate = c.gate is not None
@@ -208,6 +228,7 @@ def cutoffs(desired: Iterable[Cutoff]) -> models.Cutoffs:
                 held=c.held,
                 confirmed=c.confirmed,
                 switch_on=None if gate else f"POST /api/stations/{c.device}/ports/{c.port}/power",
+                switch_on_blocked=[] if gate else held_off.get((c.device, c.port or 0), []),
             )
         )
     return models.Cutoffs(items=items)

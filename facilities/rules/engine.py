@@ -153,22 +153,33 @@ class Engine:
             live.online, live.last_seen, spec.thresholds, now, listening_since=self.listening_since
         )
 
-    def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[str]:
-        """The rules that would cut this port (or its station) now, on the latest readings:
-        a person may not switch it on while one fires (docs/rules.md, "Desired state")."""
+    def firing_cutoffs(self, station: str, port: int, now: datetime) -> list[tuple[RuleId, str]]:
+        """The rules (with their subjects) that would cut this port (or its station) now, on
+        the latest readings: a person may not switch it on while one fires (docs/rules.md,
+        "Desired state")."""
+        return self.firing_cutoffs_of(station, [port], now)[port]
+
+    def firing_cutoffs_of(
+        self, station: str, ports: Collection[int], now: datetime
+    ) -> dict[int, list[tuple[RuleId, str]]]:
+        """`firing_cutoffs` of several ports of a station, its rules evaluated once."""
         spec, live = self.site.stations[station], self.stations[station]
         verdicts = [v for rule in CHARGING_RULES.values() for v in rule(live, spec, now)]
         for garage_id, gspec in self.site.garages.items():
             if station in gspec.stations:
                 glive = self.garages[garage_id]
                 verdicts += [v for rule in GARAGE_RULES.values() for v in rule(glive, gspec, now)]
-        return sorted(
-            {
-                f"{v.rule} ({v.subject})"
-                for v in verdicts
-                if v.firing and any(upkeep.cuts(a, station, port) for a in v.actions)
-            }
-        )
+        firing = [v for v in verdicts if v.firing and v.actions]
+        return {
+            port: sorted(
+                {
+                    (v.rule, v.subject)
+                    for v in firing
+                    if any(upkeep.cuts(a, station, port) for a in v.actions)
+                }
+            )
+            for port in ports
+        }
 
     def tick(self, now: datetime) -> list[Transition]:
         """Evaluate every rule on the server's clock (timers, silence, clearing)."""

@@ -17,6 +17,7 @@ from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.messages import Accepted
+from facilities.rule_ids import RuleId
 from facilities.rules.engine import Engine, Observation
 from facilities.site import Site
 from facilities.store.snapshots import LiveRow, Mark, live_state_row
@@ -234,10 +235,26 @@ class LiveState:
         with self._lock:
             self._engine.desired.release_port(device, port)
 
-    def firing_cutoffs(self, station: str, port: int) -> list[str]:
+    def cut_by(self, station: str) -> dict[int, set[str]]:
+        """Port → the alerts whose cut-offs list it (a garage's smoke for a station inside)."""
+        found: dict[int, set[str]] = {}
+        with self._lock:
+            for c in self._engine.desired.of(station):
+                if c.port is not None:
+                    found.setdefault(c.port, set()).add(c.alert_id)
+        return found
+
+    def firing_cutoffs(self, station: str, port: int) -> list[tuple[RuleId, str]]:
         """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
         with self._lock:
             return self._engine.firing_cutoffs(station, port, self._clock())
+
+    def firing_cutoffs_of(
+        self, station: str, ports: Collection[int]
+    ) -> dict[int, list[tuple[RuleId, str]]]:
+        """`firing_cutoffs` of several ports of one station, in one evaluation."""
+        with self._lock:
+            return self._engine.firing_cutoffs_of(station, ports, self._clock())
 
     def reachable(self, device: str) -> bool:
         """Whether a command published now can reach the device (`Engine.reachable`)."""

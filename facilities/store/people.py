@@ -1,5 +1,7 @@
 """Residents and staff: their token hashes, residents' garages, revocation."""
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -89,6 +91,17 @@ async def listing(conn: aiosqlite.Connection, role: Role) -> list[Listed]:
         Listed(Person(pid, role, name, await _garages(conn, pid)), created, revoked)
         for pid, name, created, revoked in rows
     ]
+
+
+async def names(conn: aiosqlite.Connection, person_ids: Iterable[str]) -> dict[str, str]:
+    """The names of these people (revoked ones too: a name stays true of what they did);
+    an id no longer in the table (removed) is left out."""
+    wanted = json.dumps(sorted(set(person_ids)))
+    async with conn.execute(
+        "SELECT id, name FROM people WHERE id IN (SELECT value FROM json_each(?))", (wanted,)
+    ) as cursor:
+        rows = await cursor.fetchall()
+    return {str(person_id): str(name) for person_id, name in rows}
 
 
 async def _garages(conn: aiosqlite.Connection, person_id: str) -> frozenset[str]:

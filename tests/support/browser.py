@@ -1,5 +1,8 @@
-"""Debian's headless Chromium as a phone (390 × 844 CSS pixels), and what a page's layout must
-hold there: no two visible labels drawn over each other, nothing wider than the screen."""
+"""Debian's headless Chromium: a window of a given size and language (the residents' pages
+are checked on a phone, 390 × 844 CSS pixels; the staff console on a wall screen), what a
+page's layout must hold on a phone (no two visible labels drawn over each other, nothing wider
+than the screen), screenshots to test-artifacts/screenshots/ (not committed), and waits that
+tolerate a page being redrawn."""
 
 import shutil
 from collections.abc import Callable, Iterator
@@ -8,20 +11,20 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.support.paths import ROOT
+from tests.support.poll import wait_until
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 PHONE = (390, 844)  # CSS pixels of a common phone
 
 
-def phone_browser(user_data: Path, accept_language: str) -> WebDriver:
-    """A headless Chromium whose page is exactly PHONE: a headless window cannot be narrower
-    than 500 px, so the viewport is set through the DevTools protocol (as a phone would
-    report it, at scale 1 so that screenshots are 390 × 844 pixels)."""
+def chromium(user_data: Path, accept_language: str, size: tuple[int, int]) -> WebDriver:
+    """A headless Chromium of `size` CSS pixels asking for `accept_language`."""
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     assert binary, "chromium is missing: `make test` installs Debian's chromium"
     assert driver, "chromedriver is missing: `make test` installs Debian's chromium-driver"
@@ -39,18 +42,33 @@ def phone_browser(user_data: Path, accept_language: str) -> WebDriver:
         "--disable-sync",
         "--disable-quic",
         f"--user-data-dir={user_data}",
-        f"--window-size={PHONE[0]},{PHONE[1]}",
+        f"--window-size={size[0]},{size[1]}",
         # --lang does not change the Accept-Language header; --accept-lang does
         f"--accept-lang={accept_language}",
     ):
         options.add_argument(arg)
     browser = webdriver.Chrome(options=options, service=Service(driver))
+    browser.set_page_load_timeout(20)
+    return browser
+
+
+def phone_browser(user_data: Path, accept_language: str) -> WebDriver:
+    """A headless Chromium whose page is exactly PHONE: a headless window cannot be narrower
+    than 500 px, so the viewport is set through the DevTools protocol (as a phone would
+    report it, at scale 1 so that screenshots are 390 × 844 pixels)."""
+    browser = chromium(user_data, accept_language, PHONE)
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": PHONE[0], "height": PHONE[1], "deviceScaleFactor": 1, "mobile": True},
     )
-    browser.set_page_load_timeout(20)
     return browser
+
+
+def until(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
+    """`check` until it is true; a page redrawn meanwhile (a stale element) counts as false."""
+    return wait_until(
+        check, timeout_s=timeout_s, what=what, interval_s=0.05, ignoring=(WebDriverException,)
+    )
 
 
 @pytest.fixture
@@ -68,7 +86,7 @@ def browser(tmp_path: Path) -> Iterator[Callable[..., WebDriver]]:
 
 
 def shot(browser: WebDriver, name: str) -> Path:
-    """A screenshot of what the phone shows, in test-artifacts/screenshots/ (not committed)."""
+    """What the browser shows now, as test-artifacts/screenshots/NAME.png (not committed)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     browser.save_screenshot(str(path))

@@ -27,7 +27,7 @@ from facilities.api.paging import (
     utc,
 )
 from facilities.api.routes import staff_history
-from facilities.store import history
+from facilities.store import history, people
 from facilities.verdicts import Severity
 
 router = APIRouter(prefix="/api", tags=["staff"], responses=INVALID, route_class=TokenFirst)
@@ -50,7 +50,7 @@ def _action(row: history.CommandRow) -> models.Action:
     )
 
 
-def _alert(row: history.AlertRow) -> models.Alert:
+def _alert(row: history.AlertRow, names: dict[str, str]) -> models.Alert:
     return models.Alert(
         id=row.id,
         rule=row.rule,
@@ -64,6 +64,7 @@ def _alert(row: history.AlertRow) -> models.Alert:
         peak=row.peak,
         count=row.count,
         acknowledged_by=row.acknowledged_by,
+        acknowledged_by_name=names.get(row.acknowledged_by or ""),
         acknowledged_at=utc(row.acknowledged_at),
         actions=[_action(a) for a in row.actions],
     )
@@ -89,8 +90,9 @@ async def alerts(
         before=before,
         limit=limit,
     )
+    names = await people.names(reader, (r.acknowledged_by for r in rows if r.acknowledged_by))
     more = str(rows[-1].rowid) if len(rows) == limit else None
-    return models.Page(items=[_alert(r) for r in rows], next=next_path(request, more))
+    return models.Page(items=[_alert(r, names) for r in rows], next=next_path(request, more))
 
 
 @router.post(
@@ -121,9 +123,15 @@ async def acknowledge(
         peak=alert.peak,
         count=alert.count,
         acknowledged_by=alert.acknowledged_by,
+        acknowledged_by_name=await _name_of(reader, alert.acknowledged_by),
         acknowledged_at=alert.acknowledged_at,
         actions=actions,
     )
+
+
+async def _name_of(reader: HistoryDep, person_id: str | None) -> str | None:
+    """Who acknowledged, by name: the caller, or whoever was first if it was already done."""
+    return (await people.names(reader, [person_id])).get(person_id) if person_id else None
 
 
 @router.post(
@@ -159,8 +167,8 @@ async def power(
     responses=STAFF_REFUSALS,
     summary="Ports the service switched off and gates it holds open: why, since when",
 )
-async def cutoffs(live: LiveDep, _staff: StaffDep) -> models.Cutoffs:
-    return views.cutoffs(live.cutoffs()[1])
+async def cutoffs(live: LiveDep, requests: RequestsDep, _staff: StaffDep) -> models.Cutoffs:
+    return views.cutoffs(live.cutoffs()[1], requests.switch_on_blockers)
 
 
 # the history routes, after these (the order of the API docs)

@@ -108,3 +108,78 @@ def _console_labels(_: Gettext) -> dict[str, Any]:
         "power_done": _("Done: the station confirmed."),
         "power_failed": _("Not done: %(detail)s"),
     }
+
+
+# -- the staff console only ------------------------------------------------------------------
+
+
+def console_labels(language: str) -> dict[str, Any]:
+    """The staff console's own texts in `language` (staff.js): alert values with their
+    units, commands, places, why a port may not be switched on yet."""
+    _ = translations(language).gettext
+    return {
+        "values": measures(_),
+        "peak": _("highest %(value)s"),
+        "duration": {
+            "hours": _("%(h)s h %(m)s min"),
+            "minutes": _("%(m)s min"),
+            "seconds": _("%(s)s s"),
+        },
+        "commands": {
+            "power_off": _("Switch off"),
+            "power_on": _("Switch on"),
+            "open": _("Open the gate"),
+        },
+        "outcome": _("%(command)s · %(target)s: %(outcome)s"),
+        "outcomes": {"abandoned": _("abandoned: the service stopped meanwhile")},
+        "station_part": _("socket %(port)s at %(station)s"),
+        "garage_part": _("gate %(gate)s at %(garage)s"),
+        "whole_station": _("%(station)s (whole station, %(count)s sockets off)"),
+        "blocked": {
+            "unacknowledged": _("acknowledge %(rules)s first"),
+            "firing": _("%(rules)s still over the limit"),
+            "offline": _("the station is offline"),
+        },
+        "not_yet": _("Not yet safe to switch on: %(why)s"),
+        "switch_on_all": _("Switch the station on"),
+        "switching": _("Switching on…"),
+        # between the rules of one entry, and between the reasons it stays off
+        "comma": _(", "),
+        "semicolon": _("; "),
+        # a power request refused, by its status (docs/api.md); the API's detail is English
+        "refused": {
+            409: _("Not done: not safe yet, or the station is offline."),
+            502: _("Not done: the station refused."),
+            503: _("Not done: the service has no link to the devices."),
+            504: _("Not done: the station did not answer."),
+        },
+    }
+
+
+def measures(_: Gettext) -> dict[RuleId, dict[str, Any]]:
+    """How the console writes each rule's `value` (and `peak`): a text around the number,
+    the digits after the point, and whether it is a number of seconds (written as h/min/s).
+    A rule without a value (smoke, a fault, a forced gate, a failed command) is not here."""
+
+    def number(text: str, digits: int) -> dict[str, Any]:
+        return {"text": text, "digits": digits, "duration": False}
+
+    def seconds(text: str) -> dict[str, Any]:
+        return {"text": text, "digits": 0, "duration": True}
+
+    return {
+        RuleId.PORT_OVERLOAD: number(_("%(value)s W"), 0),
+        RuleId.STATION_OVERLOAD: number(_("%(value)s W"), 0),
+        RuleId.PORT_OVER_TEMPERATURE: number(_("%(value)s °C"), 1),
+        RuleId.OVER_TEMPERATURE: number(_("%(value)s °C"), 1),
+        RuleId.TEMPERATURE_RISE: number(_("rose %(value)s °C"), 1),
+        RuleId.LEAKAGE: number(_("%(value)s mA"), 1),
+        RuleId.OFFLINE: seconds(_("silent for %(value)s")),
+        RuleId.CLOCK_SKEW: seconds(_("clock off by %(value)s")),
+        RuleId.CHARGE_COMPLETE: seconds(_("trickling for %(value)s")),
+        RuleId.NO_LOAD: seconds(_("nothing drawn for %(value)s")),
+        RuleId.SESSION_TOO_LONG: seconds(_("charging for %(value)s")),
+        RuleId.OVER_CAPACITY: number(_("%(value)s bicycles inside"), 0),
+        RuleId.GATE_HELD_OPEN: seconds(_("open for %(value)s")),
+        RuleId.ACCESS_DENIED_BURST: number(_("%(value)s refused entries"), 0),
+    }

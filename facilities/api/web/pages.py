@@ -15,6 +15,7 @@ from facilities.api import models, views
 from facilities.api.deps import EstimatesDep, LiveDep, NowDep, SiteDep
 from facilities.api.web import qr
 from facilities.api.web.i18n import translations
+from facilities.api.web.labels import console_labels
 from facilities.api.web.qr import listen_url
 from facilities.api.web.render import Id, Lang, language_of, local_time, name, render
 from facilities.estimates import Typical
@@ -179,4 +180,17 @@ async def staff_console(request: Request, site: SiteDep, lang: Lang = None) -> H
     stations = [
         {"id": s.id, "name": name(language, s), "ports": s.ports} for s in site.stations.values()
     ]
-    return render(request, language, "staff.html", page="staff", stations=stations)
+    # The console names stations and garages as people know them, not by their ids.
+    places = {
+        "stations": {s.id: name(language, s) for s in site.stations.values()},
+        "garages": {g.id: name(language, g) for g in site.garages.values()},
+    }
+    return render(
+        request,
+        language,
+        "staff.html",
+        page="staff",
+        stations=stations,
+        places=places,
+        console=console_labels(language),
+    )
