@@ -202,6 +202,7 @@ def _simulate(args: argparse.Namespace) -> int:
         run_fleet(
             site,
             broker=options.broker.get_secret_value(),
+            broker_ca=options.broker_ca,
             credentials_path=Path(options.credentials) if options.credentials else None,
             scenario=options.scenario,
             speed=options.speed,

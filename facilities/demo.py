@@ -27,6 +27,9 @@ from simulators.fleet import Fleet
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
+# On a terminal the progress line is rewritten in place (carriage return, erase the line):
+# the banner above it stays on a 24-line screen for as long as the demo runs.
+ERASE_LINE = "\r\x1b[K"
 
 
 async def run_demo(
@@ -41,7 +44,7 @@ async def run_demo(
     """Run everything until Ctrl-C (or `run_for_s`), printing where to look and progress;
     refused if another demo runs on `db`."""
     site = load_site(site_path)
-    with _sole_demo(db):
+    with _sole_demo(db), _quiet_logs():
         await _run_demo(
             site_path,
             site,
@@ -51,6 +54,26 @@ async def run_demo(
             run_for_s=run_for_s,
             scenario=scenario,
         )
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """At the default level (INFO) the demo logs warnings and errors only: the 25 devices
+    coming online, the migrations and the web server's start would push the banner off a
+    24-line terminal. `--log-level DEBUG` shows everything."""
+    root = logging.getLogger()
+    level = root.level
+    if level == logging.INFO:
+        root.setLevel(logging.WARNING)
+    handlers = list(root.handlers)
+    for handler in handlers:
+        handler.addFilter(_TERMINAL.filter)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(_TERMINAL.filter)
+        root.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -95,7 +118,15 @@ async def _run_demo(
     await asyncio.to_thread(broker.start)
     try:
         sock = _bind_or_any(listen)
-        settings = Settings(site=site_path, broker=broker.url(), db=db, listen=listen)
+        host, port = sock.getsockname()[:2]
+        settings = Settings(
+            site=site_path,
+            broker=broker.url(),
+            db=db,
+            listen=listen,
+            # the QR codes print the address the demo listens on (no warning about it)
+            public_url=f"http://{host}:{port}",
+        )
         service = build(settings, site)
         fleet = Fleet(
             site,
@@ -124,6 +155,7 @@ async def _run_demo(
         finally:
             # the devices go after the service: the demo's stop is not a district-wide outage
             fleet.close()
+            _TERMINAL.end_line()
         _say(f"stopped: {stored} messages stored in {db}")
     finally:
         await asyncio.to_thread(broker.stop)
@@ -169,14 +201,59 @@ async def _progress(service: Service) -> None:
         stored = service.ingest.committed
         quarantined = service.ingest.quarantined
         rate = (stored - last) / PROGRESS_EVERY_S
-        _say(f"stored {stored} messages ({rate:.0f}/s), {quarantined} quarantined")
+        _TERMINAL.progress(f"stored {stored} messages ({rate:.0f}/s), {quarantined} quarantined")
         last = stored
 
 
+class _Terminal:
+    """The demo's output: lines, and a progress line that a terminal shows in place (a pipe,
+    `| tee` or a test, gets a line each time). A log record ends the progress line first, so
+    that it is not written on top of it."""
+
+    def __init__(self) -> None:
+        self._open = False  # a progress line is on the screen, without its newline
+
+    def say(self, text: str) -> None:
+        self.end_line()
+        self._write(text + "\n")
+
+    def progress(self, text: str) -> None:
+        if not self._isatty():
+            self._write(text + "\n")
+            return
+        self._write(ERASE_LINE + text)
+        self._open = True
+
+    def end_line(self) -> None:
+        if self._open:
+            self._open = False
+            self._write("\n")
+
+    def filter(self, _record: logging.LogRecord) -> bool:
+        """A logging filter of the root's handlers: a log line goes below the progress line."""
+        self.end_line()
+        return True
+
+    @staticmethod
+    def _isatty() -> bool:
+        try:
+            return sys.stdout.isatty()
+        except ValueError:  # closed
+            return False
+
+    @staticmethod
+    def _write(text: str) -> None:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader of our output went away (`… | head`): the demo itself goes on
+            # until it is stopped; further lines are dropped.
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # for the rest of the process
+
+
+_TERMINAL = _Terminal()
+
+
 def _say(text: str) -> None:
-    try:
-        print(text, file=sys.stdout, flush=True)
-    except BrokenPipeError:
-        # the reader of our output went away (`… | head`): the demo itself goes on
-        # until it is stopped; further lines are dropped.
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  # for the rest of the process
+    _TERMINAL.say(text)

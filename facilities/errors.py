@@ -30,6 +30,11 @@ class BrokerAuthError(BrokerError):
     """The broker refused our credentials: retrying will not help."""
 
 
+class BrokerTlsError(BrokerError):
+    """We do not trust the broker's TLS certificate (wrong CA, wrong name): at start, retrying
+    will not help; later, the broker's certificate may be being replaced."""
+
+
 class StoreError(OperatorError):
     """The database cannot be opened or migrated."""
 

@@ -119,6 +119,10 @@ BrokerUrlText = Annotated[SecretStr, Option("broker"), AfterValidator(check_brok
 Speed = Annotated[float, Option("speed")]
 RunFor = Annotated[float, Option("run-for")]
 Scenario = Annotated[str, Option("scenario")]
+BrokerCa = Annotated[str, Option("broker-ca")]
+BROKER_CA_HELP = (
+    "CA certificate (PEM) that signed an mqtts:// broker's certificate; empty: the system's CAs"
+)
 
 
 class GlobalSettings(Options):
@@ -140,8 +144,10 @@ class Settings(Options):
     site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
     # SecretStr: it holds the service's password; logs show BrokerUrl.display()
     broker: BrokerUrlText = Field(
-        as_text(DEFAULT_BROKER), description="mqtt://user:password@host:port"
+        as_text(DEFAULT_BROKER),
+        description="mqtt://user:password@host:port, or mqtts://… for TLS (port 8883 by default)",
     )
+    broker_ca: BrokerCa = Field("", description=BROKER_CA_HELP)
     db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file")
     listen: Address = Field(as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT")
     connect_timeout_s: Annotated[float, Option("connect-timeout")] = Field(
@@ -229,8 +235,10 @@ class SimulateSettings(Options):
 
     site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
     broker: BrokerUrlText = Field(
-        as_text(DEFAULT_BROKER), description="mqtt://host:port (user/password: see below)"
+        as_text(DEFAULT_BROKER),
+        description="mqtt://host:port, or mqtts://… for TLS (user/password: see below)",
     )
+    broker_ca: BrokerCa = Field("", description=BROKER_CA_HELP)
     credentials: Annotated[str, Option("credentials")] = Field(
         "", description="TOML file of device passwords from broker-config"
     )

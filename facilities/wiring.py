@@ -122,7 +122,7 @@ def _broker_side(core: _Core) -> tuple[Ingest, BrokerLink]:
         clock=core.clock,
         quarantine_quota=settings.quarantine_per_device_hour,
     )
-    url = BrokerUrl.parse(settings.broker)
+    url = BrokerUrl.parse(settings.broker, ca_file=settings.broker_ca)
     link = BrokerLink(
         url,
         client_id=session_client_id(url, settings.client_id),

@@ -22,6 +22,12 @@ if [ "${1:-}" = "--tests" ]; then
 # Prometheus's own tools check the shipped rules, config and /metrics in the tests, and a
 # Prometheus server scrapes a running service there (Debian's package brings both).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# amtool checks the shipped Alertmanager config (deploy/alertmanager); nginx -t and a running
+# nginx check the shipped reverse proxy (deploy/nginx); openssl makes the throwaway CA and
+# certificates of the TLS tests.
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # The browser tests drive Debian's Chromium (no browser download); a CJK font so that their
 # screenshots of the Chinese pages are readable (phones bring their own fonts).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -35,8 +41,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Debian starts a system broker on 1883 (and Prometheus on 9090) after installing; ours
-    # use free ports anyway.
+    # Debian starts a system broker on 1883 (Prometheus on 9090, Alertmanager on 9093, nginx
+    # on 80) after installing; ours use free ports anyway.
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
     echo "setup: missing ${need[*]}: run 'sudo apt-get install ${need[*]}' and retry" >&2

@@ -1,5 +1,6 @@
 """One device's MQTT connection: its own id and credentials, Last Will, QoS 1 publishing."""
 
+import ssl
 import threading
 from typing import Any
 
@@ -8,8 +9,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel
 
-from facilities.errors import BrokerAuthError, BrokerError
+from facilities.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from facilities.mqtt.broker_url import BrokerUrl
+from facilities.mqtt.link_options import tls_context, untrusted
 
 # paho's message ids wrap at 65,535: keep far fewer QoS 1 publishes outstanding, or messages
 # are lost silently (seen on this kind of machine).
@@ -39,6 +41,9 @@ class DeviceClient:
         )
         if url.username:
             self._client.username_pw_set(url.username, url.password)
+        context = tls_context(url)  # mqtts://: a device checks the broker's certificate too
+        if context is not None:
+            self._client.tls_set_context(context)
         self._client.max_inflight_messages_set(MAX_OUTSTANDING)
         self._client.max_queued_messages_set(0)
         self.availability_topic = availability_topic
@@ -66,6 +71,8 @@ class DeviceClient:
         """Connect and wait for the CONNACK; raise BrokerError when refused."""
         try:
             self._client.connect(self.url.host, self.url.port, keepalive=30)
+        except ssl.SSLCertVerificationError as exc:
+            raise BrokerTlsError(f"{self.client_id}: {untrusted(self.url, exc)}") from None
         except OSError as exc:
             raise BrokerError(
                 f"{self.client_id}: cannot reach {self.url.display()}: {exc}"

@@ -163,6 +163,7 @@ async def run_fleet(
     site: Site,
     *,
     broker: str,
+    broker_ca: str = "",
     credentials_path: Path | None,
     scenario: str = "normal",
     speed: float = 1.0,
@@ -173,7 +174,7 @@ async def run_fleet(
     credentials = load_credentials(credentials_path) if credentials_path else None
     fleet = Fleet(
         site,
-        BrokerUrl.parse(broker),
+        BrokerUrl.parse(broker, ca_file=broker_ca),
         credentials=credentials,
         speed=speed,
         topics=Topics(topic_prefix),

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 SITE = Path(__file__).resolve().parent.parent / "site.example.toml"
 
-EXPECTED = "expected mqtt://[user:password@]host[:port]"
+EXPECTED = "expected mqtt://[user:password@]host[:port] or mqtts://… (TLS)"
 
 
 @pytest.mark.parametrize(

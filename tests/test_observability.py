@@ -19,6 +19,7 @@ from tests.support.poll import wait_until
 from tests.support.processes import ServiceProcess
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 DASHBOARDS = ROOT / "deploy" / "grafana" / "dashboards"
 RULES_TEST = ROOT / "tests" / "prometheus" / "rules_test.yml"
 METRIC = re.compile(r"\bfacilities_[a-z_]+\b")
@@ -40,6 +41,83 @@ def test_promtool_accepts_the_shipped_config_and_rules() -> None:
     ):
         result = _promtool(*args)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rules_name_no_scrape_job() -> None:
+    """An existing Prometheus may call the job anything: the rules must not depend on it."""
+    text = (PROMETHEUS / "rules.yml").read_text()
+    assert not re.search(r"\bjob\s*=~?\s*\"", text)
+
+
+def test_the_scrape_job_merges_into_an_existing_config(tmp_path) -> None:
+    """docs/observability.md, "Prometheus": the shipped job and rule file added to a config
+    that has its own (here a node exporter's, with its own rule file) pass promtool."""
+    shipped = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    (tmp_path / "node-rules.yml").write_text("groups: []\n")
+    shutil.copy(PROMETHEUS / "rules.yml", tmp_path / "facilities-rules.yml")
+    existing = {
+        "global": {"scrape_interval": "30s"},
+        "rule_files": ["node-rules.yml"],
+        "scrape_configs": [
+            {"job_name": "node", "static_configs": [{"targets": ["127.0.0.1:9100"]}]}
+        ],
+    }
+    existing["rule_files"].append("facilities-rules.yml")
+    existing["scrape_configs"] += shipped["scrape_configs"]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(existing))
+    result = _promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 rule files found" in result.stdout or "facilities-rules.yml" in result.stdout
+    documented = (ROOT / "docs" / "observability.md").read_text()
+    assert "job_name: facilities" in documented and "facilities-rules.yml" in documented
+
+
+def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool is missing: Debian's prometheus-alertmanager (make system-tests)")
+    return subprocess.run([amtool, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_amtool_accepts_the_shipped_alertmanager_config() -> None:
+    result = _amtool("check-config", str(ALERTMANAGER))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        # a safety rule fired, the service is down: the staff on duty at once (WeCom, email)
+        (["alertname=FacilitiesCriticalAlertOpen", "severity=critical"], "facilities-now"),
+        (["alertname=FacilitiesDown", "severity=critical"], "facilities-now"),
+        # a station offline: in the day's digest
+        (["alertname=FacilitiesStationOffline", "severity=warning"], "facilities-digest"),
+        (["alertname=FacilitiesDeviceSilent", "severity=warning"], "facilities-digest"),
+        # someone else's alert keeps the existing config's receiver
+        (["alertname=NodeDown", "severity=critical"], "default"),
+    ],
+)
+def test_alertmanager_routes_critical_at_once_and_warnings_to_the_digest(
+    labels: list[str], receiver: str
+) -> None:
+    result = _amtool("config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split() == [receiver]
+
+
+def test_the_alertmanager_config_has_a_wecom_and_an_email_receiver() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    assert receivers["facilities-now"]["wechat_configs"]
+    assert receivers["facilities-now"]["email_configs"]
+    assert receivers["facilities-digest"]["email_configs"]
+    digest = next(r for r in config["route"]["routes"] if r["receiver"] == "facilities-digest")
+    assert digest["active_time_intervals"] == ["office-hours"]
+    # every severity the rules use is routed
+    rules = yaml.safe_load((PROMETHEUS / "rules.yml").read_text())
+    severities = {r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
+    assert severities == {"critical", "warning"}
 
 
 def test_every_alert_rule_has_a_unit_test() -> None:

@@ -56,6 +56,7 @@ SECTIONS: dict[str, tuple[type[Options], list[Command]]] = {
 SAMPLES = {
     "site": "/srv/facilities/site.toml",
     "broker": "mqtt://facilities:s3cret@broker.example:1884",
+    "broker-ca": "/etc/facilities/broker-ca.crt",
     "db": "/srv/facilities/f.db",
     "listen": "0.0.0.0:8080",
     "connect-timeout": "7.5",

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from facilities.errors import BrokerAuthError, BrokerError
+from facilities.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from facilities.mqtt.broker_url import BrokerUrl, session_client_id
 from facilities.mqtt.link_options import (
     AUTH_FAILURES,
@@ -23,6 +24,8 @@ from facilities.mqtt.link_options import (
     KEEPALIVE_S,
     backoff_delay,
     connect_properties,
+    tls_context,
+    untrusted,
 )
 from facilities.mqtt.topics import Topics
 
@@ -91,6 +94,7 @@ class BrokerLink:
         )
         if url.username:
             self._client.username_pw_set(url.username, url.password)
+        self._tls_ready = not url.tls  # mqtts://: the CA file is read at the first connect
         self._client.will_set(topics.service_status(), "offline", qos=1, retain=True)
         self._client.max_queued_messages_set(0)
         self._client.on_connect = self._handle_connect
@@ -101,7 +105,8 @@ class BrokerLink:
     # -- connection --------------------------------------------------------------------------
 
     async def connect(self, *, timeout_s: float) -> None:
-        """Connect, retrying with backoff for up to `timeout_s`; raise BrokerError after."""
+        """Connect, retrying with backoff for up to `timeout_s`; raise BrokerError after.
+        Refused credentials and an untrusted certificate are not retried."""
         self._loop = asyncio.get_running_loop()
         deadline = time.monotonic() + timeout_s
         attempt = 0
@@ -109,7 +114,7 @@ class BrokerLink:
             try:
                 await self._connect_once()
                 return
-            except BrokerAuthError:
+            except (BrokerAuthError, BrokerTlsError):
                 raise
             except BrokerError as exc:
                 remaining = deadline - time.monotonic()
@@ -124,6 +129,9 @@ class BrokerLink:
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         self._lost.clear()
+        if not self._tls_ready:
+            self._client.tls_set_context(tls_context(self.url))
+            self._tls_ready = True
         try:
             await asyncio.to_thread(
                 self._client.connect,
@@ -133,6 +141,9 @@ class BrokerLink:
                 clean_start=False,  # persistent session: the broker queues for us while away
                 properties=connect_properties(),
             )
+        except ssl.SSLCertVerificationError as exc:
+            self.last_error = f"TLS certificate not trusted: {exc.verify_message or exc}"
+            raise BrokerTlsError(untrusted(self.url, exc)) from None
         except OSError as exc:
             self.last_error = exc.strerror or str(exc)
             raise BrokerError(self.last_error) from None
