@@ -218,6 +218,15 @@ async def test_events_garage_samples_and_summaries_expire_and_a_clock_ahead_cann
                 [(now - 60, 1, now), (ahead, 2, now)],
             )
             conn.execute(
+                "INSERT INTO station_samples (station, ts, seq, received_at) VALUES ('cs-07', ?, 1, ?)",
+                (ahead, now),
+            )
+            conn.execute(
+                "INSERT INTO port_samples (station, ts, seq, port, received_at, state, power_w)"
+                " VALUES ('cs-07', ?, 1, 2, ?, 'charging', 140.0)",
+                (ahead, now),
+            )
+            conn.execute(
                 "INSERT INTO gate_events (garage, gate, ts, seq, received_at, type, credential)"
                 " VALUES ('g-hc3', 'north', ?, 3, ?, 'entry', 'card-1')",
                 (now - 60, now),
@@ -243,6 +252,12 @@ async def test_events_garage_samples_and_summaries_expire_and_a_clock_ahead_cann
     clock.advance(settings.telemetry_retention_days * DAY_S + 60)
     swept = await api.service.retention.sweep()
     assert swept.deleted.get("garage_samples") == 2  # the one a year ahead too
+    # a station's reading a year ahead: summed up (in its bucket of device time) and deleted
+    assert query(db, "SELECT count(*) FROM port_samples WHERE station = 'cs-07'") == [(0,)]
+    assert query(db, "SELECT count(*) FROM station_samples WHERE station = 'cs-07'") == [(0,)]
+    assert query(
+        db, "SELECT start, samples, max_power_w FROM port_buckets WHERE station = 'cs-07'"
+    ) == [(math.floor(ahead / BUCKET_S) * BUCKET_S, 1, 140.0)]
     assert query(db, "SELECT count(*) FROM gate_events WHERE credential = 'card-1'") == [(1,)]
     clock.advance((settings.event_retention_days - settings.telemetry_retention_days) * DAY_S)
     swept = await api.service.retention.sweep()
