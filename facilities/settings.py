@@ -43,6 +43,15 @@ DEFAULT_AUTH_FAILURES_PER_MINUTE = 10
 # request audit for half a year (a resident's "who opened the gate in spring" is answered).
 DEFAULT_QUARANTINE_RETENTION_DAYS = 30.0
 DEFAULT_AUDIT_RETENTION_DAYS = 180.0
+# Raw telemetry (every message: 180 MB a day at the example district's load, docs/performance.md,
+# "Database growth") for two weeks: an incident is looked into within days, to the second.
+# Charts keep each port's 5-minute summaries (3.7 MB a day) for two years: a season against
+# the year before. Device events (plugs, faults, gate passages with the credential used,
+# online/offline) as long as the request audit: who came through a gate is kept as long as
+# who asked to open it.
+DEFAULT_TELEMETRY_RETENTION_DAYS = 14.0
+DEFAULT_BUCKET_RETENTION_DAYS = 730.0
+DEFAULT_EVENT_RETENTION_DAYS = DEFAULT_AUDIT_RETENTION_DAYS
 # A sticker's QR code holds the public address and a page's path; at error correction M a
 # code holds at most ~2,300 bytes, and a short address keeps the code coarse and scannable.
 PUBLIC_URL_MAX = 200
@@ -206,6 +215,29 @@ class Settings(Options):
         gt=0,
         allow_inf_nan=False,
         description="days the audit of API requests (gate opens, port power) is kept",
+    )
+    telemetry_retention_days: Annotated[
+        float, Option("telemetry-retention-days", positive(float))
+    ] = Field(
+        DEFAULT_TELEMETRY_RETENTION_DAYS,
+        gt=0,
+        allow_inf_nan=False,
+        description="days raw telemetry (every message) is kept; older port readings are"
+        " summed up per 5 minutes for charts",
+    )
+    bucket_retention_days: Annotated[float, Option("bucket-retention-days", positive(float))] = (
+        Field(
+            DEFAULT_BUCKET_RETENTION_DAYS,
+            gt=0,
+            allow_inf_nan=False,
+            description="days the 5-minute summaries of port telemetry (charts) are kept",
+        )
+    )
+    event_retention_days: Annotated[float, Option("event-retention-days", positive(float))] = Field(
+        DEFAULT_EVENT_RETENTION_DAYS,
+        gt=0,
+        allow_inf_nan=False,
+        description="days device events (plugs, faults, gate passages, online/offline) are kept",
     )
 
     @model_validator(mode="after")

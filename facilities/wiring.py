@@ -167,7 +167,13 @@ def _retention(core: _Core) -> Retention:
     settings = core.settings
     return Retention(
         core.store.writer,
-        Policy(settings.quarantine_retention_days, settings.audit_retention_days),
+        Policy(
+            quarantine_days=settings.quarantine_retention_days,
+            audit_days=settings.audit_retention_days,
+            telemetry_days=settings.telemetry_retention_days,
+            bucket_days=settings.bucket_retention_days,
+            event_days=settings.event_retention_days,
+        ),
         clock=core.clock,
         metrics=core.metrics.ingest,
     )

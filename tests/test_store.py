@@ -123,7 +123,7 @@ async def test_batches_of_every_size_use_a_bounded_set_of_statements(tmp_path: P
 
 async def test_a_chart_s_buckets_read_the_key_s_range(tmp_path: Path) -> None:
     """The downsampled history (every port, or one) reads the primary key's (station, ts)
-    range: port_samples has no other index since migration 012."""
+    range: port_samples has no other index since migration 013."""
     conn = await open_db(tmp_path / "f.db")
     await conn.close()
     with sqlite3.connect(tmp_path / "f.db") as raw:

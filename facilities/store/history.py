@@ -198,21 +198,38 @@ class Bucket:
     last_state: str
 
 
-# One row per (bucket, port): average and peak power, and the state of the bucket's last
-# sample (window function: the state at the largest ts within the bucket). Device times are
-# positive (docs/protocol.md, "Payload rules the service enforces"), so the integer cast
+# One row per (bucket, port): readings counted, average and peak power, and the state of the
+# bucket's last reading (the largest (ts, seq)). Readings come from port_samples while they
+# are kept and from the 5-minute summaries retention moved them into after (port_buckets,
+# facilities/store/retention.py): each reading is in one of the two, moved in one
+# transaction, so both are read in one statement and added up, whatever was moved when. A
+# summary counts in the bucket of its start, when its start is in [start, end). Device times
+# are positive (docs/protocol.md, "Payload rules the service enforces"), so the integer cast
 # floors.
 _BUCKETS = """
-SELECT bucket * :step, port, count(*), avg(power_w), max(power_w), max(last_state)
-FROM (
-    SELECT CAST(ts / :step AS INTEGER) AS bucket, port, power_w,
-           last_value(state) OVER (
-               PARTITION BY CAST(ts / :step AS INTEGER), port ORDER BY ts, seq
-               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
-           ) AS last_state
+WITH readings AS (
+    SELECT CAST(ts / :step AS INTEGER) AS bucket, port, 1 AS samples,
+           power_w IS NOT NULL AS power_n, power_w AS power_sum, power_w AS max_power_w,
+           ts AS last_ts, seq AS last_seq, state AS last_state
     FROM port_samples
     WHERE station = :station AND ts >= :start AND ts < :end
       AND (:port IS NULL OR port = :port)
+    UNION ALL
+    SELECT CAST(start / :step AS INTEGER), port, samples, power_n, power_sum, max_power_w,
+           last_ts, last_seq, last_state
+    FROM port_buckets
+    WHERE station = :station AND start >= :start AND start < :end
+      AND (:port IS NULL OR port = :port)
+)
+SELECT bucket * :step, port, sum(samples), sum(power_sum) / sum(power_n), max(max_power_w),
+       max(last_state)
+FROM (
+    SELECT bucket, port, samples, power_n, power_sum, max_power_w,
+           last_value(last_state) OVER (
+               PARTITION BY bucket, port ORDER BY last_ts, last_seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
+           ) AS last_state
+    FROM readings
 )
 GROUP BY bucket, port
 HAVING (bucket, port) > (:after_bucket, :after_port)
@@ -232,7 +249,8 @@ async def telemetry_buckets(
     after: tuple[float, int] | None,
     limit: int,
 ) -> list[Bucket]:
-    """Downsampled history: per port and per `step_s` bucket, oldest first."""
+    """Downsampled history: per port and per `step_s` bucket, oldest first, from the raw
+    readings and, where they have expired, from their 5-minute summaries."""
     after_bucket = int(after[0] // step_s) if after else -(2**62)
     params = {
         "station": station,

@@ -1,15 +1,22 @@
-"""Retention: rows that clients and devices add are deleted after a while, in short batches."""
+"""Retention: what the service stores is deleted after a while, in short batches; telemetry is
+summed up per port and 5 minutes first, so that charts keep their history."""
 
-# Only what others make the service store: bad messages (quarantine and its over-quota
-# counts) and the API's request audit (api_requests, and auth_refusals: the per-minute counts of
-# requests refused for want of a token). Telemetry, alerts and commands are the
-# district's history and are kept (docs/operations.md, "Retention").
+# What is kept how long: docs/operations.md, "Retention". Quarantine and the API's request
+# audit go by the server's clock (their rows' own times). Telemetry and device events go by
+# the device's time (`ts`, what history is read by), except for rows whose device time runs
+# more than AHEAD_S ahead of the server's: those go by the time they were received, so that a
+# device with a wrong clock cannot keep rows for ever. Alerts, commands and charging sessions
+# are the district's record and are kept; they grow with what happens, a few rows a day.
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+
+import aiosqlite
 
 from facilities.metrics import IngestMetrics
 from facilities.store.db import SharedWriter
@@ -25,6 +32,14 @@ BATCH_ROWS = 500
 PAUSE_S = 0.05
 # A sweep this often: rows are at most this much past their retention when deleted.
 EVERY_S = 600.0
+# Telemetry is summed up per port and this much device time (migration 012, port_buckets).
+BUCKET_S = 300.0
+# At most this many buckets of a station are summed up in one transaction (a station silent
+# for days has few rows in many buckets).
+MAX_WINDOW_BUCKETS = 288
+# Device time this far ahead of the server's is a wrong clock: such rows expire by the time
+# they were received (a clock a few seconds ahead expires by its device time a day late).
+AHEAD_S = DAY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +48,12 @@ class Policy:
 
     quarantine_days: float
     audit_days: float
+    telemetry_days: float
+    bucket_days: float
+    event_days: float
 
     def cutoffs(self, now: float) -> dict[str, tuple[str, float]]:
-        """Table → (its time column, delete rows older than this)."""
+        """Rows the server timed: table → (its time column, delete rows older than this)."""
         quarantine = now - self.quarantine_days * DAY_S
         audit = now - self.audit_days * DAY_S
         return {
@@ -45,12 +63,98 @@ class Policy:
             "quarantine_over_quota": ("hour_start", quarantine),
         }
 
+    def by_device(self, now: float) -> list[tuple["_DeviceRows", float]]:
+        """Rows deleted device by device: (the table, delete rows older than this)."""
+        telemetry = now - self.telemetry_days * DAY_S
+        events = now - self.event_days * DAY_S
+        buckets = now - self.bucket_days * DAY_S
+        return [
+            (_GARAGE_SAMPLES, telemetry),
+            (_CHARGING_EVENTS, events),
+            (_GATE_EVENTS, events),
+            (_AVAILABILITY, events),
+            (_PORT_BUCKETS, buckets),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceRows:
+    """A table whose rows are found device by device: `device` leads an index, followed by
+    `time`; `keys` are a row's identity; `received` the server's time of the row, for rows
+    whose `time` is a device's clock (None: `time` is the server's)."""
+
+    table: str
+    device: str
+    time: str
+    keys: str
+    received: str | None
+
+
+# table and column names below are constants, never input
+_GARAGE_SAMPLES = _DeviceRows("garage_samples", "garage", "ts", "garage, ts, seq", "received_at")
+_CHARGING_EVENTS = _DeviceRows(
+    "charging_events", "station", "ts", "station, ts, seq", "received_at"
+)
+_GATE_EVENTS = _DeviceRows("gate_events", "garage", "ts", "garage, gate, ts, seq", "received_at")
+_AVAILABILITY = _DeviceRows("availability_changes", "device", "received_at", "rowid", None)
+_PORT_BUCKETS = _DeviceRows(
+    "port_buckets", "station", "start", "station, start, port", "updated_at"
+)
+
+
+def _devices_sql(table: str, column: str) -> str:
+    """The distinct values of an index's leading column, one index seek each (not a scan)."""
+    return (
+        f"WITH RECURSIVE d(x) AS (SELECT min({column}) FROM {table}"  # noqa: S608
+        f" UNION ALL SELECT (SELECT min({column}) FROM {table} WHERE {column} > x)"
+        " FROM d WHERE x IS NOT NULL) SELECT x FROM d WHERE x IS NOT NULL"
+    )
+
+
+# A station's port readings with device time in [lo, hi) (received before :received: all,
+# or those of a clock running ahead) summed up per port and bucket, and added to what the
+# bucket already holds. The last reading is the one with the largest (ts, seq).
+_SUM_UP = """
+INSERT INTO port_buckets (station, start, port, samples, power_n, power_sum, max_power_w,
+                          last_ts, last_seq, last_state, updated_at)
+SELECT :station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w), max(power_w),
+       last_ts, last_seq, last_state, :now
+FROM (
+    SELECT CAST(ts / :bucket_s AS INTEGER) AS bucket, port, power_w,
+           last_value(ts) OVER w AS last_ts, last_value(seq) OVER w AS last_seq,
+           last_value(state) OVER w AS last_state
+    FROM port_samples
+    WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received
+    WINDOW w AS (PARTITION BY CAST(ts / :bucket_s AS INTEGER), port ORDER BY ts, seq
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+)
+WHERE true
+GROUP BY bucket, port
+ON CONFLICT (station, start, port) DO UPDATE SET
+    samples = samples + excluded.samples,
+    power_n = power_n + excluded.power_n,
+    power_sum = coalesce(power_sum + excluded.power_sum, power_sum, excluded.power_sum),
+    max_power_w = coalesce(max(max_power_w, excluded.max_power_w), max_power_w,
+                           excluded.max_power_w),
+    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
+                   THEN excluded.last_ts ELSE last_ts END,
+    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
+                      THEN excluded.last_state ELSE last_state END,
+    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
+                    THEN excluded.last_seq ELSE last_seq END,
+    updated_at = excluded.updated_at
+"""
+_RAW_RANGE = "WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received"
+_DROP_PORTS = f"DELETE FROM port_samples {_RAW_RANGE}"  # noqa: S608 (constants)
+_DROP_MESSAGES = f"DELETE FROM station_samples {_RAW_RANGE}"  # noqa: S608 (constants)
+
 
 @dataclass(slots=True)
 class Swept:
     """What one sweep deleted (tables with none left out), in how many batches."""
 
     deleted: dict[str, int] = field(default_factory=dict)
+    buckets: int = 0  # port buckets written or added to
     batches: int = 0
     batch_rows: int = BATCH_ROWS
     longest_batch_s: float = 0.0
@@ -82,27 +186,147 @@ class Retention:
             await asyncio.sleep(EVERY_S)
 
     async def sweep(self) -> Swept:
-        """Delete every row past its retention now, in batches of `batch_rows`."""
+        """Delete every row past its retention now, in batches of about `batch_rows`."""
         swept = Swept(batch_rows=self._batch_rows)
-        for table, (column, before) in self.policy.cutoffs(self._clock()).items():
+        now = self._clock()
+        for table, (column, before) in self.policy.cutoffs(now).items():
             # table and column names come from Policy, never from input
             sql = (
                 f"DELETE FROM {table} WHERE rowid IN"  # noqa: S608
                 f" (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
             )
-            while True:
-                started = time.perf_counter()
-                async with self._writer.transaction() as conn:
-                    cursor = await conn.execute(sql, (before, self._batch_rows))
-                    deleted = cursor.rowcount
-                swept.longest_batch_s = max(swept.longest_batch_s, time.perf_counter() - started)
-                swept.batches += 1
-                if deleted > 0:
-                    swept.deleted[table] = swept.deleted.get(table, 0) + deleted
-                    self._metrics.retention_deleted.labels(table).inc(deleted)
-                if deleted < self._batch_rows:
-                    break
-                await asyncio.sleep(PAUSE_S)
+            await self._delete_all(swept, table, sql, (before,))
+        await self._sum_up_telemetry(swept, now)
+        for rows, before in self.policy.by_device(now):
+            for device in await self._devices(rows.table, rows.device):
+                await self._delete_device_rows(swept, rows, device, before, now)
         if swept.deleted:
-            log.debug("retention: deleted %s in %d batches", swept.deleted, swept.batches)
+            log.debug(
+                "retention: deleted %s, %d port buckets written, in %d batches",
+                swept.deleted,
+                swept.buckets,
+                swept.batches,
+            )
         return swept
+
+    async def _delete_device_rows(
+        self, swept: Swept, rows: _DeviceRows, device: str, before: float, now: float
+    ) -> None:
+        """One device's rows older than `before`, and those timed more than AHEAD_S ahead of
+        `now` that were received (or last added to) before `before`."""
+        select = f"SELECT {rows.keys} FROM {rows.table} WHERE {rows.device} = ?"  # noqa: S608
+        delete = f"DELETE FROM {rows.table} WHERE ({rows.keys}) IN"  # noqa: S608
+        past = f"{delete} ({select} AND {rows.time} < ? LIMIT ?)"
+        await self._delete_all(swept, rows.table, past, (device, before))
+        if rows.received is not None:
+            ahead = f"{delete} ({select} AND {rows.time} > ? AND {rows.received} < ? LIMIT ?)"
+            await self._delete_all(swept, rows.table, ahead, (device, now + AHEAD_S, before))
+
+    async def _delete_all(
+        self, swept: Swept, table: str, sql: str, params: tuple[object, ...]
+    ) -> None:
+        """Run `sql` (a DELETE of at most its last parameter's rows) until it deletes fewer."""
+        while True:
+            async with self._batch(swept) as conn:
+                cursor = await conn.execute(sql, (*params, self._batch_rows))
+                deleted = cursor.rowcount
+            self._count(swept, table, deleted)
+            if deleted < self._batch_rows:
+                return
+            await asyncio.sleep(PAUSE_S)
+
+    async def _sum_up_telemetry(self, swept: Swept, now: float) -> None:
+        """Stations' messages past the telemetry retention: their port readings summed up per
+        5-minute bucket and deleted in the same transaction, so that a crash in between
+        neither loses a reading nor counts one twice. Whole buckets: the cut-off is rounded
+        down to a bucket's start, so that a bucket is summed up once, when all of it expired
+        (unless readings for it come late: they are added to it)."""
+        before = now - self.policy.telemetry_days * DAY_S
+        past_end = math.floor(before / BUCKET_S) * BUCKET_S
+        stations = set(await self._devices("station_samples", "station"))
+        stations.update(await self._devices("port_samples", "station"))
+        for station in sorted(stations):
+            # the past: device time before the cut-off, every reading
+            await self._sum_up_range(
+                swept, station, now, lo_min=-math.inf, hi_max=past_end, received=math.inf
+            )
+            # a clock running ahead: received before the cut-off
+            await self._sum_up_range(
+                swept, station, now, lo_min=now + AHEAD_S, hi_max=math.inf, received=before
+            )
+
+    async def _sum_up_range(
+        self,
+        swept: Swept,
+        station: str,
+        now: float,
+        *,
+        lo_min: float,
+        hi_max: float,
+        received: float,
+    ) -> None:
+        """Sum up and delete `station`'s messages with device time in (lo_min, hi_max) and
+        received before `received`, oldest first, a window of whole buckets at a time, the
+        window sized by the last one's rows to about `batch_rows` port readings."""
+        buckets = 1
+        while True:
+            lo = await self._oldest(station, lo_min, received)
+            if lo is None or lo >= hi_max:
+                return
+            start = math.floor(lo / BUCKET_S) * BUCKET_S
+            params = {
+                "station": station,
+                "lo": max(start, lo_min),
+                "hi": min(start + buckets * BUCKET_S, hi_max),
+                "received": received,
+                "bucket_s": BUCKET_S,
+                "now": now,
+            }
+            async with self._batch(swept) as conn:
+                summed = (await conn.execute(_SUM_UP, params)).rowcount
+                ports = (await conn.execute(_DROP_PORTS, params)).rowcount
+                messages = (await conn.execute(_DROP_MESSAGES, params)).rowcount
+            swept.buckets += max(summed, 0)
+            self._count(swept, "port_samples", ports)
+            self._count(swept, "station_samples", messages)
+            buckets = max(1, min(MAX_WINDOW_BUCKETS, buckets * self._batch_rows // max(ports, 1)))
+            await asyncio.sleep(PAUSE_S)
+
+    async def _oldest(self, station: str, after: float, received: float) -> float | None:
+        """The device time of `station`'s oldest message after `after` received before
+        `received` (a message is in station_samples, its readings in port_samples)."""
+        oldest: float | None = None
+        for table in ("station_samples", "port_samples"):
+            sql = (
+                f"SELECT min(ts) FROM {table} WHERE station = ? AND ts > ?"  # noqa: S608
+                " AND received_at < ?"
+            )
+            found = await self._read(sql, (station, after, received))
+            if found and found[0][0] is not None:
+                value = float(found[0][0])  # type: ignore[arg-type]  # min(ts): a REAL
+                oldest = value if oldest is None else min(oldest, value)
+        return oldest
+
+    async def _devices(self, table: str, column: str) -> list[str]:
+        return [str(row[0]) for row in await self._read(_devices_sql(table, column), ())]
+
+    async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """A read on the writer's connection outside any transaction of ours (WAL: it takes no
+        lock), in one call, so that no other task's statement comes between its steps."""
+        return [tuple(row) for row in await self._writer.conn.execute_fetchall(sql, params)]
+
+    @contextlib.asynccontextmanager
+    async def _batch(self, swept: Swept) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction of the shared writer, its length (waiting included) kept."""
+        started = time.perf_counter()
+        try:
+            async with self._writer.transaction() as conn:
+                yield conn
+        finally:
+            swept.batches += 1
+            swept.longest_batch_s = max(swept.longest_batch_s, time.perf_counter() - started)
+
+    def _count(self, swept: Swept, table: str, deleted: int) -> None:
+        if deleted > 0:
+            swept.deleted[table] = swept.deleted.get(table, 0) + deleted
+            self._metrics.retention_deleted.labels(table).inc(deleted)
