@@ -133,7 +133,7 @@ def console_labels(language: str) -> dict[str, Any]:
         "outcome": _("%(command)s · %(target)s: %(outcome)s"),
         "outcomes": {"abandoned": _("abandoned: the service stopped meanwhile")},
         "station_part": _("socket %(port)s at %(station)s"),
-        "garage_part": _("gate %(gate)s at %(garage)s"),
+        "garage_part": _("%(gate)s at %(garage)s"),
         "whole_station": _("%(station)s (whole station, %(count)s sockets off)"),
         "blocked": {
             "unacknowledged": _("acknowledge %(rules)s first"),

@@ -184,6 +184,11 @@ async def staff_console(request: Request, site: SiteDep, lang: Lang = None) -> H
     places = {
         "stations": {s.id: name(language, s) for s in site.stations.values()},
         "garages": {g.id: name(language, g) for g in site.garages.values()},
+        "gates": {
+            f"{g.id}/{gate.id}": name(language, gate)
+            for g in site.garages.values()
+            for gate in g.gate_names
+        },
     }
     return render(
         request,

@@ -65,7 +65,8 @@
     return shown;
   }
 
-  // cs-07 → its station's name; cs-07/3 → "name, socket 3"; g-hc3/north → "name, gate north"
+  // cs-07 → its station's name; cs-07/3 → "name, socket 3"; g-hc3/north → "North gate at name"
+  // (the gate's own name from the site file; its id when it has none)
   function place(subject) {
     const [device, part] = subject.split("/");
     const station = places.stations[device];
@@ -74,7 +75,8 @@
     }
     const garage = places.garages[device];
     if (garage !== undefined) {
-      return part === undefined ? garage : fill(text.garage_part, { garage: garage, gate: part });
+      if (part === undefined) return garage;
+      return fill(text.garage_part, { garage: garage, gate: places.gates[subject] || part });
     }
     return subject;  // a device no longer in the site file: its id is all there is
   }
