@@ -153,6 +153,11 @@ async def test_a_late_reading_for_a_summed_up_bucket_is_added_once(
     late = await _chart(api, staff, start, start + BUCKET_S, BUCKET_S)
     assert [b["samples"] for b in late] == [31] * PORTS
     assert late[0]["last_state"] == _ports(31)[0]["state"]
+    # kept raw as long as any reading received now, then added to its bucket, once
+    swept = await api.service.retention.sweep()
+    assert "port_samples" not in swept.deleted
+    assert await _chart(api, staff, start, start + BUCKET_S, BUCKET_S) == _approx(late)
+    clock.advance(api.service.settings.telemetry_retention_days * DAY_S + 3600)
     swept = await api.service.retention.sweep()
     assert swept.deleted["port_samples"] == PORTS
     assert await _chart(api, staff, start, start + BUCKET_S, BUCKET_S) == _approx(late)
@@ -334,3 +339,23 @@ async def test_a_day_of_district_telemetry_is_summed_up_in_short_batches_while_i
         f"\nsummed up {rows} port readings in {swept.batches} batches,"
         f" longest {swept.longest_batch_s * 1000:.1f} ms"
     )
+
+
+async def test_a_clock_running_behind_keeps_its_rows_as_long_as_any_other(
+    api: Api, device: DeviceFactory, clock
+) -> None:
+    """Device time a month behind (no clock yet after a reboot, a flat battery): the rows are
+    kept until they were received longer ago than the retention too. Deleting them at the
+    first sweep lost them to a restart's replay and to the duplicate check."""
+    cs = device(STATION)
+    behind = clock() - 30 * DAY_S
+    await _publish(api, cs, 1, [behind + 10.0 * i for i in range(5)])
+    swept = await api.service.retention.sweep()
+    assert "port_samples" not in swept.deleted
+    assert _raw_rows(api) == 5 * PORTS
+
+    clock.advance(api.service.settings.telemetry_retention_days * DAY_S + 3600)
+    swept = await api.service.retention.sweep()
+    assert swept.deleted["port_samples"] == 5 * PORTS
+    assert _raw_rows(api) == 0
+    assert _summed(api) == 5 * PORTS

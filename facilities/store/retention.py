@@ -2,10 +2,13 @@
 summed up per port and 5 minutes first, so that charts keep their history."""
 
 # What is kept how long: docs/operations.md, "Retention". Quarantine and the API's request
-# audit go by the server's clock (their rows' own times). Telemetry and device events go by
-# the device's time (`ts`, what history is read by), except for rows whose device time runs
-# more than AHEAD_S ahead of the server's: those go by the time they were received, so that a
-# device with a wrong clock cannot keep rows for ever. Alerts, commands and charging sessions
+# audit go by the server's clock (their rows' own times). Telemetry and device events expire
+# when both their device time (`ts`, what history is read by) and the time they were received
+# are past the cut-off: a device whose clock runs behind (none yet after a reboot, a flat
+# battery) has its rows kept as long as any other's (a restart replays them, and the duplicate
+# check needs them); a row whose device time runs more than AHEAD_S ahead of the server's goes
+# by the time it was received alone, so that a device with a wrong clock cannot keep rows for
+# ever. Alerts, commands and charging sessions
 # are the district's record and are kept; they grow with what happens, a few rows a day.
 
 import asyncio
@@ -216,8 +219,12 @@ class Retention:
         `now` that were received (or last added to) before `before`."""
         select = f"SELECT {rows.keys} FROM {rows.table} WHERE {rows.device} = ?"  # noqa: S608
         delete = f"DELETE FROM {rows.table} WHERE ({rows.keys}) IN"  # noqa: S608
-        past = f"{delete} ({select} AND {rows.time} < ? LIMIT ?)"
-        await self._delete_all(swept, rows.table, past, (device, before))
+        if rows.received is None:
+            past = f"{delete} ({select} AND {rows.time} < ? LIMIT ?)"
+            await self._delete_all(swept, rows.table, past, (device, before))
+        else:
+            past = f"{delete} ({select} AND {rows.time} < ? AND {rows.received} < ? LIMIT ?)"
+            await self._delete_all(swept, rows.table, past, (device, before, before))
         if rows.received is not None:
             ahead = f"{delete} ({select} AND {rows.time} > ? AND {rows.received} < ? LIMIT ?)"
             await self._delete_all(swept, rows.table, ahead, (device, now + AHEAD_S, before))
@@ -246,9 +253,9 @@ class Retention:
         stations = set(await self._devices("station_samples", "station"))
         stations.update(await self._devices("port_samples", "station"))
         for station in sorted(stations):
-            # the past: device time before the cut-off, every reading
+            # the past: device time before the cut-off, received before it too
             await self._sum_up_range(
-                swept, station, now, lo_min=-math.inf, hi_max=past_end, received=math.inf
+                swept, station, now, lo_min=-math.inf, hi_max=past_end, received=before
             )
             # a clock running ahead: received before the cut-off
             await self._sum_up_range(
@@ -270,7 +277,7 @@ class Retention:
         window sized by the last one's rows to about `batch_rows` port readings."""
         buckets = 1
         while True:
-            lo = await self._oldest(station, lo_min, received)
+            lo = await self._oldest(station, lo_min, hi_max, received)
             if lo is None or lo >= hi_max:
                 return
             start = math.floor(lo / BUCKET_S) * BUCKET_S
@@ -292,18 +299,22 @@ class Retention:
             buckets = max(1, min(MAX_WINDOW_BUCKETS, buckets * self._batch_rows // max(ports, 1)))
             await asyncio.sleep(PAUSE_S)
 
-    async def _oldest(self, station: str, after: float, received: float) -> float | None:
-        """The device time of `station`'s oldest message after `after` received before
-        `received` (a message is in station_samples, its readings in port_samples)."""
+    async def _oldest(
+        self, station: str, after: float, below: float, received: float
+    ) -> float | None:
+        """The device time of `station`'s oldest message in (after, below) received before
+        `received` (a message is in station_samples, its readings in port_samples). Walks the
+        key from `after`: rows received since (a clock running behind) are stepped over, the
+        first expired one ends the walk."""
         oldest: float | None = None
         for table in ("station_samples", "port_samples"):
             sql = (
-                f"SELECT min(ts) FROM {table} WHERE station = ? AND ts > ?"  # noqa: S608
-                " AND received_at < ?"
+                f"SELECT ts FROM {table} WHERE station = ? AND ts > ? AND ts < ?"  # noqa: S608
+                " AND received_at < ? ORDER BY ts LIMIT 1"
             )
-            found = await self._read(sql, (station, after, received))
-            if found and found[0][0] is not None:
-                value = float(found[0][0])  # type: ignore[arg-type]  # min(ts): a REAL
+            found = await self._read(sql, (station, after, below, received))
+            if found:
+                value = float(found[0][0])  # type: ignore[arg-type]  # ts: a REAL
                 oldest = value if oldest is None else min(oldest, value)
         return oldest
 
