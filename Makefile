@@ -11,7 +11,7 @@ demo: setup
 	$(BIN)/facilities demo
 
 test: setup system-tests lint
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
