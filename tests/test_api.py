@@ -24,7 +24,7 @@ API_PATHS = {
     "/healthz",
     "/metrics",
     "/api/events",
-    "/api/garages/{garage}/gates/{gate}/open",
+    "/api/garages/{garage_id}/gates/{gate_id}/open",
     "/api/me",
     "/api/alerts",
     "/api/alerts/{alert_id}/ack",
