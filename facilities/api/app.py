@@ -96,7 +96,7 @@ def create_app(services: Services, *, public_url: str | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(services.cors_origins),
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
             expose_headers=["Retry-After", "WWW-Authenticate", REPLAYED],
             max_age=600,
         )
