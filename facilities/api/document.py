@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter
 
 from facilities.api.errors import REPLAYED
+from facilities.api.events_models import LiveEvent
 
 TAGS = [
     {"name": "public", "description": "Status for residents and the live stream: no token."},
@@ -68,7 +70,46 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _refusal(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+_REF = "#/components/schemas/{model}"
+
+# /api/ws is a WebSocket, which OpenAPI has no operation for: described on /api/events, whose
+# events it carries, and named in `x-websocket` for tools that look for it.
+_WEBSOCKET = (
+    "\n\nThe same events over a WebSocket: `GET /api/ws` with `Connection: Upgrade`, "
+    "`Upgrade: websocket`; each text message is one `LiveEvent` as JSON "
+    '(`{"id", "event", "data"}`), and the socket closes after `lagged` or `closing`. A '
+    "staff token in `Authorization: Bearer` on the handshake gets the staff form of alerts; a "
+    "token that is not valid: the handshake is refused (403, close code 1008). What the "
+    "client sends is ignored (at most 4 KiB a message). No stream resumes: `Last-Event-ID` "
+    "is ignored; after a reconnect fetch the state again."
+)
+
+
+def _live_events(document: dict[str, Any]) -> None:
+    """The stream's events in the components (`LiveEvent`, keyed on `event`), as the content
+    of /api/events and /api/ws."""
+    schema = TypeAdapter(LiveEvent).json_schema(mode="serialization", ref_template=_REF)
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    for name, definition in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    schema["description"] = (
+        "An event of the live stream: `event` says which, `data` is its body. Over SSE, "
+        "each is `id:`, `event:` and `data:` lines; over the WebSocket one JSON text message."
+    )
+    schemas["LiveEvent"] = schema
+    events = document["paths"]["/api/events"]["get"]
+    live_event = {"$ref": _REF.format(model="LiveEvent")}
+    events["responses"]["200"]["content"] = {"text/event-stream": {"schema": live_event}}
+    events["description"] = events.get("description", events["summary"]) + _WEBSOCKET
+    events["x-websocket"] = {"path": "/api/ws", "message": live_event}
+
+
 def _complete(document: dict[str, Any]) -> None:
+    _live_events(document)
     paths: dict[str, dict[str, Any]] = document["paths"]
     for path in list(paths):
         renamed = path
@@ -108,10 +149,6 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> None:
     if operation.get("operationId") == "open_gate":
         for status in ("200", "502", "504"):
             responses[status].setdefault("headers", {})[REPLAYED] = _HEADERS[REPLAYED]
-
-
-def _refusal(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
 
 
 def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
