@@ -49,6 +49,7 @@ async def served_document(api: Api, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # Node starts the linter: 3-6 s
 def test_redocly_finds_no_error(served_document: Path) -> None:
     tool = npm_tools() / "redocly"
     done = subprocess.run(
@@ -64,6 +65,7 @@ def test_redocly_finds_no_error(served_document: Path) -> None:
     assert report["totals"]["errors"] == 0
 
 
+@pytest.mark.slow
 def test_spectral_finds_no_warning(served_document: Path) -> None:
     ruleset = served_document.parent / ".spectral.yaml"
     ruleset.write_text('extends: ["spectral:oas"]\n', "utf-8")
