@@ -24,19 +24,10 @@ from facilities.site import Site
 from facilities.wiring import build
 from tests.api_support import Api, bearer
 from tests.support.clock import MovableClock
+from tests.support.npm import npm_tools
 from tests.support.poll import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
 APP = "https://app.example.org"
-
-
-def npm_tools() -> Path:
-    """The tests' npm tools (tests/npm), installed once per machine by scripts/setup-npm.sh."""
-    done = subprocess.run(
-        [ROOT / "scripts" / "setup-npm.sh"], capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr
-    return Path(done.stdout.strip().splitlines()[-1]) / "node_modules" / ".bin"
 
 
 @pytest.fixture

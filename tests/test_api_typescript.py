@@ -17,9 +17,9 @@ from facilities import admin
 from facilities.access import Role
 from facilities.mosquitto import PrivateBroker
 from facilities.site import load_site
+from tests.support.npm import npm_tools
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.processes import ServiceProcess
-from tests.test_api_contract import npm_tools
 
 pytestmark = pytest.mark.slow
 
