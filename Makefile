@@ -5,12 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup system system-tests lint bench soak clean schemas dashboards messages
+.PHONY: demo test test-fast setup system system-tests npm-tools lint bench soak clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
 
-test: setup system-tests lint
+test: setup system-tests npm-tools lint
 	$(BIN)/pytest --durations=15
 
 test-fast: setup
@@ -24,6 +24,11 @@ system:
 # What only the tests need (Prometheus, Chromium): not installed for `make demo`.
 system-tests:
 	@PY=$(PY) scripts/setup-system.sh --tests
+
+# The tests' npm tools (tests/npm: the OpenAPI linters), once per machine into a cache
+# outside the work tree (scripts/setup-npm.sh); the tests that use them install them too.
+npm-tools: system-tests
+	@scripts/setup-npm.sh >/dev/null
 
 # Reinstalled when pyproject.toml changes.
 $(STAMP): pyproject.toml

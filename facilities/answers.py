@@ -24,6 +24,7 @@ class Done:
 
     command_id: str
     status: str
+    replayed: bool = False  # the answer kept for a repeated Idempotency-Key, given again
 
 
 # What a command came to: done, or refused by its device, or not acknowledged in time. A

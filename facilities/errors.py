@@ -44,6 +44,9 @@ class Refusal(FacilitiesError):  # noqa: N818  # an answer to a client, not a fa
     name in every answer (docs/api.md, "Errors"); `api/errors.py` maps each kind to its
     HTTP status, the one place that does."""
 
+    # the answer kept for a repeated Idempotency-Key, given again (`Idempotent-Replayed`)
+    replayed = False
+
     error = "bad_request"
 
     def __init__(self, detail: str) -> None:

@@ -27,6 +27,7 @@ class Option:
 
     flag: str
     parse: Callable[[str], Any] | None = None
+    repeatable: bool = False  # said again: the values join, comma-separated
 
     @property
     def env(self) -> str:
@@ -148,7 +149,25 @@ def add_options(
             default=argparse.SUPPRESS if repeated else os.environ.get(option.env, default),
             type=option.parse or _reader(field),
             help=described.replace("%", "%%"),
+            action=_Repeated if option.repeatable else "store",
         )
+
+
+class _Repeated(argparse.Action):
+    """A repeatable option: each use adds its text, comma-separated; the first use replaces
+    the default (or the environment's value)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = f"_{self.dest}_given"
+        current = getattr(namespace, self.dest, None) if getattr(namespace, seen, False) else None
+        setattr(namespace, self.dest, f"{current},{values}" if current else str(values))
+        setattr(namespace, seen, True)
 
 
 def from_arguments(args: argparse.Namespace, model: type[OptionsT]) -> OptionsT:

@@ -7,6 +7,7 @@
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 
 import aiosqlite
 
@@ -94,6 +95,12 @@ class Requests:
             raise
         outcome = "replayed" if replayed else outcome_of(answer)
         await self._audit("gate_open", target, ask, answer, outcome, answer.command_id)
+        if replayed:  # a copy: the first request may still hold the same answer
+            answer = given_again(kept(answer))
+            if isinstance(answer, Done):
+                answer = replace(answer, replayed=True)
+            else:
+                answer.replayed = True
         return done_or_raise(answer)
 
     async def _open_once(

@@ -93,6 +93,7 @@ class Service:
             feed=self.feed,
             listen=self.settings.listen,
             public_url=self.settings.public_url,
+            cors_origins=self.settings.cors_origins,
         )
 
 

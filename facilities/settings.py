@@ -109,6 +109,29 @@ def parse_trusted_proxies(text: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def parse_cors_origins(text: str) -> tuple[str, ...]:
+    """`--cors-origin`: comma-separated origins (`https://app.example.org`, `http://localhost:5173`):
+    a scheme, a host and a port at most, as browsers send them in `Origin`; '' for none."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        parts = urlsplit(item)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or len(item) > PUBLIC_URL_MAX
+        ):
+            raise UsageError(
+                f"--cors-origin {item[:80]!r}: expected an origin, scheme://host[:port] with"
+                " no path"
+            )
+        found.append(item.lower())
+    return tuple(found)
+
+
 def check_broker_url(url: SecretStr) -> SecretStr:
     """`--broker` parsed as the link will parse it, so that a URL it cannot use is refused
     as bad usage (exit 2) before anything is opened or created; the password stays hidden."""
@@ -186,6 +209,13 @@ class Settings(Options):
         as_text(""),
         description="addresses or networks of reverse proxies whose X-Forwarded-For is"
         " believed (comma-separated; none: the socket's peer is the client)",
+    )
+    cors_origins: Annotated[
+        tuple[str, ...], Option("cors-origin", repeatable=True), from_text(parse_cors_origins)
+    ] = Field(
+        as_text(""),
+        description="origins (scheme://host[:port]) of browser apps allowed to call the API"
+        " (repeatable or comma-separated; none: CORS off)",
     )
     client_timeout_s: Annotated[float, Option("client-timeout")] = Field(
         DEFAULT_CLIENT_TIMEOUT_S,

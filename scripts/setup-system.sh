@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make demo` needs from the system: Python >= 3.11 with venv and Mosquitto (broker +
 # clients); with `--tests`, what `make test` needs too: Prometheus (promtool and the server)
-# and Chromium with its driver and a CJK font.
+# Chromium with its driver and a CJK font, and Node with npm.
 # Installed with apt-get when missing and we are root; otherwise one line says what to install.
 set -euo pipefail
 
@@ -28,6 +28,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# Node and npm run the OpenAPI linters of the tests (scripts/setup-npm.sh installs them).
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The browser tests drive Debian's Chromium (no browser download); a CJK font so that their
 # screenshots of the Chinese pages are readable (phones bring their own fonts).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

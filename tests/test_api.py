@@ -24,7 +24,7 @@ API_PATHS = {
     "/healthz",
     "/metrics",
     "/api/events",
-    "/api/garages/{garage}/gates/{gate}/open",
+    "/api/garages/{garage_id}/gates/{gate_id}/open",
     "/api/me",
     "/api/alerts",
     "/api/alerts/{alert_id}/ack",
@@ -299,12 +299,20 @@ async def test_sessions_and_telemetry_history(api: Api, device) -> None:
     first = (await api.http.get(f"{base}?limit=4", headers=bearer(staff))).json()
     assert [i["seq"] for i in first["items"]] == [1, 2, 3, 4]
     assert first["next"].startswith("/api/stations/cs-03/telemetry?")
+    assert first["kind"] == "raw"
     rest = (await api.http.get(first["next"], headers=bearer(staff))).json()
     assert [i["seq"] for i in rest["items"]] == [5, 6]
     assert rest["next"] is None
+    assert rest["next_cursor"] is None
+    # `next_cursor` is the cursor of `next`: a client building its own query gets the same page
+    built = await api.http.get(
+        base, params={"limit": 4, "cursor": first["next_cursor"]}, headers=bearer(staff)
+    )
+    assert built.json() == rest
 
     step = 30.0
     buckets = (await api.http.get(f"{base}?step={step}&port=1", headers=bearer(staff))).json()
+    assert buckets["kind"] == "buckets"
     expected: dict[int, list[float]] = {}
     for i, power in enumerate([*powers, 0.0]):
         expected.setdefault(int((t0 + 10 * i) // step), []).append(power)

@@ -202,6 +202,9 @@ async def test_a_replayed_idempotency_key_returns_the_first_answer_and_sends_not
     again = await api.http.post(OPEN.format("g-cq4", "north"), headers=headers)
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json()
+    # the answer given again says so (a header the OpenAPI document declares); the first not
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
     # two taps at the same moment: still one open
     both = await asyncio.gather(
         *(

@@ -11,19 +11,25 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import websockets
+from pydantic import TypeAdapter
 
+from facilities import admin
+from facilities.access import Role
 from facilities.api.app import create_app
+from facilities.api.events_models import AlertEvent, AlertEventPublic, LiveEvent
 from facilities.api.live import LiveFeed
 from facilities.server import bind, serve_http
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
 from facilities.wiring import build
+from tests.api_support import bearer
 from tests.support.clock import MovableClock
 from tests.support.db import query
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 
+LIVE_EVENT: TypeAdapter[LiveEvent] = TypeAdapter(LiveEvent)
 # docs/pages.md, "Live": a change reaches a live page within 2 s.
 WITHIN_S = 2.0
 
@@ -251,3 +257,61 @@ async def test_stopping_ends_the_streams_instead_of_waiting_for_them(
         assert last["event"] == "closing"
         await asyncio.wait_for(live.server, 5)
     assert not [r for r in caplog.records if "graceful shutdown exceeded" in r.getMessage()]
+
+
+def _shape(value: object) -> object:
+    """The keys of a JSON value, all the way down (values left out: times may be written in
+    another precision than a model writes them)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    return None
+
+
+def _as_documented(message: dict) -> object:
+    """The event read as the OpenAPI document's `LiveEvent`: it validates, and the model says
+    every field the service sent, no more and no fewer."""
+    event = LIVE_EVENT.validate_python(message)
+    assert _shape(event.model_dump(mode="json")) == _shape(message), message
+    return event
+
+
+async def test_every_event_is_the_documented_live_event(live: Live, device) -> None:
+    """Station and alert events, public (SSE) and staff (WebSocket), and the heartbeat:
+    each is the `LiveEvent` of /openapi.json, the alert in the form of its stream."""
+    cs = device("cs-06")
+    added = await admin.add(live.service.settings.db, Role.STAFF, "live staff")
+    url = live.base.replace("http://", "ws://") + "/api/ws"
+    sse: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+    async with (
+        websockets.connect(url, open_timeout=5, additional_headers=bearer(added.token)) as ws,
+        httpx.AsyncClient(base_url=live.base, timeout=10) as http,
+        http.stream("GET", "/api/events") as response,
+    ):
+        reader = asyncio.create_task(_sse_events(response, sse))
+        await wait_for(lambda: live.feed.subscribers == 2, what="subscribed")
+        try:
+            cs.publish_raw(
+                "facilities/charging/cs-06/telemetry",
+                json.dumps(telemetry(1, [port(1, "charging")], leakage_ma=40.0)),
+            )
+            public = await _next(sse, "alert", "cs-06")
+            event = _as_documented({"id": 1, "event": "alert", "data": public})
+            assert isinstance(event.data, AlertEventPublic) and not isinstance(
+                event.data, AlertEvent
+            )
+            station = await _next(sse, "station", "cs-06")
+            _as_documented({"id": 2, "event": "station", "data": station})
+            staff_alert = None
+            while staff_alert is None:
+                message = json.loads(await asyncio.wait_for(ws.recv(), WITHIN_S))
+                event = _as_documented(message)
+                if message["event"] == "alert":
+                    staff_alert = event
+            assert isinstance(staff_alert.data, AlertEvent)
+            assert staff_alert.data.actions  # leakage switches the station off
+        finally:
+            reader.cancel()
+    heartbeat = live.feed.heartbeat("2026-01-01T00:00:00Z")
+    _as_documented(json.loads(heartbeat.ws()))

@@ -66,6 +66,7 @@ SAMPLES = {
     "public-url": "https://bikes.example.cn",
     "auth-failures-per-minute": "3",
     "trusted-proxy": "10.0.0.0/8",
+    "cors-origin": "https://app.example.org",
     "client-timeout": "4",
     "max-connections": "50",
     "quarantine-per-device-hour": "7",

@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from importlib import resources
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from facilities import __version__
+from facilities.api import document
 from facilities.api.bodies import BodyLimit
 from facilities.api.deps import Services
-from facilities.api.errors import install_error_handlers
+from facilities.api.errors import REPLAYED, install_error_handlers
 from facilities.api.instrument import HttpMetrics
 from facilities.api.routes import events, health, public, residents, staff
 from facilities.api.web import pages
@@ -79,14 +81,25 @@ def create_app(services: Services, *, public_url: str | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        generate_unique_id_function=document.operation_id,
     )
+    app.openapi = lambda: document.openapi(app)  # type: ignore[method-assign]
     app.state.services = services
     listen = services.listen
     app.state.public_url = (
         public_url or services.public_url or pages.listen_url(listen.host, listen.port)
     )
     app.add_middleware(BodyLimit, metrics=services.metrics)
-    app.add_middleware(HttpMetrics, metrics=services.metrics)  # outermost: counts 413s too
+    app.add_middleware(HttpMetrics, metrics=services.metrics)  # counts 413s too
+    if services.cors_origins:  # outermost: a preflight is answered before anything else
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(services.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", "WWW-Authenticate", REPLAYED],
+            max_age=600,
+        )
     install_error_handlers(app)
     for module in (health, public, residents, staff, events):
         app.include_router(module.router)

@@ -53,6 +53,7 @@ class Services:
     feed: LiveFeed
     listen: Listen
     public_url: str | None  # what QR codes print (None: the listen address)
+    cors_origins: tuple[str, ...] = ()  # browser apps' origins allowed to call (none: off)
 
 
 def services_of(connection: HTTPConnection) -> Services:

@@ -1,12 +1,13 @@
 """The one place that maps errors to HTTP responses: always {"error", "detail"} JSON."""
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from facilities.errors import (
@@ -25,9 +26,34 @@ from facilities.errors import (
 log = logging.getLogger(__name__)
 
 
+class ErrorName(StrEnum):
+    """The `error` of every refusal (docs/api.md, "Errors")."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"
+    DEVICE_REFUSED = "device_refused"
+    UNAVAILABLE = "unavailable"
+    DEVICE_TIMEOUT = "device_timeout"
+    HTTP_ERROR = "http_error"
+
+
 class ErrorBody(BaseModel):
-    error: str
+    error: ErrorName
     detail: str
+
+
+class CommandErrorBody(ErrorBody):
+    """A command sent to a device that refused it (502) or did not acknowledge it (504)."""
+
+    command_id: str = Field(description="the command sent: find it in the audit log")
 
 
 _NAMES = {
@@ -75,7 +101,13 @@ def _headers(refusal: Refusal) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(refusal, RateLimited):
         return {"Retry-After": str(refusal.retry_after_s)}  # RFC 9110 §10.2.3: whole seconds
+    if refusal.replayed:
+        return {REPLAYED: "true"}
     return {}
+
+
+# Set on the answer given again for a repeated Idempotency-Key (docs/api.md).
+REPLAYED = "Idempotent-Replayed"
 
 
 def _body(error: str, detail: str) -> dict[str, str]:
@@ -115,6 +147,11 @@ Responses = dict[int | str, dict[str, Any]]
 def refusal(description: str) -> dict[str, Any]:
     """An OpenAPI response entry for a refusal: an ErrorBody, and when it happens."""
     return {"model": ErrorBody, "description": description}
+
+
+def command_refusal(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a 502 or 504 about a command: with its `command_id`."""
+    return {"model": CommandErrorBody, "description": description}
 
 
 # Every route with parameters or a body answers 422 with the same {"error", "detail"} body

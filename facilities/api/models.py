@@ -2,9 +2,14 @@
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from facilities.access import Role
+from facilities.alerts import AlertState
+from facilities.charging.live import EndReason
+from facilities.verdicts import Severity
 
 T = TypeVar("T")
 
@@ -29,12 +34,33 @@ class PortStatus(StrEnum):
     UNKNOWN = "unknown"  # not reported since the service started keeping this station
 
 
+class CommandOutcome(StrEnum):
+    """What became of a command sent to a device."""
+
+    PENDING = "pending"
+    ACKED = "acked"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    ABANDONED = "abandoned"
+
+
+class CommandStatus(StrEnum):
+    OPENED = "opened"  # a gate
+    DONE = "done"  # port power
+
+
+class AuditKind(StrEnum):
+    COMMAND = "command"
+    REQUEST = "request"
+    REFUSALS = "refusals"
+
+
 class AlertBrief(Out):
     id: str
     rule: str = Field(description="a rule id of docs/rules.md")
     subject: str = Field(description="cs-07, cs-07/3, g-hc3, g-hc3/north")
-    severity: str
-    state: str
+    severity: Severity
+    state: AlertState
 
 
 class Station(Out):
@@ -140,13 +166,13 @@ class MeGarage(Out):
 class Me(Out):
     id: str
     name: str
-    role: str
+    role: Role
     garages: list[MeGarage] = Field(description="the garages this resident may open")
 
 
 class CommandResult(Out):
     command_id: str
-    status: str = Field(description="`opened` for a gate, `done` for port power")
+    status: CommandStatus = Field(description="`opened` for a gate, `done` for port power")
 
 
 class PowerRequest(BaseModel):
@@ -160,7 +186,7 @@ class Action(Out):
     command_id: str
     action: str
     target: str
-    outcome: str = Field(description="pending, acked, refused, timeout, abandoned")
+    outcome: CommandOutcome
     tries: int
     sent_at: datetime
     done_at: datetime | None
@@ -173,8 +199,8 @@ class Alert(Out):
     id: str
     rule: str
     subject: str
-    severity: str
-    state: str
+    severity: Severity
+    state: AlertState
     raised_at: datetime
     updated_at: datetime
     cleared_at: datetime | None
@@ -248,12 +274,12 @@ class Session(Out):
     ended_at: datetime
     energy_wh: float
     peak_w: float
-    end_reason: str
+    end_reason: EndReason
 
 
 class PortReading(Out):
     port: int
-    state: str
+    state: PortStatus
     voltage_v: float | None
     current_a: float | None
     power_w: float | None
@@ -277,12 +303,15 @@ class TelemetryBucket(Out):
     samples: int
     avg_power_w: float | None
     max_power_w: float | None
-    last_state: str
+    last_state: PortStatus
 
 
 class AuditEntry(Out):
     at: datetime
-    kind: str = Field(description="`command` (sent to a device) or `request` (to the API)")
+    kind: AuditKind = Field(
+        description="`command` (sent to a device), `request` (to the API) or `refusals` (failed"
+        " authentications and refused requests of one client in one minute, counted)"
+    )
     action: str
     target: str
     who: str | None = Field(description="`rules`, a staff or resident id; null: no valid token")
@@ -299,5 +328,25 @@ class AuditEntry(Out):
 
 
 class Page(Out, Generic[T]):
+    # every field is sent, those with defaults too: the document says so
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+
     items: list[T]
     next: str | None = Field(description="path of the next page, or null on the last one")
+    next_cursor: str | None = Field(
+        None,
+        description="the `cursor` of the next page (the same page as `next`), or null on the "
+        "last one: for clients that build their own query",
+    )
+
+
+class TelemetrySamples(Page[TelemetrySample]):
+    """A page of telemetry messages as received (no `step`)."""
+
+    kind: Literal["raw"] = Field("raw", description="`raw`: the messages as received")
+
+
+class TelemetryBuckets(Page[TelemetryBucket]):
+    """A page of `step`-second buckets per port."""
+
+    kind: Literal["buckets"] = Field("buckets", description="`buckets`: downsampled")

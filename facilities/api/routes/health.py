@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from facilities.api.deps import HealthDep, RegistryDep
 from facilities.api.errors import ErrorBody
 
-router = APIRouter()
+router = APIRouter(tags=["operations"])
 
 
 class HealthBody(BaseModel):

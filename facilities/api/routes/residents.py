@@ -2,11 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, Header, Path, Response
 
 from facilities.api import models
 from facilities.api.deps import AskDep, PersonDep, RequestsDep, SiteDep, TokenFirst
-from facilities.api.errors import INVALID, refusal
+from facilities.api.errors import INVALID, REPLAYED, command_refusal, refusal
 
 router = APIRouter(prefix="/api", tags=["residents"], responses=INVALID, route_class=TokenFirst)
 
@@ -23,14 +23,15 @@ Id = Annotated[str, Path(max_length=64)]
         404: refusal("unknown garage or gate"),
         409: refusal("the Idempotency-Key was used for another garage or gate"),
         429: refusal("too many opens, or too many failed authentications (see Retry-After)"),
-        502: refusal("the gate refused (its reason in `detail`; `command_id` added)"),
+        502: command_refusal("the gate refused (its reason in `detail`)"),
         503: refusal("no link to the broker"),
-        504: refusal("the gate did not acknowledge in time (`command_id` added)"),
+        504: command_refusal("the gate did not acknowledge in time"),
     },
 )
 async def open_gate(
     requests: RequestsDep,
     ask: AskDep,
+    response: Response,
     garage: Id,
     gate: Id,
     idempotency_key: Annotated[
@@ -46,6 +47,8 @@ async def open_gate(
 ) -> models.CommandResult:
     del idempotency_key  # read by AskDep; declared here for validation and the docs
     done = await requests.open_gate(ask, garage, gate)
+    if done.replayed:
+        response.headers[REPLAYED] = "true"
     return models.CommandResult(command_id=done.command_id, status=done.status)
 
 

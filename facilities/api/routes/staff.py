@@ -14,7 +14,7 @@ from facilities.api.deps import (
     StaffDep,
     TokenFirst,
 )
-from facilities.api.errors import INVALID, STAFF_REFUSALS, refusal
+from facilities.api.errors import INVALID, STAFF_REFUSALS, command_refusal, refusal
 from facilities.api.paging import (
     DEFAULT_LIMIT,
     Cursor,
@@ -92,7 +92,9 @@ async def alerts(
     )
     names = await people.names(reader, (r.acknowledged_by for r in rows if r.acknowledged_by))
     more = str(rows[-1].rowid) if len(rows) == limit else None
-    return models.Page(items=[_alert(r, names) for r in rows], next=next_path(request, more))
+    return models.Page(
+        items=[_alert(r, names) for r in rows], next=next_path(request, more), next_cursor=more
+    )
 
 
 @router.post(
@@ -145,9 +147,9 @@ async def _name_of(reader: HistoryDep, person_id: str | None) -> str | None:
             "powering on while a critical alert of the port is unacknowledged or a rule that"
             " cuts it still fires; the station is offline"
         ),
-        502: refusal("the station refused"),
+        502: command_refusal("the station refused (its reason in `detail`)"),
         503: refusal("no link to the broker"),
-        504: refusal("the station did not acknowledge in time"),
+        504: command_refusal("the station did not acknowledge in time"),
     },
     summary="Power a port off or on (a command, through the rules engine's command path)",
 )

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, NamedTuple
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import Field
 
 from facilities.api import models
 from facilities.api.deps import HistoryDep, NowDep, SiteDep, StaffDep, TokenFirst
@@ -100,7 +101,7 @@ async def sessions(
         for r in rows
     ]
     more = str(rows[-1].id) if len(rows) == limit else None
-    return models.Page(items=items, next=next_path(request, more))
+    return models.Page(items=items, next=next_path(request, more), next_cursor=more)
 
 
 @router.get(
@@ -121,7 +122,7 @@ async def telemetry(
     port: Port = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-) -> models.Page[models.TelemetrySample] | models.Page[models.TelemetryBucket]:
+) -> Annotated[models.TelemetrySamples | models.TelemetryBuckets, Field(discriminator="kind")]:
     station = _known_station(site, station_id)
     start_s, end_s = _span(now, start, to)
     after = parse_cursor(cursor, (seconds, rowid)) if cursor else None
@@ -133,7 +134,7 @@ async def telemetry(
 
 async def _buckets(
     request: Request, reader: HistoryDep, query: _Query, *, step_s: float
-) -> models.Page[models.TelemetryBucket]:
+) -> models.TelemetryBuckets:
     """A page of `step_s`-second buckets per port."""
     buckets = await history.telemetry_buckets(
         reader,
@@ -146,7 +147,7 @@ async def _buckets(
         limit=query.limit,
     )
     more = f"{buckets[-1].start!r},{buckets[-1].port}" if len(buckets) == query.limit else None
-    return models.Page[models.TelemetryBucket](
+    return models.TelemetryBuckets(
         items=[
             models.TelemetryBucket(
                 start=utc(b.start),
@@ -159,12 +160,11 @@ async def _buckets(
             for b in buckets
         ],
         next=next_path(request, more),
+        next_cursor=more,
     )
 
 
-async def _samples(
-    request: Request, reader: HistoryDep, query: _Query
-) -> models.Page[models.TelemetrySample]:
+async def _samples(request: Request, reader: HistoryDep, query: _Query) -> models.TelemetrySamples:
     """A page of the messages as received."""
     samples = await history.telemetry_page(
         reader,
@@ -176,7 +176,7 @@ async def _samples(
         limit=query.limit,
     )
     more = f"{samples[-1].ts!r},{samples[-1].seq}" if len(samples) == query.limit else None
-    return models.Page[models.TelemetrySample](
+    return models.TelemetrySamples(
         items=[
             models.TelemetrySample(
                 seq=s.seq,
@@ -190,6 +190,7 @@ async def _samples(
             for s in samples
         ],
         next=next_path(request, more),
+        next_cursor=more,
     )
 
 
@@ -237,4 +238,4 @@ async def audit_log(
     ]
     last = rows[-1] if rows else None
     more = f"{last.at!r},{last.kind},{last.rowid}" if last and len(rows) == limit else None
-    return models.Page(items=items, next=next_path(request, more))
+    return models.Page(items=items, next=next_path(request, more), next_cursor=more)
