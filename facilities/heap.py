@@ -1,4 +1,4 @@
-"""The garbage collector, set once start-up is done (docs/performance.md, "The collector")."""
+"""The garbage collector, set once start-up is done (docs/performance.md, "The collector, settled once start-up is done")."""
 
 import gc
 
