@@ -23,7 +23,7 @@ from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.broker_url import BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.site import Site
-from facilities.wire import MAX_PAYLOAD_BYTES, CommandAck
+from facilities.wire import MAX_PAYLOAD_BYTES, Command, CommandAck, CommandAction
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedGarage, SimulatedStation
 from tests.support.clock import MovableClock
@@ -193,6 +193,42 @@ def test_a_command_never_acked_is_missing_once_it_expires(
     assert kinds(report) == {"ack_missing"}, report.lines()
     assert station.commands[0].id in report.found["ack_missing"].first
     assert watch.waiting_until() is None
+
+
+def test_acks_to_the_services_own_commands_are_timed_too(
+    broker: PrivateBroker, site: Site, stations: Stations
+) -> None:
+    """Without `--send-command` the tool sends nothing, and times the commands it hears."""
+    clock = MovableClock()
+    station = stations("cs-09", Behaviour.IGNORE)
+    online(station.client, TOPICS.station("cs-09", "availability"))
+    service = DeviceClient(BrokerUrl.parse(tool_url(broker)), client_id="service").connect()
+    try:
+        with watching(broker, site, "cs-09", now=clock) as watch:
+            for port in (1, 2):
+                cut = Command(
+                    id=f"cut-{port}",
+                    ts=clock(),
+                    action=CommandAction.POWER_OFF,
+                    port=port,
+                    expires=clock() + ACK_WAIT_S,
+                )
+                service.publish(TOPICS.station("cs-09", "command"), cut).wait_for_publish(5)
+            wait_until(lambda: len(station.commands) == 2, what="both commands")
+            wait_until(lambda: watch.waiting_until() is not None, what="the tool hearing them")
+            clock.advance(ACK_BUDGET_S + 2)
+            station.client.publish(
+                TOPICS.station("cs-09", "command/ack"), CommandAck(id="cut-1", ok=True)
+            ).wait_for_publish(5)
+            wait_until(lambda: watch.heard() >= 2, what="the ack")
+            clock.advance(ACK_WAIT_S)
+            report = watch.report()
+    finally:
+        service.close()
+    assert kinds(report) == {"ack_late", "ack_missing"}, report.lines()
+    assert report.found["ack_late"].first.startswith("charging/cs-09/command/ack: id cut-1 after 7")
+    assert report.found["ack_missing"].first == "charging/cs-09/command: id cut-2, none in time"
+    assert report.sent is None
 
 
 def test_availability_must_be_retained_and_present(
