@@ -422,6 +422,11 @@ class Link:
     def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
         self._code = code
         self._ready.set()
+        if code.is_failure:
+            return
+        # a clean session: after paho reconnects (a broker restart), subscribe again
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+        self._client.subscribe([(topic, options) for topic in self.watch.subscriptions()])
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         self.watch.observe(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
@@ -445,8 +450,6 @@ class Link:
             self.close()
             cls = BrokerAuthError if self._code.value in AUTH_FAILURES else BrokerError
             raise cls(f"broker {self.url.display()} refused the connection: {self._code}")
-        options = SubscribeOptions(qos=1, retainAsPublished=True)
-        self._client.subscribe([(topic, options) for topic in self.watch.subscriptions()])
         if not self._suback.wait(CONNACK_TIMEOUT_S):
             self.close()
             raise BrokerError(f"no SUBACK from {self.url.display()}")
@@ -490,11 +493,14 @@ def run_conformance(
                 file=out,
                 flush=True,
             )
-        time.sleep(settings.seconds)
-        until = watch.waiting_until()
-        while until is not None and time.time() < until:
-            time.sleep(0.1)
+        try:
+            time.sleep(settings.seconds)
             until = watch.waiting_until()
+            while until is not None and time.time() < until:
+                time.sleep(0.1)
+                until = watch.waiting_until()
+        except KeyboardInterrupt:  # Ctrl-C: the report of what was heard so far
+            print("stopped early (Ctrl-C)", file=out)
     finally:
         link.close()
     report = watch.report()

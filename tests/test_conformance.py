@@ -4,6 +4,7 @@ rules; the tool's clock is moved, not waited for."""
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -376,3 +377,21 @@ def test_usage_errors_exit_2_with_one_line(args: tuple[str, ...], says: str) -> 
     assert done.returncode == 2, done.stderr
     assert says in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_watch_early_with_the_report_so_far(
+    broker: PrivateBroker, devices: Devices, tmp_path: Path
+) -> None:
+    client = devices.client("cs-10")  # a device that says nothing, not even `online`
+    client.publish_raw(TOPICS.station("cs-10", "availability"), b"", retain=True).wait_for_publish(
+        5
+    )
+    tool = Tool(broker, tmp_path / "out", "--device", "cs-10", "--seconds", "600")
+    tool.process.send_signal(signal.SIGINT)
+    code, out, err = tool.finish()
+    assert code == 1, out + err
+    lines = out.splitlines()
+    assert lines[1:3] == ["stopped early (Ctrl-C)", "heard from cs-10 in 0 s: nothing"]
+    assert lines[3].startswith("FAIL no_availability ×1:")
+    assert lines[-1] == "FAIL: cs-10: 1 kind(s) of deviation (1 in all)"
