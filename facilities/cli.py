@@ -306,7 +306,7 @@ def _schemas(args: argparse.Namespace) -> int:
 
 def _conformance_parser(commands: Any) -> None:
     """`facilities conformance --device ID`: docs/protocol.md, "Conformance"."""
-    from facilities.conformance import ConformanceSettings
+    from facilities.conformance.link import ConformanceSettings
 
     conformance = _command(
         commands,
@@ -327,7 +327,7 @@ def _conformance_parser(commands: Any) -> None:
 
 
 def _conformance(args: argparse.Namespace) -> int:
-    from facilities.conformance import ConformanceSettings, run_conformance
+    from facilities.conformance.link import ConformanceSettings, run_conformance
 
     options = from_arguments(args, ConformanceSettings)
     site = load_site(options.site)

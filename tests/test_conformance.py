@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from facilities.charging.payloads import StationEventType
-from facilities.conformance import ACK_BUDGET_S, ACK_WAIT_S, Link, Report, Watch
+from facilities.conformance.checks import Report, Watch
+from facilities.conformance.link import Link
 from facilities.errors import UsageError
 from facilities.garage.payloads import GarageTelemetry, GateEventType
 from facilities.mosquitto import PrivateBroker
@@ -52,7 +53,7 @@ def watching(
     now: Callable[[], float] = time.time,
     send_command: bool = False,
 ) -> Iterator[Watch]:
-    watch = Watch(site, TOPICS, device, now=now)
+    watch = Watch(site, device, now=now)
     watch.send_command = send_command
     link = Link(BrokerUrl.parse(tool_url(broker)), watch)
     link.start()
@@ -130,7 +131,7 @@ def test_a_faulty_station_shows_each_deviation_once_with_a_count_and_the_first_e
         send(station, missing)
         send(station, b'{"seq": 7, "pad": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}')
         command = wait_until(lambda: station.commands, what="the tool's power_on")[0]
-        clock.advance(ACK_BUDGET_S + 1)  # the station answers 6 s late
+        clock.advance(watch.ack_budget_s + 1)  # the station answers 1 s after the timeout
         station.client.publish(
             TOPICS.station("cs-02", "command/ack"), CommandAck(id=command.id, ok=True)
         ).wait_for_publish(5)
@@ -153,7 +154,9 @@ def test_a_faulty_station_shows_each_deviation_once_with_a_count_and_the_first_e
     )
     assert report.found["missing_field"].first == "charging/cs-02/telemetry: ts: Field required"
     assert report.found["qos"].first == "charging/cs-02/telemetry at QoS 0"
-    assert "after 6." in report.found["ack_late"].first
+    late = report.found["ack_late"].first
+    assert f"after {watch.ack_budget_s + 1:.0f}." in late, late
+    assert late.endswith(f"(timeout {watch.ack_budget_s:g} s)")
     assert not report.passed
     lines = report.lines()
     assert lines[-1].startswith("FAIL: cs-02: 6 kind(s) of deviation")
@@ -188,8 +191,8 @@ def test_a_command_never_acked_is_missing_once_it_expires(
     with watching(broker, site, "cs-04", now=clock, send_command=True) as watch:
         send(station, telemetry(station, 0))
         wait_until(lambda: station.commands, what="the tool's power_on")
-        assert watch.waiting_until() == pytest.approx(clock() + ACK_WAIT_S, abs=1.0)
-        clock.advance(ACK_WAIT_S + 1)
+        assert watch.waiting_until() == pytest.approx(clock() + watch.ack_wait_s, abs=1.0)
+        clock.advance(watch.ack_wait_s + 1)
         report = watch.report()
     assert kinds(report) == {"ack_missing"}, report.lines()
     assert station.commands[0].id in report.found["ack_missing"].first
@@ -212,22 +215,23 @@ def test_acks_to_the_services_own_commands_are_timed_too(
                     ts=clock(),
                     action=CommandAction.POWER_OFF,
                     port=port,
-                    expires=clock() + ACK_WAIT_S,
+                    expires=clock() + watch.ack_wait_s,
                 )
                 service.publish(TOPICS.station("cs-09", "command"), cut).wait_for_publish(5)
             wait_until(lambda: len(station.commands) == 2, what="both commands")
             wait_until(lambda: watch.waiting_until() is not None, what="the tool hearing them")
-            clock.advance(ACK_BUDGET_S + 2)
+            clock.advance(watch.ack_budget_s + 2)
             station.client.publish(
                 TOPICS.station("cs-09", "command/ack"), CommandAck(id="cut-1", ok=True)
             ).wait_for_publish(5)
             wait_until(lambda: watch.heard() >= 2, what="the ack")
-            clock.advance(ACK_WAIT_S)
+            clock.advance(watch.ack_wait_s)
             report = watch.report()
     finally:
         service.close()
     assert kinds(report) == {"ack_late", "ack_missing"}, report.lines()
-    assert report.found["ack_late"].first.startswith("charging/cs-09/command/ack: id cut-1 after 7")
+    late = f"charging/cs-09/command/ack: id cut-1 after {watch.ack_budget_s + 2:.0f}."
+    assert report.found["ack_late"].first.startswith(late)
     assert report.found["ack_missing"].first == "charging/cs-09/command: id cut-2, none in time"
     assert report.sent is None
 
@@ -282,7 +286,7 @@ def test_a_clean_garage_with_its_gates_passes(
 
 def test_a_device_the_site_does_not_have_is_refused(site: Site) -> None:
     with pytest.raises(UsageError, match="cs-99"):
-        Watch(site, TOPICS, "cs-99")
+        Watch(site, "cs-99")
 
 
 class Tool:

@@ -1,47 +1,21 @@
-"""`facilities conformance`: watch one device on the broker and list every way it departs from
-the protocol (docs/protocol.md, "Conformance").
+"""The protocol's rules applied to what one device publishes, message by message (no I/O)."""
 
-"Conformant" means "what the service accepts": every message goes through the service's own
-decoder (facilities/mqtt/decode.py) and wire models, against the same site file. On top of
-that come the protocol's rules the service does not refuse outright: seq order, clock skew,
-QoS, retained flags, fields it ignores, how soon commands are acknowledged.
-"""
-
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TextIO
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from facilities.charging.payloads import PortState, StationEvent, StationTelemetry
-from facilities.errors import BrokerAuthError, BrokerError, UsageError
+from facilities.errors import UsageError
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
-from facilities.mqtt.broker_url import BrokerUrl
+from facilities.mqtt.commands import EXPIRES_MARGIN_S
 from facilities.mqtt.decode import Decoder
-from facilities.mqtt.link_options import AUTH_FAILURES, CONNACK_TIMEOUT_S, tls_context
-from facilities.mqtt.topics import DEFAULT_PREFIX, OWN_KINDS, Topics
-from facilities.options import Option, Options, as_text, positive
-from facilities.settings import (
-    BROKER_CA_HELP,
-    DEFAULT_BROKER,
-    DEFAULT_SITE,
-    BrokerCa,
-    BrokerUrlText,
-    SitePath,
-    TopicPrefix,
-)
-from facilities.site import SERVICE_USER, Site
+from facilities.mqtt.topics import OWN_KINDS, Topics
+from facilities.site import Site
 from facilities.wire import Command, CommandAck, CommandAction, WireModel
 
 # Six telemetry intervals: enough to see seq grow, the clock and a command's ack.
@@ -50,40 +24,11 @@ DEFAULT_SECONDS = 60.0
 # 1 s after their last try (docs/protocol.md, "Commands"), so a clock 2 s off already makes a
 # device refuse some of them as expired.
 DEFAULT_MAX_SKEW_S = 2.0
-# The service's command timeout: an ack later than this makes it send the command again.
-ACK_BUDGET_S = 5.0
-# A command is tried 3 times, 5 s apart, and expires 1 s after the last try.
-ACK_WAIT_S = ACK_BUDGET_S * 3 + 1.0
-TELEMETRY_INTERVAL_S = 10.0
-# The service takes a device for offline after 3 telemetry intervals of silence.
-SILENCE_S = 3 * TELEMETRY_INTERVAL_S
 _POWERED = frozenset({PortState.IDLE, PortState.CHARGING, PortState.FULL})
 _TELEMETRY = frozenset({MessageKind.STATION_TELEMETRY, MessageKind.GARAGE_TELEMETRY})
 _AVAILABILITY = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GARAGE_AVAILABILITY})
 _ACKS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 _EXAMPLE_CHARS = 160
-
-
-class ConformanceSettings(Options):
-    """`facilities conformance`: its options (`--device` and `--send-command` are arguments)."""
-
-    site: SitePath = Field(as_text(DEFAULT_SITE), description="site file")
-    broker: BrokerUrlText = Field(
-        as_text(DEFAULT_BROKER),
-        description="mqtt://user:password@host:port of a user that may read the device's"
-        " topics (never the service's own user), or mqtts://…",
-    )
-    broker_ca: BrokerCa = Field("", description=BROKER_CA_HELP)
-    topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
-    seconds: Annotated[float, Option("seconds", positive(float))] = Field(
-        DEFAULT_SECONDS, gt=0, allow_inf_nan=False, description="how long to watch the device"
-    )
-    max_skew_s: Annotated[float, Option("max-skew", positive(float))] = Field(
-        DEFAULT_MAX_SKEW_S,
-        gt=0,
-        allow_inf_nan=False,
-        description="seconds the device clock (`ts`) may differ from this computer's",
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +54,8 @@ RULES: dict[str, Rule] = {
     "qos": Rule(True, "publish with QoS 1 (QoS 0 is lost when the service is away)"),
     "availability_not_retained": Rule(True, "availability must be published retained"),
     "no_availability": Rule(True, "publish retained `online` after connecting, Will `offline`"),
-    "telemetry_silence": Rule(True, f"telemetry every 10 s; {SILENCE_S:.0f} s silent = offline"),
-    "ack_late": Rule(True, f"ack within {ACK_BUDGET_S:.0f} s, or the service sends it again"),
+    "telemetry_silence": Rule(True, "so long without telemetry, the service takes it offline"),
+    "ack_late": Rule(True, "ack within the command timeout, or the service sends it again"),
     "ack_missing": Rule(True, "every command is answered on …/command/ack"),
     "ack_refused": Rule(True, "a harmless power_on of a powered port must be acked ok"),
     "extra_field": Rule(False, "not in the protocol: the service ignores it (a typo?)"),
@@ -138,6 +83,9 @@ class _Pending:
 
 @dataclass(slots=True)
 class Report:
+    """The verdict on one watch: what was heard, each kind of deviation found, the command
+    sent (`--send-command`)."""
+
     device: str
     seconds: float
     heard: dict[str, int]
@@ -181,22 +129,31 @@ class Watch:
     def __init__(
         self,
         site: Site,
-        topics: Topics,
         device: str,
         *,
+        topics: Topics | None = None,
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
         now: Callable[[], float] = time.time,
     ) -> None:
-        if device not in site.stations and device not in site.garages:
+        found = site.stations.get(device) or site.garages.get(device)
+        if found is None:
             raise UsageError(f"--device {device}: not a station or garage of the site file")
         self.site = site
-        self.topics = topics
+        self.topics = topics = topics or Topics()
         self.device = device
         self.is_station = device in site.stations
+        # the device's own thresholds (the site file may change them), as the service uses
+        limits = found.thresholds
+        self.ack_budget_s = limits.command_timeout_s  # later, the service sends it again
+        # a command expires this long after it is first sent (facilities/mqtt/commands.py)
+        self.ack_wait_s = limits.command_timeout_s * limits.command_tries + EXPIRES_MARGIN_S
+        self.silence_s = limits.telemetry_interval_s * limits.offline_intervals
         self.max_skew_s = max_skew_s
         self.now = now
         self.started = now()
         self._decoder = Decoder(site, topics)
+        own = topics.station if self.is_station else topics.garage
+        self._rejected_topic = own(device, "rejected")
         self._lock = threading.Lock()
         self._found: dict[str, Found] = {}
         self._heard: dict[str, int] = {}
@@ -218,9 +175,10 @@ class Watch:
         with self._lock:
             return sum(self._heard.values())
 
-    def observe(self, topic: str, raw: bytes, qos: int, retain: bool) -> None:
+    def observe(self, topic: str, raw: bytes, *, qos: int, retain: bool) -> None:
+        """Judge one message as the broker delivered it."""
         with self._lock:
-            self._observe(topic, raw, qos, retain, self.now())
+            self._observe(topic, raw, qos=qos, retain=retain, now=self.now())
 
     def _note(self, kind: str, example: str) -> None:
         found = self._found.get(kind)
@@ -229,9 +187,9 @@ class Watch:
         else:
             found.count += 1
 
-    def _observe(self, topic: str, raw: bytes, qos: int, retain: bool, now: float) -> None:
+    def _observe(self, topic: str, raw: bytes, *, qos: int, retain: bool, now: float) -> None:
         short = topic.removeprefix(f"{self.topics.prefix}/")
-        if topic.endswith("/rejected"):
+        if topic == self._rejected_topic:
             return  # the service telling the device what it refused: not the device's
         route = self.topics.parse(topic)
         if route is not None and route.kind in OWN_KINDS:
@@ -301,8 +259,11 @@ class Watch:
 
     def _telemetry_gap(self, short: str, now: float) -> None:
         silent = now - self._last_telemetry
-        if silent > SILENCE_S:
-            self._note("telemetry_silence", f"{short}: nothing for {silent:.0f} s")
+        if silent > self.silence_s:
+            self._note(
+                "telemetry_silence",
+                f"{short}: nothing for {silent:.0f} s (offline after {self.silence_s:g} s)",
+            )
 
     def _command_heard(self, topic: str, raw: bytes, now: float) -> None:
         try:
@@ -310,7 +271,7 @@ class Watch:
         except ValidationError:
             return  # not the device's doing
         if command.id not in self._pending:
-            expires = command.expires if command.expires is not None else now + ACK_WAIT_S
+            expires = command.expires if command.expires is not None else now + self.ack_wait_s
             self._pending[command.id] = _Pending(topic, now, expires, ours=False)
 
     def _ack_heard(self, short: str, ack: CommandAck, now: float) -> None:
@@ -319,8 +280,11 @@ class Watch:
             self._note("ack_unmatched", f"{short}: id {ack.id}")
             return
         took = now - pending.sent_at
-        if took > ACK_BUDGET_S:
-            self._note("ack_late", f"{short}: id {ack.id} after {took:.1f} s")
+        if took > self.ack_budget_s:
+            self._note(
+                "ack_late",
+                f"{short}: id {ack.id} after {took:.1f} s (timeout {self.ack_budget_s:g} s)",
+            )
         if pending.ours:
             answer = "ok" if ack.ok else f"ok=false ({ack.error})"
             self.sent = f"{self.sent}; answered {answer} in {took:.2f} s"
@@ -342,7 +306,7 @@ class Watch:
             action=CommandAction.POWER_ON,
             port=port,
             reason="conformance",
-            expires=now + ACK_WAIT_S,
+            expires=now + self.ack_wait_s,
         )
         topic = self.topics.station(self.device, "command")
         assert command.expires is not None
@@ -351,7 +315,7 @@ class Watch:
             f"sent power_on of port {port} (reported {state}: it changes nothing)"
             " to test the ack path"
         )
-        self.publish(topic, command.model_dump_json(exclude_none=True).encode(), ACK_WAIT_S)
+        self.publish(topic, command.model_dump_json(exclude_none=True).encode(), self.ack_wait_s)
 
     def waiting_until(self) -> float | None:
         """When the last command still waiting for its ack expires; None if none waits."""
@@ -373,7 +337,13 @@ class Watch:
             if self.send_command and self.sent is None:
                 self.sent = "no command sent: no telemetry reported a powered port"
             found = {kind: Found(f.count, f.first) for kind, f in self._found.items()}
-            return Report(self.device, now - self.started, dict(self._heard), found, self.sent)
+            return Report(
+                device=self.device,
+                seconds=now - self.started,
+                heard=dict(self._heard),
+                found=found,
+                sent=self.sent,
+            )
 
 
 def _extra_names(payload: object) -> list[str]:
@@ -385,125 +355,3 @@ def _extra_names(payload: object) -> list[str]:
         for reading in payload.ports:
             names += [f"ports[port {reading.port}].{name}" for name in reading.model_extra or {}]
     return names
-
-
-class Link:
-    """The tool's own MQTT 5 connection: clean, subscribed at QoS 1 with the retain flag as
-    published (so that a live availability shows whether it was retained)."""
-
-    def __init__(self, url: BrokerUrl, watch: Watch) -> None:
-        if url.username == SERVICE_USER:
-            raise UsageError(
-                f"--broker: not the service's own user {SERVICE_USER}: the broker gives a"
-                " connection its user's client id, so this one would replace the running"
-                " service's and discard its queue; use a user of its own that may read the"
-                ' device\'s topics (docs/protocol.md, "Conformance")'
-            )
-        self.url = url
-        self.watch = watch
-        self._ready = threading.Event()
-        self._code: ReasonCode | None = None
-        self._suback = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=url.username or f"conformance-{uuid.uuid4().hex[:8]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if url.username:
-            self._client.username_pw_set(url.username, url.password)
-        context = tls_context(url)
-        if context is not None:
-            self._client.tls_set_context(context)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_: self._suback.set()
-        self._client.on_message = self._on_message
-        watch.publish = self._publish
-
-    def _on_connect(self, _c: paho.Client, _u: Any, _f: Any, code: ReasonCode, _p: Any) -> None:
-        self._code = code
-        self._ready.set()
-        if code.is_failure:
-            return
-        # a clean session: after paho reconnects (a broker restart), subscribe again
-        options = SubscribeOptions(qos=1, retainAsPublished=True)
-        self._client.subscribe([(topic, options) for topic in self.watch.subscriptions()])
-
-    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-        self.watch.observe(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain))
-
-    def _publish(self, topic: str, payload: bytes, expiry_s: float) -> None:
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho
-        properties.MessageExpiryInterval = int(expiry_s)
-        self._client.publish(topic, payload, qos=1, properties=properties)
-
-    def start(self) -> None:
-        """Connect (clean start), subscribe, and wait for the SUBACK."""
-        try:
-            self._client.connect(self.url.host, self.url.port, keepalive=30, clean_start=True)
-        except OSError as exc:
-            raise BrokerError(f"cannot reach {self.url.display()}: {exc}") from None
-        self._client.loop_start()
-        if not self._ready.wait(CONNACK_TIMEOUT_S):
-            self.close()
-            raise BrokerError(f"no CONNACK from {self.url.display()}")
-        if self._code is not None and self._code.is_failure:
-            self.close()
-            cls = BrokerAuthError if self._code.value in AUTH_FAILURES else BrokerError
-            raise cls(f"broker {self.url.display()} refused the connection: {self._code}")
-        if not self._suback.wait(CONNACK_TIMEOUT_S):
-            self.close()
-            raise BrokerError(f"no SUBACK from {self.url.display()}")
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
-def run_conformance(
-    settings: ConformanceSettings,
-    device: str,
-    *,
-    site: Site,
-    send_command: bool = False,
-    out: TextIO = sys.stdout,
-) -> bool:
-    """Watch `device` for `settings.seconds` (longer while a command awaits its ack), print
-    the report; whether the device passed."""
-    topics = Topics(settings.topic_prefix)
-    watch = Watch(site, topics, device, max_skew_s=settings.max_skew_s)
-    if send_command and not watch.is_station:
-        raise UsageError(
-            "--send-command: a garage's only command opens a gate, which is not harmless"
-        )
-    watch.send_command = send_command
-    url = BrokerUrl.parse(settings.broker, ca_file=settings.broker_ca)
-    link = Link(url, watch)
-    link.start()
-    try:
-        print(
-            f"watching {device} on {url.display()} for {settings.seconds:.0f} s"
-            f" (topics {', '.join(watch.subscriptions())})",
-            file=out,
-            flush=True,
-        )
-        if send_command:
-            print(
-                "will send one power_on of a port the station reports powered (a no-op)"
-                " to test the ack path",
-                file=out,
-                flush=True,
-            )
-        try:
-            time.sleep(settings.seconds)
-            until = watch.waiting_until()
-            while until is not None and time.time() < until:
-                time.sleep(0.1)
-                until = watch.waiting_until()
-        except KeyboardInterrupt:  # Ctrl-C: the report of what was heard so far
-            print("stopped early (Ctrl-C)", file=out)
-    finally:
-        link.close()
-    report = watch.report()
-    for line in report.lines():
-        print(line, file=out)
-    return report.passed
