@@ -182,6 +182,36 @@ def test_seq_restarting_at_zero_is_a_reboot_and_a_skipped_seq_a_gap(
     assert not report.passed  # the gap and the refusal fail; the reboot alone would not
 
 
+def test_each_refusal_is_named_by_the_services_own_reason(
+    broker: PrivateBroker, site: Site, stations: Stations, devices: Devices
+) -> None:
+    """The tool decodes with the service's decoder: what the service would quarantine."""
+    station = stations("cs-11")
+    online(station.client, TOPICS.station("cs-11", "availability"))
+    ports = site.stations["cs-11"].ports
+    with watching(broker, site, "cs-11") as watch:
+        send(station, b"{not json")
+        send(station, b'{"seq": 0, "ts": NaN}')
+        send(station, telemetry(station, 0, ports=[{"port": ports + 1, "state": "idle"}]))
+        send(station, telemetry(station, 1, ports="all"))
+        # under the shipped ACL a device cannot publish off its topics; a rogue user can
+        rogue = devices.client("rogue")
+        rogue.publish_raw("facilities/charging/cs-11/status", b"ok").wait_for_publish(5)
+        wait_until(lambda: watch.heard() >= 6, what="the refused messages")
+        report = watch.report()
+    assert kinds(report) == {
+        "malformed_json",
+        "non_finite_number",
+        "unknown_port",
+        "schema_mismatch",
+        "unknown_topic",
+    }, report.lines()
+    unknown_port = report.found["unknown_port"].first
+    assert unknown_port == f"charging/cs-11/telemetry: port {ports + 1}: cs-11 has {ports} ports"
+    assert report.found["unknown_topic"].first == "charging/cs-11/status: not a protocol topic"
+    assert report.heard == {"availability": 1, "telemetry": 4, "other": 1}
+
+
 def test_a_command_never_acked_is_missing_once_it_expires(
     broker: PrivateBroker, site: Site, stations: Stations
 ) -> None:

@@ -48,6 +48,7 @@ RULES: dict[str, Rule] = {
     "too_large": Rule(True, "refused by the service: payload over 64 KiB"),
     "unknown_port": Rule(True, "refused by the service: port past the site file's count"),
     "unknown_topic": Rule(True, "refused by the service: not a protocol topic"),
+    "refused": Rule(True, "refused by the service"),
     "seq_backwards": Rule(True, "seq must grow by 1 per message on a topic (0 after a reboot)"),
     "seq_gap": Rule(True, "seq must grow by 1 per message: messages were skipped or lost"),
     "clock_skew": Rule(True, "ts must be the device's clock, synchronised (NTP)"),
@@ -234,8 +235,8 @@ class Watch:
             missing = [part for part in detail.split("; ") if part.endswith("Field required")]
             if missing:
                 kind, detail = "missing_field", "; ".join(missing)
-        if kind not in RULES:  # unknown_device cannot happen: the topics are the device's
-            kind = "schema_mismatch"
+        if kind not in RULES:  # a reason of the service's that no rule above names
+            kind, detail = "refused", f"{rejected.reason.value}: {detail}"
         self._note(kind, f"{short}: {detail}")
 
     def _sequence(self, topic: str, short: str, accepted: Accepted, now: float) -> None:
