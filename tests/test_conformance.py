@@ -98,8 +98,8 @@ def test_a_clean_station_passes_and_acks_the_harmless_command_in_time(
         for event in station.model.take_events(time.time()):
             station.client.publish(TOPICS.station("cs-01", "event"), event)
         station.publish(station.model.telemetry(time.time(), random.Random(2)))
-        # availability, 3 telemetry (one answering the command), 1 event, 1 ack
-        wait_until(lambda: watch.heard() >= 6, what="the station's messages")
+        # availability, the command, 3 telemetry (one answering the command), 1 event, 1 ack
+        wait_until(lambda: watch.heard() >= 7, what="the station's messages")
         report = watch.report()
     command = station.commands[0]
     assert command.action == "power_on" and command.reason == "conformance"
@@ -135,7 +135,7 @@ def test_a_faulty_station_shows_each_deviation_once_with_a_count_and_the_first_e
         station.client.publish(
             TOPICS.station("cs-02", "command/ack"), CommandAck(id=command.id, ok=True)
         ).wait_for_publish(5)
-        wait_until(lambda: watch.heard() >= 12, what="the station's messages")
+        wait_until(lambda: watch.heard() >= 13, what="the station's messages")
         report = watch.report()
     assert kinds(report) == {
         "seq_backwards",
@@ -249,12 +249,12 @@ def test_acks_to_the_services_own_commands_are_timed_too(
                 )
                 service.publish(TOPICS.station("cs-09", "command"), cut).wait_for_publish(5)
             wait_until(lambda: len(station.commands) == 2, what="both commands")
-            wait_until(lambda: watch.waiting_until() is not None, what="the tool hearing them")
+            wait_until(lambda: watch.heard() >= 3, what="the tool hearing them")
             clock.advance(watch.ack_budget_s + 2)
             station.client.publish(
                 TOPICS.station("cs-09", "command/ack"), CommandAck(id="cut-1", ok=True)
             ).wait_for_publish(5)
-            wait_until(lambda: watch.heard() >= 2, what="the ack")
+            wait_until(lambda: watch.heard() >= 4, what="the ack")
             clock.advance(watch.ack_wait_s)
             report = watch.report()
     finally:
@@ -264,6 +264,39 @@ def test_acks_to_the_services_own_commands_are_timed_too(
     assert report.found["ack_late"].first.startswith(late)
     assert report.found["ack_missing"].first == "charging/cs-09/command: id cut-2, none in time"
     assert report.sent is None
+
+
+def test_a_retry_and_its_repeated_answer_are_one_late_ack(
+    broker: PrivateBroker, site: Site, stations: Stations
+) -> None:
+    """The service sends a command again (same id) when the ack is late; the device answers
+    each copy (docs/protocol.md, "Commands"): one late ack, nothing missing or unmatched."""
+    clock = MovableClock()
+    station = stations("cs-12", Behaviour.IGNORE)
+    online(station.client, TOPICS.station("cs-12", "availability"))
+    service = DeviceClient(BrokerUrl.parse(tool_url(broker)), client_id="service").connect()
+    command_topic, ack_topic = (TOPICS.station("cs-12", s) for s in ("command", "command/ack"))
+    try:
+        with watching(broker, site, "cs-12", now=clock) as watch:
+            expires = clock() + watch.ack_wait_s
+            for copy in (1, 2):
+                cut = Command(
+                    id="cut", ts=clock(), action=CommandAction.POWER_OFF, port=1, expires=expires
+                )
+                service.publish(command_topic, cut).wait_for_publish(5)
+                wait_until(lambda: watch.heard() == 1 + copy, what=f"copy {copy}")  # noqa: B023
+                if copy == 1:
+                    clock.advance(watch.ack_budget_s + 1)
+            for _ in (1, 2):
+                ack = CommandAck(id="cut", ok=True)
+                station.client.publish(ack_topic, ack).wait_for_publish(5)
+            wait_until(lambda: watch.heard() >= 5, what="both answers")
+            clock.advance(watch.ack_wait_s)
+            report = watch.report()
+    finally:
+        service.close()
+    assert kinds(report) == {"ack_late"}, report.lines()
+    assert report.found["ack_late"].count == 1
 
 
 def test_availability_must_be_retained_and_present(
@@ -366,7 +399,7 @@ def test_the_command_fails_a_faulty_station_with_one_line_per_kind(
         "will send one power_on of a port the station reports powered (a no-op) to test the"
         " ack path"
     )
-    assert lines[2].startswith("heard from cs-07 in 3 s: 1 ack, 1 availability, 5 telemetry")
+    assert lines[2] == "heard from cs-07 in 3 s: 1 ack, 1 availability, 1 command, 5 telemetry"
     assert lines[3].startswith("sent power_on of port 1 (reported ")
     assert "answered ok=false (relay stuck (simulated))" in lines[3]
     deviations = [line.split(" ×")[0] for line in lines[4:-1]]

@@ -160,6 +160,7 @@ class Watch:
         self._heard: dict[str, int] = {}
         self._last: dict[str, tuple[int, float]] = {}  # topic → (seq, ts)
         self._pending: dict[str, _Pending] = {}
+        self._answered: set[str] = set()  # a copy heard after its ack waits for nothing
         self._last_telemetry = self.started
         self._availability_seen = False
         self.sent: str | None = None
@@ -172,7 +173,7 @@ class Watch:
         return [self.topics.garage(self.device, "#")]
 
     def heard(self) -> int:
-        """Messages heard so far (a test waits on it)."""
+        """Messages heard so far, commands to the device included (a test waits on it)."""
         with self._lock:
             return sum(self._heard.values())
 
@@ -193,11 +194,11 @@ class Watch:
         if topic == self._rejected_topic:
             return  # the service telling the device what it refused: not the device's
         route = self.topics.parse(topic)
+        what = "other" if route is None else route.kind.value.split("_", 1)[1]
+        self._heard[what] = self._heard.get(what, 0) + 1
         if route is not None and route.kind in OWN_KINDS:
             self._command_heard(topic, raw, now)
             return
-        what = "other" if route is None else route.kind.value.split("_", 1)[1]
-        self._heard[what] = self._heard.get(what, 0) + 1
         decoded = self._decoder.decode(topic, raw, now)
         if qos == 0:
             self._note("qos", f"{short} at QoS 0")
@@ -271,15 +272,17 @@ class Watch:
             command = Command.model_validate_json(raw)
         except ValidationError:
             return  # not the device's doing
-        if command.id not in self._pending:
+        if command.id not in self._pending and command.id not in self._answered:
             expires = command.expires if command.expires is not None else now + self.ack_wait_s
             self._pending[command.id] = _Pending(topic, now, expires, ours=False)
 
     def _ack_heard(self, short: str, ack: CommandAck, now: float) -> None:
         pending = self._pending.pop(ack.id, None)
         if pending is None:
-            self._note("ack_unmatched", f"{short}: id {ack.id}")
+            if ack.id not in self._answered:  # else: the answer to a retry, repeated
+                self._note("ack_unmatched", f"{short}: id {ack.id}")
             return
+        self._answered.add(ack.id)
         took = now - pending.sent_at
         if took > self.ack_budget_s:
             self._note(
