@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schemas = _command(commands, "schemas", help="write the payloads' JSON Schemas")
     schemas.add_argument("--out", default="docs/schemas", help="directory (default %(default)s)")
+    _conformance_parser(commands)
     return parser
 
 
@@ -303,6 +304,37 @@ def _schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _conformance_parser(commands: Any) -> None:
+    """`facilities conformance --device ID`: docs/protocol.md, "Conformance"."""
+    from facilities.conformance.link import ConformanceSettings
+
+    conformance = _command(
+        commands,
+        "conformance",
+        help="watch one device and list its deviations from the protocol",
+        description="Watches a station or garage controller on the broker and prints one line "
+        "per kind of deviation from docs/protocol.md (with a count and the first example), "
+        "then PASS or FAIL (exit 0 or 1).",
+    )
+    add_options(conformance, ConformanceSettings)
+    conformance.add_argument("--device", required=True, metavar="ID", help="station or garage id")
+    conformance.add_argument(
+        "--send-command",
+        action="store_true",
+        help="stations: send one power_on of a port the station reports powered (it changes "
+        "nothing) to test the ack path; off by default",
+    )
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from facilities.conformance.link import ConformanceSettings, run_conformance
+
+    options = from_arguments(args, ConformanceSettings)
+    site = load_site(options.site)
+    passed = run_conformance(options, args.device, site=site, send_command=args.send_command)
+    return EXIT_OK if passed else EXIT_FAILURE
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "demo": _demo,
@@ -313,4 +345,5 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "residents": _people,
     "staff": _people,
     "schemas": _schemas,
+    "conformance": _conformance,
 }

@@ -1,0 +1,1 @@
+"""`facilities conformance` (docs/protocol.md, "Conformance"): a device's deviations."""
