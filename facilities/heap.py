@@ -1,4 +1,7 @@
-"""The garbage collector, set once start-up is done (docs/performance.md, "The collector, settled once start-up is done")."""
+"""The garbage collector, set once start-up is done.
+
+Why and what it measured: docs/performance.md, "The collector, settled once start-up is done".
+"""
 
 import gc
 
