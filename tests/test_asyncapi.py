@@ -90,7 +90,18 @@ def _cli() -> Path:
 @pytest.mark.slow
 def test_the_asyncapi_cli_finds_the_document_valid(tmp_path: Path) -> None:
     cli = _cli()
-    env = {**os.environ, "HOME": str(tmp_path), "ASYNCAPI_ANALYTICS": "false", "CI": "true"}
+    # no usage metrics sent anywhere: CI=true and the CLI's own setting say so
+    settings = tmp_path / "asyncapi-analytics.json"
+    settings.write_text(
+        json.dumps({"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "test"})
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "CI": "true",
+        "ASYNCAPI_METRICS_CONFIG_PATH": str(settings),
+        "SUPPRESS_NO_CONFIG_WARNING": "1",
+    }
     result = subprocess.run(
         [str(cli), "validate", str(DOCUMENT), "--fail-severity", "warn"],
         capture_output=True,
