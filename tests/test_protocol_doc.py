@@ -12,15 +12,18 @@ import pytest
 
 from facilities.charging.live import FAULT_CRITICAL_CODES
 from facilities.charging.payloads import PortReading, PortState, StationEvent, StationTelemetry
+from facilities.counted import RECENT_KEPT
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.mqtt.commands import ACK_TIMEOUT_S, EXPIRES_MARGIN_S, TRIES
 from facilities.rule_ids import RuleId
+from facilities.site import StationEntry
 from facilities.thresholds import Thresholds
 from facilities.wire import (
     MAX_DEVICE_TIME,
     MAX_INTEGER,
     MAX_MEASURE,
     MAX_PAYLOAD_BYTES,
+    MAX_PORT,
     MIN_TEMP_C,
     Command,
     CommandAck,
@@ -28,7 +31,8 @@ from facilities.wire import (
 )
 from tests.support.paths import ROOT
 
-MAX_PORTS = 64  # the site file's limit (site.py: `ports` at most 64)
+# the site file's limit on a station's ports
+MAX_PORTS = StationEntry.model_json_schema()["properties"]["ports"]["maximum"]
 DOC = ROOT / "docs" / "protocol.md"
 SCHEMAS = ROOT / "docs" / "schemas"
 
@@ -58,7 +62,7 @@ def test_the_documented_largest_payload_is_the_one_enforced() -> None:
 
 
 def test_the_64_port_sizes_are_measured_with_the_models() -> None:
-    assert MAX_PORTS == 64
+    assert MAX_PORTS == 64 == MAX_PORT
     # every port as in the protocol's own telemetry example
     realistic = _telemetry(
         PortReading(
@@ -225,3 +229,8 @@ def test_the_payload_examples_are_valid_payloads() -> None:
     for name, body in examples:
         payload = models[name].model_validate_json(body)
         assert payload.extra_field_count() == 0, name
+
+
+def test_the_duplicate_window_is_the_filters() -> None:
+    assert RECENT_KEPT == 2048
+    assert "among that\n  topic's last 2,048 messages" in _text()
