@@ -28,6 +28,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The quick starts of docs/protocol.md and docs/api.md run as written (curl), and the AsyncAPI
+# CLI that validates docs/schemas/asyncapi.json comes from the npm registry (npm).
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 # The browser tests drive Debian's Chromium (no browser download); a CJK font so that their
 # screenshots of the Chinese pages are readable (phones bring their own fonts).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
