@@ -19,12 +19,9 @@ from facilities.rule_ids import RuleId
 from facilities.site import StationEntry
 from facilities.thresholds import Thresholds
 from facilities.wire import (
-    MAX_DEVICE_TIME,
     MAX_INTEGER,
-    MAX_MEASURE,
     MAX_PAYLOAD_BYTES,
     MAX_PORT,
-    MIN_TEMP_C,
     Command,
     CommandAck,
     CommandAction,
@@ -80,30 +77,32 @@ def test_the_64_port_sizes_are_measured_with_the_models() -> None:
         leakage_ma=2.1,
         smoke=False,
     )
-    # every number at its longest allowed value
-    longest = -(MAX_MEASURE - 0.001)
+    # every number as long as JSON writes a float in range: 17 significant digits
+    long_measure = 123456789.12345679
+    long_temp = -123.45678901234568
+    assert len(repr(-long_measure)) == len(repr(long_temp)) == 19
     worst = _telemetry(
         PortReading(
             port=1,
             state=PortState.CHARGING,
-            voltage_v=longest,
-            current_a=-longest,
-            power_w=-longest,
-            energy_wh=-longest,
-            temp_c=MIN_TEMP_C,
+            voltage_v=-long_measure,
+            current_a=long_measure,
+            power_w=long_measure,
+            energy_wh=long_measure,
+            temp_c=long_temp,
         ),
         seq=MAX_INTEGER,
-        ts=MAX_DEVICE_TIME,
-        temp_c=MIN_TEMP_C,
-        leakage_ma=-longest,
+        ts=4294967295.9999995,  # just under MAX_DEVICE_TIME, 17 digits
+        temp_c=long_temp,
+        leakage_ma=long_measure,
         smoke=False,
     )
     assert len(realistic) == _size_row("telemetry of a 64-port station, realistic")
-    assert len(worst) == _size_row("telemetry of a 64-port station, every number")
+    assert len(worst) == _size_row("telemetry of a 64-port station, every number as long")
     assert len(worst) < MAX_PAYLOAD_BYTES
     # the documented buffer advice covers the worst case
-    assert "at least 10 KiB for 64 ports" in _text()
-    assert len(worst) <= 10 * 1024
+    assert "at least 12 KiB for 64 ports" in _text()
+    assert len(worst) <= 12 * 1024
 
 
 def test_the_longest_command_fits_the_documented_size() -> None:
