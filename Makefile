@@ -41,7 +41,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy facilities simulators
 
-# Payload JSON Schemas for integrators (docs/schemas); a test fails when they are stale.
+# Payload JSON Schemas and the AsyncAPI document for integrators (docs/schemas); a test
+# fails when they are stale.
 schemas: setup
 	$(BIN)/facilities schemas --out docs/schemas
 

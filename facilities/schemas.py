@@ -5,6 +5,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from facilities.asyncapi import FILE_NAME as ASYNCAPI_FILE
+from facilities.asyncapi import render_asyncapi
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.wire import Command, CommandAck
@@ -34,10 +36,11 @@ def render_schemas() -> dict[str, str]:
 
 
 def write_schemas(out: Path) -> list[Path]:
-    """Write every schema into `out`; return the paths written."""
+    """Write every schema into `out`, and the AsyncAPI document of the whole MQTT interface
+    beside them (`asyncapi.json`); return the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_schemas().items():
+    for name, text in {**render_schemas(), ASYNCAPI_FILE: render_asyncapi()}.items():
         path = out / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

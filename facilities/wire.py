@@ -28,7 +28,13 @@ MAX_COUNT = 1_000_000  # bicycles in a garage: the site's largest has a few hund
 
 Seq = Annotated[
     int,
-    Field(ge=0, le=MAX_INTEGER, description="+1 per message on this topic; 0 after a reboot"),
+    Field(
+        ge=0,
+        le=MAX_INTEGER,
+        # a signed 64-bit integer: past 2**53 a JavaScript reader loses precision
+        json_schema_extra={"format": "int64"},
+        description="+1 per message on this topic; 0 after a reboot (signed 64-bit)",
+    ),
 ]
 DeviceTime = Annotated[
     float, Field(gt=0, le=MAX_DEVICE_TIME, description="device clock, Unix seconds, UTC")

@@ -28,7 +28,10 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-# Node and npm run the OpenAPI linters of the tests (scripts/setup-npm.sh installs them).
+# Node and npm run the OpenAPI linters of the tests (scripts/setup-npm.sh installs them) and
+# the AsyncAPI CLI that validates docs/schemas/asyncapi.json; the quick starts of
+# docs/protocol.md and docs/api.md run as written (curl).
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 # The browser tests drive Debian's Chromium (no browser download); a CJK font so that their
 # screenshots of the Chinese pages are readable (phones bring their own fonts).
