@@ -84,9 +84,9 @@ async def test_one_device_s_flood_of_bad_messages_is_bounded_and_counted(
         ("cs-01", "malformed_json", FLOOD - QUOTA, (FLOOD - QUOTA) * SIZE)
     ]
     metrics = (await api.http.get("/metrics")).text
-    rejected = 'facilities_messages_rejected_total{reason="malformed_json"}'
+    rejected = 'facilities_messages_rejected_total{reason="malformed_json",device="cs-01"}'
     assert _metric(metrics, rejected) == FLOOD
-    over = 'facilities_quarantine_over_quota_total{reason="malformed_json"}'
+    over = 'facilities_quarantine_over_quota_total{reason="malformed_json",device="cs-01"}'
     assert _metric(metrics, over) == FLOOD - QUOTA
 
     # the quota is per device: another station's bad message is kept ...
