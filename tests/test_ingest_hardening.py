@@ -218,7 +218,7 @@ async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
         telemetry_ingested = 'facilities_messages_ingested_total{kind="station_telemetry"}'
         await wait_for(lambda: _metric(service, telemetry_ingested) >= 1, what="the barrier")
         assert _metric(service, telemetry_ingested) == 1
-        store_failed = 'facilities_messages_rejected_total{reason="store_failed",device="cs-09"}'
+        store_failed = 'facilities_messages_rejected_total{device="cs-09",reason="store_failed"}'
         assert _metric(service, store_failed) == 0
     finally:
         if service.process and service.process.poll() is None:
@@ -247,7 +247,7 @@ async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
         await wait_for(lambda: len(_quarantine(db, availability)) == 1, what="quarantined")
         for _ in range(2):  # the same bytes twice: what a redelivery looks like
             station.publish_raw(telemetry_topic, b'{"seq": 1, "ts": -5}').wait_for_publish(5)
-        rejected = 'facilities_messages_rejected_total{reason="schema_mismatch",device="cs-10"}'
+        rejected = 'facilities_messages_rejected_total{device="cs-10",reason="schema_mismatch"}'
         await wait_for(lambda: _metric(service, rejected) >= 3, what="3 rejected")
         service.kill()
         service.start()
