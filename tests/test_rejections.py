@@ -4,8 +4,11 @@ the real broker with the generated ACL, devices with their own credentials."""
 
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from facilities.mosquitto import PrivateBroker
@@ -20,6 +23,7 @@ from tests.support.db import query
 from tests.support.devices import DeviceFactory
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
+from tests.support.processes import ServiceProcess, run_cli
 
 REJECTED = "facilities/charging/{}/rejected"
 TELEMETRY = "facilities/charging/{}/telemetry"
@@ -233,3 +237,63 @@ async def test_a_flood_of_bad_messages_is_told_up_to_the_quota_and_counted_past_
     assert over == flood - QUOTA
     assert registry.get_sample_value("facilities_messages_rejected_total", labels) == flood + 1
     assert _published(service) == QUOTA + 1
+
+
+def _metric(service: ServiceProcess, sample: str) -> float:
+    """One sample of the process's /metrics, e.g. `name{label="value"}`; 0 when absent."""
+    text = httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=2).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.slow
+async def test_facilities_run_tells_a_station_up_to_its_quota_and_staff_list_the_rest(
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+) -> None:
+    """The whole path through `facilities run`: a station that floods bad telemetry hears
+    its quota's worth of refusals, and staff find every kept one over HTTP."""
+    db = tmp_path / "facilities.db"
+    added = run_cli("staff", "add", "--db", str(db), "--name", "物业 陈经理")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    service = ServiceProcess(
+        broker,
+        db,
+        client_id=f"told-{uuid.uuid4().hex[:6]}",
+        log=tmp_path / "svc.log",
+        extra=("--quarantine-per-device-hour", "3"),
+    )
+    heard = Heard()
+    station = device("cs-12")
+    station.subscribe(REJECTED.format("cs-12"), heard)
+    service.start()
+    try:
+        for n in range(10):
+            payload = f'{{"seq": {n}, "ts": 1764400300.0, "ports": "none"}}'
+            station.publish_raw(TELEMETRY.format("cs-12"), payload).wait_for_publish(5)
+        rejected = 'facilities_messages_rejected_total{device="cs-12",reason="schema_mismatch"}'
+        await wait_for(lambda: _metric(service, rejected) == 10, what="10 refused")
+        # every refusal published is counted as it is handed to the link: 3, not 10
+        assert _metric(service, "facilities_rejections_published_total") == 3
+        await wait_for(lambda: len(heard.messages) == 3, what="3 refusals heard")
+        assert [b["seq"] for b in heard.bodies() if isinstance(b, dict)] == [0, 1, 2]
+        over = 'facilities_quarantine_over_quota_total{device="cs-12",reason="schema_mismatch"}'
+        assert _metric(service, over) == 7
+        async with httpx.AsyncClient(timeout=5) as http:
+            listed = await http.get(
+                f"http://127.0.0.1:{service.port}/api/quarantine?device=cs-12",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert listed.status_code == 200, listed.text
+        assert [item["payload"][:10] for item in listed.json()["items"]] == [
+            '{"seq": 2,',
+            '{"seq": 1,',
+            '{"seq": 0,',
+        ]
+        code, _ = service.terminate()
+        assert code == 0
+    finally:
+        if service.process and service.process.poll() is None:
+            service.kill()
