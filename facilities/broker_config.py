@@ -35,7 +35,8 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
 
 
 def acl_text(site: Site, topics: Topics) -> str:
-    """One block per user: devices write only under their own id and read their commands."""
+    """One block per user: devices write only under their own id; each reads its commands,
+    its own `…/rejected` topic and the service's status, nothing else of others."""
     t = topics
     blocks = [
         "# Written by `facilities broker-config`. Regenerate after changing the site file.",
@@ -51,6 +52,8 @@ def acl_text(site: Site, topics: Topics) -> str:
             f"topic write {t.station(station, 'availability')}",
             f"topic write {t.station(station, 'command/ack')}",
             f"topic read {t.station(station, 'command')}",
+            f"topic read {t.station(station, 'rejected')}",
+            f"topic read {t.service_status()}",
         ]
     for garage in site.garages:
         blocks += [
@@ -61,18 +64,22 @@ def acl_text(site: Site, topics: Topics) -> str:
             f"topic write {t.gate(garage, '+', 'event')}",
             f"topic write {t.gate(garage, '+', 'command/ack')}",
             f"topic read {t.gate(garage, '+', 'command')}",
+            f"topic read {t.garage(garage, 'rejected')}",
+            f"topic read {t.service_status()}",
         ]
     return "\n".join(blocks) + "\n"
 
 
 def service_acl(topics: Topics) -> tuple[str, ...]:
-    """The service's ACL lines: it reads everything and writes only commands, alerts and its
-    own status."""
+    """The service's ACL lines: it reads everything and writes only commands, refusals told
+    to devices (`…/rejected`), alerts and its own status."""
     t = topics
     return (
         f"topic read {t.everything()}",
         f"topic write {t.station('+', 'command')}",
         f"topic write {t.gate('+', '+', 'command')}",
+        f"topic write {t.station('+', 'rejected')}",
+        f"topic write {t.garage('+', 'rejected')}",
         f"topic write {t.all_service()}",
         f"topic write {t.all_alerts()}",
     )

@@ -16,8 +16,10 @@ class MessageKind(StrEnum):
     STATION_AVAILABILITY = "station_availability"
     STATION_COMMAND = "station_command"
     STATION_ACK = "station_ack"
+    STATION_REJECTED = "station_rejected"  # the service tells the station what it refused
     GARAGE_TELEMETRY = "garage_telemetry"
     GARAGE_AVAILABILITY = "garage_availability"
+    GARAGE_REJECTED = "garage_rejected"  # ... and the garage controller, for its gates too
     GATE_EVENT = "gate_event"
     GATE_COMMAND = "gate_command"
     GATE_ACK = "gate_ack"
@@ -30,6 +32,7 @@ STATION_KINDS = frozenset(
         MessageKind.STATION_AVAILABILITY,
         MessageKind.STATION_COMMAND,
         MessageKind.STATION_ACK,
+        MessageKind.STATION_REJECTED,
     }
 )
 

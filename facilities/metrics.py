@@ -3,13 +3,21 @@
 # What is read from the live state at scrape time is in live_metrics.py (no database I/O in a
 # scrape, no module-level globals).
 
+from collections.abc import Collection
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# The `device` label of a refusal from no device of the site file: one series for all of them,
+# whatever ids a rogue client invents. Not a possible device id (ids never start with `_`).
+UNKNOWN_DEVICE = "_unknown"
 
 
 class IngestMetrics:
-    """What ingest counts: messages by kind, rejections by reason, duplicates, batches."""
+    """What ingest counts: messages by kind, rejections by reason and device, duplicates,
+    batches. `devices`: the site file's station and garage ids, the only `device` labels."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, devices: Collection[str]) -> None:
+        self._devices = frozenset(devices)
         self.ingested = Counter(
             "facilities_messages_ingested",
             "Device messages stored, by kind",
@@ -18,14 +26,20 @@ class IngestMetrics:
         )
         self.rejected = Counter(
             "facilities_messages_rejected",
-            "Device messages quarantined, by reason",
-            ["reason"],
+            "Device messages quarantined, by reason and device (the site's; `_unknown` for others)",
+            ["reason", "device"],
             registry=registry,
         )
         self.over_quota = Counter(
             "facilities_quarantine_over_quota",
-            "Bad messages past their device's quarantine quota for the hour: counted, not kept",
-            ["reason"],
+            "Bad messages past their device's quarantine quota for the hour: counted, not kept"
+            " (nor told to the device)",
+            ["reason", "device"],
+            registry=registry,
+        )
+        self.rejections_published = Counter(
+            "facilities_rejections_published",
+            "Refusals told to their device on its `.../rejected` topic",
             registry=registry,
         )
         self.retention_deleted = Counter(
@@ -74,6 +88,11 @@ class IngestMetrics:
             "Messages received and not yet committed",
             registry=registry,
         )
+
+    def device_label(self, device: str) -> str:
+        """The `device` label of a refusal: a device of the site file, else `_unknown`, so
+        that invented ids never make a series each."""
+        return device if device in self._devices else UNKNOWN_DEVICE
 
 
 class CommandMetrics:

@@ -60,7 +60,7 @@ def build(
         steady,
         now,
         monotonic,
-        _metrics(),
+        _metrics(site),
         Store(settings.db),
         LiveState(Engine(site), clock=now, changes=ChangeStream()),
     )
@@ -179,10 +179,15 @@ def _retention(core: _Core) -> Retention:
     )
 
 
-def _metrics() -> Metrics:
+def _metrics(site: Site) -> Metrics:
     registry = CollectorRegistry()
+    # the site's devices: the only `device` labels of refusals (bounded: docs/observability.md)
+    devices = (*site.stations, *site.garages)
     return Metrics(
-        registry, IngestMetrics(registry), CommandMetrics(registry), ApiMetrics(registry)
+        registry,
+        IngestMetrics(registry, devices=devices),
+        CommandMetrics(registry),
+        ApiMetrics(registry),
     )
 
 

@@ -33,6 +33,7 @@ API_PATHS = {
     "/api/stations/{station_id}/telemetry",
     "/api/audit",
     "/api/cutoffs",
+    "/api/quarantine",
 }
 
 

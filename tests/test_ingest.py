@@ -185,7 +185,10 @@ async def test_bad_input_is_quarantined_and_the_rest_flows(
     assert q_payload == payload[:QUARANTINE_PREFIX_BYTES]  # and the length of all of it
     assert q_size == len(payload)
     assert q_detail
-    assert counter(service, "facilities_messages_rejected_total", {"reason": reason.value}) == 1
+    # by device too: the site's, or one label for every id the site file does not name
+    unknown = reason in (RejectReason.UNKNOWN_DEVICE, RejectReason.UNKNOWN_TOPIC)
+    labels = {"reason": reason.value, "device": "_unknown" if unknown else "cs-04"}
+    assert counter(service, "facilities_messages_rejected_total", labels) == 1
     logged = [r.getMessage() for r in caplog.records if topic in r.getMessage()]
     assert len(logged) == 1  # logged once ...
     assert len(logged[0]) < 1000  # ... and truncated

@@ -218,7 +218,8 @@ async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
         telemetry_ingested = 'facilities_messages_ingested_total{kind="station_telemetry"}'
         await wait_for(lambda: _metric(service, telemetry_ingested) >= 1, what="the barrier")
         assert _metric(service, telemetry_ingested) == 1
-        assert _metric(service, 'facilities_messages_rejected_total{reason="store_failed"}') == 0
+        store_failed = 'facilities_messages_rejected_total{device="cs-09",reason="store_failed"}'
+        assert _metric(service, store_failed) == 0
     finally:
         if service.process and service.process.poll() is None:
             service.kill()
@@ -246,7 +247,7 @@ async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
         await wait_for(lambda: len(_quarantine(db, availability)) == 1, what="quarantined")
         for _ in range(2):  # the same bytes twice: what a redelivery looks like
             station.publish_raw(telemetry_topic, b'{"seq": 1, "ts": -5}').wait_for_publish(5)
-        rejected = 'facilities_messages_rejected_total{reason="schema_mismatch"}'
+        rejected = 'facilities_messages_rejected_total{device="cs-10",reason="schema_mismatch"}'
         await wait_for(lambda: _metric(service, rejected) >= 3, what="3 rejected")
         service.kill()
         service.start()
@@ -291,9 +292,8 @@ async def test_a_wall_clock_stepped_back_does_not_hold_commits_and_acks(
     from prometheus_client import CollectorRegistry
 
     clock = SteppedBackClock()
-    ingest = Ingest(
-        conn, Decoder(site, Topics()), metrics=IngestMetrics(CollectorRegistry()), clock=clock
-    )
+    metrics = IngestMetrics(CollectorRegistry(), devices=site.stations)
+    ingest = Ingest(conn, Decoder(site, Topics()), metrics=metrics, clock=clock)
     await ingest.start()
     client_id = f"stepped-{uuid.uuid4().hex[:6]}"
 

@@ -52,6 +52,15 @@ def test_a_gate_topic_needs_its_gate() -> None:
             "facilities/alerts/port_overload/cs-07/3",
         ),
         (Topics().service_status(), "facilities/service/status"),
+        # docs/protocol.md, "Telling a device what was refused": a gate's go to its garage
+        (
+            Topics().rejected(Route(MessageKind.STATION_TELEMETRY, "cs-07")),
+            "facilities/charging/cs-07/rejected",
+        ),
+        (
+            Topics().rejected(Route(MessageKind.GATE_EVENT, "g-hc3", "north")),
+            "facilities/garage/g-hc3/rejected",
+        ),
         (Topics("x").all_alerts(), "x/alerts/#"),
         (Topics("x").all_service(), "x/service/#"),
         (Topics("x").everything(), "x/#"),
@@ -67,6 +76,8 @@ def test_the_service_may_write_its_alerts_and_status_and_only_read_the_rest() ->
         "topic read x/#",
         "topic write x/charging/+/command",
         "topic write x/garage/+/gate/+/command",
+        "topic write x/charging/+/rejected",
+        "topic write x/garage/+/rejected",
         "topic write x/service/#",
         "topic write x/alerts/#",
     )

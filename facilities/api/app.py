@@ -19,7 +19,7 @@ from facilities.api.bodies import BodyLimit
 from facilities.api.deps import Services
 from facilities.api.errors import REPLAYED, install_error_handlers
 from facilities.api.instrument import HttpMetrics
-from facilities.api.routes import events, health, public, residents, staff
+from facilities.api.routes import events, health, public, quarantine, residents, staff
 from facilities.api.web import pages
 
 DESCRIPTION = """
@@ -101,7 +101,7 @@ def create_app(services: Services, *, public_url: str | None = None) -> FastAPI:
             max_age=600,
         )
     install_error_handlers(app)
-    for module in (health, public, residents, staff, events):
+    for module in (health, public, residents, staff, quarantine, events):
         app.include_router(module.router)
     app.include_router(pages.router)
     app.mount(_DOCS_ASSETS, _docs_assets(), name="docs-assets")

@@ -36,6 +36,11 @@ class Decoder:
         self._site = site
         self._topics = topics
 
+    @property
+    def topics(self) -> Topics:
+        """The topics it decodes: those the service answers on, too."""
+        return self._topics
+
     def decode(self, topic: str, raw: bytes, received_at: float) -> Accepted | Rejected | None:
         """Accepted or Rejected; None for the service's own commands heard back."""
         route = self._topics.parse(topic)

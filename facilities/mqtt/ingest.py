@@ -26,6 +26,7 @@ from facilities.mqtt.ingest_batch import (
     BatchWriter,
     Pending,
 )
+from facilities.mqtt.rejections import Publisher, RejectionNotices
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
 
@@ -44,7 +45,10 @@ _LOG_PER_REASON_PER_MINUTE = 10
 _WRITE_ERRORS: tuple[type[Exception], ...] = (aiosqlite.Error, *DATA_ERRORS)
 
 
-class Acker(Protocol):
+class Link(Publisher, Protocol):
+    """The broker link as ingest uses it: acks after each commit, and refusals told to their
+    devices (facilities/mqtt/session.py BrokerLink)."""
+
     def ack(self, items: Sequence[Delivery]) -> int: ...
 
 
@@ -82,6 +86,7 @@ class Ingest:
         self._stopping = False
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
         self._writer = BatchWriter(conn, quarantine_quota=quarantine_quota)
+        self._notices = RejectionNotices(decoder.topics, metrics=metrics)
         # Before the commit, on paho's thread: the rules see the first evidence at once.
         self.observers: list[Listener] = []
         self.committed = 0
@@ -121,16 +126,16 @@ class Ingest:
 
     # -- writer ------------------------------------------------------------------------------
 
-    async def run(self, acker: Acker) -> None:
+    async def run(self, link: Link) -> None:
         """Commit and ack batches until `stop()`; then commit and ack what is left."""
         while not self._stopping:
             await self._wait_for_batch()
-            await self.flush(acker)
+            await self.flush(link)
         # What is in hand at the stop, and no more: under a flood, new arrivals would keep the
         # loop going past the 5 s a SIGTERM allows. The broker redelivers the rest.
         in_hand, _ = self._inbox_state()
         while in_hand > 0:
-            flushed = await self.flush(acker)
+            flushed = await self.flush(link)
             if not flushed:
                 break
             in_hand -= flushed
@@ -168,12 +173,13 @@ class Ingest:
             size = len(self._inbox)
             return size, self._inbox[0].arrived if size else 0.0
 
-    async def flush(self, acker: Acker) -> int:
-        """Commit up to `batch_max` waiting messages, then ack them; return how many.
+    async def flush(self, link: Link) -> int:
+        """Commit up to `batch_max` waiting messages, then ack them and tell each device what
+        of its own was refused (rejections.py); return how many.
 
         A message the store refuses is quarantined (`store_failed`) and the rest of its batch
         stored (salvage.py). A database that fails (locked, full, I/O) raises StoreError with
-        nothing acknowledged: the broker keeps the batch for the next start."""
+        nothing acknowledged nor told: the broker keeps the batch for the next start."""
         with self._lock:
             pending = self._inbox[: self._batch_max]
             del self._inbox[: self._batch_max]
@@ -188,8 +194,10 @@ class Ingest:
         except _WRITE_ERRORS as exc:
             raise StoreError(f"cannot write to the database: {exc}") from exc
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        acked = acker.ack([item.delivery for item in stored])
+        acked = link.ack([item.delivery for item in stored])
         self._metrics.ack_lag_seconds.observe(max(0.0, time.monotonic() - stored[0].arrived))
+        # after the commit (a refusal told is one kept) and after the acks (they wait on nothing)
+        self._notices.tell(stored, link)
         self._count(stored, inserted)
         expected = sum(1 for item in stored if item.delivery.qos > 0)
         if acked < expected:
@@ -202,6 +210,8 @@ class Ingest:
         kinds: Counter[str] = Counter()
         extra: Counter[str] = Counter()
         gate_events: Counter[tuple[str, str, str]] = Counter()
+        rejected: Counter[tuple[str, str]] = Counter()  # (reason, device label)
+        over_quota: Counter[tuple[str, str]] = Counter()
         rows = 0  # messages that have a row of their own (a sample, an event, a quarantine)
         m = self._metrics
         for item in items:
@@ -216,9 +226,10 @@ class Ingest:
                     ] += 1
                 rows += kind not in ACK_KINDS and kind not in AVAILABILITY_KINDS
             elif isinstance(message, Rejected):
-                m.rejected.labels(message.reason.value).inc()
+                labels = (message.reason.value, m.device_label(message.device))
+                rejected[labels] += 1
                 if not item.kept:
-                    m.over_quota.labels(message.reason.value).inc()
+                    over_quota[labels] += 1
                 self._log_rejected(message)
                 self.quarantined += 1
                 rows += item.kept
@@ -231,6 +242,10 @@ class Ingest:
                 m.unknown_fields.labels(name).inc(count)
         for (garage, gate, event), count in gate_events.items():
             m.gate_events.labels(garage, gate, event).inc(count)
+        for labels, count in rejected.items():
+            m.rejected.labels(*labels).inc(count)
+        for labels, count in over_quota.items():
+            m.over_quota.labels(*labels).inc(count)
         self.committed += len(items)
 
     def _log_rejected(self, message: Rejected) -> None:

@@ -118,7 +118,7 @@ class BatchWriter:
         if count == self._quota:
             log.warning(
                 "%s passed its quarantine quota (%d bad messages this hour): the rest of the"
-                " hour's are counted, not kept",
+                " hour's are counted, not kept nor told to the device",
                 rejected.device or "unknown devices",
                 self._quota,
             )

@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from facilities.messages import MessageKind, Route
+from facilities.messages import STATION_KINDS, MessageKind, Route
 from facilities.rule_ids import RuleId
 from facilities.site import ID_PATTERN
 
@@ -13,8 +13,16 @@ DEFAULT_PREFIX = "facilities"
 
 
 # Topics the service itself publishes: it hears them back (MQTT 3.1.1 has no no-local
-# subscription option) and must not take them for device input.
-OWN_KINDS = frozenset({MessageKind.STATION_COMMAND, MessageKind.GATE_COMMAND})
+# subscription option) and must not take them for device input. A refusal told on a device's
+# `…/rejected` topic heard back as `unknown_topic` would be quarantined in turn.
+OWN_KINDS = frozenset(
+    {
+        MessageKind.STATION_COMMAND,
+        MessageKind.GATE_COMMAND,
+        MessageKind.STATION_REJECTED,
+        MessageKind.GARAGE_REJECTED,
+    }
+)
 
 _STATION_SUFFIX: dict[tuple[str, ...], MessageKind] = {
     ("telemetry",): MessageKind.STATION_TELEMETRY,
@@ -22,10 +30,12 @@ _STATION_SUFFIX: dict[tuple[str, ...], MessageKind] = {
     ("availability",): MessageKind.STATION_AVAILABILITY,
     ("command",): MessageKind.STATION_COMMAND,
     ("command", "ack"): MessageKind.STATION_ACK,
+    ("rejected",): MessageKind.STATION_REJECTED,
 }
 _GARAGE_SUFFIX: dict[tuple[str, ...], MessageKind] = {
     ("telemetry",): MessageKind.GARAGE_TELEMETRY,
     ("availability",): MessageKind.GARAGE_AVAILABILITY,
+    ("rejected",): MessageKind.GARAGE_REJECTED,
 }
 _GATE_SUFFIX: dict[tuple[str, ...], MessageKind] = {
     ("event",): MessageKind.GATE_EVENT,
@@ -71,6 +81,15 @@ class Topics:
         if family == "charging":
             return self.station(route.device, suffix)
         return self.garage(route.device, suffix)
+
+    def rejected(self, route: Route) -> str:
+        """Where the device that sent a message on `route` is told that it was refused: its
+        own `…/rejected` topic (`facilities/charging/cs-07/rejected`). A garage controller
+        publishes for its gates under the garage's id, so a gate's refusals go to the
+        garage's topic (docs/protocol.md, "Telling a device what was refused")."""
+        if route.kind in STATION_KINDS:
+            return self.of(Route(MessageKind.STATION_REJECTED, route.device))
+        return self.of(Route(MessageKind.GARAGE_REJECTED, route.device))
 
     def service_status(self) -> str:
         """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
