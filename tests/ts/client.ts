@@ -100,6 +100,12 @@ async function staff(): Promise<void> {
   if (power.error && "command_id" in power.error) {
     expect(power.error.error === "device_timeout", `power: ${power.error.error}`);
   }
+  const quarantined = await api.GET("/api/quarantine", {
+    params: { query: { reason: "malformed_json", limit: 5 } },
+  });
+  calls.quarantine = quarantined.response.status;
+  expect(quarantined.data !== undefined && "next_cursor" in quarantined.data, "quarantine: no next_cursor");
+  for (const q of quarantined.data?.items ?? []) expect(q.reason === "malformed_json", "quarantine: reason");
   const cutoffs = await api.GET("/api/cutoffs");
   calls.cutoffs = cutoffs.response.status;
   expect(Array.isArray(cutoffs.data?.items), "cutoffs: no items");

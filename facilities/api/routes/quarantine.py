@@ -92,4 +92,6 @@ async def quarantine(
     )
     last = rows[-1] if rows else None
     more = f"{last.received_at!r},{last.id}" if last and len(rows) == limit else None
-    return models.Page(items=[_item(row) for row in rows], next=next_path(request, more))
+    return models.Page(
+        items=[_item(row) for row in rows], next=next_path(request, more), next_cursor=more
+    )
