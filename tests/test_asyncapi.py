@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from facilities.asyncapi import CHANNELS, FILE_NAME, MODELS, render_asyncapi
+from facilities.mqtt.rejections import Rejection
 from facilities.mqtt.topics import Topics
 from tests.support.paths import ROOT
 
@@ -26,6 +27,15 @@ INSTALL_TIMEOUT_S = 900.0
 
 def test_the_committed_document_is_the_generated_one() -> None:
     assert DOCUMENT.read_text(encoding="utf-8") == render_asyncapi(), "run `make schemas`"
+
+
+def test_the_rejected_schema_is_what_the_service_publishes() -> None:
+    """The `…/rejected` payload is described by hand (bounded like the devices' own seq and
+    ts); its fields and which are required must stay those of the model the service sends."""
+    schema = json.loads(render_asyncapi())["components"]["schemas"]["Rejected"]
+    assert set(schema["properties"]) == set(Rejection.model_fields)
+    required = {name for name, field in Rejection.model_fields.items() if field.is_required()}
+    assert set(schema["required"]) == required
 
 
 def test_every_topic_of_the_protocol_is_a_channel() -> None:
