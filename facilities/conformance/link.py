@@ -1,9 +1,12 @@
 """The tool's options, its own MQTT 5 connection, and the run that prints the report."""
 
+import contextlib
+import signal
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any, TextIO
 
 import paho.mqtt.client as paho
@@ -145,32 +148,49 @@ def run_conformance(
     watch.send_command = send_command
     url = BrokerUrl.parse(settings.broker, ca_file=settings.broker_ca)
     link = Link(url, watch)
-    link.start()
-    try:
-        print(
-            f"watching {device} on {url.display()} for {settings.seconds:.0f} s"
-            f" (topics {', '.join(watch.subscriptions())})",
-            file=out,
-            flush=True,
-        )
-        if send_command:
+    with _ctrl_c() as stopped:
+        link.start()
+        try:
             print(
-                "will send one power_on of a port the station reports powered (a no-op)"
-                " to test the ack path",
+                f"watching {device} on {url.display()} for {settings.seconds:.0f} s"
+                f" (topics {', '.join(watch.subscriptions())})",
                 file=out,
                 flush=True,
             )
-        try:
-            time.sleep(settings.seconds)
+            if send_command:
+                print(
+                    "will send one power_on of a port the station reports powered (a no-op)"
+                    " to test the ack path",
+                    file=out,
+                    flush=True,
+                )
+            interrupted = stopped.wait(settings.seconds)
             until = watch.waiting_until()
-            while until is not None and time.time() < until:
-                time.sleep(0.1)
+            while not interrupted and until is not None and time.time() < until:
+                interrupted = stopped.wait(0.1)
                 until = watch.waiting_until()
-        except KeyboardInterrupt:  # Ctrl-C: the report of what was heard so far
-            print("stopped early (Ctrl-C)", file=out)
-    finally:
-        link.close()
+            if interrupted:  # Ctrl-C: the report of what was heard so far
+                print("stopped early (Ctrl-C)", file=out)
+        finally:
+            link.close()
     report = watch.report()
     for line in report.lines():
         print(line, file=out)
     return report.passed
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C (SIGINT) while the watch runs, instead of a KeyboardInterrupt
+    that could land anywhere (in a print, in closing the link) and leave the report unprinted.
+    Only the main thread may set a signal handler: elsewhere (a caller's thread) the event is
+    never set, and the watch runs its time."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stopped.set())
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
