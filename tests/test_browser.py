@@ -73,7 +73,8 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
         }
         return shown == api
 
-    _until(agree, "the page's counts to match /api/stations")
+    # the district changes all the while: 20 s for one moment where the two agree
+    _until(agree, "the page's counts to match /api/stations", timeout_s=20.0)
     bays = {g["id"]: g["capacity"] for g in httpx.get(f"{base}/api/garages").json()}
     for card in phone.find_elements(By.CSS_SELECTOR, "a.card.garage"):
         capacity = card.find_element(By.CLASS_NAME, "capacity").text

@@ -30,9 +30,13 @@ DAY_S = 86400.0
 # Rows deleted per transaction: at most 11 ms each here (43 batches for 10,000 old rows of
 # each table, tests/security/test_quarantine_bounds.py), so the write lock is never held long.
 BATCH_ROWS = 500
-# Pause between two batches: the ingest writer's flush interval (50 ms), so that a waiting
-# batch of messages is committed between two of ours rather than after the whole backlog.
-PAUSE_S = 0.05
+# Pause between two batches, so that a batch of messages waiting for the write lock is
+# committed between two of ours rather than after the whole backlog. The ingest writer waits
+# in SQLite's busy handler, which sleeps up to 100 ms between two tries once it has waited
+# ~0.3 s: with 50 ms pauses, ingest's commits came 1.4-4.8 s apart during a large first sweep
+# in whole test runs (tests/test_retention.py; never when run alone), most likely because the
+# waiting writer slept through the pauses. Longer than its longest sleep.
+PAUSE_S = 0.12
 # A sweep this often: rows are at most this much past their retention when deleted.
 EVERY_S = 600.0
 # Telemetry is summed up per port and this much device time (migration 012, port_buckets).
