@@ -33,9 +33,9 @@ BATCH_ROWS = 500
 # Pause between two batches, so that a batch of messages waiting for the write lock is
 # committed between two of ours rather than after the whole backlog. The ingest writer waits
 # in SQLite's busy handler, which sleeps up to 100 ms between two tries once it has waited
-# ~0.3 s: with 50 ms pauses, ingest's commits came 1.4-4.8 s apart during a large first sweep
-# in whole test runs (tests/test_retention.py; never when run alone), most likely because the
-# waiting writer slept through the pauses. Longer than its longest sleep.
+# ~0.3 s, so a pause longer than its longest sleep is one it cannot sleep through. (In whole
+# test runs ingest's commits still came up to ~1.5 s apart during a large first sweep, with
+# 50 ms pauses and with these; alone, well under 1 s: tests/test_retention.py. Not explained.)
 PAUSE_S = 0.12
 # A sweep this often: rows are at most this much past their retention when deleted.
 EVERY_S = 600.0
