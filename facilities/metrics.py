@@ -88,6 +88,12 @@ class IngestMetrics:
             "Messages received and not yet committed",
             registry=registry,
         )
+        self.window_wait_seconds = Counter(
+            "facilities_ingest_window_wait_seconds",
+            "Time the broker link waited for the writer: the window of unacknowledged"
+            " messages was full",
+            registry=registry,
+        )
 
     def device_label(self, device: str) -> str:
         """The `device` label of a refusal: a device of the site file, else `_unknown`, so
