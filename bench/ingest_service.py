@@ -57,6 +57,9 @@ class Service:
         self.db = bench.workdir / f"{client_id}.db"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        # another checkout reads its own example site (the file's form has grown since)
+        own_site = None if tree is None else tree / "site.example.toml"
+        self.site = own_site if own_site is not None and own_site.exists() else SITE
 
     def start(self) -> float:
         """Start and wait until healthy; return the seconds that took."""
@@ -72,7 +75,7 @@ class Service:
                 "WARNING",
                 "run",
                 "--site",
-                str(SITE),
+                str(self.site),
                 "--broker",
                 self.bench.broker.service_url(self.client_id),
                 "--db",
@@ -90,6 +93,10 @@ class Service:
                     return time.perf_counter() - started
             except httpx.HTTPError:
                 pass
+            if self.process.poll() is not None:
+                log_path = self.bench.workdir / f"{self.client_id}.log"
+                last = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                raise RuntimeError(f"{self.client_id} exited {self.process.returncode}: {last}")
             time.sleep(0.01)
 
     def stored(self) -> int:
