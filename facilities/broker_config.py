@@ -34,40 +34,61 @@ def hash_password(password: str, *, salt: bytes | None = None) -> str:
     return f"$7${_PBKDF2_ITERATIONS}${encoded[0]}${encoded[1]}"
 
 
-def acl_text(site: Site, topics: Topics) -> str:
+def bridge_user(community: str) -> str:
+    """The central broker's user for a community's bridge (`bridge.cq4`): a dot is in no
+    device id (ID_PATTERN), so it never names a device."""
+    return f"bridge.{community}"
+
+
+def acl_text(site: Site, topics: Topics, *, community: str | None = None) -> str:
     """One block per user: devices write only under their own id; each reads its commands,
-    its own `…/rejected` topic and the service's status, nothing else of others."""
-    t = topics
-    blocks = [
-        "# Written by `facilities broker-config`. Regenerate after changing the site file.",
-        "",
-        f"user {SERVICE_USER}",
-        *service_acl(topics),
-    ]
-    for station in site.stations:
-        blocks += [
-            "",
-            f"user {station}",
-            *(f"topic write {t.station(station, s)}" for s in ("telemetry", "event")),
-            f"topic write {t.station(station, 'availability')}",
-            f"topic write {t.station(station, 'command/ack')}",
-            f"topic read {t.station(station, 'command')}",
-            f"topic read {t.station(station, 'rejected')}",
-            f"topic read {t.service_status()}",
-        ]
-    for garage in site.garages:
-        blocks += [
-            "",
-            f"user {garage}",
-            f"topic write {t.garage(garage, 'telemetry')}",
-            f"topic write {t.garage(garage, 'availability')}",
-            f"topic write {t.gate(garage, '+', 'event')}",
-            f"topic write {t.gate(garage, '+', 'command/ack')}",
-            f"topic read {t.gate(garage, '+', 'command')}",
-            f"topic read {t.garage(garage, 'rejected')}",
-            f"topic read {t.service_status()}",
-        ]
+    its own `…/rejected` topic and the service's status, nothing else of others. Without
+    `community`, the central broker's: the service, the devices of the communities that are
+    not bridged, and a bridge user for each one that is (docs/bridge.md). With it, that
+    community's own broker's: its devices only."""
+    blocks = ["# Written by `facilities broker-config`. Regenerate after changing the site file."]
+    if community is None:
+        blocks += ["", f"user {SERVICE_USER}", *service_acl(topics)]
+    stations, garages = _devices(site, community)
+    for station in stations:
+        blocks += ["", f"user {station}", *_station_acl(topics, station)]
+    for garage in garages:
+        blocks += ["", f"user {garage}", *_garage_acl(topics, garage)]
+    for bridged in _bridged(site) if community is None else ():
+        blocks += ["", f"user {bridge_user(bridged)}", *bridge_acl(site, topics, bridged)]
     return "\n".join(blocks) + "\n"
+
+
+def _station_acl(t: Topics, station: str) -> tuple[str, ...]:
+    return (
+        *(f"topic write {t.station(station, s)}" for s in ("telemetry", "event")),
+        f"topic write {t.station(station, 'availability')}",
+        f"topic write {t.station(station, 'command/ack')}",
+        f"topic read {t.station(station, 'command')}",
+        f"topic read {t.station(station, 'rejected')}",
+        f"topic read {t.service_status()}",
+    )
+
+
+def _garage_acl(t: Topics, garage: str) -> tuple[str, ...]:
+    return (
+        f"topic write {t.garage(garage, 'telemetry')}",
+        f"topic write {t.garage(garage, 'availability')}",
+        f"topic write {t.gate(garage, '+', 'event')}",
+        f"topic write {t.gate(garage, '+', 'command/ack')}",
+        f"topic read {t.gate(garage, '+', 'command')}",
+        f"topic read {t.garage(garage, 'rejected')}",
+        f"topic read {t.service_status()}",
+    )
+
+
+def bridge_acl(site: Site, topics: Topics, community: str) -> tuple[str, ...]:
+    """The ACL lines of a community's bridge on the central broker: what its devices may
+    write and read, for its devices only, and its own state (the bridge's notifications)."""
+    stations, garages = _devices(site, community)
+    lines = [line for s in stations for line in _station_acl(topics, s)]
+    lines += [line for g in garages for line in _garage_acl(topics, g)]
+    return (*dict.fromkeys(lines), f"topic write {topics.bridge_state(community)}")
 
 
 def service_acl(topics: Topics) -> tuple[str, ...]:
@@ -85,9 +106,33 @@ def service_acl(topics: Topics) -> tuple[str, ...]:
     )
 
 
-def users_of(site: Site) -> tuple[str, ...]:
-    """Every broker user the site needs: the service, then each station and garage."""
-    return (SERVICE_USER, *site.stations, *site.garages)
+def users_of(site: Site, *, community: str | None = None) -> tuple[str, ...]:
+    """Every broker user the central broker needs: the service, then each station and garage
+    that is not in a bridged community, then each bridged community's bridge. With
+    `community`, every user of that community's own broker: its stations and garages."""
+    stations, garages = _devices(site, community)
+    if community is not None:
+        return (*stations, *garages)
+    return (SERVICE_USER, *stations, *garages, *(bridge_user(c) for c in _bridged(site)))
+
+
+def _bridged(site: Site) -> tuple[str, ...]:
+    return tuple(c.id for c in site.communities.values() if c.bridged)
+
+
+def _devices(site: Site, community: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stations and garages whose users are on the central broker (`community` None: those
+    of the communities that are not bridged), or on `community`'s own broker."""
+    if community is not None and community not in site.communities:
+        raise UsageError(f"--community {community}: not a community of the site")
+    if community is None:
+        on = {c.id for c in site.communities.values() if not c.bridged}
+    else:
+        on = {community}
+    return (
+        tuple(s.id for s in site.stations.values() if s.community in on),
+        tuple(g.id for g in site.garages.values() if g.community in on),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +171,16 @@ def write_broker_config(
     topic_prefix: str = "facilities",
     rotate: Collection[str] = (),
     group: str | None = None,
+    community: str | None = None,
 ) -> BrokerFiles:
     """Bring `out/passwd` and `out/acl` in line with the site, safe to run on a live site:
     users already in the password file keep their hash line as it is, new users get a new
     password, users no longer in the site are removed, and `rotate` names users that get a
     new password. The new passwords go to `out/credentials.new` (mode 0600) and are
     returned. With `group`, the password file and ACL are that group's to read (mode 0640;
-    Mosquitto opens them after dropping root for its own user); without, mode 0600."""
-    users = users_of(site)
+    Mosquitto opens them after dropping root for its own user); without, mode 0600. With
+    `community`, the files of that community's own broker (docs/bridge.md)."""
+    users = users_of(site, community=community)
     unknown = sorted(set(rotate) - set(users))
     if unknown:
         raise UsageError(f"--rotate {', '.join(unknown)}: not the service nor a device of the site")
@@ -149,7 +196,8 @@ def write_broker_config(
     hashes = {user: hash_password(made[user]) if user in made else existing[user] for user in users}
     readable = 0o640 if gid is not None else 0o600
     _write_atomic(out / "passwd", "".join(f"{u}:{h}\n" for u, h in hashes.items()), readable, gid)
-    _write_atomic(out / "acl", acl_text(site, Topics(topic_prefix)), readable, gid)
+    acl = acl_text(site, Topics(topic_prefix), community=community)
+    _write_atomic(out / "acl", acl, readable, gid)
     credentials = None
     if made:
         credentials = out / CREDENTIALS_FILE
@@ -218,6 +266,19 @@ _REPLACED = re.compile(
     r"|log_dest|user)\b.*$",
     re.M,
 )
+
+
+def render_bridge_conf(*, community: str, centre: str, password: str) -> str:
+    """The shipped bridge section (mosquitto-bridge.conf) for `community`'s own broker, to the
+    central broker at `centre` (`host:port`) as its user `bridge.<community>`."""
+    text = resources.files("facilities").joinpath("mosquitto-bridge.conf").read_text("utf-8")
+    for placeholder, value in (
+        ("CHANGE-ME-COMMUNITY", community),
+        ("CHANGE-ME-CENTRE", centre),
+        ("CHANGE-ME-PASSWORD", password),
+    ):
+        text = text.replace(placeholder, value)
+    return text
 
 
 def render_mosquitto_conf(*, port: int, config_dir: Path, data_dir: Path, user: str) -> str:

@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help=f"a new password for this device (or {SERVICE_USER}, the service); repeatable",
     )
+    broker.add_argument(
+        "--community",
+        metavar="ID",
+        help="the files of this community's own broker, bridged to the central one: its "
+        "devices only (docs/bridge.md); without it, the central broker's",
+    )
 
     for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
         _people_parser(commands, role, what)
@@ -226,6 +232,7 @@ def _broker_config(args: argparse.Namespace) -> int:
         topic_prefix=options.topic_prefix,
         rotate=args.rotate,
         group=options.broker_group or None,
+        community=args.community,
     )
     group = options.broker_group
     readable = f"group {group}, mode 0640" if group else "mode 0600"

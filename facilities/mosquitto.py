@@ -53,6 +53,10 @@ class PrivateBroker:
     # Users beyond the site's devices, each with its ACL lines (tests: an observer that reads
     # everything, a rogue client that writes anywhere under the prefix).
     extra_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # A community's own broker (docs/bridge.md): its devices' users only, and `bridge`, the
+    # rendered bridge section (mosquitto-bridge.conf) appended to the config.
+    community: str | None = None
+    bridge: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "PrivateBroker":
@@ -61,7 +65,8 @@ class PrivateBroker:
         if not self.credentials:
             # a private broker: new passwords for everyone at each first start
             (self.workdir / "passwd").unlink(missing_ok=True)
-            self.credentials = write_broker_config(self.site, self.workdir).made
+            made = write_broker_config(self.site, self.workdir, community=self.community)
+            self.credentials = made.made
             self._add_extra_users()
         if not self.port:
             self.port = free_port()
@@ -72,6 +77,7 @@ class PrivateBroker:
             render_mosquitto_conf(
                 port=self.port, config_dir=self.workdir, data_dir=data, user=getpass.getuser()
             )
+            + self.bridge
         )
         log = (self.workdir / "mosquitto.log").open("ab")
         self.process = subprocess.Popen(

@@ -30,6 +30,11 @@ class CommunityEntry(_Entry):
     id: str = Field(pattern=ID_PATTERN, description="community id")
     name: str = Field(min_length=1, description="name in Chinese")
     name_en: str = Field(min_length=1, description="name in English")
+    bridged: bool = Field(
+        False,
+        description="its devices connect to a broker of the community's own, bridged to the "
+        "central one (docs/bridge.md)",
+    )
 
 
 class GateEntry(_Entry):
@@ -84,6 +89,7 @@ class Community:
     id: str
     name: str
     name_en: str
+    bridged: bool = False  # its devices are on a broker of its own (docs/bridge.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +269,7 @@ def _thresholds(
 def _cross_check(parsed: _Valid, problem: Problem) -> Site:
     check = _CrossCheck(_thresholds(Thresholds(), parsed.rules, ("rules",), problem), problem)
     for _, c in parsed.of("community", CommunityEntry):
-        check.communities.setdefault(c.id, Community(id=c.id, name=c.name, name_en=c.name_en))
+        check.communities.setdefault(c.id, Community(c.id, c.name, c.name_en, c.bridged))
     for i, g in parsed.of("garage", GarageEntry):
         check.garages[g.id] = check.garage(g, ("garage", i))
     stations = {

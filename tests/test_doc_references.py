@@ -9,7 +9,14 @@ from tests.support.paths import ROOT
 
 # Where citations live; data files (schemas, dashboards) cite nothing.
 TREES = ("facilities", "simulators", "bench", "tests", "docs", "scripts", "deploy")
-TOP = ("README.md", "Makefile", "mosquitto.conf", "site.example.toml", "pyproject.toml")
+TOP = (
+    "README.md",
+    "Makefile",
+    "mosquitto.conf",
+    "mosquitto-bridge.conf",
+    "site.example.toml",
+    "pyproject.toml",
+)
 SUFFIXES = {".py", ".md", ".js", ".html", ".sql", ".toml", ".conf", ".sh", ".yml", ".yaml", ""}
 
 SPEC_NAME = re.compile(r"(?<![\w/.-])[A-Z][A-Z0-9_-]*\.md\b")

@@ -95,6 +95,11 @@ class Topics:
         """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
         return f"{self.prefix}/service/status"
 
+    def bridge_state(self, community: str) -> str:
+        """Retained `1`/`0` of a community's broker's bridge to this one: the bridge says `1`
+        when it connects, its Last Will `0` when the link is lost (docs/bridge.md)."""
+        return f"{self.prefix}/bridge/{community}/state"
+
     def alert(self, rule: RuleId, subject: str) -> str:
         """Where an alert is published (`facilities/alerts/port_overload/cs-07/3`): retained
         while it is open (docs/rules.md, "On MQTT, for wall displays and Home Assistant")."""
