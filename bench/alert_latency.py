@@ -5,6 +5,10 @@ Run on demand: `.venv/bin/python bench/alert_latency.py [--injections 200] [--ra
 (several rates: each measured in turn, and the rate at which p99 passes 100 ms is printed).
 Starts a private broker (shipped config) and `facilities run` with a site file whose two
 injection stations clear alerts at once (`clear_after_s = 0`), so each port can trip again.
+
+`--processes 2`: two `facilities run` processes on one database, each with half of the
+stations under its own topic prefix (as bench/partitions.py splits them): each gets half of
+the background and one of the two injection stations.
 """
 
 import argparse
@@ -19,16 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import ingested, start_broker, start_load, start_service  # noqa: E402
+from bench.rig import START_TIMEOUT_S, ingested, start_broker, start_load  # noqa: E402
+from facilities.broker_config import SERVICE_USER, service_acl  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
-from facilities.mqtt.topics import Topics  # noqa: E402
+from facilities.mqtt.topics import DEFAULT_PREFIX, Topics  # noqa: E402
+from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
+from tests.support.processes import ServiceProcess  # noqa: E402
 
 INJECT = ("cs-19", "cs-20")
 LOAD = tuple(f"cs-{n:02d}" for n in range(1, 19))
-TOPICS = Topics()
+PREFIXES = (DEFAULT_PREFIX, "facilities-b")  # one per process (bench/partitions.py)
 
 
 def bench_site(workdir: Path) -> Path:
@@ -58,14 +65,17 @@ def bench_site(workdir: Path) -> Path:
 class Injector:
     """A station that overheats one port at a time and times the power_off it gets back."""
 
-    def __init__(self, broker: PrivateBroker, station: str) -> None:
+    def __init__(self, broker: PrivateBroker, station: str, prefix: str = DEFAULT_PREFIX) -> None:
         self.station = station
-        self.client = DeviceClient(BrokerUrl.parse(broker.url(station)), client_id=station)
+        self.topics = Topics(prefix)
+        # under another prefix the station's own user may not publish: a user of its own
+        user = station if prefix == DEFAULT_PREFIX else broker.new_user_like("bench-any")
+        self.client = DeviceClient(BrokerUrl.parse(broker.url(user)), client_id=user)
         self.client.connect()
         self.arrived: dict[int, float] = {}
         self.event = threading.Event()
         self.seq = 0
-        self.client.subscribe(TOPICS.station(station, "command"), self._on_command)
+        self.client.subscribe(self.topics.station(station, "command"), self._on_command)
 
     def _on_command(self, _topic: str, payload: bytes) -> None:
         arrived = time.perf_counter()
@@ -74,7 +84,7 @@ class Injector:
             self.arrived[int(command["port"])] = arrived
             self.event.set()
         ack = json.dumps({"id": command["id"], "ok": True})
-        self.client.publish_raw(TOPICS.station(self.station, "command/ack"), ack)
+        self.client.publish_raw(self.topics.station(self.station, "command/ack"), ack)
 
     def _send(self, port: int, temp_c: float) -> float:
         self.seq += 1
@@ -84,7 +94,7 @@ class Injector:
             "ports": [{"port": port, "state": "charging", "power_w": 300.0, "temp_c": temp_c}],
         }
         started = time.perf_counter()
-        self.client.publish_raw(TOPICS.station(self.station, "telemetry"), json.dumps(body))
+        self.client.publish_raw(self.topics.station(self.station, "telemetry"), json.dumps(body))
         return started
 
     def trip(self, port: int, timeout_s: float = 5.0) -> float | None:
@@ -137,28 +147,46 @@ def _percentiles(latencies: list[float]) -> tuple[float, float, float, float]:
 
 
 def _measure(
-    broker: PrivateBroker, port: int, injectors: list[Injector], *, rate: float, injections: int
+    broker: PrivateBroker,
+    ports: list[int],
+    injectors: list[Injector],
+    *,
+    rate: float,
+    injections: int,
 ) -> float | None:
     """One background rate: print what was sent, stored and measured; return the p99 in ms
-    (None when no injection got its power_off)."""
+    (None when no injection got its power_off). The background is shared by the services
+    (`ports`: their HTTP ports), each its share of the stations under its prefix."""
     # injections take ~1.3 s each (mostly waiting for the alert to clear), in 2 threads
     seconds = injections * 1.4 / len(injectors) + 10
-    load = start_load(broker, rate=rate, seconds=seconds, stations=LOAD)
+    count = len(ports)
+    loads = [
+        start_load(
+            broker,
+            rate=rate / count,
+            seconds=seconds,
+            stations=LOAD[k::count],
+            prefix=PREFIXES[k],
+        )
+        for k in range(count)
+    ]
     try:
         time.sleep(3)  # let the load settle
-        ingested_start, at_start = ingested(port), time.perf_counter()
+        ingested_start, at_start = sum(map(ingested, ports)), time.perf_counter()
         latencies, missed = _inject(injectors, injections)
-        ingested_end, at_end = ingested(port), time.perf_counter()
-        out, _ = load.communicate(timeout=seconds + 30)
+        ingested_end, at_end = sum(map(ingested, ports)), time.perf_counter()
+        outs = [load.communicate(timeout=seconds + 30)[0] for load in loads]
     finally:
-        if load.poll() is None:
-            load.kill()
-    sent = json.loads(out)
+        for load in loads:
+            if load.poll() is None:
+                load.kill()
+    sent = [json.loads(out) for out in outs]
+    published = sum(s["sent"] / s["seconds"] for s in sent)
     stored = (ingested_end - ingested_start) / (at_end - at_start)
     print(
-        f"background load: {rate:.0f} msg/s asked, {sent['sent'] / sent['seconds']:.0f}"
-        f" msg/s published (10 ports per message, {len(LOAD)} stations); the service"
-        f" stored {stored:.0f} msg/s while the injections ran"
+        f"background load: {rate:.0f} msg/s asked, {published:.0f} msg/s published (10 ports"
+        f" per message, {len(LOAD)} stations); {count} service process(es) stored {stored:.0f}"
+        " msg/s while the injections ran"
     )
     print(f"injections: {len(latencies)} measured, {missed} without a power_off within 5 s")
     if not latencies:
@@ -183,23 +211,53 @@ def main() -> int:
         help="background rates (msg/s), measured in turn against one service; with several,"
         " also says where p99 passes 100 ms",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="service processes on one database, the stations split between them",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
     broker = start_broker(workdir, site)
-    started = start_service(workdir, site, broker)
-    service, port = started.process, started.port
+    services = [_start_service(workdir, site, broker, k) for k in range(args.processes)]
+    ports = [service.port for service in services]
     p99s: dict[float, float | None] = {}
     try:
-        injectors = [Injector(broker, s) for s in INJECT]
+        injectors = [
+            Injector(broker, station, PREFIXES[k % args.processes])
+            for k, station in enumerate(INJECT)
+        ]
         for rate in args.rate:
-            p99s[rate] = _measure(broker, port, injectors, rate=rate, injections=args.injections)
+            p99s[rate] = _measure(broker, ports, injectors, rate=rate, injections=args.injections)
     finally:
-        service.terminate()
+        for service in services:
+            if service.process is not None:
+                service.process.terminate()
         broker.stop()
     if len(p99s) > 1:
         print(_where_it_breaks(p99s))
     return 0
+
+
+def _start_service(workdir: Path, site: Path, broker: PrivateBroker, k: int) -> ServiceProcess:
+    """Service process `k` (0: the service user and prefix; 1: its own user and prefix) on the
+    one database, healthy."""
+    user = SERVICE_USER if k == 0 else f"{SERVICE_USER}-{k}"
+    if user not in broker.credentials:
+        broker.add_user(user, service_acl(Topics(PREFIXES[k])))
+    return ServiceProcess(
+        broker,
+        workdir / "f.db",
+        client_id=user,
+        log=workdir / f"service-{k}.log",
+        site=site,
+        log_level="ERROR",
+        connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
+        extra=("--topic-prefix", PREFIXES[k]),
+    ).start(timeout_s=START_TIMEOUT_S)
 
 
 def _where_it_breaks(p99s: dict[float, float | None]) -> str:

@@ -14,7 +14,9 @@ from typing import Protocol
 import httpx
 
 from bench.rig import ROOT
+from facilities.broker_config import service_acl
 from facilities.mosquitto import PrivateBroker, free_port
+from facilities.mqtt.topics import DEFAULT_PREFIX, Topics
 
 SITE = ROOT / "site.example.toml"
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -50,11 +52,20 @@ class Service:
     """`facilities run` as a subprocess, with its own database, broker user and so persistent
     session."""
 
-    def __init__(self, bench: Bench, client_id: str, *, tree: Path | None = None) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        client_id: str,
+        *,
+        tree: Path | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        db: Path | None = None,
+    ) -> None:
         self.bench = bench
         self.tree = tree  # another checkout's `facilities` to run (an A/B in one run)
         self.client_id = client_id
-        self.db = bench.workdir / f"{client_id}.db"
+        self.prefix = prefix  # bench/partitions.py: each instance its own devices' topics
+        self.db = db or bench.workdir / f"{client_id}.db"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         # another checkout reads its own example site (the file's form has grown since)
@@ -68,6 +79,8 @@ class Service:
         env = dict(os.environ)
         if self.tree is not None:
             env["PYTHONPATH"] = str(self.tree)  # ahead of the editable install
+        broker = self.bench.broker
+        self.add_user()
         self.process = subprocess.Popen(
             [
                 str(ROOT / ".venv" / "bin" / "facilities"),
@@ -76,8 +89,10 @@ class Service:
                 "run",
                 "--site",
                 str(self.site),
+                "--topic-prefix",
+                self.prefix,
                 "--broker",
-                self.bench.broker.service_url(self.client_id),
+                broker.url(self.client_id),
                 "--db",
                 str(self.db),
                 "--listen",
@@ -98,6 +113,12 @@ class Service:
                 last = log_path.read_text(errors="replace").strip().splitlines()[-1:]
                 raise RuntimeError(f"{self.client_id} exited {self.process.returncode}: {last}")
             time.sleep(0.01)
+
+    def add_user(self) -> None:
+        """Its broker user (the service's ACL for its prefix), made on first use; one at a
+        time: the broker reloads its users on SIGHUP."""
+        if self.client_id not in self.bench.broker.credentials:
+            self.bench.broker.add_user(self.client_id, service_acl(Topics(self.prefix)))
 
     def stored(self) -> int:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:

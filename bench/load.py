@@ -62,11 +62,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0, help="messages per second")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--stations", nargs="+", required=True)
+    parser.add_argument("--prefix", default=Topics().prefix, help="topic prefix")
     args = parser.parse_args()
 
     client, window = _connect(args)
     seq = dict.fromkeys(args.stations, 0)
-    topics = {station: Topics().station(station, "telemetry") for station in args.stations}
+    topics = {
+        station: Topics(args.prefix).station(station, "telemetry") for station in args.stations
+    }
     sent, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < args.seconds:
         due = int(elapsed * args.rate)

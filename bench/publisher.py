@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--ports", type=int, default=10)
     parser.add_argument("--first-seq", type=int, default=0)
     parser.add_argument("--stations", type=int, default=20)
+    parser.add_argument("--first-station", type=int, default=1, help="cs-NN of the first")
+    parser.add_argument("--prefix", default=Topics().prefix, help="topic prefix")
     args = parser.parse_args()
 
     client = paho.Client(
@@ -68,8 +70,8 @@ def main() -> int:
     client.on_publish = lambda *_args: window.release()
     client.connect("127.0.0.1", args.port)
     client.loop_start()
-    stations = range(1, args.stations + 1)
-    topics = [Topics().station(f"cs-{n:02d}", "telemetry") for n in stations]
+    stations = range(args.first_station, args.first_station + args.stations)
+    topics = [Topics(args.prefix).station(f"cs-{n:02d}", "telemetry") for n in stations]
     # built before the clock starts: the publisher should cost as little as it can
     bodies = [payload(args.first_seq + i, args.ports) for i in range(args.messages)]
     started = time.perf_counter()

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from facilities.broker_config import SERVICE_USER  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
-from facilities.mqtt.topics import Topics  # noqa: E402
+from facilities.mqtt.topics import DEFAULT_PREFIX, Topics  # noqa: E402
 from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from tests.support import processes  # noqa: E402
@@ -25,8 +25,12 @@ START_TIMEOUT_S = 30.0
 
 def start_broker(workdir: Path, site: Path) -> PrivateBroker:
     """The shipped broker config on a free port, with a `bench` user that may write anything."""
-    bench_user = {"bench": (f"topic readwrite {Topics().everything()}",)}
-    return processes.start_broker(workdir / "broker", load_site(site), extra_users=bench_user)
+    bench_users = {
+        "bench": (f"topic readwrite {Topics().everything()}",),
+        # a device or load under another topic prefix (a second instance's devices)
+        "bench-any": ("topic readwrite #",),
+    }
+    return processes.start_broker(workdir / "broker", load_site(site), extra_users=bench_users)
 
 
 def start_service(workdir: Path, site: Path, broker: PrivateBroker) -> ServiceProcess:
@@ -43,12 +47,17 @@ def start_service(workdir: Path, site: Path, broker: PrivateBroker) -> ServicePr
 
 
 def start_load(
-    broker: PrivateBroker, *, rate: float, seconds: float, stations: tuple[str, ...]
+    broker: PrivateBroker,
+    *,
+    rate: float,
+    seconds: float,
+    stations: tuple[str, ...],
+    prefix: str = DEFAULT_PREFIX,
 ) -> subprocess.Popen[str]:
     """bench/load.py: `rate` msg/s of normal 10-port telemetry from `stations`; prints
     {"sent", "seconds"} as JSON when done. Each load has a user of its own (`bench-…`): the
     broker takes a client's id from its user name, so two loads of one user would take turns."""
-    user = broker.new_user_like("bench")
+    user = broker.new_user_like("bench" if prefix == DEFAULT_PREFIX else "bench-any")
     return subprocess.Popen(
         [
             sys.executable,
@@ -63,6 +72,8 @@ def start_load(
             str(rate),
             "--seconds",
             str(seconds),
+            "--prefix",
+            prefix,
             "--stations",
             *stations,
         ],

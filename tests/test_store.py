@@ -1,12 +1,13 @@
 """The SQLite store: pragmas, migrations, strict tables, indexes for the API's queries."""
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from facilities.store import history
-from facilities.store.db import migrations, open_db
+from facilities.store.db import migrations, open_db, statements
 from facilities.store.telemetry import CHUNK_SIZES, BatchRows, chunk_sizes, write_batch
 
 
@@ -26,6 +27,33 @@ async def test_open_migrates_once_and_sets_the_pragmas(tmp_path: Path) -> None:
     await again.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA user_version").fetchone() == (migrations()[-1].version,)
+
+
+async def test_two_processes_opening_a_new_database_at_once_both_start(tmp_path: Path) -> None:
+    """Several instances share one database (bench/partitions.py): started together on a new
+    file, each took the other's half-applied migration for its own to apply ("table alerts
+    already exists"). Each connection here is its own thread, as each process would be."""
+    path = tmp_path / "f.db"
+    for _ in range(5):
+        path.unlink(missing_ok=True)
+        opened = await asyncio.gather(*(open_db(path) for _ in range(4)), return_exceptions=True)
+        for conn in opened:
+            if not isinstance(conn, BaseException):
+                await conn.close()
+        assert [c for c in opened if isinstance(c, BaseException)] == []
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("PRAGMA user_version").fetchone() == (migrations()[-1].version,)
+
+
+def test_a_migration_splits_into_its_statements() -> None:
+    sql = "CREATE TABLE a (x TEXT DEFAULT ';');\n-- a comment; with a semicolon\nCREATE INDEX b ON a (x);\n"
+    assert [s.strip() for s in statements(sql)] == [
+        "CREATE TABLE a (x TEXT DEFAULT ';');",
+        "-- a comment; with a semicolon\nCREATE INDEX b ON a (x);",
+    ]
+    for migration in migrations():  # each statement runs alone, as migrate runs them
+        for statement in statements(migration.sql):
+            assert sqlite3.complete_statement(statement)
 
 
 def test_migrations_are_numbered_in_order() -> None:

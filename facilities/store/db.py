@@ -5,8 +5,9 @@ import contextlib
 import logging
 import os
 import re
+import sqlite3
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -155,18 +156,45 @@ async def _configure(conn: aiosqlite.Connection) -> None:
     await conn.execute("PRAGMA foreign_keys = ON")
 
 
+def statements(sql: str) -> Iterator[str]:
+    """The statements of a migration, one at a time (a `;` inside a string or a comment
+    does not end one): `migrate` runs them inside a transaction it holds, which
+    `executescript` would commit first."""
+    pending = ""
+    for piece in sql.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if _has_code(pending):
+                yield pending
+            pending = ""
+
+
+def _has_code(text: str) -> bool:
+    lines = (line.split("--", 1)[0] for line in text.splitlines())
+    return any(line.strip(" \t;") for line in lines)
+
+
 async def migrate(conn: aiosqlite.Connection) -> int:
-    """Apply every migration newer than the database's user_version; return the version."""
+    """Apply every migration newer than the database's user_version; return the version.
+    Each in a transaction that holds the write lock before it looks at the version again:
+    another process may be migrating the same file (several instances started at once)."""
     current = await _user_version(conn)
     for migration in migrations():
         if migration.version <= current:
             continue
-        log.info("applying migration %s", migration.name)
-        # executescript commits first; the migration then runs in its own transaction.
-        await conn.executescript(
-            f"BEGIN;\n{migration.sql}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
-        )
-        current = migration.version
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = await _user_version(conn)
+            if migration.version > current:
+                log.info("applying migration %s", migration.name)
+                for statement in statements(migration.sql):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {migration.version}")
+                current = migration.version
+            await conn.execute("COMMIT")
+        except BaseException:
+            await asyncio.shield(conn.execute("ROLLBACK"))
+            raise
     return current
 
 

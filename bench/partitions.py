@@ -1,0 +1,185 @@
+"""Scaling by processes, a prototype measured: two `facilities run` processes, each with its own
+MQTT session and half of the stations, writing to one SQLite file, against one process
+with all of them, in the same run.
+
+Run on demand (`.venv/bin/python bench/partitions.py --help`); never in `make test`.
+
+How the devices are split: stations cs-01..cs-10 publish under one topic prefix and
+cs-11..cs-20 under another, and each process is started with one prefix (`--topic-prefix`):
+the broker delivers each process its half and nothing else, which is what subscribing to half
+of the devices' topics would do, with no change to the service. Each process still has the
+whole site file (the other half's stations are known and silent: nothing in these seconds
+turns silence into an alert). What the service would need for real (its own devices' alerts,
+cutoffs, outbox and retention, a view of every device from each instance) is not here:
+docs/performance.md, "Two processes, one database".
+
+Cases (N messages of 10 ports unless told otherwise):
+  backlog  both sessions exist, both processes are down while N messages are published (half
+           to each prefix), both start at once: drain from the first row to the last;
+  flood    both processes run, two publishers send N/2 each at once: rate from the first
+           publish to the last row.
+Both print the rate, CPU µs per stored message (the processes' user + system, summed) and the
+peak RSS of each process; one process with all N messages is measured first, same broker.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.ingest import Bench  # noqa: E402
+from bench.ingest_service import Service  # noqa: E402
+from facilities.mqtt.topics import DEFAULT_PREFIX  # noqa: E402
+
+PREFIXES = (DEFAULT_PREFIX, "facilities-b")  # one per process
+STATIONS = 20
+PUBLISHER_USER = "bench-any-prefix"
+
+
+class Instances:
+    """The processes of one measurement, sharing one database."""
+
+    def __init__(self, bench: Bench, tag: str, count: int) -> None:
+        bench.run_id += 1
+        db = bench.workdir / f"{tag}-{bench.run_id}.db"
+        self.bench = bench
+        self.services = [
+            Service(bench, f"bench-{tag}-{bench.run_id}-{k}", prefix=PREFIXES[k], db=db)
+            for k in range(count)
+        ]
+
+    def start(self) -> None:
+        """Start every process at once (each is healthy when this returns)."""
+        for service in self.services:
+            service.add_user()  # one at a time (a reload each)
+        threads = [threading.Thread(target=s.start) for s in self.services]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
+            self.bench.forget_session(service.client_id)
+
+    def stored(self) -> int:
+        return self.services[0].stored()  # one database
+
+    def wait_stored(self, count: int) -> float:
+        return self.services[0].wait_stored(count)
+
+    def cpu_s(self) -> float:
+        return sum(s.cpu_s() for s in self.services)
+
+    def rss(self) -> str:
+        return " + ".join(f"{s.peak_rss_mb():.0f}" for s in self.services)
+
+
+def publish_halves(
+    bench: Bench, count: int, messages: int, ports: int, *, wait: bool
+) -> list["subprocess.Popen[str]"]:
+    """`messages` split over `count` publishers, one per prefix, each its share of the
+    stations; started at once; with `wait`, returned once every PUBACK is in."""
+    share = STATIONS // count
+    publishers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "publisher.py"),
+                "--port",
+                str(bench.broker.port),
+                "--user",
+                PUBLISHER_USER,
+                f"--password={bench.broker.credentials[PUBLISHER_USER]}",
+                "--messages",
+                str(messages // count),
+                "--ports",
+                str(ports),
+                "--prefix",
+                PREFIXES[k],
+                "--stations",
+                str(share),
+                "--first-station",
+                str(1 + k * share),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(count)
+    ]
+    if wait:
+        for publisher in publishers:
+            publisher.communicate(timeout=300)
+    return publishers
+
+
+def backlog(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:
+    instances = Instances(bench, f"backlog{ports}x{count}", count)
+    instances.start()  # creates the sessions (and the database)
+    for service in instances.services:
+        service.stop()
+    publish_halves(bench, count, bench.messages, ports, wait=True)
+    instances.start()
+    instances.wait_stored(1)
+    cpu, already = instances.cpu_s(), instances.stored()
+    first = time.perf_counter()
+    done = instances.wait_stored(bench.messages)
+    cpu = instances.cpu_s() - cpu
+    rss = instances.rss()
+    instances.stop()
+    drained = bench.messages - already
+    return drained / (done - first), cpu / drained * 1e6, rss
+
+
+def flood(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:
+    instances = Instances(bench, f"flood{ports}x{count}", count)
+    instances.start()
+    cpu = instances.cpu_s()
+    started = time.perf_counter()
+    publishers = publish_halves(bench, count, bench.messages, ports, wait=False)
+    done = instances.wait_stored(bench.messages)
+    cpu = instances.cpu_s() - cpu
+    for publisher in publishers:
+        publisher.communicate(timeout=60)
+    rss = instances.rss()
+    instances.stop()
+    return bench.messages / (done - started), cpu / bench.messages * 1e6, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--ports", type=int, nargs="+", default=[10])
+    parser.add_argument(
+        "--cases", nargs="+", choices=("flood", "backlog"), default=["backlog", "flood"]
+    )
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="facilities-partitions-"))
+    bench = Bench(workdir, args.messages)
+    bench.broker.add_user(PUBLISHER_USER, ("topic readwrite #",))
+    print(f"{args.messages} QoS 1 messages per run; broker on port {bench.broker.port}; {workdir}")
+    print(f"{'ports':>5} {'case':>8} {'processes':>9} {'msg/s':>8} {'CPU us/msg':>10}  RSS MB")
+    for ports in args.ports:
+        for case in args.cases:
+            measure = backlog if case == "backlog" else flood
+            for count in (1, 2, 1, 2):  # alternated: the machine's drift shows
+                rate, cpu_us, rss = measure(bench, count, ports)
+                print(
+                    f"{ports:>5} {case:>8} {count:>9} {rate:>8.0f} {cpu_us:>10.1f}  {rss}",
+                    flush=True,
+                )
+    bench.broker.stop()
+    print(json.dumps({"workdir": str(workdir)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
