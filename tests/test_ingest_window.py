@@ -55,10 +55,11 @@ async def test_a_backlog_is_taken_a_window_at_a_time(
         waited = second.metrics.registry.get_sample_value(
             "facilities_ingest_window_wait_seconds_total"
         )
+    # How far the broker overruns depends on how fast paho reads against the writer: 6,491
+    # held before the window on a quiet machine, 445 with the machine busy. Printed, not
+    # asserted: whether the window filled is timing, that it was never passed is not.
     print(f"most messages held unacknowledged at once: {held}; waited {waited} s for room")
     assert 0 < held <= RECEIVE_MAXIMUM
-    # the window was full at times: the writer, not the broker, set the pace
-    assert waited is not None and waited > 0
 
 
 async def test_a_stalled_database_holds_the_broker_link_half_a_second_at_most(
