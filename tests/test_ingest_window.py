@@ -1,16 +1,15 @@
-"""The service holds at most its receive window of unacknowledged messages, whatever the broker
-sends: Mosquitto 2.0.11 (Debian 12) stops honouring an MQTT 5 client's Receive Maximum once the
+"""The service holds at most its window of unacknowledged messages, whatever the broker sends:
+Mosquitto 2.0.11 (Debian 12) stops honouring an MQTT 5 client's Receive Maximum once the
 client acknowledges, and a backlog then arrived all at once (docs/performance.md, "A window the
-service keeps itself")."""
+service keeps itself"). And the window never holds the rules behind a database that cannot
+commit."""
 
 import json
 import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
-from facilities.mqtt.ingest import WINDOW_WAIT_MAX_S
+from facilities.mqtt.ingest import WINDOW
 from facilities.mqtt.link_options import RECEIVE_MAXIMUM
 from facilities.service import Service, run
 from facilities.settings import Settings
@@ -18,12 +17,12 @@ from facilities.site import Site
 from facilities.wiring import build
 from tests.support import payloads
 from tests.support.db import query
-from tests.support.devices import DeviceFactory
+from tests.support.devices import DeviceFactory, Devices
 from tests.support.poll import wait_for
 
-# Four windows: with a broker that lets the window go, the service received ~3 of them
-# before its second commit.
-BACKLOG = 4 * RECEIVE_MAXIMUM
+# Five broker windows: with a broker that lets the window go, the service received 6,491
+# messages before it had committed 2,000 (on a quiet machine).
+BACKLOG = 5 * RECEIVE_MAXIMUM
 
 
 def _stored(db: Path) -> int:
@@ -59,36 +58,43 @@ async def test_a_backlog_is_taken_a_window_at_a_time(
     # held before the window on a quiet machine, 445 with the machine busy. Printed, not
     # asserted: whether the window filled is timing, that it was never passed is not.
     print(f"most messages held unacknowledged at once: {held}; waited {waited} s for room")
-    assert 0 < held <= RECEIVE_MAXIMUM
+    assert 0 < held <= WINDOW
 
 
-async def test_a_stalled_database_holds_the_broker_link_half_a_second_at_most(
-    service: Service, device: DeviceFactory, caplog: pytest.LogCaptureFixture
+async def test_a_cut_off_is_sent_while_another_process_holds_the_database(
+    service: Service, device: DeviceFactory, devices: Devices
 ) -> None:
-    """Paho's thread also runs the rules and writes the commands: a writer that cannot commit
-    (another process holds the database's write lock) must not hold it for longer than
-    WINDOW_WAIT_MAX_S."""
-    station = device("cs-06")
+    """The rules judge a message before it is stored: with the database's write lock held by
+    another connection (within the service's busy timeout, 5 s), an overheated port behind
+    1,500 ordinary messages is switched off at once, and everything is stored once the lock
+    is given back."""
+    commands: list[bytes] = []
+    devices.client("observer").subscribe(
+        "facilities/charging/cs-07/command", lambda _topic, payload: commands.append(payload)
+    )
+    filler, hot = device("cs-06"), device("cs-07")
     ts = time.time()
     blocker = sqlite3.connect(service.settings.db, isolation_level=None, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")  # within the service's busy timeout (5 s)
+    blocker.execute("BEGIN IMMEDIATE")
     try:
         sent = [
-            station.publish_raw(
+            filler.publish_raw(
                 "facilities/charging/cs-06/telemetry",
                 json.dumps(payloads.telemetry(seq, [payloads.port(1)], ts=ts + seq / 1000)),
             )
-            for seq in range(1, RECEIVE_MAXIMUM + 11)
+            for seq in range(1, 1501)
         ]
-        await wait_for(lambda: "reading on past the window" in caplog.text, what="let go")
+        overheated = payloads.port(2, "charging", power_w=300.0, temp_c=65.0)
+        hot.publish_raw(
+            "facilities/charging/cs-07/telemetry",
+            json.dumps(payloads.telemetry(1, [overheated], ts=time.time())),
+        )
+        await wait_for(lambda: commands, what="power_off while the database is locked")
+        assert json.loads(commands[0])["action"] == "power_off"
+        assert _stored(service.settings.db) == 0  # nothing was committed meanwhile
     finally:
         blocker.rollback()
         blocker.close()
     for info in sent:
         info.wait_for_publish(10)
     await wait_for(lambda: _stored(service.settings.db) == len(sent), what="all stored")
-    waited = service.metrics.registry.get_sample_value(
-        "facilities_ingest_window_wait_seconds_total"
-    )
-    # one wait of WINDOW_WAIT_MAX_S while the lock was held, then none until the commit
-    assert waited is not None and WINDOW_WAIT_MAX_S <= waited < 2 * WINDOW_WAIT_MAX_S

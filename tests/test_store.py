@@ -51,6 +51,8 @@ def test_a_migration_splits_into_its_statements() -> None:
         "CREATE TABLE a (x TEXT DEFAULT ';');",
         "-- a comment; with a semicolon\nCREATE INDEX b ON a (x);",
     ]
+    with pytest.raises(ValueError, match="ends inside a statement"):  # not cut short
+        list(statements("CREATE TABLE t (x);\nCREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1;"))
     for migration in migrations():  # each statement runs alone, as migrate runs them
         for statement in statements(migration.sql):
             assert sqlite3.complete_statement(statement)

@@ -39,10 +39,15 @@ BATCH_MAX = 1000
 # ... or when the oldest has waited this long. The issue asks for at most 100 ms; 50 ms keeps
 # ack lag low while batching a 2,000 msg/s district load ~100 to a commit.
 FLUSH_INTERVAL_S = 0.05
-# The most a delivery waits for room in the window. A writer slower than this (a database
-# stalled) must not stop the rules, which run on the same thread: past it, the window is let
-# go until the next commit. With no acks going out, the broker sends no more than the window.
-WINDOW_WAIT_MAX_S = 0.5
+# Messages received and not yet acknowledged that ingest holds before paho's thread waits for
+# the writer: two broker windows, so that the rules, which run on that thread, may judge up
+# to 4,000 messages before they are stored (~30 MB of ten-port messages).
+WINDOW = 2 * RECEIVE_MAXIMUM
+# The most paho's thread waits at a time. A writer slower than this (a database another
+# process keeps locked) must not hold the rules back: past it the window is let go until the
+# writer has caught up to half of it, and only the ceiling (~150 MB) still holds.
+WINDOW_WAIT_MAX_S = 0.25
+CEILING = 10 * RECEIVE_MAXIMUM
 _LOG_PAYLOAD_CHARS = 120
 _LOG_PER_REASON_PER_MINUTE = 10
 
@@ -77,7 +82,7 @@ class Ingest:
         batch_max: int = BATCH_MAX,
         flush_interval_s: float = FLUSH_INTERVAL_S,
         quarantine_quota: int = DEFAULT_QUARANTINE_PER_DEVICE_HOUR,
-        window: int = RECEIVE_MAXIMUM,
+        window: int = WINDOW,
     ) -> None:
         self._decoder = decoder
         self._metrics = metrics
@@ -91,10 +96,11 @@ class Ingest:
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
-        # Received and not yet acknowledged (or settled otherwise): at most `window`, the
-        # Receive Maximum the link asks of the broker, which Mosquitto 2.0.11 does not keep
-        # once acks flow (docs/performance.md, "A window the service keeps itself").
+        # Received and not yet acknowledged (or settled otherwise): at most `window`; the
+        # link asks the broker for less (its Receive Maximum), which Mosquitto 2.0.11 does
+        # not keep once acks flow (docs/performance.md, "A window the service keeps itself").
         self._window = window
+        self._ceiling = max(window, CEILING)
         self._in_hand = 0
         self._window_let_go = False
         self.peak_in_hand = 0
@@ -138,22 +144,25 @@ class Ingest:
 
     def _wait_for_room(self) -> None:
         """Hold paho's thread, and so the broker's next delivery, while the window is full;
-        at most WINDOW_WAIT_MAX_S, after which the window is let go until the next commit."""
+        at most WINDOW_WAIT_MAX_S, after which the window is let go (only the ceiling holds)
+        until the writer has caught up to half of it."""
         with self._lock:
-            if self._in_hand < self._window or self._window_let_go or self._stopping:
+            limit = self._ceiling if self._window_let_go else self._window
+            if self._in_hand < limit or self._stopping:
                 return
             started = time.monotonic()
             deadline = started + WINDOW_WAIT_MAX_S
-            while self._in_hand >= self._window and not self._stopping:
+            while self._in_hand >= limit and not self._stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._window_let_go = True
-                    log.warning(
-                        "the writer took over %.1f s to make room for more messages: reading"
-                        " on past the window of %d until it commits",
-                        WINDOW_WAIT_MAX_S,
-                        self._window,
-                    )
+                    if not self._window_let_go:
+                        self._window_let_go = True
+                        log.warning(
+                            "the writer took over %.2f s to make room for more messages:"
+                            " reading on past the window of %d until it catches up",
+                            WINDOW_WAIT_MAX_S,
+                            self._window,
+                        )
                     break
                 self._room.wait(left)
         self._metrics.window_wait_seconds.inc(time.monotonic() - started)
@@ -232,14 +241,12 @@ class Ingest:
             stored, inserted = await store_by_halves(
                 pending, self._writer.write, self._writer.store_failed
             )
+            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            acked = link.ack([item.delivery for item in stored])
         except _WRITE_ERRORS as exc:
             raise StoreError(f"cannot write to the database: {exc}") from exc
-        self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        acked = link.ack([item.delivery for item in stored])
-        with self._lock:  # settled: committed and acked, or left for redelivery
-            self._in_hand -= len(pending)
-            self._window_let_go = False
-            self._room.notify_all()
+        finally:  # settled: committed and acked, or left for redelivery
+            self._make_room(len(pending))
         self._metrics.ack_lag_seconds.observe(max(0.0, time.monotonic() - stored[0].arrived))
         # after the commit (a refusal told is one kept) and after the acks (they wait on nothing)
         self._notices.tell(stored, link)
@@ -249,6 +256,13 @@ class Ingest:
             log.info("%d committed messages left for redelivery (link changed)", expected - acked)
         self._metrics.pending.set(self._inbox_state()[0])
         return len(pending)
+
+    def _make_room(self, settled: int) -> None:
+        with self._lock:
+            self._in_hand -= settled
+            if self._in_hand < self._window // 2:
+                self._window_let_go = False
+            self._room.notify_all()
 
     def _count(self, items: Sequence[Pending], inserted: int) -> None:
         # Counted per kind first: one metric update per kind and batch, not per message.

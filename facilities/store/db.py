@@ -167,6 +167,8 @@ def statements(sql: str) -> Iterator[str]:
             if _has_code(pending):
                 yield pending
             pending = ""
+    if _has_code(pending[:-1]):  # the last piece gained a ";" it did not have
+        raise ValueError(f"a migration ends inside a statement: {pending[:-1].strip()!r}")
 
 
 def _has_code(text: str) -> bool:
