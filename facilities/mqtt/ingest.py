@@ -40,12 +40,12 @@ BATCH_MAX = 1000
 # ack lag low while batching a 2,000 msg/s district load ~100 to a commit.
 FLUSH_INTERVAL_S = 0.05
 # Messages received and not yet acknowledged that ingest holds before paho's thread waits for
-# the writer: two broker windows, so that the rules, which run on that thread, may judge up
-# to 4,000 messages before they are stored (~30 MB of ten-port messages).
-WINDOW = 2 * RECEIVE_MAXIMUM
+# the writer: the window the link asks the broker for (~15 MB of ten-port messages; twice
+# that took a 100,000-message drain past 150 MB).
+WINDOW = RECEIVE_MAXIMUM
 # The most paho's thread waits at a time. A writer slower than this (a database another
 # process keeps locked) must not hold the rules back: past it the window is let go until the
-# writer has caught up to half of it, and only the ceiling (~150 MB) still holds.
+# writer has caught up to half of it, and only the ceiling (~150 MB more) still holds.
 WINDOW_WAIT_MAX_S = 0.25
 CEILING = 10 * RECEIVE_MAXIMUM
 _LOG_PAYLOAD_CHARS = 120
