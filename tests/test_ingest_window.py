@@ -4,6 +4,7 @@ client acknowledges, and a backlog then arrived all at once (docs/performance.md
 service keeps itself"). And the window never holds the rules behind a database that cannot
 commit."""
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -74,8 +75,12 @@ async def test_a_cut_off_is_sent_while_another_process_holds_the_database(
     )
     filler, hot = device("cs-06"), device("cs-07")
     ts = time.time()
-    blocker = sqlite3.connect(service.settings.db, isolation_level=None, timeout=10)
-    blocker.execute("BEGIN IMMEDIATE")
+    blocker = sqlite3.connect(
+        service.settings.db, isolation_level=None, timeout=10, check_same_thread=False
+    )
+    # on a thread of its own: the service shares this event loop, and a transaction of its
+    # own may need the loop to commit before the lock is free
+    await asyncio.to_thread(blocker.execute, "BEGIN IMMEDIATE")
     try:
         sent = [
             filler.publish_raw(
