@@ -23,19 +23,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.rig import START_TIMEOUT_S, ingested, start_broker, start_load  # noqa: E402
-from facilities.broker_config import SERVICE_USER, service_acl  # noqa: E402
+from bench.rig import PREFIXES, ingested, start_broker, start_load, start_service  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import DEFAULT_PREFIX, Topics  # noqa: E402
-from facilities.settings import DEFAULT_CONNECT_TIMEOUT_S  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from simulators.client import DeviceClient  # noqa: E402
-from tests.support.processes import ServiceProcess  # noqa: E402
 
 INJECT = ("cs-19", "cs-20")
 LOAD = tuple(f"cs-{n:02d}" for n in range(1, 19))
-PREFIXES = (DEFAULT_PREFIX, "facilities-b")  # one per process (bench/partitions.py)
 
 
 def bench_site(workdir: Path) -> Path:
@@ -222,7 +218,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
     broker = start_broker(workdir, site)
-    services = [_start_service(workdir, site, broker, k) for k in range(args.processes)]
+    services = [start_service(workdir, site, broker, instance=k) for k in range(args.processes)]
     ports = [service.port for service in services]
     p99s: dict[float, float | None] = {}
     try:
@@ -240,24 +236,6 @@ def main() -> int:
     if len(p99s) > 1:
         print(_where_it_breaks(p99s))
     return 0
-
-
-def _start_service(workdir: Path, site: Path, broker: PrivateBroker, k: int) -> ServiceProcess:
-    """Service process `k` (0: the service user and prefix; 1: its own user and prefix) on the
-    one database, healthy."""
-    user = SERVICE_USER if k == 0 else f"{SERVICE_USER}-{k}"
-    if user not in broker.credentials:
-        broker.add_user(user, service_acl(Topics(PREFIXES[k])))
-    return ServiceProcess(
-        broker,
-        workdir / "f.db",
-        client_id=user,
-        log=workdir / f"service-{k}.log",
-        site=site,
-        log_level="ERROR",
-        connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
-        extra=("--topic-prefix", PREFIXES[k]),
-    ).start(timeout_s=START_TIMEOUT_S)
 
 
 def _where_it_breaks(p99s: dict[float, float | None]) -> str:

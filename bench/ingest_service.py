@@ -14,7 +14,6 @@ from typing import Protocol
 import httpx
 
 from bench.rig import ROOT
-from facilities.broker_config import service_acl
 from facilities.mosquitto import PrivateBroker, free_port
 from facilities.mqtt.topics import DEFAULT_PREFIX, Topics
 
@@ -117,8 +116,7 @@ class Service:
     def add_user(self) -> None:
         """Its broker user (the service's ACL for its prefix), made on first use; one at a
         time: the broker reloads its users on SIGHUP."""
-        if self.client_id not in self.bench.broker.credentials:
-            self.bench.broker.add_user(self.client_id, service_acl(Topics(self.prefix)))
+        self.bench.broker.service_url(self.client_id, Topics(self.prefix))
 
     def stored(self) -> int:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:

@@ -36,9 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.ingest import Bench  # noqa: E402
 from bench.ingest_service import Service  # noqa: E402
-from facilities.mqtt.topics import DEFAULT_PREFIX  # noqa: E402
+from bench.rig import PREFIXES  # noqa: E402
 
-PREFIXES = (DEFAULT_PREFIX, "facilities-b")  # one per process
 STATIONS = 20
 PUBLISHER_USER = "bench-any-prefix"
 
@@ -136,7 +135,7 @@ def backlog(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:
     rss = instances.rss()
     instances.stop()
     drained = bench.messages - already
-    return drained / (done - first), cpu / drained * 1e6, rss
+    return drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss
 
 
 def flood(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:

@@ -33,16 +33,28 @@ def start_broker(workdir: Path, site: Path) -> PrivateBroker:
     return processes.start_broker(workdir / "broker", load_site(site), extra_users=bench_users)
 
 
-def start_service(workdir: Path, site: Path, broker: PrivateBroker) -> ServiceProcess:
-    """`facilities run` against `broker` as the service user, healthy. Logs in workdir."""
+# Topic prefixes of the instances of a two-process benchmark (bench/partitions.py): each
+# instance hears only its own devices, which publish under its prefix.
+PREFIXES = (DEFAULT_PREFIX, "facilities-b")
+
+
+def start_service(
+    workdir: Path, site: Path, broker: PrivateBroker, *, instance: int = 0
+) -> ServiceProcess:
+    """`facilities run` against `broker`, healthy, logs in workdir: the service user, or for
+    `instance` 1 a user of its own under the second prefix, on the same database."""
+    user = SERVICE_USER if instance == 0 else f"{SERVICE_USER}-{instance}"
+    prefix = PREFIXES[instance]
+    broker.service_url(user, Topics(prefix))
     return ServiceProcess(
         broker,
         workdir / "f.db",
-        client_id=SERVICE_USER,
-        log=workdir / "service.log",
+        client_id=user,
+        log=workdir / ("service.log" if instance == 0 else f"service-{instance}.log"),
         site=site,
         log_level="ERROR",
         connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
+        extra=() if instance == 0 else ("--topic-prefix", prefix),
     ).start(timeout_s=START_TIMEOUT_S)
 
 

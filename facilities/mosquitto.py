@@ -123,11 +123,12 @@ class PrivateBroker:
                 raise BrokerError(f"mosquitto did not take the new user {user} in time")
             time.sleep(0.01)
 
-    def service_url(self, user: str) -> str:
-        """The URL of a service user `user` (with the service's ACL), made on first use. Each
-        service (each test's) needs its own: its persistent session is keyed by the user."""
+    def service_url(self, user: str, topics: Topics | None = None) -> str:
+        """The URL of a service user `user` (with the service's ACL for `topics`' prefix),
+        made on first use. Each service (each test's) needs its own: its persistent session
+        is keyed by the user."""
         if user not in self.credentials:
-            self.add_user(user, service_acl(Topics()))
+            self.add_user(user, service_acl(topics or Topics()))
         return self.url(user)
 
     def new_user_like(self, template: str) -> str:

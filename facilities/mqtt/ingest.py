@@ -138,16 +138,22 @@ class Ingest:
             size = len(self._inbox)
             self._in_hand += 1
             self.peak_in_hand = max(self.peak_in_hand, self._in_hand)
+            full = self._in_hand >= self._limit()
         if (size == 1 or size == self._batch_max) and self._loop is not None:
             self._loop.call_soon_threadsafe(self._signal, size)
-        self._wait_for_room()
+        if full:
+            self._wait_for_room()
+
+    def _limit(self) -> int:
+        """Messages in hand past which paho's thread waits (with the lock held)."""
+        return self._ceiling if self._window_let_go else self._window
 
     def _wait_for_room(self) -> None:
         """Hold paho's thread, and so the broker's next delivery, while the window is full;
         at most WINDOW_WAIT_MAX_S, after which the window is let go (only the ceiling holds)
         until the writer has caught up to half of it."""
         with self._lock:
-            limit = self._ceiling if self._window_let_go else self._window
+            limit = self._limit()
             if self._in_hand < limit or self._stopping:
                 return
             started = time.monotonic()
