@@ -30,6 +30,7 @@ from facilities.startup import forget_removed_devices, load_live_state, replay_s
 from facilities.store.audit import RefusalWriter
 from facilities.store.db import Store
 from facilities.store.retention import Retention
+from facilities.store.sql import shown
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ async def run(service: Service) -> AsyncIterator[Service]:
         )
         await service.estimates.refresh()
         await link.connect(timeout_s=settings.connect_timeout_s)
-        log.info("connected to %s, ingesting into %s", link.url.display(), settings.db)
+        log.info("connected to %s, ingesting into %s", link.url.display(), shown(settings.db))
         try:
             async with _tasks(service):
                 yield service

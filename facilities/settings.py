@@ -145,6 +145,9 @@ def check_broker_url(url: SecretStr) -> SecretStr:
 # Options more than one command has.
 SitePath = Annotated[Path, Option("site")]
 DbPath = Annotated[Path, Option("db")]
+# The service's database: a SQLite file (a path or sqlite:///path), or PostgreSQL by URL
+DbTarget = Annotated[str, Option("db")]
+DB_HELP = "SQLite file, or postgresql://user@host:port/name (docs/postgresql.md)"
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
 BrokerUrlText = Annotated[SecretStr, Option("broker"), AfterValidator(check_broker_url)]
@@ -180,7 +183,7 @@ class Settings(Options):
         description="mqtt://user:password@host:port, or mqtts://… for TLS (port 8883 by default)",
     )
     broker_ca: BrokerCa = Field("", description=BROKER_CA_HELP)
-    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file")
+    db: DbTarget = Field(DEFAULT_DB, description=DB_HELP)
     listen: Address = Field(as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT")
     connect_timeout_s: Annotated[float, Option("connect-timeout")] = Field(
         DEFAULT_CONNECT_TIMEOUT_S, description="seconds to reach the broker"
@@ -334,7 +337,7 @@ class BrokerConfigSettings(Options):
 class PeopleSettings(Options):
     """`facilities residents|staff revoke|list`, and `staff add`."""
 
-    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file of the service")
+    db: DbTarget = Field(DEFAULT_DB, description=f"the service's database: {DB_HELP}")
 
 
 class ResidentAddSettings(PeopleSettings):

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from facilities.refusals import Refusals, Refused
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 # docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
 # the first answer again.
@@ -35,7 +34,7 @@ class Request:
     idempotency_key: str | None = None
 
 
-async def record(conn: aiosqlite.Connection, request: Request) -> None:
+async def record(conn: Connection, request: Request) -> None:
     await conn.execute(
         "INSERT INTO api_requests (at, action, target, person, client, status, outcome, detail,"
         " command_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -64,9 +63,7 @@ class Remembered:
     body: dict[str, Any]
 
 
-async def remembered(
-    conn: aiosqlite.Connection, person: str, key: str, *, now: float
-) -> Remembered | None:
+async def remembered(conn: Connection, person: str, key: str, *, now: float) -> Remembered | None:
     """The first answer given to this person's request with this key, within 24 h."""
     async with conn.execute(
         "SELECT target, status, body FROM idempotency"
@@ -81,7 +78,7 @@ async def remembered(
 
 
 async def remember(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     person: str,
     key: str,
     answer: Remembered,
@@ -104,7 +101,7 @@ async def remember(
     )
 
 
-async def record_refusals(conn: aiosqlite.Connection, refused: Iterable[Refused]) -> None:
+async def record_refusals(conn: Connection, refused: Iterable[Refused]) -> None:
     """Add counted refusals to their minute's row (a group may span two writes)."""
     await conn.executemany(
         "INSERT INTO auth_refusals"
@@ -167,7 +164,7 @@ LIMIT :limit
 
 
 async def audit_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     since: float,
     after: tuple[float, str, int] | None,

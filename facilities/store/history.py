@@ -4,7 +4,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import aiosqlite
+from facilities.store.sql import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ ORDER BY sent_at
 
 
 async def alerts_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     state: str | None = None,
     severity: str | None = None,
@@ -93,7 +93,7 @@ async def alerts_page(
     return alerts
 
 
-async def alert_by_id(conn: aiosqlite.Connection, alert_id: str) -> AlertRow | None:
+async def alert_by_id(conn: Connection, alert_id: str) -> AlertRow | None:
     found = await alerts_page(conn, alert_id=alert_id)
     return found[0] if found else None
 
@@ -110,7 +110,7 @@ class SessionRow:
 
 
 async def sessions_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -151,7 +151,7 @@ class StationSample:
 
 
 async def telemetry_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -239,7 +239,7 @@ LIMIT :limit
 
 
 async def telemetry_buckets(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -266,7 +266,7 @@ async def telemetry_buckets(
         return [Bucket(*row) for row in await cursor.fetchall()]
 
 
-async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+async def charge_durations(conn: Connection, *, since: float) -> dict[str, list[float]]:
     """Durations (seconds) of the sessions that ended full or unplugged since `since`, per
     station: what a free-time estimate is made of when a port reports no power."""
     found: dict[str, list[float]] = defaultdict(list)
@@ -280,7 +280,7 @@ async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[
     return found
 
 
-async def charge_energies(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+async def charge_energies(conn: Connection, *, since: float) -> dict[str, list[float]]:
     """Energy (Wh) of the sessions that ended full or unplugged since `since`, per station:
     what a battery typically takes here (its charge's estimate is made of it)."""
     found: dict[str, list[float]] = defaultdict(list)

@@ -19,10 +19,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from facilities.metrics import IngestMetrics
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +330,7 @@ class Retention:
         return [tuple(row) for row in await self._writer.conn.execute_fetchall(sql, params)]
 
     @contextlib.asynccontextmanager
-    async def _batch(self, swept: Swept) -> AsyncIterator[aiosqlite.Connection]:
+    async def _batch(self, swept: Swept) -> AsyncIterator[Connection]:
         """One transaction of the shared writer, its length (waiting included) kept."""
         started = time.perf_counter()
         try:

@@ -6,11 +6,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected
+from facilities.store.sql import Connection
 from facilities.wire import Availability
 
 # A quarantined message keeps this much of its payload, with the SHA-256 and length of all
@@ -148,7 +147,7 @@ def quarantine_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
+async def write_batch(conn: Connection, batch: BatchRows) -> int:
     """Insert the batch in one transaction; return how many messages were new (not dups)."""
     inserted = 0
     await conn.execute("BEGIN IMMEDIATE")
@@ -164,7 +163,7 @@ async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
     return inserted
 
 
-async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: Sequence[Row]) -> int:
+async def _insert_rows(conn: Connection, table: str, rows: Sequence[Row]) -> int:
     # The chunks of one size go in one `executemany`: one hand-off to the driver's thread
     # (and one wake-up of the event loop) per size instead of per chunk, the statement still
     # stepped once per chunk (docs/performance.md, "One hand-off per statement size").
@@ -204,7 +203,7 @@ def _placeholders(columns: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
-async def last_availability(conn: aiosqlite.Connection) -> dict[str, str]:
+async def last_availability(conn: Connection) -> dict[str, str]:
     """The last recorded availability of each device, to store only changes after a restart."""
     sql = (
         "SELECT device, status FROM availability_changes WHERE id IN"
@@ -218,7 +217,7 @@ def _bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-async def quarantined_last_hour(conn: aiosqlite.Connection) -> dict[str, tuple[float, int]]:
+async def quarantined_last_hour(conn: Connection) -> dict[str, tuple[float, int]]:
     """Per device, the last hour it has quarantine rows in (its start, Unix seconds) and how
     many: what each device has used of its quota, also across a restart."""
     async with conn.execute(
