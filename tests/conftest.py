@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto on a free port, real SQLite files, the real service.
+"""Shared fixtures: a real Mosquitto on a free port, real SQLite files, a PostgreSQL of the
+tests' own on a free port, the real service.
 The helpers and the other fixtures live in tests/support."""
 
 import os
@@ -16,6 +17,7 @@ from facilities.wiring import build
 from tests.support.devices import clear_retained_status
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.poll import wait_for
+from tests.support.postgres import PostgresMissingError, PrivatePostgres
 from tests.support.processes import start_broker
 
 pytest_plugins = [
@@ -72,6 +74,27 @@ def broker(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Pri
     running = start_broker(tmp_path_factory.mktemp("broker"), site)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PrivatePostgres]:
+    """One PostgreSQL for the session, a throwaway cluster of its own on a free port (never a
+    server already running on the machine), started when a test first asks for it."""
+    try:
+        server, missing = PrivatePostgres(), ""
+    except PostgresMissingError as exc:
+        missing = str(exc)  # one line, outside the handler: not the traceback of how we looked
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    running = server.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PrivatePostgres) -> str:
+    """The URL of a new empty database of the test's own on the session's PostgreSQL."""
+    return postgres.fresh_database(f"test_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
