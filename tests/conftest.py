@@ -117,4 +117,3 @@ async def service(settings: Settings, site: Site) -> AsyncIterator[Service]:
     async with run(running):
         await wait_for(lambda: running.link.subscribed, what="subscription")
         yield running
-

@@ -90,10 +90,10 @@ async def test_telemetry_events_and_gates_are_stored(
     ]
     # counted once the commit returns to ingest, which may be after another reader sees it
     await wait_for(
-        lambda: counter(
-            service, "facilities_messages_ingested_total", {"kind": "station_telemetry"}
-        )
-        == 1,
+        lambda: (
+            counter(service, "facilities_messages_ingested_total", {"kind": "station_telemetry"})
+            == 1
+        ),
         what="the telemetry counted",
     )
 

@@ -88,8 +88,10 @@ async def remember(
     """Keep an answer for its key (replacing one older than 24 h); forget expired ones."""
     await conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_KEPT_S,))
     await conn.execute(
-        "INSERT OR REPLACE INTO idempotency (person, key, created_at, status, body, target)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO idempotency (person, key, created_at, status, body, target)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (person, key) DO UPDATE SET"
+        " created_at = excluded.created_at, status = excluded.status, body = excluded.body,"
+        " target = excluded.target",
         (
             person,
             key,
@@ -108,7 +110,8 @@ async def record_refusals(conn: Connection, refused: Iterable[Refused]) -> None:
         " (minute, client, person, route, status, outcome, count, last_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (minute, client, person, route, outcome) DO UPDATE SET"
-        " count = count + excluded.count, last_at = max(last_at, excluded.last_at)",
+        " count = auth_refusals.count + excluded.count,"
+        " last_at = max(auth_refusals.last_at, excluded.last_at)",
         [
             (r.minute, r.client, r.person, r.route, r.status, r.outcome, r.count, r.last_at)
             for r in refused
@@ -156,7 +159,7 @@ FROM (
                strftime('%H:%M:%fZ', last_at, 'unixepoch'),
            NULL, NULL, client, NULL, NULL
     FROM auth_refusals WHERE minute >= :since
-)
+) AS audit
 WHERE (at, kind, rid) > (:at, :kind, :rid)
 ORDER BY at, kind, rid
 LIMIT :limit

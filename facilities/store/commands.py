@@ -111,7 +111,7 @@ async def abandon(conn: Connection, dropped: Iterable[Queued], *, reason: str, a
         " cause, sent_at, tries, outcome, error, done_at)"
         " VALUES (?, ?, ?, ?, ?, ?, 'rules', ?, ?, ?, 0, 'abandoned', ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET outcome = 'abandoned', error = excluded.error,"
-        " done_at = excluded.done_at WHERE outcome = 'pending'",
+        " done_at = excluded.done_at WHERE commands.outcome = 'pending'",
         [
             (
                 q.id,

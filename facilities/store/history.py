@@ -209,7 +209,8 @@ class Bucket:
 _BUCKETS = """
 WITH readings AS (
     SELECT CAST(ts / :step AS INTEGER) AS bucket, port, 1 AS samples,
-           power_w IS NOT NULL AS power_n, power_w AS power_sum, power_w AS max_power_w,
+           CASE WHEN power_w IS NULL THEN 0 ELSE 1 END AS power_n, power_w AS power_sum,
+           power_w AS max_power_w,
            ts AS last_ts, seq AS last_seq, state AS last_state
     FROM port_samples
     WHERE station = :station AND ts >= :start AND ts < :end
@@ -230,7 +231,7 @@ FROM (
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
            ) AS last_state
     FROM readings
-)
+) AS latest
 GROUP BY bucket, port
 HAVING (bucket, port) > (:after_bucket, :after_port)
 ORDER BY bucket, port

@@ -121,8 +121,8 @@ def _devices_sql(table: str, column: str) -> str:
 # or those of a clock running ahead) summed up per port and bucket, and added to what the
 # bucket already holds. The last reading is the one with the largest (ts, seq).
 _SUM_UP = """
-INSERT INTO port_buckets (station, start, port, samples, power_n, power_sum, max_power_w,
-                          last_ts, last_seq, last_state, updated_at)
+INSERT INTO port_buckets AS b (station, start, port, samples, power_n, power_sum,
+                               max_power_w, last_ts, last_seq, last_state, updated_at)
 SELECT :station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w), max(power_w),
        last_ts, last_seq, last_state, :now
 FROM (
@@ -133,21 +133,21 @@ FROM (
     WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received
     WINDOW w AS (PARTITION BY CAST(ts / :bucket_s AS INTEGER), port ORDER BY ts, seq
                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-)
+) AS readings
 WHERE true
-GROUP BY bucket, port
+GROUP BY bucket, port, last_ts, last_seq, last_state  -- the last three: one per bucket and port
 ON CONFLICT (station, start, port) DO UPDATE SET
-    samples = samples + excluded.samples,
-    power_n = power_n + excluded.power_n,
-    power_sum = coalesce(power_sum + excluded.power_sum, power_sum, excluded.power_sum),
-    max_power_w = coalesce(max(max_power_w, excluded.max_power_w), max_power_w,
+    samples = b.samples + excluded.samples,
+    power_n = b.power_n + excluded.power_n,
+    power_sum = coalesce(b.power_sum + excluded.power_sum, b.power_sum, excluded.power_sum),
+    max_power_w = coalesce(max(b.max_power_w, excluded.max_power_w), b.max_power_w,
                            excluded.max_power_w),
-    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                   THEN excluded.last_ts ELSE last_ts END,
-    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                      THEN excluded.last_state ELSE last_state END,
-    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                    THEN excluded.last_seq ELSE last_seq END,
+    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                   THEN excluded.last_ts ELSE b.last_ts END,
+    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                      THEN excluded.last_state ELSE b.last_state END,
+    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                    THEN excluded.last_seq ELSE b.last_seq END,
     updated_at = excluded.updated_at
 """
 _RAW_RANGE = "WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received"

@@ -109,7 +109,7 @@ _TOKENS = re.compile(
     re.VERBOSE,
 )
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.IGNORECASE)
-_SCALAR_MINMAX = re.compile(r"\b(max|min)\(\s*([\w.]+)\s*,\s*([\w.]+)\s*\)", re.IGNORECASE)
+_SCALAR_MINMAX = re.compile(r"\b(max|min)\(\s*([\w.?:]+)\s*,\s*([\w.?:]+)\s*\)", re.I)
 _INDEXED_BY = re.compile(r"\s+(?:INDEXED BY \w+|NOT INDEXED)\b", re.IGNORECASE)
 _CAST_INTEGER = re.compile(r"CAST\(([^()]*?) AS INTEGER\)", re.IGNORECASE)
 _FUNCTIONS = (
@@ -117,7 +117,7 @@ _FUNCTIONS = (
     (re.compile(r"json_each\((%s|%\(\w+\)s)\)"), r"json_array_elements_text(\1::json)"),
     # A time of day to the millisecond, in UTC, from Unix seconds.
     (
-        re.compile(r"strftime\('%%H:%%M:%%fZ', ([\w.]+), 'unixepoch'\)"),
+        re.compile(r"strftime\('%%H:%%M:%%fZ', ([\w.]+|%s|%\(\w+\)s), 'unixepoch'\)"),
         r"""to_char(to_timestamp(\1) AT TIME ZONE 'UTC', 'HH24:MI:SS.MS"Z"')""",
     ),
 )
@@ -127,9 +127,10 @@ _FUNCTIONS = (
 def to_postgres(sql: str) -> str:
     """SQLite's `sql` as PostgreSQL runs it: `?` and `:name` parameters in psycopg's style,
     `INSERT OR IGNORE` as `ON CONFLICT DO NOTHING`, `BEGIN IMMEDIATE` as `BEGIN` (the first
-    write takes its row locks), SQLite's index hints left out, the scalar `max(a, b)` as `GREATEST`, a cast to an integer
-    truncating as SQLite's does (PostgreSQL's rounds), and SQLite's JSON and date functions
-    by PostgreSQL's. Only what the store uses: a test runs every statement on both."""
+    write takes its row locks), SQLite's index hints left out, the scalar `max(a, b)` as
+    `GREATEST`, a cast to an integer truncating as SQLite's does (PostgreSQL's rounds), and
+    SQLite's JSON and date functions by PostgreSQL's. Only what the store uses: tests run
+    them on both (tests/test_postgres_store.py)."""
     if sql.strip().upper() == "BEGIN IMMEDIATE":
         return "BEGIN"
 
@@ -141,21 +142,21 @@ def to_postgres(sql: str) -> str:
         # psycopg reads every `%` as its own, inside a string too
         return match.group(0).replace("%", "%%")
 
-    text = _TOKENS.sub(replace, sql)
+    text = _CAST_INTEGER.sub(r"CAST(TRUNC(\1) AS BIGINT)", sql)
+    text = _SCALAR_MINMAX.sub(_greatest_or_least, text)
+    text = _TOKENS.sub(replace, text)
     if _INSERT_OR_IGNORE.match(text):
         text = _INSERT_OR_IGNORE.sub("INSERT INTO", text, count=1).rstrip().rstrip(";")
         text += " ON CONFLICT DO NOTHING"
-    text = _SCALAR_MINMAX.sub(
-        lambda m: (
-            f"{'GREATEST' if m.group(1).lower() == 'max' else 'LEAST'}({m.group(2)}, {m.group(3)})"
-        ),
-        text,
-    )
     text = _INDEXED_BY.sub("", text)  # SQLite's index hints: PostgreSQL's planner chooses
-    text = _CAST_INTEGER.sub(r"CAST(TRUNC(\1) AS BIGINT)", text)
     for pattern, replacement in _FUNCTIONS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _greatest_or_least(match: re.Match[str]) -> str:
+    function = "GREATEST" if match.group(1).lower() == "max" else "LEAST"
+    return f"{function}({match.group(2)}, {match.group(3)})"
 
 
 def _value(value: Any) -> Any:
@@ -235,7 +236,11 @@ class PgConnection:
         self._opened: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
 
     async def open(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        # Parameters bound in the client: the store's SQLite statements test a parameter for
+        # NULL (`:port IS NULL OR port = :port`), whose type the server cannot tell.
+        conn = await psycopg.AsyncConnection.connect(
+            self.url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
+        )
         conn.adapters.register_loader("numeric", _NumericLoader)
         self._opened = conn
 

@@ -45,8 +45,9 @@ _TABLES: dict[str, tuple[str, int] | tuple[str, int, str]] = {
         " VALUES ",
         6,
         " ON CONFLICT (device, hour_start, reason) DO UPDATE SET"
-        " messages = messages + excluded.messages, bytes = bytes + excluded.bytes,"
-        " last_at = max(last_at, excluded.last_at)",
+        " messages = quarantine_over_quota.messages + excluded.messages,"
+        " bytes = quarantine_over_quota.bytes + excluded.bytes,"
+        " last_at = max(quarantine_over_quota.last_at, excluded.last_at)",
     ),
 }
 # Rows per statement: SQLite allows 32,766 bound variables; 500 rows of 11 columns stay far
