@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
@@ -146,7 +146,9 @@ def check_broker_url(url: SecretStr) -> SecretStr:
 SitePath = Annotated[Path, Option("site")]
 DbPath = Annotated[Path, Option("db")]
 # The service's database: a SQLite file (a path or sqlite:///path), or PostgreSQL by URL
-DbTarget = Annotated[str, Option("db")]
+DbTarget = Annotated[
+    str, Option("db"), BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)
+]
 DB_HELP = "SQLite file, or postgresql://user@host:port/name (docs/postgresql.md)"
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]

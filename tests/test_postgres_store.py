@@ -213,6 +213,7 @@ async def test_rewritten_functions_give_what_sqlite_gives(tmp_path: Path, pg_url
         ("SELECT value FROM json_each(?) ORDER BY value", ('["b", "a"]',)),
         ("SELECT strftime('%H:%M:%fZ', ?, 'unixepoch')", (1_700_000_000.125,)),
         ("SELECT max(?, ?), min(?, ?)", (1.5, 2.5, 1.5, 2.5)),
+        ("SELECT x'00ff', length(x'00ff')", ()),
         ("SELECT sum(x), count(*) FROM (SELECT ? AS x UNION ALL SELECT ?) AS t", (2, 3)),
     ]
     lite = await open_db(tmp_path / "f.db")

@@ -110,6 +110,7 @@ _TOKENS = re.compile(
 )
 _INSERT_OR_IGNORE = re.compile(r"^\s*INSERT OR IGNORE INTO", re.IGNORECASE)
 _SCALAR_MINMAX = re.compile(r"\b(max|min)\(\s*([\w.?:]+)\s*,\s*([\w.?:]+)\s*\)", re.I)
+_BLOB = re.compile(r"(?<![\w'])[xX]'([0-9A-Fa-f]*)'")
 _INDEXED_BY = re.compile(r"\s+(?:INDEXED BY \w+|NOT INDEXED)\b", re.IGNORECASE)
 _CAST_INTEGER = re.compile(r"CAST\(([^()]*?) AS INTEGER\)", re.IGNORECASE)
 _FUNCTIONS = (
@@ -129,8 +130,8 @@ def to_postgres(sql: str) -> str:
     `INSERT OR IGNORE` as `ON CONFLICT DO NOTHING`, `BEGIN IMMEDIATE` as `BEGIN` (the first
     write takes its row locks), SQLite's index hints left out, the scalar `max(a, b)` as
     `GREATEST`, a cast to an integer truncating as SQLite's does (PostgreSQL's rounds), and
-    SQLite's JSON and date functions by PostgreSQL's. Only what the store uses: tests run
-    them on both (tests/test_postgres_store.py)."""
+    SQLite's JSON and date functions by PostgreSQL's, a blob `x'…'` decoded from hex. Only
+    what the store uses: tests run them on both (tests/test_postgres_store.py)."""
     if sql.strip().upper() == "BEGIN IMMEDIATE":
         return "BEGIN"
 
@@ -144,6 +145,7 @@ def to_postgres(sql: str) -> str:
 
     text = _CAST_INTEGER.sub(r"CAST(TRUNC(\1) AS BIGINT)", sql)
     text = _SCALAR_MINMAX.sub(_greatest_or_least, text)
+    text = _BLOB.sub(r"decode('\1', 'hex')", text)
     text = _TOKENS.sub(replace, text)
     if _INSERT_OR_IGNORE.match(text):
         text = _INSERT_OR_IGNORE.sub("INSERT INTO", text, count=1).rstrip().rstrip(";")

@@ -5,6 +5,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
@@ -66,6 +67,8 @@ class BatchRows:
     """Rows of one batch, per table."""
 
     tables: dict[str, list[Row]] = field(default_factory=lambda: {k: [] for k in _TABLES})
+    # (device, hour, reason) → its row in tables["over_quota"]
+    over_quota_rows: dict[tuple[str, float, str], int] = field(default_factory=dict)
 
     def add(self, message: Accepted) -> None:
         """Add the rows of one accepted message (acks and availability are handled apart)."""
@@ -124,16 +127,21 @@ class BatchRows:
         )
 
     def add_over_quota(self, rejected: Rejected) -> None:
-        """A bad message past its device's quota: one more in the hour's count."""
-        self.tables["over_quota"].append(
-            (
-                rejected.device,
-                hour_start(rejected.received_at),
-                rejected.reason.value,
-                1,
-                len(rejected.raw),
-                rejected.received_at,
-            )
+        """A bad message past its device's quota: one more in the hour's count. One row per
+        (device, hour, reason) in a batch: one statement may not update a row twice
+        (PostgreSQL refuses it; SQLite applied them one after the other)."""
+        key = (rejected.device, hour_start(rejected.received_at), rejected.reason.value)
+        rows = self.tables["over_quota"]
+        at = self.over_quota_rows.setdefault(key, len(rows))
+        if at == len(rows):
+            rows.append((*key, 1, len(rejected.raw), rejected.received_at))
+            return
+        messages, size, last_at = cast(tuple[int, int, float], rows[at][3:])
+        rows[at] = (
+            *key,
+            messages + 1,
+            size + len(rejected.raw),
+            max(last_at, rejected.received_at),
         )
 
 
