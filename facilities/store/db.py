@@ -19,6 +19,7 @@ from facilities.errors import StoreError
 from facilities.store.sql import (
     ERRORS,
     Connection,
+    Params,
     PgConnection,
     is_postgres,
     shown,
@@ -295,6 +296,19 @@ class SharedWriter:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._lock = asyncio.Lock()
+        # A read between another task's statements would run inside its transaction: on
+        # SQLite harmless (WAL), on PostgreSQL refused once that transaction has failed.
+        self._reads_wait = isinstance(conn, PgConnection)
+
+    async def read(self, sql: str, params: Params) -> list[tuple[object, ...]]:
+        """The rows of `sql`, read on this connection outside any transaction of another
+        task's, in one call."""
+        if self._reads_wait:
+            async with self._lock:
+                rows = await self.conn.execute_fetchall(sql, params)
+        else:
+            rows = await self.conn.execute_fetchall(sql, params)
+        return [tuple(row) for row in rows]
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

@@ -327,7 +327,7 @@ class Retention:
     async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         """A read on the writer's connection outside any transaction of ours (WAL: it takes no
         lock), in one call, so that no other task's statement comes between its steps."""
-        return [tuple(row) for row in await self._writer.conn.execute_fetchall(sql, params)]
+        return await self._writer.read(sql, params)
 
     @contextlib.asynccontextmanager
     async def _batch(self, swept: Swept) -> AsyncIterator[Connection]:
