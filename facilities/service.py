@@ -27,6 +27,7 @@ from facilities.rules.runner import RulesRunner
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.startup import forget_removed_devices, load_live_state, replay_stored
+from facilities.store import partitions
 from facilities.store.audit import RefusalWriter
 from facilities.store.db import Store
 from facilities.store.retention import Retention
@@ -105,6 +106,8 @@ async def run(service: Service) -> AsyncIterator[Service]:
     store, link, settings = service.store, service.link, service.settings
     await store.open()
     try:
+        if store.writer.postgres:  # today's telemetry partitions, before anything is written
+            await partitions.make_days(store.writer, service.clock())
         await service.ingest.start()
         await forget_removed_devices(service.site, store.writer, service.now())
         saved = await load_live_state(service.live, store.writer.conn)

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
 from facilities.errors import StoreError
-from facilities.store.db import PG_MIGRATIONS, migrations, open_db
+from facilities.metrics import IngestMetrics
+from facilities.store import partitions
+from facilities.store.db import PG_MIGRATIONS, Store, migrations, open_db
+from facilities.store.retention import Policy, Retention
 from facilities.store.sql import PgConnection, shown, to_postgres
 from facilities.store.telemetry import BatchRows, write_batch
 from tests.support.postgres import PrivatePostgres
@@ -227,3 +231,97 @@ async def test_rewritten_functions_give_what_sqlite_gives(tmp_path: Path, pg_url
     finally:
         await lite.close()
         await pg.close()
+
+
+def _readings(day: float, received: float) -> BatchRows:
+    """Two stations' messages over a day: 2 ports each, every 10 minutes."""
+    rows = BatchRows()
+    for station in ("cs-01", "cs-02"):
+        for n in range(144):
+            ts = day + n * 600 + 7
+            rows.tables["station"].append((station, ts, n, received, 30.0, 0.0, 0))
+            for port in (1, 2):
+                state = "charging" if n % 3 else "idle"
+                rows.tables["port"].append(
+                    (station, ts, n, port, received, state, 220.0, 1.0, 100.0 * port + n, 5.0, 30.0)
+                )
+    return rows
+
+
+async def _sweep(target: str, now: float, rows: BatchRows, make_day: float | None) -> Store:
+    store = Store(target)
+    await store.open()
+    if make_day is not None:
+        assert await partitions.make_days(store.writer, make_day) > 0
+    await write_batch(store.ingest, rows)
+    policy = Policy(
+        quarantine_days=30, audit_days=30, telemetry_days=14, bucket_days=730, event_days=180
+    )
+    retention = Retention(
+        store.writer,
+        policy,
+        clock=lambda: now,
+        metrics=IngestMetrics(CollectorRegistry(), devices={"cs-01", "cs-02"}),
+    )
+    await retention.sweep()
+    return store
+
+
+async def test_an_expired_day_is_dropped_whole_its_readings_summed_up_as_on_sqlite(
+    tmp_path: Path, pg_url: str
+) -> None:
+    now = 1_790_000_000.0
+    day = partitions.day_of(now - 20 * partitions.DAY_S)
+    rows = _readings(day, received=day + 3600)
+    pg = await _sweep(pg_url, now, rows, make_day=day)
+    lite = await _sweep(str(tmp_path / "f.db"), now, rows, make_day=None)
+    try:
+        assert day not in await partitions.partitions_of(pg.writer, "port_samples")
+        assert day not in await partitions.partitions_of(pg.writer, "station_samples")
+        buckets = "SELECT * FROM port_buckets ORDER BY station, start, port"
+        summed = await pg.writer.read(buckets, ())
+        assert len(summed) == 2 * 2 * 144  # one reading per bucket here
+        assert [r[:10] for r in summed] == [r[:10] for r in await lite.writer.read(buckets, ())]
+        for table in ("port_samples", "station_samples"):
+            count = f"SELECT count(*) FROM {table}"  # noqa: S608
+            assert await pg.writer.read(count, ()) == [(0,)]
+    finally:
+        await pg.close()
+        await lite.close()
+
+
+async def test_a_day_with_a_row_received_since_the_cut_off_is_kept(pg_url: str) -> None:
+    """A clock running behind: its rows are kept as long as any other's, so the day is not
+    dropped whole; the row-by-row sweep takes what has expired."""
+    now = 1_790_000_000.0
+    day = partitions.day_of(now - 20 * partitions.DAY_S)
+    rows = _readings(day, received=day + 3600)
+    rows.tables["station"].append(("cs-03", day + 5, 1, now - 60, 30.0, 0.0, 0))
+    store = await _sweep(pg_url, now, rows, make_day=day)
+    try:
+        assert day in await partitions.partitions_of(store.writer, "station_samples")
+        assert await store.writer.read("SELECT station FROM station_samples", ()) == [("cs-03",)]
+        assert await store.writer.read("SELECT count(*) FROM port_samples", ()) == [(0,)]
+    finally:
+        await store.close()
+
+
+async def test_rows_in_the_default_partition_move_into_their_day_when_it_is_made(
+    pg_url: str,
+) -> None:
+    now = 1_790_000_000.0
+    day = partitions.day_of(now)
+    store = Store(pg_url)
+    await store.open()
+    try:
+        await write_batch(store.ingest, _readings(day, received=now))  # no day made yet
+        default = "SELECT count(*) FROM port_samples_default"
+        assert await store.writer.read(default, ()) == [(2 * 144 * 2,)]
+        await partitions.make_days(store.writer, now)
+        assert await store.writer.read(default, ()) == [(0,)]
+        assert await store.writer.read("SELECT count(*) FROM port_samples", ()) == [(576,)]
+        made = await partitions.partitions_of(store.writer, "port_samples")
+        assert made == [day + n * partitions.DAY_S for n in range(-1, 3)]
+        assert await partitions.make_days(store.writer, now) == 0  # made once
+    finally:
+        await store.close()

@@ -298,12 +298,12 @@ class SharedWriter:
         self._lock = asyncio.Lock()
         # A read between another task's statements would run inside its transaction: on
         # SQLite harmless (WAL), on PostgreSQL refused once that transaction has failed.
-        self._reads_wait = isinstance(conn, PgConnection)
+        self.postgres = isinstance(conn, PgConnection)
 
     async def read(self, sql: str, params: Params) -> list[tuple[object, ...]]:
         """The rows of `sql`, read on this connection outside any transaction of another
         task's, in one call."""
-        if self._reads_wait:
+        if self.postgres:
             async with self._lock:
                 rows = await self.conn.execute_fetchall(sql, params)
         else:

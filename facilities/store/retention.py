@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from facilities.metrics import IngestMetrics
+from facilities.store import partitions
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
 
@@ -202,6 +203,8 @@ class Retention:
                 f" (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
             )
             await self._delete_all(swept, table, sql, (before,))
+        if self._writer.postgres:
+            await self._drop_partitions(swept, now)
         await self._sum_up_telemetry(swept, now)
         for rows, before in self.policy.by_device(now):
             for device in await self._devices(rows.table, rows.device):
@@ -214,6 +217,22 @@ class Retention:
                 swept.batches,
             )
         return swept
+
+    async def _drop_partitions(self, swept: Swept, now: float) -> None:
+        """PostgreSQL: the days ahead made, expired days dropped whole (partitions.py); the
+        row-by-row sweep after it finds only what a day's partition could not take."""
+        await partitions.make_days(self._writer, now)
+        dropped = await partitions.drop_expired(
+            self._writer,
+            now=now,
+            telemetry_before=now - self.policy.telemetry_days * DAY_S,
+            events_before=now - self.policy.event_days * DAY_S,
+            bucket_s=BUCKET_S,
+        )
+        swept.buckets += dropped.buckets
+        swept.batches += dropped.partitions
+        for table, rows in dropped.rows.items():
+            self._count(swept, table, rows)
 
     async def _delete_device_rows(
         self, swept: Swept, rows: _DeviceRows, device: str, before: float, now: float
