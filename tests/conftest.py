@@ -45,7 +45,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test marked `both_stores` that uses the store runs once on SQLite, once on
-    PostgreSQL (docs/development.md)."""
+    PostgreSQL (docs/postgresql.md, "Tests")."""
     if "store_target" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
         "both_stores"
     ):
