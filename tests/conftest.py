@@ -2,7 +2,9 @@
 tests' own on a free port, the real service.
 The helpers and the other fixtures live in tests/support."""
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +15,8 @@ from facilities.mosquitto import PrivateBroker
 from facilities.service import Service, run
 from facilities.settings import Settings
 from facilities.site import Site, load_site
+from facilities.store import partitions
+from facilities.store.db import Store
 from facilities.wiring import build
 from tests.support.devices import clear_retained_status
 from tests.support.paths import EXAMPLE_SITE
@@ -91,10 +95,35 @@ def postgres() -> Iterator[PrivatePostgres]:
     running.stop()
 
 
+@pytest.fixture(scope="session")
+def migrated(postgres: PrivatePostgres) -> str:
+    """A database the service has migrated, with today's partitions: each test's database is
+    a copy of it, which is quicker than migrating each (the migrations' own tests start from
+    an empty database: `empty_pg_url`)."""
+    url = postgres.fresh_database("migrated")
+    asyncio.run(_migrate(url))
+    return "migrated"
+
+
+async def _migrate(url: str) -> None:
+    store = Store(url)
+    await store.open()
+    try:
+        await partitions.make_days(store.writer, time.time())
+    finally:
+        await store.close()
+
+
 @pytest.fixture
-def pg_url(postgres: PrivatePostgres) -> str:
+def empty_pg_url(postgres: PrivatePostgres) -> str:
     """The URL of a new empty database of the test's own on the session's PostgreSQL."""
     return postgres.fresh_database(f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def pg_url(postgres: PrivatePostgres, migrated: str) -> str:
+    """The URL of a new database of the test's own on the session's PostgreSQL, migrated."""
+    return postgres.fresh_database(f"test_{uuid.uuid4().hex[:12]}", template=migrated)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -171,9 +172,18 @@ def test_the_staff_console_on_a_wall_screen_in_chinese_and_english(
         timeout_s=30,
     )
     shot(zh, "staff-console-wall-zh-acknowledged")
-    zh.find_element(
-        By.CSS_SELECTOR, "#cutoffs li[data-device='cs-20'][data-port='3'] button.switch-on"
-    ).click()
+
+    def click_switch_on() -> bool:
+        # the live stream may redraw the list between finding the button and clicking it
+        try:
+            zh.find_element(
+                By.CSS_SELECTOR, "#cutoffs li[data-device='cs-20'][data-port='3'] button.switch-on"
+            ).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    until(click_switch_on, "the Switch on button clicked")
     until(
         lambda: any(
             (e["kind"], e["action"], e["target"], e["who"], e["outcome"])

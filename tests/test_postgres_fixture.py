@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from facilities.store.db import PG_MIGRATIONS, migrations
 from tests.support.postgres import (
     SYSTEM_PORT,
     PostgresMissingError,
@@ -31,10 +32,10 @@ def test_the_server_is_ours(postgres: PrivatePostgres, pg_url: str) -> None:
     assert Path(shown) == postgres.workdir / "data"
 
 
-def test_each_test_gets_an_empty_database_of_its_own(
-    postgres: PrivatePostgres, pg_url: str
+def test_a_test_gets_an_empty_database_of_its_own(
+    postgres: PrivatePostgres, empty_pg_url: str
 ) -> None:
-    mine = _dbname(pg_url)
+    mine = _dbname(empty_pg_url)
     assert postgres.query(mine, USER_TABLES) == "0"
     postgres.query(mine, "CREATE TABLE t (x int)")
     other = _dbname(postgres.fresh_database("another_one"))
@@ -60,3 +61,8 @@ def test_missing_binaries_say_what_installs_them(tmp_path: Path) -> None:
     (tmp_path / "initdb").touch()  # a directory with some of them only
     with pytest.raises(PostgresMissingError, match="`make test` installs Debian's postgresql"):
         find_bindir([tmp_path])
+
+
+def test_pg_url_is_a_copy_of_a_migrated_database(postgres: PrivatePostgres, pg_url: str) -> None:
+    version = postgres.query(_dbname(pg_url), "SELECT version FROM facilities_schema")
+    assert int(version) == migrations(PG_MIGRATIONS)[-1].version

@@ -124,12 +124,12 @@ def _default(default: str | None) -> str | None:
     return default.split("::")[0] if default else None
 
 
-async def test_the_postgresql_schema_equals_sqlites(tmp_path: Path, pg_url: str) -> None:
+async def test_the_postgresql_schema_equals_sqlites(tmp_path: Path, empty_pg_url: str) -> None:
     sqlite_db = tmp_path / "f.db"
-    for target in (str(sqlite_db), pg_url):
+    for target in (str(sqlite_db), empty_pg_url):
         conn = await open_db(target)
         await conn.close()
-    sqlite, postgres = _sqlite_schema(sqlite_db), _pg_schema(pg_url)
+    sqlite, postgres = _sqlite_schema(sqlite_db), _pg_schema(empty_pg_url)
     assert sorted(postgres) == sorted(sqlite)
     for table, (columns, keys, named) in sqlite.items():
         assert postgres[table][0] == columns, table
@@ -140,25 +140,27 @@ async def test_the_postgresql_schema_equals_sqlites(tmp_path: Path, pg_url: str)
 
 
 async def test_several_instances_opening_a_new_database_at_once_migrate_it_once(
-    pg_url: str,
+    empty_pg_url: str,
 ) -> None:
-    opened = await asyncio.gather(*(open_db(pg_url) for _ in range(4)), return_exceptions=True)
+    opened = await asyncio.gather(
+        *(open_db(empty_pg_url) for _ in range(4)), return_exceptions=True
+    )
     for conn in opened:
         if not isinstance(conn, BaseException):
             await conn.close()
     assert [c for c in opened if isinstance(c, BaseException)] == []
-    with psycopg.connect(pg_url) as conn:
+    with psycopg.connect(empty_pg_url) as conn:
         assert conn.execute("SELECT version FROM facilities_schema").fetchall() == [
             (migrations(PG_MIGRATIONS)[-1].version,)
         ]
 
 
-async def test_a_database_of_a_newer_version_is_refused(pg_url: str) -> None:
-    (await open_db(pg_url)) and None
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+async def test_a_database_of_a_newer_version_is_refused(empty_pg_url: str) -> None:
+    (await open_db(empty_pg_url)) and None
+    with psycopg.connect(empty_pg_url, autocommit=True) as conn:
         conn.execute("UPDATE facilities_schema SET version = 999")
     with pytest.raises(StoreError, match="from a newer version of facilities"):
-        await open_db(pg_url)
+        await open_db(empty_pg_url)
 
 
 async def test_an_unreachable_server_is_one_line_without_the_password(
@@ -174,8 +176,8 @@ async def test_an_unreachable_server_is_one_line_without_the_password(
     assert 'database "nowhere" does not exist' in message
 
 
-async def test_a_batch_is_stored_once_and_duplicates_are_counted_out(pg_url: str) -> None:
-    conn = await open_db(pg_url)
+async def test_a_batch_is_stored_once_and_duplicates_are_counted_out(empty_pg_url: str) -> None:
+    conn = await open_db(empty_pg_url)
     try:
         rows = BatchRows()
         rows.tables["station"].append(("cs-01", 1.5e9, 1, 1.5e9, 30.0, 0.0, 0))
@@ -210,7 +212,9 @@ def test_sqlites_statements_as_postgresql_runs_them(sqlite: str, postgres: str) 
     assert to_postgres(sqlite) == postgres
 
 
-async def test_rewritten_functions_give_what_sqlite_gives(tmp_path: Path, pg_url: str) -> None:
+async def test_rewritten_functions_give_what_sqlite_gives(
+    tmp_path: Path, empty_pg_url: str
+) -> None:
     """The functions `to_postgres` replaces, on both, with the same values."""
     statements = [
         ("SELECT CAST(7.9 / ? AS INTEGER), CAST(? / 300 AS INTEGER)", (2, 1_700_000_299.9)),
@@ -221,7 +225,7 @@ async def test_rewritten_functions_give_what_sqlite_gives(tmp_path: Path, pg_url
         ("SELECT sum(x), count(*) FROM (SELECT ? AS x UNION ALL SELECT ?) AS t", (2, 3)),
     ]
     lite = await open_db(tmp_path / "f.db")
-    pg = await open_db(pg_url)
+    pg = await open_db(empty_pg_url)
     try:
         for sql, params in statements:
             async with lite.execute(sql, params) as cursor:
@@ -268,12 +272,12 @@ async def _sweep(target: str, now: float, rows: BatchRows, make_day: float | Non
 
 
 async def test_an_expired_day_is_dropped_whole_its_readings_summed_up_as_on_sqlite(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, empty_pg_url: str
 ) -> None:
     now = 1_790_000_000.0
     day = partitions.day_of(now - 20 * partitions.DAY_S)
     rows = _readings(day, received=day + 3600)
-    pg = await _sweep(pg_url, now, rows, make_day=day)
+    pg = await _sweep(empty_pg_url, now, rows, make_day=day)
     lite = await _sweep(str(tmp_path / "f.db"), now, rows, make_day=None)
     try:
         assert day not in await partitions.partitions_of(pg.writer, "port_samples")
@@ -290,14 +294,14 @@ async def test_an_expired_day_is_dropped_whole_its_readings_summed_up_as_on_sqli
         await lite.close()
 
 
-async def test_a_day_with_a_row_received_since_the_cut_off_is_kept(pg_url: str) -> None:
+async def test_a_day_with_a_row_received_since_the_cut_off_is_kept(empty_pg_url: str) -> None:
     """A clock running behind: its rows are kept as long as any other's, so the day is not
     dropped whole; the row-by-row sweep takes what has expired."""
     now = 1_790_000_000.0
     day = partitions.day_of(now - 20 * partitions.DAY_S)
     rows = _readings(day, received=day + 3600)
     rows.tables["station"].append(("cs-03", day + 5, 1, now - 60, 30.0, 0.0, 0))
-    store = await _sweep(pg_url, now, rows, make_day=day)
+    store = await _sweep(empty_pg_url, now, rows, make_day=day)
     try:
         assert day in await partitions.partitions_of(store.writer, "station_samples")
         assert await store.writer.read("SELECT station FROM station_samples", ()) == [("cs-03",)]
@@ -307,11 +311,11 @@ async def test_a_day_with_a_row_received_since_the_cut_off_is_kept(pg_url: str) 
 
 
 async def test_rows_in_the_default_partition_move_into_their_day_when_it_is_made(
-    pg_url: str,
+    empty_pg_url: str,
 ) -> None:
     now = 1_790_000_000.0
     day = partitions.day_of(now)
-    store = Store(pg_url)
+    store = Store(empty_pg_url)
     await store.open()
     try:
         await write_batch(store.ingest, _readings(day, received=now))  # no day made yet

@@ -149,6 +149,9 @@ class PrivatePostgres:
             *("-c", "listen_addresses=127.0.0.1"),
             # each test's service holds a pool of its own, and a session runs many
             *("-c", "max_connections=200"),
+            # a throwaway cluster: the tests kill the service, never the machine, so what
+            # reaches the disk when does not matter here, and each test makes a database
+            *("-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"),
         ]
         with self._log().open("ab") as log:
             self.process = subprocess.Popen(
@@ -211,9 +214,9 @@ class PrivatePostgres:
         """`postgresql://user@127.0.0.1:port/dbname` (no password: the cluster trusts)."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
-    def fresh_database(self, name: str) -> str:
-        """A new empty database `name`; its URL."""
-        done = self._client("createdb", name)
+    def fresh_database(self, name: str, *, template: str = "") -> str:
+        """A new database `name`, empty or a copy of `template`; its URL."""
+        done = self._client("createdb", *(("--template", template) if template else ()), name)
         if done.returncode != 0:
             raise AssertionError(f"createdb {name} failed: {done.stderr.strip()}")
         return self.url(name)
