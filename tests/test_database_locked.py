@@ -11,15 +11,19 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import httpx
+import pytest
 from paho.mqtt.client import MQTTMessageInfo
 
+from facilities.mosquitto import PrivateBroker
 from facilities.store.db import BUSY_TIMEOUT_MS
 from simulators.client import DeviceClient
 from tests.api_support import Api
 from tests.support import payloads
 from tests.support.db import query
 from tests.support.devices import DeviceFactory, Devices
-from tests.support.poll import wait_for
+from tests.support.poll import wait_for, wait_until
+from tests.support.processes import ServiceProcess
 
 # Within the broker's window of unacknowledged messages (RECEIVE_MAXIMUM, 2,000): nothing is
 # acknowledged while the database is locked, and the broker sends nothing past it (a hazard
@@ -34,6 +38,7 @@ def _count(db: Path, sql: str, *params: object) -> int:
     return int(query(db, sql, *params)[0][0])
 
 
+@pytest.mark.slow
 async def test_a_lock_held_past_the_busy_timeout_stops_neither_cut_offs_nor_ingest(
     api: Api, device: DeviceFactory, devices: Devices
 ) -> None:
@@ -116,6 +121,51 @@ async def test_a_lock_held_past_the_busy_timeout_stops_neither_cut_offs_nor_inge
         cuts = "SELECT count(*) FROM commands WHERE device = ? AND action = 'power_off'"
         assert _count(db, cuts, station) == 1
     await wait_for(_healthy(api), what="/healthz 200 again", timeout_s=10)
+
+
+@pytest.mark.slow
+def test_facilities_run_outlives_a_lock_held_past_the_busy_timeout(
+    broker: PrivateBroker, device: DeviceFactory, tmp_path: Path
+) -> None:
+    """The process: before, the ingest writer's first failed write ended it (exit 1)."""
+    db = tmp_path / "f.db"
+    service = ServiceProcess(broker, db, client_id="locked", log=tmp_path / "service.log")
+    service.start()
+    try:
+        station = device("cs-06")
+        blocker = sqlite3.connect(db, isolation_level=None, timeout=30)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            ts = time.time()
+            for seq in range(1, 11):
+                telemetry = payloads.telemetry(seq, [payloads.port(1)], ts=ts + seq / 1000)
+                station.publish_raw("facilities/charging/cs-06/telemetry", json.dumps(telemetry))
+            health = f"http://127.0.0.1:{service.port}/healthz"
+
+            def locked() -> bool:
+                assert service.process is not None
+                try:
+                    return "database locked" in httpx.get(health, timeout=5).text
+                except httpx.ConnectError:
+                    exited = service.process.wait(30)
+                    raise AssertionError(
+                        f"exit {exited}: {service.log.read_text()[-600:]}"
+                    ) from None
+
+            wait_until(locked, what="/healthz to say so", timeout_s=HOLD_S, interval_s=0.2)
+            time.sleep(max(0.0, HOLD_S - BUSY_TIMEOUT_MS / 1000))  # SQLite's timeout is real
+            assert locked()
+        finally:
+            blocker.rollback()
+            blocker.close()
+        wait_until(lambda: _count(db, "SELECT count(*) FROM station_samples") == 10)
+        wait_until(lambda: httpx.get(health, timeout=5).status_code == 200, what="/healthz 200")
+        code, seconds = service.terminate()
+        assert (code, seconds < 5) == (0, True), service.log.read_text()[-2000:]
+        assert "ingest writer writes to the database again" in service.log.read_text()
+    finally:
+        if service.process is not None and service.process.poll() is None:
+            service.kill()
 
 
 def _overheat(station: DeviceClient, name: str) -> MQTTMessageInfo:
