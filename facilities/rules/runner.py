@@ -175,7 +175,8 @@ class RulesRunner:
         rows = self._live.snapshot(self._live.devices())
         async with self._write() as conn:
             await snapshots.write_live_state(conn, rows)
-            await self._save_desired(conn, always=True)
+            saved = await self._save_desired(conn, always=True)
+        self._saved_desired = saved
 
     async def _ticker(self) -> None:
         while True:
@@ -264,22 +265,24 @@ class RulesRunner:
             await alert_store.save_transitions(conn, observation.transitions)
             await session_store.save_sessions(conn, observation.sessions)
             await snapshots.write_live_state(conn, rows)
-            await self._save_desired(conn)
+            saved = await self._save_desired(conn)
             # with their alerts, in one commit: from here on a crash sends them again at start.
             # Not one that finished meanwhile (the database was locked): its outcome took it
             # out of the outbox already, or will after this commit (the same writer's lock).
             inflight = {q.id for q in self._rule_commands.inflight()}
             kept = [q for q in started if q.id in inflight]
             await outbox.keep(conn, kept, self._clock().timestamp())
+        self._saved_desired = saved  # committed: not when the database refused it
 
-    async def _save_desired(self, conn: aiosqlite.Connection, *, always: bool = False) -> None:
+    async def _save_desired(self, conn: aiosqlite.Connection, *, always: bool = False) -> int:
         """Store the desired state when it moved (in the caller's transaction); `always` at
-        each snapshot (a few rows), which also covers a transaction rolled back after it."""
+        each snapshot (a few rows). Return the version stored, which the caller marks saved
+        once it committed (a write tried again after a rollback stores it again)."""
         version, rows = self._live.cutoffs()
         if version == self._saved_desired and not always:
-            return
+            return version
         await snapshots.save_cutoffs(conn, rows)
-        self._saved_desired = version
+        return version
 
     def _publish(self, transition: Transition) -> None:
         """`facilities/alerts/{rule}/{subject}`: retained while open, for displays that come
