@@ -78,6 +78,9 @@ class HealthCheck:
         stuck_s = self._ingest_progress()
         if stuck_s > INGEST_STUCK_S:
             reasons.append(f"ingest writer stuck ({stuck_s:.0f} s with messages waiting)")
+        fault = self._ingest.faults.reason()  # kept, not acknowledged, and written again
+        if fault is not None:
+            reasons.append(fault)
         link = self._link
         if not link.connected:
             reasons.append(f"broker link down ({link.last_error or 'not connected'})")

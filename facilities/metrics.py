@@ -59,6 +59,15 @@ class IngestMetrics:
             ["kind"],
             registry=registry,
         )
+        self.write_failures = Counter(
+            "facilities_ingest_write_failures",
+            "Batch writes the database failed (`locked`: past its busy timeout; `failed`: full,"
+            " I/O, read-only, corrupt): the batch is kept unacknowledged and written again",
+            ["error"],
+            registry=registry,
+        )
+        for error in ("locked", "failed"):  # both at 0 from the start
+            self.write_failures.labels(error)
         self.batch_size = Histogram(
             "facilities_ingest_batch_messages",
             "Messages per committed batch",

@@ -1,11 +1,12 @@
 """Send a command, await its ack, retry, and keep the audit trail (docs/protocol.md, Commands)."""
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,7 +14,9 @@ from facilities.metrics import CommandMetrics
 from facilities.mqtt.session import BrokerLink
 from facilities.store import commands as outbox
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 from facilities.wire import Command, CommandAck, CommandAction
+from facilities.write_faults import WriteFaults
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,10 @@ TRIES = 3
 # (docs/protocol.md: "a little after its last try"): room for the broker's delivery and for
 # the clock of an NTP-synchronised device, which is within tens of milliseconds of ours.
 EXPIRES_MARGIN_S = 1.0
+# A command's outcome waits at most this long for its audit row: a database that cannot take
+# it (locked, failing) must not hold back what comes of the outcome (`command_failed`). The
+# row is written, after every audit row asked for before it, once the database can.
+AUDIT_WAIT_S = 1.0
 
 
 class Outcome(StrEnum):
@@ -96,6 +103,9 @@ class CommandSender:
         self._clock = clock
         self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.faults = WriteFaults("command audit")
+        self._last_audit: asyncio.Task[None] | None = None
+        self._audits: set[asyncio.Task[None]] = set()
 
     async def send(
         self,
@@ -151,14 +161,15 @@ class CommandSender:
     async def _until_acked(
         self, order: _Order, future: asyncio.Future[CommandAck], *, wait_s: float, max_tries: int
     ) -> tuple[int, CommandAck | None]:
-        """Publish and await the ack, up to `max_tries` times; the first try is audited.
-        Return the tries made and the ack (None: none came)."""
+        """Publish and await the ack, up to `max_tries` times; the first try is audited (not
+        awaited: a retry must not wait for the database). Return the tries made and the ack
+        (None: none came)."""
         attempt, ack = 0, None
         while attempt < max_tries and ack is None:
             attempt += 1
             sent_at = self._publish(order)
             if attempt == 1:
-                await self._audit_start(order, sent_at)
+                self._audit_start(order, sent_at)
             ack = await _ack_within(future, wait_s)
             if ack is None:
                 log.warning(
@@ -235,35 +246,78 @@ class CommandSender:
             return topics.gate(target.device, target.gate, "command")
         return topics.station(target.device, "command")
 
-    async def _audit_start(self, order: _Order, sent_at: float) -> None:
+    def _audit_start(self, order: _Order, sent_at: float) -> None:
         target = order.target
-        async with self._db.transaction() as conn:
-            await outbox.started(
-                conn,
-                outbox.Sent(
-                    order.id,
-                    target.device,
-                    target.port,
-                    target.gate,
-                    order.action.value,
-                    order.reason,
-                    order.requested_by,
-                    order.alert_id,
-                    order.cause,
-                    sent_at,
-                ),
-            )
+        sent = outbox.Sent(
+            order.id,
+            target.device,
+            target.port,
+            target.gate,
+            order.action.value,
+            order.reason,
+            order.requested_by,
+            order.alert_id,
+            order.cause,
+            sent_at,
+        )
+        self._audit(lambda conn: outbox.started(conn, sent), f"the audit row of {order.id}")
 
     async def _audit_end(self, result: Result) -> None:
-        async with self._db.transaction() as conn:
+        at = self._clock()
+
+        async def finished(conn: Connection) -> None:
             await outbox.finished(
                 conn,
                 result.id,
                 tries=result.tries,
                 outcome=result.outcome.value,
                 error=result.error,
-                at=self._clock(),
+                at=at,
             )
+
+        written = self._audit(finished, f"the outcome of {result.id}")
+        # Within AUDIT_WAIT_S when the database takes it: as soon as it is written (a client
+        # told of the outcome finds it in the audit); later, in the background.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(written), AUDIT_WAIT_S)
+
+    def _audit(
+        self, write: Callable[[Connection], Awaitable[None]], what: str
+    ) -> asyncio.Task[None]:
+        """Write in a transaction of its own, after every audit asked for before it (a
+        command's row before its outcome), tried again until the database takes it."""
+        previous = self._last_audit
+
+        async def in_order() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+
+            async def once() -> None:
+                async with self._db.transaction() as conn:
+                    await write(conn)
+
+            await self.faults.until_written(once, what)
+
+        task = asyncio.create_task(in_order(), name="command-audit")
+        self._last_audit = task
+        self._audits.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._audit_done)
+        return task
+
+    async def settle(self) -> None:
+        """At a stop: the audit rows not written yet get AUDIT_WAIT_S, then are given up (as
+        a crash would: the outbox and the start's recovery cover them)."""
+        if self._audits:
+            await asyncio.wait(list(self._audits), timeout=AUDIT_WAIT_S)
+        for task in list(self._audits):
+            task.cancel()
+        if self._audits:
+            await asyncio.wait(list(self._audits))
+
+    def _audit_done(self, task: asyncio.Task[None]) -> None:
+        self._audits.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a command's audit failed", exc_info=task.exception())
 
 
 async def _ack_within(future: asyncio.Future[CommandAck], wait_s: float) -> CommandAck | None:

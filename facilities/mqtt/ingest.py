@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from facilities.errors import StoreError
 from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
@@ -29,6 +28,7 @@ from facilities.mqtt.rejections import Publisher, RejectionNotices
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
 from facilities.store.sql import ERRORS, Connection
+from facilities.write_faults import WriteFaults
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ CEILING = 10 * RECEIVE_MAXIMUM
 _LOG_PAYLOAD_CHARS = 120
 _LOG_PER_REASON_PER_MINUTE = 10
 
-# What is left once the batch was salvaged is the database's failure, not a message's.
+# What is left once the batch was salvaged is the database's failure, not a message's: the
+# batch is kept, unacknowledged, and written again (docs/reliability.md, "A database that
+# cannot be written").
 _WRITE_ERRORS: tuple[type[Exception], ...] = (*ERRORS, *DATA_ERRORS)
 
 
@@ -95,6 +97,10 @@ class Ingest:
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
+        # A batch the database could not take: written again before anything else.
+        self._held: list[Pending] = []
+        self.faults = WriteFaults("ingest writer")
         # Received and not yet acknowledged (or settled otherwise): at most `window`; the
         # link asks the broker for less (its Receive Maximum), which Mosquitto 2.0.11 does
         # not keep once acks flow (docs/performance.md, "A window the service keeps itself").
@@ -102,6 +108,7 @@ class Ingest:
         self._ceiling = max(window, CEILING)
         self._in_hand = 0
         self._window_let_go = False
+        self._retry_in_s = 0.0
         self.peak_in_hand = 0
         self._log_budget: dict[RejectReason, tuple[float, int]] = {}
         self._writer = BatchWriter(conn, quarantine_quota=quarantine_quota)
@@ -182,11 +189,15 @@ class Ingest:
     async def run(self, link: Link) -> None:
         """Commit and ack batches until `stop()`; then commit and ack what is left."""
         while not self._stopping:
-            await self._wait_for_batch()
+            if self._held:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self._retry_in_s)
+            else:
+                await self._wait_for_batch()
             await self.flush(link)
         # What is in hand at the stop, and no more: under a flood, new arrivals would keep the
         # loop going past the 5 s a SIGTERM allows. The broker redelivers the rest.
-        in_hand, _ = self._inbox_state()
+        in_hand = self._inbox_state()[0] + len(self._held)
         while in_hand > 0:
             flushed = await self.flush(link)
             if not flushed:
@@ -198,6 +209,7 @@ class Ingest:
         with self._lock:
             self._stopping = True
             self._room.notify_all()
+        self._stopped.set()
         self._arrived.set()
         self._full.set()
 
@@ -233,24 +245,39 @@ class Ingest:
         of its own was refused (rejections.py); return how many.
 
         A message the store refuses is quarantined (`store_failed`) and the rest of its batch
-        stored (salvage.py). A database that fails (locked, full, I/O) raises StoreError with
-        nothing acknowledged nor told: the broker keeps the batch for the next start."""
-        with self._lock:
-            pending = self._inbox[: self._batch_max]
-            del self._inbox[: self._batch_max]
+        stored (salvage.py). When the database fails (locked past its busy timeout, full,
+        I/O), nothing is acknowledged nor told: the batch is held, counted, and written again
+        first after a wait (`run`); 0 is returned. Nothing of it is lost if the service stops
+        meanwhile: the broker redelivers it."""
+        pending = self._held
         if not pending:
-            return 0
-        pending = self._writer.with_quota(pending)
+            with self._lock:
+                pending = self._inbox[: self._batch_max]
+                del self._inbox[: self._batch_max]
+            if not pending:
+                return 0
+            pending = self._writer.with_quota(pending)  # once per message, not per try
         started = time.perf_counter()
         try:
             stored, inserted = await store_by_halves(
                 pending, self._writer.write, self._writer.store_failed
             )
-            self._metrics.commit_seconds.observe(time.perf_counter() - started)
-            acked = link.ack([item.delivery for item in stored])
         except _WRITE_ERRORS as exc:
-            raise StoreError(f"cannot write to the database: {exc}") from exc
-        finally:  # settled: committed and acked, or left for redelivery
+            self._held = pending
+            what = f"a batch of {len(pending)} messages (unacknowledged)"
+            fault, self._retry_in_s = self.faults.failed(exc, what)
+            self._metrics.write_failures.labels(fault.value).inc()
+            return 0
+        except BaseException:  # cancelled at a stop: left for redelivery
+            self._held = []
+            self._make_room(len(pending))
+            raise
+        self._held = []
+        self.faults.succeeded()
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        try:
+            acked = link.ack([item.delivery for item in stored])
+        finally:  # settled: committed and acked (or left for redelivery by a changed link)
             self._make_room(len(pending))
         self._metrics.ack_lag_seconds.observe(max(0.0, time.monotonic() - stored[0].arrived))
         # after the commit (a refusal told is one kept) and after the acks (they wait on nothing)

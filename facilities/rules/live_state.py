@@ -185,11 +185,6 @@ class LiveState:
                 merged.resends += more.resends
         return merged
 
-    def put_back(self, observation: Observation) -> None:
-        """Not handled after all (a stop mid-way): first in line again."""
-        with self._lock:
-            self._said.appendleft(observation)
-
     def _said_now(self, transitions: list[Transition]) -> None:
         """Under the lock: the engine said this; wake the runner."""
         if transitions:

@@ -2,11 +2,11 @@
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from facilities.alerts import Change, Transition, alert_payload
@@ -22,6 +22,7 @@ from facilities.store import snapshots
 from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
+from facilities.write_faults import WriteFaults, database_fault
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class RulesRunner:
         self._writing_since: float | None = None
         self._rule_commands = RuleCommands(live, commands, clock=clock)
         self._saved_desired = live.cutoffs()[0]
+        # Acted on (commands started, alerts published) and not stored yet, in order.
+        self._unstored: list[tuple[Observation, list[Queued]]] = []
+        self._to_store = asyncio.Event()
+        self.faults = WriteFaults("rules writer", monotonic=monotonic)
 
     # -- asyncio -----------------------------------------------------------------------------
 
@@ -81,8 +86,10 @@ class RulesRunner:
                 tasks.create_task(self._ticker(), name="rules-tick")
                 tasks.create_task(self._snapshots(), name="rules-snapshot")
                 tasks.create_task(self._process(), name="rules-process")
+                tasks.create_task(self._store_news(), name="rules-store")
         finally:
             self._rule_commands.bind(None)
+            await self._commands.settle()
             await self._store_pending()
             await self.save_state()
 
@@ -117,8 +124,12 @@ class RulesRunner:
         command not finished (not sent yet, or waiting for its ack) in the outbox, with its
         alert: the next start sends them."""
         left = self._live.take()
-        transitions, sessions = left.transitions, left.sessions
-        unsent = [queued_for(a, t.alert, t.cause) for t in transitions for a in t.actions]
+        # what was acted on and not stored: its commands were started (in flight, or done)
+        acted, _ = _merged(self._unstored)
+        self._unstored.clear()
+        transitions = acted.transitions + left.transitions
+        sessions = acted.sessions + left.sessions
+        unsent = [queued_for(a, t.alert, t.cause) for t in left.transitions for a in t.actions]
         kept = unsent + self._rule_commands.inflight()
         if kept:
             log.warning("stopping: %d commands kept to send at the next start", len(kept))
@@ -141,6 +152,10 @@ class RulesRunner:
         writing = self._writing_since
         if writing is not None and now - writing > WRITE_STUCK_S:
             reasons.append(f"rules writer stuck ({now - writing:.0f} s on one write)")
+        for faults in (self.faults, self._commands.faults):
+            reason = faults.reason()
+            if reason is not None:
+                reasons.append(reason)
         return reasons
 
     @contextlib.asynccontextmanager
@@ -159,7 +174,8 @@ class RulesRunner:
         rows = self._live.snapshot(self._live.devices())
         async with self._write() as conn:
             await snapshots.write_live_state(conn, rows)
-            await self._save_desired(conn, always=True)
+            saved = await self._save_desired(conn, always=True)
+        self._saved_desired = saved
 
     async def _ticker(self) -> None:
         while True:
@@ -169,26 +185,57 @@ class RulesRunner:
     async def _snapshots(self) -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_EVERY_S)
-            await self.save_state()
+            if self._unstored:
+                # Not ahead of what was acted on and not stored yet (the database failed):
+                # the marks of the messages that raised an alert are committed with the alert
+                # and its outbox rows, never before, or a crash in between would leave them
+                # counted (not judged again when redelivered) and the alert unstored.
+                continue
+            try:
+                await self.save_state()
+            except Exception as exc:  # a database that cannot take it: the next one, then
+                if not database_fault(exc):
+                    raise
+                self.faults.failed(
+                    exc, f"the live state's snapshot (the next in {SNAPSHOT_EVERY_S:.0f} s)"
+                )
+            else:
+                self.faults.succeeded()
 
     async def _process(self) -> None:
+        """Act on what the engine says as soon as it says it, and hand it to `_store_news`:
+        a cut-off never waits for the database, nor for what an earlier alert is waiting to
+        store."""
         while True:
-            # Everything waiting goes in one transaction: a device repeating the same
-            # evidence many times a second must not cost a commit each time.
             merged = await self._live.news()
-            try:
-                await self._handle(merged)
-            except asyncio.CancelledError:
-                # stopping mid-way: the transaction rolled back; `run` stores it on the way out
-                # (without its actions: they were started, `run` keeps them as in flight)
-                started = [replace(t, actions=()) for t in merged.transitions]
-                self._live.put_back(Observation(started, merged.sessions))
-                raise
+            self._unstored.append((merged, self._act(merged)))
+            self._to_store.set()
 
-    async def _handle(self, observation: Observation) -> None:
-        """Act on, publish and store transitions, in the order the engine made them: only
-        `_process` calls this, so an alert cleared and raised again is stored in that order."""
-        # Commands first: a power-off must not wait for the database.
+    async def _store_news(self) -> None:
+        """Store what was acted on, in the order the engine said it (an alert cleared and
+        raised again is stored in that order). Everything waiting goes in one transaction: a
+        device repeating the same evidence many times a second must not cost a commit each
+        time. A database that cannot take it is waited out (write_faults.py); `run` stores
+        what is left at a stop."""
+        while True:
+            await self._to_store.wait()
+            self._to_store.clear()
+            while self._unstored:
+                taken = len(self._unstored)
+                observation, started = _merged(self._unstored[:taken])
+                what = f"{len(observation.transitions)} alert changes and their cut-offs"
+                store = functools.partial(self._store, observation, started)
+                await self.faults.until_written(store, what)
+                del self._unstored[:taken]
+                # The live stream after the commit: a client told of a change reads it from
+                # the API (staff routes read the database), and must find it there.
+                for transition in observation.transitions:
+                    if transition.change is not Change.UPDATED:
+                        self._live.changes.publish(AlertChanged(transition))
+
+    def _act(self, observation: Observation) -> list[Queued]:
+        """Start the commands and publish the alert changes the engine made; return the
+        commands started."""
         started = [
             self._rule_commands.start_for(action, transition.alert, cause=transition.cause)
             for transition in observation.transitions
@@ -198,10 +245,15 @@ class RulesRunner:
             self._rule_commands.start_for(r.action, r.alert, cause=r.cause, again=True)
             for r in observation.resends
         ]
-        changes = [t for t in observation.transitions if t.change is not Change.UPDATED]
-        for transition in changes:
-            self._publish(transition)
-            self._log(transition)
+        for transition in observation.transitions:
+            if transition.change is not Change.UPDATED:
+                self._publish(transition)
+                self._log(transition)
+        return [q for q in started if q]
+
+    async def _store(self, observation: Observation, started: list[Queued]) -> None:
+        """One transaction: the transitions, sessions, the touched devices' live state, the
+        desired state, and the commands started and not finished (the outbox)."""
         # The devices whose alerts changed are snapshotted in the same commit: a restart then
         # replays only what came after (docs/architecture.md, "Start-up"), never evidence
         # that these alerts already judged (an overload raised, cut and cleared in the last
@@ -212,22 +264,24 @@ class RulesRunner:
             await alert_store.save_transitions(conn, observation.transitions)
             await session_store.save_sessions(conn, observation.sessions)
             await snapshots.write_live_state(conn, rows)
-            await self._save_desired(conn)
-            # with their alerts, in one commit: from here on a crash sends them again at start
-            await outbox.keep(conn, [q for q in started if q], self._clock().timestamp())
-        # The live stream after the commit: a client told of a change reads it from the API
-        # (staff routes read the database), and must find it there.
-        for transition in changes:
-            self._live.changes.publish(AlertChanged(transition))
+            saved = await self._save_desired(conn)
+            # with their alerts, in one commit: from here on a crash sends them again at start.
+            # Not one that finished meanwhile (the database was locked): its outcome took it
+            # out of the outbox already, or will after this commit (the same writer's lock).
+            inflight = {q.id for q in self._rule_commands.inflight()}
+            kept = [q for q in started if q.id in inflight]
+            await outbox.keep(conn, kept, self._clock().timestamp())
+        self._saved_desired = saved  # committed: not when the database refused it
 
-    async def _save_desired(self, conn: Connection, *, always: bool = False) -> None:
+    async def _save_desired(self, conn: Connection, *, always: bool = False) -> int:
         """Store the desired state when it moved (in the caller's transaction); `always` at
-        each snapshot (a few rows), which also covers a transaction rolled back after it."""
+        each snapshot (a few rows). Return the version stored, which the caller marks saved
+        once it committed (a write tried again after a rollback stores it again)."""
         version, rows = self._live.cutoffs()
         if version == self._saved_desired and not always:
-            return
+            return version
         await snapshots.save_cutoffs(conn, rows)
-        self._saved_desired = version
+        return version
 
     def _publish(self, transition: Transition) -> None:
         """`facilities/alerts/{rule}/{subject}`: retained while open, for displays that come
@@ -254,3 +308,13 @@ class RulesRunner:
             alert.value,
             f", caused by {transition.cause}" if transition.cause else "",
         )
+
+
+def _merged(acted: list[tuple[Observation, list[Queued]]]) -> tuple[Observation, list[Queued]]:
+    """What several observations said, in order, and the commands started for them."""
+    merged, started = Observation(), []
+    for observation, commands in acted:
+        merged.transitions += observation.transitions
+        merged.sessions += observation.sessions
+        started += commands
+    return merged, started

@@ -12,6 +12,7 @@ from typing import Any
 from facilities.refusals import Refusals, Refused
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
+from facilities.write_faults import WriteFaults, database_fault
 
 # docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
 # the first answer again.
@@ -190,6 +191,8 @@ class RefusalWriter:
     def __init__(self, refusals: Refusals, writer: SharedWriter) -> None:
         self._refusals = refusals
         self._writer = writer
+        self._unwritten: list[Refused] = []  # the database could not take them: again next
+        self.faults = WriteFaults("refusals writer")
 
     async def run(self) -> None:
         while True:
@@ -197,8 +200,18 @@ class RefusalWriter:
             await self.store()
 
     async def store(self) -> None:
-        """Write the refusals counted since the last write, in one transaction."""
-        refused = self._refusals.take()
-        if refused:
+        """Write the refusals counted since the last write, in one transaction; kept for the
+        next when the database cannot take them (locked, full)."""
+        refused, self._unwritten = self._unwritten + self._refusals.take(), []
+        if not refused:
+            return
+        try:
             async with self._writer.transaction() as conn:
                 await record_refusals(conn, refused)
+        except Exception as exc:
+            if not database_fault(exc):
+                raise
+            self._unwritten = refused
+            self.faults.failed(exc, f"{len(refused)} counts of refused requests")
+        else:
+            self.faults.succeeded()

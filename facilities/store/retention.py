@@ -23,6 +23,7 @@ from facilities.metrics import IngestMetrics
 from facilities.store import partitions
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
+from facilities.write_faults import database_fault
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,15 @@ class Retention:
         self._batch_rows = batch_rows
 
     async def run(self) -> None:
-        """Sweep at start and then every EVERY_S, until cancelled."""
+        """Sweep at start and then every EVERY_S, until cancelled. A database that cannot be
+        written now (locked, full) waits for the next sweep: what was deleted stays deleted."""
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception as exc:
+                if not database_fault(exc):
+                    raise
+                log.warning("retention: sweep given up (%s): the next in %.0f s", exc, EVERY_S)
             await asyncio.sleep(EVERY_S)
 
     async def sweep(self) -> Swept:

@@ -6,6 +6,7 @@ differs (`to_postgres`) and converts values PostgreSQL would refuse (docs/postgr
 """
 
 import functools
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Generator, Iterable, Mapping, Sequence
@@ -19,6 +20,8 @@ import psycopg.adapt
 from psycopg.pq import TransactionStatus
 
 Params = Sequence[Any] | Mapping[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 class Cursor(Protocol):
@@ -231,11 +234,15 @@ class PgConnection:
     """A psycopg connection that runs the store's SQLite statements (`to_postgres`).
     Made unconnected, as aiosqlite's are, so that the service is wired before it runs;
     `open` connects. Autocommit, as the store's SQLite connections are: the store begins
-    and commits."""
+    and commits. A connection the server dropped (a restart, a failover) is made again at
+    the next statement that does not continue a transaction: the writer whose statement
+    failed tried its whole transaction again (docs/reliability.md)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._opened: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
+        self._closed = False
+        self._begun = False  # a BEGIN sent and no COMMIT or ROLLBACK since
 
     async def open(self) -> None:
         # Parameters bound in the client: the store's SQLite statements test a parameter for
@@ -244,21 +251,27 @@ class PgConnection:
             self.url, autocommit=True, cursor_factory=psycopg.AsyncClientCursor
         )
         conn.adapters.register_loader("numeric", _NumericLoader)
-        self._opened = conn
+        self._opened, self._closed, self._begun = conn, False, False
 
-    @property
-    def _conn(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-        if self._opened is None:
+    async def _ready(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        if self._opened is None or self._closed:
             raise psycopg.OperationalError(f"not connected to {shown(self.url)}")
+        if self._opened.closed and not self._begun:
+            log.warning("connecting again to %s (the connection was lost)", shown(self.url))
+            await self.open()
         return self._opened
 
     def execute(self, sql: str, parameters: Params | None = None) -> _Result:
         return _Result(self._execute(sql, parameters))
 
     async def _execute(self, sql: str, parameters: Params | None) -> PgCursor:
-        async with self._conn.cursor() as cursor:
+        statement = to_postgres(sql)
+        conn = await self._ready()
+        async with conn.cursor() as cursor:
             # () rather than None: psycopg reads `%%` as `%` only when given parameters
-            await cursor.execute(to_postgres(sql), _values(parameters) or ())
+            await cursor.execute(statement, _values(parameters) or ())
+            if statement == "BEGIN":
+                self._begun = True
             rows = await cursor.fetchall() if cursor.description is not None else []
             return PgCursor(rows, cursor.rowcount)
 
@@ -267,26 +280,28 @@ class PgConnection:
 
     async def executemany(self, sql: str, parameters: Iterable[Params]) -> PgCursor:
         rows = [_values(params) or () for params in parameters]
-        async with self._conn.cursor() as cursor:
+        async with (await self._ready()).cursor() as cursor:
             await cursor.executemany(to_postgres(sql), rows)
             return PgCursor([], cursor.rowcount)
 
     async def run_script(self, sql: str) -> None:
         """Run `sql` as written (a migration: PostgreSQL's own, several statements)."""
-        await self._conn.execute(sql.encode())
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != TransactionStatus.IDLE
+        await (await self._ready()).execute(sql.encode())
 
     async def commit(self) -> None:
-        if self.in_transaction:
-            await self._conn.execute("COMMIT")
+        conn = await self._ready()
+        self._begun = False
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            await conn.execute("COMMIT")
 
     async def rollback(self) -> None:
-        if self._opened is not None and not self._opened.closed and self.in_transaction:
-            await self._conn.execute("ROLLBACK")
+        self._begun = False
+        conn = self._opened
+        idle = conn is None or conn.closed or conn.info.transaction_status == TransactionStatus.IDLE
+        if conn is not None and not idle:
+            await conn.execute("ROLLBACK")
 
     async def close(self) -> None:
+        self._closed = True
         if self._opened is not None:
             await self._opened.close()
