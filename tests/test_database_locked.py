@@ -20,7 +20,7 @@ from facilities.store.db import BUSY_TIMEOUT_MS
 from simulators.client import DeviceClient
 from tests.api_support import Api
 from tests.support import payloads
-from tests.support.db import query
+from tests.support.db import query, sqlite_only
 from tests.support.devices import DeviceFactory, Devices
 from tests.support.poll import wait_for, wait_until
 from tests.support.processes import ServiceProcess
@@ -44,6 +44,7 @@ async def test_a_lock_held_past_the_busy_timeout_stops_neither_cut_offs_nor_inge
 ) -> None:
     service = api.service
     db = service.settings.db
+    sqlite_only(db, "the write lock of the database file (PostgreSQL: test_postgres_store.py)")
     commands: dict[str, tuple[float, bytes]] = {}
     devices.client("observer").subscribe(
         "facilities/charging/+/command",

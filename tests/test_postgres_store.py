@@ -2,6 +2,7 @@
 `to_postgres` rewrites them, migrations are taken once by one of several instances."""
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -11,11 +12,19 @@ from prometheus_client import CollectorRegistry
 
 from facilities.errors import StoreError
 from facilities.metrics import IngestMetrics
+from facilities.service import run
+from facilities.settings import Settings
+from facilities.site import Site
 from facilities.store import partitions
 from facilities.store.db import PG_MIGRATIONS, Store, migrations, open_db
 from facilities.store.retention import Policy, Retention
 from facilities.store.sql import PgConnection, shown, to_postgres
 from facilities.store.telemetry import BatchRows, write_batch
+from facilities.wiring import build
+from tests.support import payloads
+from tests.support.db import query
+from tests.support.devices import DeviceFactory, Devices
+from tests.support.poll import wait_for
 from tests.support.postgres import PrivatePostgres
 
 _TYPES = {"TEXT": "text", "REAL": "double precision", "INTEGER": "bigint", "BLOB": "bytea"}
@@ -329,3 +338,55 @@ async def test_rows_in_the_default_partition_move_into_their_day_when_it_is_made
         assert await partitions.make_days(store.writer, now) == 0  # made once
     finally:
         await store.close()
+
+
+@pytest.mark.slow
+async def test_a_restarted_server_stops_neither_cut_offs_nor_ingest(
+    settings: Settings,
+    site: Site,
+    empty_pg_url: str,
+    postgres: PrivatePostgres,
+    device: DeviceFactory,
+    devices: Devices,
+) -> None:
+    """The server drops every connection of the service's (a restart, a failover): the next
+    message is stored once it is back, a hazard is switched off meanwhile, nothing twice."""
+    commands: list[bytes] = []
+    devices.client("observer").subscribe(
+        "facilities/charging/cs-07/command", lambda _topic, payload: commands.append(payload)
+    )
+    db = empty_pg_url
+    dbname = db.rsplit("/", 1)[1]
+    service = build(settings.model_copy(update={"db": db}), site)
+    async with run(service):
+        await wait_for(lambda: service.link.subscribed, what="subscription")
+        filler, hot = device("cs-06"), device("cs-07")
+        filler.publish_raw("facilities/charging/cs-06/telemetry", json.dumps(payloads.telemetry(1)))
+        await wait_for(
+            lambda: query(db, "SELECT count(*) FROM station_samples") == [(1,)], what="1st"
+        )
+        terminate = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"  # noqa: S608
+            f" WHERE datname = '{dbname}'"
+        )
+        dropped = postgres.query("postgres", terminate)
+        assert int(dropped) >= 3  # ingest, the writer, the reader
+        for seq in range(2, 12):
+            filler.publish_raw(
+                "facilities/charging/cs-06/telemetry", json.dumps(payloads.telemetry(seq))
+            )
+        hot.publish_raw(
+            "facilities/charging/cs-07/telemetry",
+            json.dumps(
+                payloads.telemetry(1, [payloads.port(1, "charging", power_w=300.0, temp_c=72.0)])
+            ),
+        )
+        await wait_for(lambda: commands, what="the power_off after the connections were dropped")
+        await wait_for(
+            lambda: (
+                query(db, "SELECT count(*), count(DISTINCT seq) FROM station_samples") == [(12, 11)]
+            ),
+            what="every message stored once",
+        )
+        health = await service.health()
+        assert health.ok, health.reasons
