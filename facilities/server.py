@@ -14,10 +14,12 @@ from fastapi import FastAPI
 
 from facilities import heap
 from facilities.api.app import create_app
+from facilities.api.standby import create_standby_app
 from facilities.api.web.pages import listen_url
 from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.metrics import ApiMetrics
+from facilities.ownership import FileOwnership
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
@@ -132,14 +134,52 @@ async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     heap.settle()  # everything is imported and built: only messages come and go from here
+    partition = settings.partition
+    ownership = None if partition is None else FileOwnership(partition.lock_path(settings.db))
     try:
-        async with run(service):
-            await serve_http(service, sock, stop, started=started)
+        # stopped while standing by: nothing was opened
+        if ownership is None or await _own(service, ownership, sock, stop):
+            async with run(service):
+                await serve_http(service, sock, stop, started=started)
     finally:
+        if ownership is not None:
+            ownership.release()  # after the link is closed: a successor resumes the session
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         sock.close()
     log.info("stopped")
+
+
+async def _own(
+    service: Service, ownership: FileOwnership, sock: socket.socket, stop: asyncio.Event
+) -> bool:
+    """Own the partition: at once if nobody does, else stand by, answering HTTP with
+    `standby`, until its owner is gone (True) or we are stopped (False)."""
+    partition = service.settings.partition
+    assert partition is not None  # only a partition has an owner
+    if ownership.try_acquire():
+        log.info("owner of partition %s (lock %s)", partition, ownership.path)
+        return True
+    log.warning("standby for partition %s: waiting for %s", partition, ownership.path)
+    app = create_standby_app(partition)
+    config = _uvicorn_config(app, service.settings, service.metrics.api)
+    server = _Server(config)
+    # a copy of the socket: uvicorn closes what it served on; the service serves the original
+    http = asyncio.create_task(server.serve(sockets=[sock.dup()]), name="http-standby")
+    owned = asyncio.create_task(ownership.acquire(), name="partition-wait")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({owned, stopping, http}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        owned.cancel()
+        stopping.cancel()
+        server.should_exit = True
+        await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
+    if ownership.held:
+        log.warning(
+            "took over partition %s after standing by %.1f s", partition, ownership.waited_s
+        )
+    return ownership.held
 
 
 async def serve_http(

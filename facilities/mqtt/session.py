@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facilities.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from facilities.mqtt.broker_url import BrokerUrl, session_client_id
@@ -67,11 +68,15 @@ class BrokerLink:
         topics: Topics,
         on_message: MessageHandler,
         subscriptions: Sequence[str] = (),
+        copies: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.client_id = client_id
         self.topics = topics
         self._subscriptions = list(subscriptions)
+        # QoS 0, not our own: retained copies of other instances' live state (their latest
+        # comes at each subscribe, nothing is queued for us while away, no ack to order)
+        self._copies = list(copies)
         self._on_message = on_message
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
@@ -251,8 +256,11 @@ class BrokerLink:
             with self._lock:
                 self.generation += 1
                 self.connected = True
-            if self._subscriptions:
-                client.subscribe([(topic, 1) for topic in self._subscriptions])
+            if self._subscriptions or self._copies:
+                client.subscribe(
+                    [(topic, SubscribeOptions(qos=1)) for topic in self._subscriptions]
+                    + [(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._copies]
+                )
             else:
                 self.subscribed = True
             client.publish(self.topics.service_status(), "online", qos=1, retain=True)
