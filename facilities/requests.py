@@ -62,8 +62,11 @@ class Requests:
         connected: Callable[[], bool],
         clock: Callable[[], float],
         audit: RequestAudit,
+        elsewhere: Callable[[str], str | None] = lambda _device: None,
     ) -> None:
         self.site = site
+        # `--partition`: the partition of a device another instance owns (it hears the acks)
+        self._elsewhere = elsewhere
         self.auth = auth
         self._audit = audit.record
         self._status = audit.status
@@ -143,6 +146,7 @@ class Requests:
         wait = self._opens.retry_after(person.id)
         if wait is not None:
             raise RateLimited(f"at most {self._opens.limit} opens a minute", retry_after_s=wait)
+        self._here(garage)
         if not self._connected():
             raise Unavailable("the service has no link to the broker")
         self._opens.hit(person.id)
@@ -158,6 +162,12 @@ class Requests:
         )
         return answer_of(result, "opened")
 
+    def _here(self, device: str) -> None:
+        """Commands go from the instance that owns the device: it alone hears the ack."""
+        partition = self._elsewhere(device)
+        if partition is not None:
+            raise Unavailable(f"{device} is served by the instance of partition {partition}")
+
     # -- staff -------------------------------------------------------------------------------
 
     async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Done:
@@ -168,6 +178,7 @@ class Requests:
             spec = self.site.stations.get(station)
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
+            self._here(station)
             if on:
                 blocking = self._unacknowledged(station, port)
                 if blocking:

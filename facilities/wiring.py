@@ -27,7 +27,7 @@ from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.live_copies import LiveCopies
 from facilities.mqtt.session import BrokerLink, BrokerUrl, MessageHandler, session_client_id
 from facilities.mqtt.topics import Topics
-from facilities.partition import Partition
+from facilities.partition import Partition, unit_of
 from facilities.refusals import Refusals
 from facilities.request_audit import REFUSAL_ROWS_PER_MINUTE, RequestAudit
 from facilities.requests import Requests
@@ -212,6 +212,7 @@ def _requests(
         connected=lambda: link.connected,
         clock=core.clock,
         audit=audit,
+        elsewhere=functools.partial(_elsewhere, settings.partition, core.site),
     )
 
 
@@ -273,6 +274,13 @@ def _live_feed(core: _Core, link: BrokerLink, estimates: Estimates, queue: int) 
         )
     )
     return feed
+
+
+def _elsewhere(partition: Partition | None, site: Site, device: str) -> str | None:
+    """The partition of `device` when another instance owns it, else None."""
+    if partition is None or partition.owns(site, device):
+        return None
+    return f"{partition.of_key(unit_of(site, device))}/{partition.count}"
 
 
 def _now(clock: SteadyClock) -> datetime:

@@ -17,7 +17,7 @@ from tests.support.db import query
 from tests.support.devices import Devices
 from tests.support.payloads import port, reading, telemetry
 from tests.support.poll import wait_for
-from tests.support.processes import ServiceProcess, start_broker
+from tests.support.processes import ServiceProcess, run_cli, start_broker
 
 # The example district split in two (CRC-32 of each unit's key, pinned here: a change of the
 # hash would move every device to another instance at an upgrade).
@@ -198,6 +198,22 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
         assert all(s["online"] for s in shown.values())
         assert shown["cs-06"]["ports_free"] == 9  # owned by 1, shown by 0
         assert shown["cs-03"]["ports_free"] == 9  # owned by 0
+
+        # a command goes from the owner, which alone hears the device's ack
+        added = run_cli("staff", "add", "--db", str(db), "--name", "Wang")
+        token = added.stdout.strip().splitlines()[-1]
+        answers = [
+            httpx.post(
+                f"http://127.0.0.1:{i.port}/api/stations/cs-06/ports/2/power",
+                json={"on": False},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            for i in instances
+        ]
+        assert answers[0].status_code == 503
+        assert answers[0].json()["detail"] == "cs-06 is served by the instance of partition 1/2"
+        assert answers[1].status_code == 200, answers[1].text
     finally:
         devices.close()
     for instance in instances:
