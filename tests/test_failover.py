@@ -105,7 +105,8 @@ async def test_the_standby_takes_over_after_a_sigkill_under_load(
         ]
         assert len(cs03.commands) == 1
         assert "took over partition 0/1" in standby.log.read_text()
-        assert httpx.get(f"http://127.0.0.1:{standby.port}/healthz", timeout=5).status_code == 200
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{standby.port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
         code, _ = standby.terminate()
         assert code == 0, standby.log.read_text()[-2000:]
     finally:

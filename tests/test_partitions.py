@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from facilities.broker_config import service_acl, write_broker_config
 from facilities.cli import main
 from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.topics import Topics
 from facilities.partition import Partition, unit_of
 from facilities.site import Site
 from tests.support.db import query
@@ -77,6 +79,20 @@ def test_a_bad_partition_in_the_environment_exits_2(
     assert capsys.readouterr().err.strip().splitlines() == [
         "facilities: --partition '3/2': K must be from 0 to N-1 and N at least 1"
     ]
+
+
+def test_broker_config_makes_a_service_user_for_each_partition(tmp_path: Path, site: Site) -> None:
+    done = write_broker_config(site, tmp_path / "broker", partitions=2)
+    users = ("facilities.0-of-2", "facilities.1-of-2")
+    assert set(users) <= set(done.made)
+    acl = (tmp_path / "broker" / "acl").read_text()
+    for user in users:
+        block = acl.split(f"user {user}\n")[1].split("\n\n")[0]
+        assert block.splitlines() == list(service_acl(Topics()))
+
+
+# what a resident sees of a station at once on any instance
+SHOWN = ("id", "community", "garage", "online", "ports_total", "ports_free", "power_w", "fault")
 
 
 def _metric(port: int, name: str) -> float:
@@ -184,10 +200,11 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
             ("smoke", "g-cq4"),
         ]
 
-        # either instance answers for every station, as its owner sees it
+        # either instance answers for every station, as its owner sees it (figures such as
+        # last_seen may be a copy behind: docs/scaling.md)
         def views(port: int) -> dict[str, dict[str, object]]:
             body = httpx.get(f"http://127.0.0.1:{port}/api/stations", timeout=5).json()
-            return {s["id"]: s for s in body}
+            return {s["id"]: {k: s[k] for k in SHOWN} for s in body}
 
         await wait_for(
             lambda: views(instances[0].port) == views(instances[1].port),
@@ -202,15 +219,11 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
         # a command goes from the owner, which alone hears the device's ack
         added = run_cli("staff", "add", "--db", str(db), "--name", "Wang")
         token = added.stdout.strip().splitlines()[-1]
-        answers = [
-            httpx.post(
-                f"http://127.0.0.1:{i.port}/api/stations/cs-06/ports/2/power",
-                json={"on": False},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=10,
-            )
-            for i in instances
-        ]
+        answers = []
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            for instance in instances:
+                url = f"http://127.0.0.1:{instance.port}/api/stations/cs-06/ports/2/power"
+                answers.append(await http.post(url, json={"on": False}, timeout=10))
         assert answers[0].status_code == 503
         assert answers[0].json()["detail"] == "cs-06 is served by the instance of partition 1/2"
         assert answers[1].status_code == 200, answers[1].text

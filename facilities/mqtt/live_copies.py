@@ -19,10 +19,11 @@ log = logging.getLogger(__name__)
 # A round of copies this often: what a resident sees change (a port's state, an alert)
 # reaches the other instances within about this long.
 ROUND_S = 0.5
-# A device whose message changed only figures (power, energy, temperature) is copied at most
-# this often: one copy per device message would double the broker's traffic, and a figure
-# shown 5 s late on another instance's page is as good as a figure of the last reading.
-REFRESH_S = 5.0
+# A device whose messages changed only figures (power, energy, temperature, last seen) is
+# copied at most this often: a station reports every 10 s (docs/performance.md), so another
+# instance shows figures at most one report behind, and a copy (4.7 KB for ten ports,
+# docs/scaling.md) is not sent for each of the messages a busy or chatty device sends.
+REFRESH_S = 10.0
 # Every owned device is copied again this often, whatever changed: what the rules change on
 # their own (a device gone silent) with no message and no visible change.
 FULL_S = 60.0
