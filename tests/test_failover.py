@@ -32,6 +32,47 @@ def _standing_by(port: int) -> bool:
 
 
 @pytest.mark.slow
+async def test_a_standby_stops_at_once_and_leaves_the_owner_alone(
+    tmp_path: Path, site: Site
+) -> None:
+    broker = start_broker(tmp_path / "broker", site)
+    db = tmp_path / "facilities.db"
+    owner, standby = (
+        ServiceProcess(
+            broker,
+            db,
+            client_id="facilities-p1",
+            log=tmp_path / f"{name}.log",
+            extra=("--partition", "1/2"),
+        )
+        for name in ("owner", "standby")
+    )
+    try:
+        owner.start()
+        standby.launch()
+        await wait_for(lambda: _standing_by(standby.port), what="the standby answering")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{standby.port}") as http:
+            metrics = (await http.get("/metrics")).text
+            assert 'facilities_partition_standby{partition="1/2"} 1.0' in metrics
+            assert (await http.get("/api/stations")).status_code == 503
+        assert not db.with_name(f"{db.name}.partition-0-of-2.lock").exists()
+        assert db.with_name(f"{db.name}.partition-1-of-2.lock").exists()
+        code, seconds = standby.terminate()
+        assert (code, seconds < 5) == (0, True), standby.log.read_text()[-2000:]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{owner.port}") as http:
+            assert (await http.get("/healthz")).status_code == 200
+            metrics = (await http.get("/metrics")).text
+            assert 'facilities_partition_info{partition="1/2"} 1.0' in metrics
+        code, _ = owner.terminate()
+        assert code == 0
+    finally:
+        for instance in (owner, standby):
+            if instance.process is not None and instance.process.poll() is None:
+                instance.kill()
+        broker.stop()
+
+
+@pytest.mark.slow
 async def test_the_standby_takes_over_after_a_sigkill_under_load(
     tmp_path: Path, site: Site
 ) -> None:

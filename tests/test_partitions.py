@@ -3,6 +3,7 @@ its garages (with their stations) and lone stations (docs/scaling.md, "Several i
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from facilities.broker_config import service_acl, write_broker_config
 from facilities.cli import main
 from facilities.mosquitto import PrivateBroker
+from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.partition import Partition, unit_of
 from facilities.site import Site
@@ -146,6 +148,20 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
     db = instances[0].db
     devices = Devices(broker)
     try:
+        # each instance says it is up on its own status topic
+        statuses: dict[str, bytes] = {}
+        observer = devices.client("observer")
+        observer.subscribe("facilities/service/+/+/status", lambda t, p: statuses.__setitem__(t, p))
+        await wait_for(
+            lambda: (
+                statuses
+                == {
+                    "facilities/service/partition/0-of-2/status": b"online",
+                    "facilities/service/partition/1-of-2/status": b"online",
+                }
+            ),
+            what="both partitions online",
+        )
         stations = {sid: devices.station(sid) for sid in site.stations}
         # every station: 20 messages, 300 W on port 1, the other nine idle
         ports = [_charging(1), *(port(n) for n in range(2, 11))]
@@ -232,3 +248,29 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
     for instance in instances:
         code, _ = instance.terminate()
         assert code == 0, instance.log.read_text()[-2000:]
+
+
+async def test_a_partition_of_thousands_of_devices_subscribes_in_packets_the_broker_takes(
+    broker: PrivateBroker, device
+) -> None:
+    """12,000 topic filters are ~400 KB: over the shipped broker's 256 KB max_packet_size
+    in one SUBSCRIBE (the broker would drop the connection at every attempt)."""
+    topics = Topics()
+    stations = [f"cs-{n:05d}" for n in range(12_000)]
+    heard: list[str] = []
+    link = BrokerLink(
+        BrokerUrl.parse(broker.service_url(f"facilities-many-{uuid.uuid4().hex[:6]}")),
+        client_id=f"many-{uuid.uuid4().hex[:6]}",
+        topics=topics,
+        on_message=lambda topic, _payload, _delivery: heard.append(topic),
+        subscriptions=topics.device_subscriptions(stations, []),
+    )
+    await link.connect(timeout_s=5)
+    try:
+        await wait_for(lambda: link.subscribed, what="every SUBACK")
+        rogue = device("rogue")
+        rogue.publish_raw(topics.station(stations[-1], "telemetry"), b"{}").wait_for_publish(5)
+        await wait_for(lambda: heard == [topics.station(stations[-1], "telemetry")], what="it")
+        assert link.connected
+    finally:
+        await link.close()
