@@ -13,7 +13,7 @@ import aiosqlite
 
 from facilities import switch_on
 from facilities.access import Person, RateLimiter, Role
-from facilities.alerts import Alert
+from facilities.alerts import Alert, device_of
 from facilities.answers import (
     Answer,
     Ask,
@@ -238,6 +238,12 @@ class Requests:
         alert = self._live.acknowledge(alert_id, staff.id)
         if alert is not None:
             return alert
+        # an open alert another instance holds (`--partition`): its owner acknowledges it
+        copied = self._live.read(
+            lambda r: next((a for a in r.alerts.values() if a.id == alert_id), None)
+        )
+        if copied is not None:
+            self._here(device_of(copied.subject))
         state = await alert_store.state_of(self._reader, alert_id)
         if state is None:
             raise NotFound(f"no alert {alert_id}")

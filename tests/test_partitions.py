@@ -243,6 +243,16 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
         assert answers[0].status_code == 503
         assert answers[0].json()["detail"] == "cs-06 is served by the instance of partition 1/2"
         assert answers[1].status_code == 200, answers[1].text
+        # and an alert is acknowledged by the instance that holds it
+        [(alert_id,)] = query(db, "SELECT id FROM alerts WHERE subject = 'cs-05/3'")
+        acks = []
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            for instance in instances:
+                url = f"http://127.0.0.1:{instance.port}/api/alerts/{alert_id}/ack"
+                acks.append(await http.post(url, timeout=10))
+        assert acks[0].status_code == 503
+        assert acks[0].json()["detail"] == "cs-05 is served by the instance of partition 1/2"
+        assert acks[1].status_code == 200, acks[1].text
     finally:
         devices.close()
     for instance in instances:

@@ -62,14 +62,15 @@ class LiveCopies:
     def changed(self, change: LiveChange) -> None:
         """Something visible changed (the event loop): copied at the next round."""
         if isinstance(change, DeviceChanged):
-            device = change.device
+            devices = {change.device}
         elif isinstance(change, AlertChanged):
-            device = device_of(change.transition.alert.subject)
+            # the alert's device, and those its actions hold (a garage's smoke: its stations)
+            transition = change.transition
+            devices = {device_of(transition.alert.subject), *(a.device for a in transition.actions)}
         else:
             return
-        if device in self._owned:
-            with self._lock:
-                self._urgent.add(device)
+        with self._lock:
+            self._urgent.update(devices & self._owned)
 
     def on_message(self, topic: str, payload: bytes, _delivery: Delivery) -> None:
         """A copy another instance published (paho's thread; QoS 0: nothing to acknowledge)."""
