@@ -76,8 +76,15 @@ def build(
     store, live = core.store, core.live
     owned = (*mine.stations, *mine.garages) if partition else None
     copies = None
-    if owned is not None:
-        copies = LiveCopies(live, _topics(settings), owned=owned, monotonic=monotonic)
+    if partition is not None and owned is not None:
+        copies = LiveCopies(
+            live,
+            _topics(settings),
+            partition=partition,
+            site=site,
+            owned=owned,
+            monotonic=monotonic,
+        )
         live.changes.subscribe(copies.changed)
     ingest, link = _broker_side(core, copies)
     commands = CommandSender(link, store.writer, clock=steady, metrics=core.metrics.commands)
@@ -169,7 +176,7 @@ def _broker_side(core: _Core, copies: LiveCopies | None) -> tuple[Ingest, Broker
             _route, f"{settings.topic_prefix}/service/", copies.on_message, ingest.on_message
         ),
         subscriptions=topics.device_subscriptions(mine.stations, mine.garages),
-        copies=[topics.live_copies()],
+        copies=[topics.live_copies(), topics.partition_statuses()],
     )
     return ingest, link
 

@@ -284,3 +284,35 @@ async def test_a_partition_of_thousands_of_devices_subscribes_in_packets_the_bro
         assert link.connected
     finally:
         await link.close()
+
+
+@pytest.mark.slow
+async def test_the_devices_of_a_dead_partition_are_shown_offline_until_it_is_back(
+    pair: tuple[PrivateBroker, list[ServiceProcess]], site: Site
+) -> None:
+    broker, instances = pair
+    devices = Devices(broker)
+
+    def online(port: int) -> dict[str, bool]:
+        body = httpx.get(f"http://127.0.0.1:{port}/api/stations", timeout=5).json()
+        return {s["id"]: s["online"] for s in body if s["id"] in ("cs-03", "cs-06")}
+
+    try:
+        for sid in ("cs-03", "cs-06"):
+            devices.station(sid).publish_raw(telemetry(1, [_charging(1)]))
+        await wait_for(
+            lambda: online(instances[0].port) == {"cs-03": True, "cs-06": True},
+            what="both online",
+        )
+        instances[1].kill()  # owns cs-06: its Will says its partition is offline
+        await wait_for(
+            lambda: online(instances[0].port) == {"cs-03": True, "cs-06": False},
+            what="cs-06 shown offline",
+        )
+        instances[1].start()  # its copies come again
+        await wait_for(
+            lambda: online(instances[0].port) == {"cs-03": True, "cs-06": True},
+            what="cs-06 shown online again",
+        )
+    finally:
+        devices.close()

@@ -81,6 +81,17 @@ class Topics:
         """Every device's live copy."""
         return f"{self.prefix}/service/live/+"
 
+    def partition_statuses(self) -> str:
+        """Every partition's instance's status (`service_status` with a partition)."""
+        return f"{self.prefix}/service/partition/+/status"
+
+    def status_partition(self, topic: str) -> str | None:
+        """The partition (`0-of-2`) of a partition's status topic, None for any other."""
+        head, tail = f"{self.prefix}/service/partition/", "/status"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return None
+        return topic[len(head) : -len(tail)] or None
+
     def live_copy_device(self, topic: str) -> str | None:
         """The device of a live copy's topic, None for any other topic."""
         head = f"{self.prefix}/service/live/"

@@ -68,5 +68,19 @@ class Copies:
         self._cutoffs[device] = copy.cutoffs
         return True
 
+    def orphaned(self, devices: Iterable[str]) -> list[str]:
+        """The owner of `devices` is gone (its Will said so): nobody watches them until it
+        is back, so none is shown online (its next copy says again what it is). Those that
+        were online, changed now."""
+        changed = []
+        for device in devices:
+            live: StationLive | GarageLive | None = self.stations.get(device)
+            if live is None:
+                live = self.garages.get(device)
+            if live is not None and live.online is not False:
+                live.online = False
+                changed.append(device)
+        return changed
+
     def cutoffs(self) -> Iterable[Cutoff]:
         return (c for held in self._cutoffs.values() for c in held)

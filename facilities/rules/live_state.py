@@ -328,6 +328,18 @@ class LiveState:
                 )
             )
 
+    def owner_gone(self, owned: Callable[[str], bool]) -> None:
+        """The instance that owns the devices `owned` says yes to is gone (paho's thread):
+        their copies are shown offline until it, or its standby, copies them again."""
+        if self._copies is None:
+            return
+        with self._lock:
+            devices = [d for d in (*self._copies.stations, *self._copies.garages) if owned(d)]
+            changed = self._copies.orphaned(devices)
+        if self._loop is not None and self.changes:
+            for device in changed:
+                self._loop.call_soon_threadsafe(self.changes.publish, DeviceChanged(device))
+
     def copy_in(self, found: LiveCopy) -> None:
         """Keep the copy of a device another instance owns (paho's thread); the live stream
         hears of it as of any change."""
