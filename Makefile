@@ -21,7 +21,7 @@ setup: system $(STAMP)
 system:
 	@PY=$(PY) scripts/setup-system.sh
 
-# What only the tests need (Prometheus, Chromium): not installed for `make demo`.
+# What only the tests need (PostgreSQL, Prometheus, Chromium): not installed for `make demo`.
 system-tests:
 	@PY=$(PY) scripts/setup-system.sh --tests
 

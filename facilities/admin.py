@@ -15,7 +15,7 @@ from facilities.store.db import SharedWriter, open_db
 
 
 async def add(
-    db: Path,
+    db: str | Path,
     role: Role,
     name: str,
     *,
@@ -48,7 +48,7 @@ async def add(
         await conn.close()
 
 
-async def revoke(db: Path, role: Role, person_id: str) -> None:
+async def revoke(db: str | Path, role: Role, person_id: str) -> None:
     conn = await open_db(db)
     try:
         async with SharedWriter(conn).transaction() as tx:
@@ -58,7 +58,7 @@ async def revoke(db: Path, role: Role, person_id: str) -> None:
         await conn.close()
 
 
-async def listing(db: Path, role: Role) -> list[people.Listed]:
+async def listing(db: str | Path, role: Role) -> list[people.Listed]:
     conn = await open_db(db)
     try:
         return await people.listing(conn, role)

@@ -2,11 +2,10 @@
 
 from collections.abc import Callable
 
-import aiosqlite
-
 from facilities.access import Person, RateLimiter
 from facilities.errors import RateLimited, Unauthenticated
 from facilities.store import people
+from facilities.store.sql import Connection
 
 
 class Authenticator:
@@ -17,7 +16,7 @@ class Authenticator:
 
     def __init__(
         self,
-        reader: aiosqlite.Connection,
+        reader: Connection,
         *,
         failures: RateLimiter,
         clock: Callable[[], float],

@@ -122,7 +122,7 @@ async def _run_demo(
         settings = Settings(
             site=site_path,
             broker=broker.url(),
-            db=db,
+            db=str(db),
             listen=listen,
             # the QR codes print the address the demo listens on (no warning about it)
             public_url=f"http://{host}:{port}",

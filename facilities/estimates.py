@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiosqlite
-
 from facilities.charging.live import PortLive
 from facilities.charging.payloads import PortState
 from facilities.store import history
+from facilities.store.sql import Connection
 
 # A station's typical charge: the median energy (and length) of its sessions of the last 30
 # days that ended full (the charge_complete rule) or unplugged, once it has this many; the
@@ -71,7 +70,7 @@ def charge_done_at(
 class Estimates:
     """Typical full charges per station, recomputed from the stored sessions."""
 
-    def __init__(self, reader: aiosqlite.Connection, *, clock: Callable[[], float]) -> None:
+    def __init__(self, reader: Connection, *, clock: Callable[[], float]) -> None:
         self._reader = reader
         self._clock = clock
         self._energy: dict[str, float] = {}

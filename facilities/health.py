@@ -4,12 +4,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink
 from facilities.rules.runner import RulesRunner
 from facilities.store.db import ping
+from facilities.store.sql import ERRORS, Connection
+
+_FAILURES: tuple[type[Exception], ...] = (TimeoutError, *ERRORS, ValueError)
 
 # The ingest writer is stuck when messages have waited this long with no commit: 60 times its
 # 50 ms flush interval, and under the database's 5 s busy timeout. Its progress is sampled
@@ -36,7 +37,7 @@ class HealthCheck:
         ingest: Ingest,
         link: BrokerLink,
         rules: RulesRunner,
-        db: aiosqlite.Connection,
+        db: Connection,
         monotonic: Callable[[], float],
     ) -> None:
         self._ingest = ingest
@@ -85,6 +86,6 @@ class HealthCheck:
         try:
             async with asyncio.timeout(1.0):
                 await ping(self._db)
-        except (TimeoutError, aiosqlite.Error, ValueError) as exc:
+        except _FAILURES as exc:
             reasons.append(f"database not answering ({exc or 'timeout'})")
         return Health(ok=not reasons, reasons=reasons)

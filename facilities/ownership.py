@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from facilities.errors import OperatorError
+from facilities.errors import OperatorError, UsageError
+from facilities.partition import Partition
+from facilities.store.sql import is_postgres, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,9 @@ POLL_S = 0.1
 
 class Ownership(Protocol):
     """Ownership of one partition, held by at most one process at a time."""
+
+    where: str  # what holds it, for the log: the lock file, the database's advisory lock
+    waited_s: float  # how long `acquire` waited
 
     def try_acquire(self) -> bool:
         """Take it now if nobody holds it; whether we hold it."""
@@ -45,6 +50,7 @@ class FileOwnership:
 
     def __init__(self, path: Path, *, poll_s: float = POLL_S) -> None:
         self.path = path
+        self.where = f"lock {path}"
         self._poll_s = poll_s
         self._fd: int | None = None
         self.waited_s = 0.0
@@ -86,3 +92,13 @@ class FileOwnership:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def ownership_of(partition: Partition, db: str) -> Ownership:
+    """How `partition` is owned on the store `db`: a lock file beside a SQLite file."""
+    if is_postgres(db):
+        raise UsageError(
+            "--partition with a PostgreSQL store: its advisory-lock ownership is not written"
+            " yet (docs/scaling.md, Failover)"
+        )
+    return FileOwnership(partition.lock_path(Path(sqlite_path(db))))

@@ -9,8 +9,6 @@ import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
-import aiosqlite
-
 from facilities import switch_on
 from facilities.access import Person, RateLimiter, Role
 from facilities.alerts import Alert, device_of
@@ -40,6 +38,7 @@ from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import audit
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 from facilities.wire import CommandAction
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ class Requests:
         commands: CommandSender,
         live: LiveState,
         writer: SharedWriter,
-        reader: aiosqlite.Connection,
+        reader: Connection,
         opens: RateLimiter,
         connected: Callable[[], bool],
         clock: Callable[[], float],

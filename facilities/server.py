@@ -19,7 +19,7 @@ from facilities.api.web.pages import listen_url
 from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.metrics import ApiMetrics
-from facilities.ownership import FileOwnership
+from facilities.ownership import Ownership, ownership_of
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
@@ -135,7 +135,7 @@ async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None
         loop.add_signal_handler(sig, stop.set)
     heap.settle()  # everything is imported and built: only messages come and go from here
     partition = settings.partition
-    ownership = None if partition is None else FileOwnership(partition.lock_path(settings.db))
+    ownership = None if partition is None else ownership_of(partition, settings.db)
     try:
         # stopped while standing by: nothing was opened
         if ownership is None or await _own(service, ownership, sock, stop):
@@ -151,16 +151,16 @@ async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None
 
 
 async def _own(
-    service: Service, ownership: FileOwnership, sock: socket.socket, stop: asyncio.Event
+    service: Service, ownership: Ownership, sock: socket.socket, stop: asyncio.Event
 ) -> bool:
     """Own the partition: at once if nobody does, else stand by, answering HTTP with
     `standby`, until its owner is gone (True) or we are stopped (False)."""
     partition = service.settings.partition
     assert partition is not None  # only a partition has an owner
     if ownership.try_acquire():
-        log.info("owner of partition %s (lock %s)", partition, ownership.path)
+        log.info("owner of partition %s (%s)", partition, ownership.where)
         return True
-    log.warning("standby for partition %s: waiting for %s", partition, ownership.path)
+    log.warning("standby for partition %s: waiting for %s", partition, ownership.where)
     app = create_standby_app(partition)
     config = _uvicorn_config(app, service.settings, service.metrics.api)
     server = _Server(config)

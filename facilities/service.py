@@ -29,9 +29,11 @@ from facilities.rules.runner import RulesRunner
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.startup import forget_removed_devices, load_live_state, replay_stored
+from facilities.store import partitions
 from facilities.store.audit import RefusalWriter
 from facilities.store.db import Store
 from facilities.store.retention import Retention
+from facilities.store.sql import shown
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,8 @@ async def run(service: Service) -> AsyncIterator[Service]:
     store, link, settings = service.store, service.link, service.settings
     await store.open()
     try:
+        if store.writer.postgres:  # today's telemetry partitions, before anything is written
+            await partitions.make_days(store.writer, service.clock())
         await service.ingest.start()
         partition = settings.partition
         await forget_removed_devices(
@@ -125,7 +129,7 @@ async def run(service: Service) -> AsyncIterator[Service]:
         )
         await service.estimates.refresh()
         await link.connect(timeout_s=settings.connect_timeout_s)
-        log.info("connected to %s, ingesting into %s", link.url.display(), settings.db)
+        log.info("connected to %s, ingesting into %s", link.url.display(), shown(settings.db))
         try:
             async with _tasks(service):
                 yield service

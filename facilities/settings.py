@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
 from facilities.broker_config import BROKER_GROUP
 from facilities.errors import OperatorError, UsageError
@@ -146,6 +146,11 @@ def check_broker_url(url: SecretStr) -> SecretStr:
 # Options more than one command has.
 SitePath = Annotated[Path, Option("site")]
 DbPath = Annotated[Path, Option("db")]
+# The service's database: a SQLite file (a path or sqlite:///path), or PostgreSQL by URL
+DbTarget = Annotated[
+    str, Option("db"), BeforeValidator(lambda v: str(v) if isinstance(v, Path) else v)
+]
+DB_HELP = "SQLite file, or postgresql://user@host:port/name (docs/postgresql.md)"
 TopicPrefix = Annotated[str, Option("topic-prefix")]
 Address = Annotated[Listen, Option("listen"), from_text(Listen.parse)]
 BrokerUrlText = Annotated[SecretStr, Option("broker"), AfterValidator(check_broker_url)]
@@ -181,7 +186,7 @@ class Settings(Options):
         description="mqtt://user:password@host:port, or mqtts://… for TLS (port 8883 by default)",
     )
     broker_ca: BrokerCa = Field("", description=BROKER_CA_HELP)
-    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file")
+    db: DbTarget = Field(DEFAULT_DB, description=DB_HELP)
     listen: Address = Field(as_text(DEFAULT_LISTEN), description="HTTP HOST:PORT")
     connect_timeout_s: Annotated[float, Option("connect-timeout")] = Field(
         DEFAULT_CONNECT_TIMEOUT_S, description="seconds to reach the broker"
@@ -340,7 +345,7 @@ class BrokerConfigSettings(Options):
 class PeopleSettings(Options):
     """`facilities residents|staff revoke|list`, and `staff add`."""
 
-    db: DbPath = Field(as_text(DEFAULT_DB), description="SQLite file of the service")
+    db: DbTarget = Field(DEFAULT_DB, description=f"the service's database: {DB_HELP}")
 
 
 class ResidentAddSettings(PeopleSettings):

@@ -7,8 +7,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-import aiosqlite
-
 from facilities.rules.engine import Engine, in_site
 from facilities.rules.live_state import LiveState
 from facilities.rules.runner import RulesRunner
@@ -16,6 +14,7 @@ from facilities.site import Site
 from facilities.store import alerts as alert_store
 from facilities.store import replay, snapshots
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ async def forget_removed_devices(
             )
 
 
-async def load_live_state(live: LiveState, conn: aiosqlite.Connection) -> snapshots.Saved:
+async def load_live_state(live: LiveState, conn: Connection) -> snapshots.Saved:
     """Start `live` from the last snapshot, its open alerts and desired state."""
     saved = await snapshots.load_live_state(conn)
     engine = Engine(
@@ -73,7 +72,7 @@ async def load_live_state(live: LiveState, conn: aiosqlite.Connection) -> snapsh
 async def replay_stored(
     live: LiveState,
     rules: RulesRunner,
-    conn: aiosqlite.Connection,
+    conn: Connection,
     saved: snapshots.Saved,
     *,
     monotonic: Callable[[], float],

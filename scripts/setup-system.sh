@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make demo` needs from the system: Python >= 3.11 with venv and Mosquitto (broker +
-# clients); with `--tests`, what `make test` needs too: Prometheus (promtool and the server)
-# Chromium with its driver and a CJK font, and Node with npm.
+# clients); with `--tests`, what `make test` needs too: PostgreSQL's server, Prometheus
+# (promtool and the server), Chromium with its driver and a CJK font, and Node with npm.
 # Installed with apt-get when missing and we are root; otherwise one line says what to install.
 set -euo pipefail
 
@@ -19,6 +19,13 @@ fi
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [ "${1:-}" = "--tests" ]; then
+# The tests make a PostgreSQL cluster of their own and run its server on a free port
+# (tests/support/postgres.py): they need the server's binaries, never a running server.
+pg_server=no
+for bin in /usr/lib/postgresql/*/bin; do
+    [ -x "$bin/initdb" ] && [ -x "$bin/postgres" ] && [ -x "$bin/pg_ctl" ] && pg_server=yes
+done
+[ "$pg_server" = yes ] || need+=(postgresql)
 # Prometheus's own tools check the shipped rules, config and /metrics in the tests, and a
 # Prometheus server scrapes a running service there (Debian's package brings both).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -46,8 +53,8 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${need[*]} with apt-get" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # Debian starts a system broker on 1883 (Prometheus on 9090, Alertmanager on 9093, nginx
-    # on 80) after installing; ours use free ports anyway.
+    # Debian starts a system broker on 1883 (PostgreSQL on 5432, Prometheus on 9090,
+    # Alertmanager on 9093, nginx on 80) after installing; ours use free ports anyway.
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
     echo "setup: missing ${need[*]}: run 'sudo apt-get install ${need[*]}' and retry" >&2

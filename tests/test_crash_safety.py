@@ -56,8 +56,8 @@ class Publisher(threading.Thread):
         self.acked += len(window)
 
 
-def _stored(db: Path) -> int:
-    if not db.exists():
+def _stored(db: str | Path) -> int:
+    if not Path(db).exists():
         return 0
     return int(query(db, "SELECT count(*) FROM station_samples")[0][0])
 

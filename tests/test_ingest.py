@@ -88,8 +88,13 @@ async def test_telemetry_events_and_gates_are_stored(
     assert query(db, "SELECT garage, gate, type, credential FROM gate_events") == [
         ("g-hc3", "north", "entry", "card:04A1B2C3")
     ]
-    assert (
-        counter(service, "facilities_messages_ingested_total", {"kind": "station_telemetry"}) == 1
+    # counted once the commit returns to ingest, which may be after another reader sees it
+    await wait_for(
+        lambda: (
+            counter(service, "facilities_messages_ingested_total", {"kind": "station_telemetry"})
+            == 1
+        ),
+        what="the telemetry counted",
     )
 
 

@@ -17,7 +17,7 @@ from facilities.settings import Settings
 from facilities.site import Site
 from facilities.wiring import build
 from tests.support import payloads
-from tests.support.db import query
+from tests.support.db import query, sqlite_only
 from tests.support.devices import DeviceFactory, Devices
 from tests.support.poll import wait_for
 
@@ -69,6 +69,7 @@ async def test_a_cut_off_is_sent_while_another_process_holds_the_database(
     another connection (within the service's busy timeout, 5 s), an overheated port behind
     1,500 ordinary messages is switched off at once, and everything is stored once the lock
     is given back."""
+    sqlite_only(service.settings.db, "the write lock of the database file")
     commands: list[bytes] = []
     devices.client("observer").subscribe(
         "facilities/charging/cs-07/command", lambda _topic, payload: commands.append(payload)

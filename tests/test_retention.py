@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import json
 import math
-import sqlite3
 import time
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +16,7 @@ import pytest
 from facilities.access import Role
 from facilities.store.retention import BUCKET_S, DAY_S, Policy, Retention
 from tests.api_support import Api, bearer
-from tests.support.db import query
+from tests.support.db import query, writing
 from tests.support.devices import DeviceFactory
 from tests.support.payloads import reading, telemetry
 from tests.support.poll import wait_for
@@ -216,7 +215,7 @@ async def test_events_garage_samples_and_summaries_expire_and_a_clock_ahead_cann
     ahead = now + 400 * DAY_S  # a garage whose clock runs a year ahead
 
     def fill() -> None:
-        with sqlite3.connect(db, timeout=10) as conn:
+        with writing(db, timeout=10) as conn:
             conn.executemany(
                 "INSERT INTO garage_samples (garage, ts, seq, received_at, occupancy)"
                 " VALUES ('g-hc3', ?, ?, ?, 4)",
@@ -308,7 +307,7 @@ async def test_a_backlog_of_district_telemetry_is_summed_up_in_short_batches_whi
     messages = int(span_s // interval_s)
 
     def fill() -> None:
-        with sqlite3.connect(db, timeout=30) as conn:
+        with writing(db, timeout=30) as conn:
             for station in stations:
                 conn.executemany(
                     "INSERT INTO station_samples (station, ts, seq, received_at, temp_c,"

@@ -3,7 +3,6 @@ documents exactly those (the pages' labels: tests/test_pages.py)."""
 
 import logging
 import re
-import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -22,6 +21,7 @@ from facilities.store.db import open_db
 from facilities.store.snapshots import save_cutoffs
 from facilities.verdicts import Severity
 from facilities.wiring import build
+from tests.support.db import query
 from tests.support.paths import ROOT
 
 # Raised by the command path (a command refused or not acknowledged), not by a rule function.
@@ -90,7 +90,4 @@ async def test_a_stored_row_naming_an_unknown_rule_is_skipped_at_start(
             assert {c.alert_id for c in service.live.cutoffs()[1]} == {kept.id}
     unknown = [r.getMessage() for r in caplog.records if "retired_rule" in r.getMessage()]
     assert len(unknown) == 2, unknown  # once for the alerts, once for the cut-offs
-    with sqlite3.connect(settings.db) as raw:
-        assert raw.execute("SELECT state FROM alerts WHERE id = ?", (retired.id,)).fetchone() == (
-            "active",
-        )
+    assert query(settings.db, "SELECT state FROM alerts WHERE id = ?", retired.id) == [("active",)]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-import aiosqlite
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -27,6 +26,7 @@ from facilities.requests import Requests
 from facilities.rules.live_state import LiveState
 from facilities.settings import Listen
 from facilities.site import Site
+from facilities.store.sql import Connection
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -43,7 +43,7 @@ class Services:
     site: Site
     live: LiveState
     requests: Requests
-    history: aiosqlite.Connection  # reads only (WAL lets it read while ingest writes)
+    history: Connection  # reads only (WAL lets it read while ingest writes)
     now: Callable[[], datetime]  # the service's steady clock (tests move it)
     estimates: Callable[[str], Typical]  # what a full charge typically takes at a station
     health: Callable[[], Awaitable[Health]]
@@ -73,7 +73,7 @@ def get_requests(request: Request) -> Requests:
     return services_of(request).requests
 
 
-def get_history(request: Request) -> aiosqlite.Connection:
+def get_history(request: Request) -> Connection:
     """The history reader: a read-only connection (WAL lets it read while ingest writes)."""
     return services_of(request).history
 
@@ -108,7 +108,7 @@ def get_feed(connection: HTTPConnection) -> LiveFeed:
 SiteDep = Annotated[Site, Depends(get_site)]
 LiveDep = Annotated[LiveState, Depends(get_live)]
 RequestsDep = Annotated[Requests, Depends(get_requests)]
-HistoryDep = Annotated[aiosqlite.Connection, Depends(get_history)]
+HistoryDep = Annotated[Connection, Depends(get_history)]
 NowDep = Annotated[datetime, Depends(get_now)]
 EstimatesDep = Annotated[Callable[[str], Typical], Depends(get_estimates)]
 ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]

@@ -12,8 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-import aiosqlite
-
 from facilities.errors import StoreError
 from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, Rejected, RejectReason
@@ -30,6 +28,7 @@ from facilities.mqtt.link_options import RECEIVE_MAXIMUM
 from facilities.mqtt.rejections import Publisher, RejectionNotices
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
+from facilities.store.sql import ERRORS, Connection
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ _LOG_PAYLOAD_CHARS = 120
 _LOG_PER_REASON_PER_MINUTE = 10
 
 # What is left once the batch was salvaged is the database's failure, not a message's.
-_WRITE_ERRORS: tuple[type[Exception], ...] = (aiosqlite.Error, *DATA_ERRORS)
+_WRITE_ERRORS: tuple[type[Exception], ...] = (*ERRORS, *DATA_ERRORS)
 
 
 class Link(Publisher, Protocol):
@@ -74,7 +73,7 @@ class Ingest:
 
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: Connection,
         decoder: Decoder,
         *,
         metrics: IngestMetrics,

@@ -8,10 +8,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiosqlite
-
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.mqtt.session import Delivery
+from facilities.store.sql import Connection
 from facilities.store.telemetry import (
     BatchRows,
     hour_start,
@@ -50,7 +49,7 @@ class BatchWriter:
     """Writes batches in one transaction each; keeps the availability last recorded and each
     device's quarantine count of the hour."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, quarantine_quota: int) -> None:
+    def __init__(self, conn: Connection, *, quarantine_quota: int) -> None:
         self._conn = conn
         self._quota = quarantine_quota
         self._availability: dict[str, str] = {}

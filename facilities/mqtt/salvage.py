@@ -1,8 +1,9 @@
 """When the store refuses a batch: find the messages it cannot take, by halves; keep the rest."""
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+
+from facilities.store import sql
 
 # What the store raises because of the data of a message: a value the driver cannot bind
 # (OverflowError for an integer past 64 bits, ValueError for text it cannot encode) or a row
@@ -13,9 +14,7 @@ DATA_ERRORS: tuple[type[Exception], ...] = (
     OverflowError,
     ValueError,
     TypeError,
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.InterfaceError,
+    *sql.DATA_ERRORS,
 )
 
 T = TypeVar("T")

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import aiosqlite
-
 from facilities.alerts import Change, Transition, alert_payload
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.session import BrokerLink
@@ -23,6 +21,7 @@ from facilities.store import sessions as session_store
 from facilities.store import snapshots
 from facilities.store.commands import Queued
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ class RulesRunner:
         return reasons
 
     @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _write(self) -> AsyncIterator[Connection]:
         """A transaction of the rules, timed for /healthz."""
         self._writing_since = self._monotonic()
         try:
@@ -225,7 +224,7 @@ class RulesRunner:
         for transition in changes:
             self._live.changes.publish(AlertChanged(transition))
 
-    async def _save_desired(self, conn: aiosqlite.Connection, *, always: bool = False) -> None:
+    async def _save_desired(self, conn: Connection, *, always: bool = False) -> None:
         """Store the desired state when it moved (in the caller's transaction); `always` at
         each snapshot (a few rows), which also covers a transaction rolled back after it."""
         version, rows = self._live.cutoffs()

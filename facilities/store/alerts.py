@@ -3,10 +3,9 @@
 from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 
-import aiosqlite
-
 from facilities.alerts import Alert, AlertState, Change, Transition, device_of
 from facilities.store.rule_names import RuleNames
+from facilities.store.sql import Connection
 from facilities.verdicts import Severity
 
 _UPSERT_ALERT = """
@@ -48,7 +47,7 @@ def _alert_row(a: Alert) -> tuple[object, ...]:
     )
 
 
-async def save_transitions(conn: aiosqlite.Connection, transitions: Iterable[Transition]) -> None:
+async def save_transitions(conn: Connection, transitions: Iterable[Transition]) -> None:
     """Upsert each alert (its latest version) and append its changes of state to the history
     (raised, escalated, acknowledged, cleared; updates only move the alert row). Call it
     inside a transaction (`SharedWriter.transaction`), as every writer here."""
@@ -77,7 +76,7 @@ async def save_transitions(conn: aiosqlite.Connection, transitions: Iterable[Tra
         )
 
 
-async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], Alert]:
+async def load_open_alerts(conn: Connection) -> dict[tuple[str, str], Alert]:
     """The open alerts, by (rule, subject); one naming a rule this version does not have is
     skipped and logged (`RuleNames`)."""
     sql = (
@@ -113,7 +112,7 @@ async def load_open_alerts(conn: aiosqlite.Connection) -> dict[tuple[str, str], 
 
 
 async def forget_removed(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     devices: Collection[str],
     in_site: Callable[[str], bool],
@@ -152,7 +151,7 @@ async def forget_removed(
     return forgotten
 
 
-async def state_of(conn: aiosqlite.Connection, alert_id: str) -> str | None:
+async def state_of(conn: Connection, alert_id: str) -> str | None:
     """The stored state of an alert (`active`, `acknowledged`, `cleared`), None if none."""
     async with conn.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)) as cursor:
         row = await cursor.fetchone()

@@ -9,10 +9,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from facilities.refusals import Refusals, Refused
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 # docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
 # the first answer again.
@@ -35,7 +34,7 @@ class Request:
     idempotency_key: str | None = None
 
 
-async def record(conn: aiosqlite.Connection, request: Request) -> None:
+async def record(conn: Connection, request: Request) -> None:
     await conn.execute(
         "INSERT INTO api_requests (at, action, target, person, client, status, outcome, detail,"
         " command_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -64,9 +63,7 @@ class Remembered:
     body: dict[str, Any]
 
 
-async def remembered(
-    conn: aiosqlite.Connection, person: str, key: str, *, now: float
-) -> Remembered | None:
+async def remembered(conn: Connection, person: str, key: str, *, now: float) -> Remembered | None:
     """The first answer given to this person's request with this key, within 24 h."""
     async with conn.execute(
         "SELECT target, status, body FROM idempotency"
@@ -81,7 +78,7 @@ async def remembered(
 
 
 async def remember(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     person: str,
     key: str,
     answer: Remembered,
@@ -91,8 +88,10 @@ async def remember(
     """Keep an answer for its key (replacing one older than 24 h); forget expired ones."""
     await conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (now - IDEMPOTENCY_KEPT_S,))
     await conn.execute(
-        "INSERT OR REPLACE INTO idempotency (person, key, created_at, status, body, target)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO idempotency (person, key, created_at, status, body, target)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (person, key) DO UPDATE SET"
+        " created_at = excluded.created_at, status = excluded.status, body = excluded.body,"
+        " target = excluded.target",
         (
             person,
             key,
@@ -104,14 +103,15 @@ async def remember(
     )
 
 
-async def record_refusals(conn: aiosqlite.Connection, refused: Iterable[Refused]) -> None:
+async def record_refusals(conn: Connection, refused: Iterable[Refused]) -> None:
     """Add counted refusals to their minute's row (a group may span two writes)."""
     await conn.executemany(
         "INSERT INTO auth_refusals"
         " (minute, client, person, route, status, outcome, count, last_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (minute, client, person, route, outcome) DO UPDATE SET"
-        " count = count + excluded.count, last_at = max(last_at, excluded.last_at)",
+        " count = auth_refusals.count + excluded.count,"
+        " last_at = max(auth_refusals.last_at, excluded.last_at)",
         [
             (r.minute, r.client, r.person, r.route, r.status, r.outcome, r.count, r.last_at)
             for r in refused
@@ -159,7 +159,7 @@ FROM (
                strftime('%H:%M:%fZ', last_at, 'unixepoch'),
            NULL, NULL, client, NULL, NULL
     FROM auth_refusals WHERE minute >= :since
-)
+) AS audit
 WHERE (at, kind, rid) > (:at, :kind, :rid)
 ORDER BY at, kind, rid
 LIMIT :limit
@@ -167,7 +167,7 @@ LIMIT :limit
 
 
 async def audit_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     since: float,
     after: tuple[float, str, int] | None,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from facilities.errors import StoreError, UsageError
 from facilities.store.db import BUSY_TIMEOUT_MS, PRIVATE_FILE
+from facilities.store.sql import is_postgres, shown, sqlite_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,9 +18,16 @@ class Copied:
     size_bytes: int
 
 
-def backup(db: Path, to: Path) -> Copied:
+def backup(target: str | Path, to: Path) -> Copied:
     """Copy `db` to `to` while the service may be writing it; the copy is one file (rollback
-    journal, no WAL), mode 0600, checked with `integrity_check`, and replaces `to` only whole."""
+    journal, no WAL), mode 0600, checked with `integrity_check`, and replaces `to` only whole.
+    SQLite only: PostgreSQL has its own tools (docs/postgresql.md, "Backup")."""
+    if is_postgres(str(target)):
+        raise UsageError(
+            f"backup copies a SQLite file; {shown(str(target))} is PostgreSQL: use pg_dump"
+            ' (docs/postgresql.md, "Backup")'
+        )
+    db = Path(sqlite_path(str(target)))
     if not db.is_file():
         raise StoreError(f"no database at {db}")
     if to.exists() and os.path.samefile(db, to):

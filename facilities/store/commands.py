@@ -4,7 +4,7 @@ import json
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-import aiosqlite
+from facilities.store.sql import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class Queued:
     cause: str | None = None
 
 
-async def keep(conn: aiosqlite.Connection, queued: Iterable[Queued], at: float) -> None:
+async def keep(conn: Connection, queued: Iterable[Queued], at: float) -> None:
     """Put commands in the outbox (again: a command already there keeps its row)."""
     rows = [
         (q.id, q.device, q.port, q.gate, q.action, q.reason, q.alert_id, q.cause, at)
@@ -52,7 +52,7 @@ class Sent:
     sent_at: float
 
 
-async def started(conn: aiosqlite.Connection, sent: Sent) -> None:
+async def started(conn: Connection, sent: Sent) -> None:
     """A command's audit row, at its first send. A command sent again after a restart keeps
     its first row (and first send time)."""
     await conn.execute(
@@ -75,7 +75,7 @@ async def started(conn: aiosqlite.Connection, sent: Sent) -> None:
 
 
 async def finished(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     command_id: str,
     *,
     tries: int,
@@ -92,9 +92,7 @@ async def finished(
     await conn.execute("DELETE FROM command_outbox WHERE id = ?", (command_id,))
 
 
-async def unfinished(
-    conn: aiosqlite.Connection, devices: Collection[str] | None = None
-) -> list[Queued]:
+async def unfinished(conn: Connection, devices: Collection[str] | None = None) -> list[Queued]:
     """The outbox, oldest first (`devices`: only theirs)."""
     sql = (
         "SELECT id, device, port, gate, action, reason, alert_id, cause FROM command_outbox"
@@ -105,9 +103,7 @@ async def unfinished(
     return found if devices is None else [q for q in found if q.device in devices]
 
 
-async def abandon(
-    conn: aiosqlite.Connection, dropped: Iterable[Queued], *, reason: str, at: float
-) -> None:
+async def abandon(conn: Connection, dropped: Iterable[Queued], *, reason: str, at: float) -> None:
     """Take commands out of the outbox without sending them; their audit row (made if they
     were never sent) says why."""
     dropped = list(dropped)
@@ -116,7 +112,7 @@ async def abandon(
         " cause, sent_at, tries, outcome, error, done_at)"
         " VALUES (?, ?, ?, ?, ?, ?, 'rules', ?, ?, ?, 0, 'abandoned', ?, ?)"
         " ON CONFLICT (id) DO UPDATE SET outcome = 'abandoned', error = excluded.error,"
-        " done_at = excluded.done_at WHERE outcome = 'pending'",
+        " done_at = excluded.done_at WHERE commands.outcome = 'pending'",
         [
             (
                 q.id,
@@ -138,7 +134,7 @@ async def abandon(
 
 
 async def close_pending(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     keep_ids: Collection[str],
     reason: str,
@@ -160,7 +156,7 @@ async def close_pending(
 
 
 async def recover(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     why_not: Callable[[Queued], str | None],
     waiting: Collection[str],

@@ -1,4 +1,5 @@
-"""Open the SQLite database: pragmas, and migrations by PRAGMA user_version."""
+"""Open the database: SQLite's pragmas and migrations by PRAGMA user_version, or PostgreSQL's
+migrations by its version table (docs/postgresql.md)."""
 
 import asyncio
 import contextlib
@@ -15,6 +16,15 @@ from pathlib import Path
 import aiosqlite
 
 from facilities.errors import StoreError
+from facilities.store.sql import (
+    ERRORS,
+    Connection,
+    Params,
+    PgConnection,
+    is_postgres,
+    shown,
+    sqlite_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +49,17 @@ class Migration:
     sql: str
 
 
-def migrations() -> list[Migration]:
-    """The numbered SQL files shipped in `store/migrations`, in order."""
+# PostgreSQL's migrations, kept equal to SQLite's by a test (tests/test_postgres_store.py):
+# its first brings a new database to SQLite's version 13 at once.
+PG_MIGRATIONS = "migrations_pg"
+# Held (pg_advisory_xact_lock) while one instance migrates: others starting at once wait.
+_PG_MIGRATION_LOCK = 0x66616331  # "fac1"
+
+
+def migrations(directory: str = "migrations") -> list[Migration]:
+    """The numbered SQL files shipped in `store/<directory>`, in order."""
     found = []
-    for entry in resources.files("facilities.store").joinpath("migrations").iterdir():
+    for entry in resources.files("facilities.store").joinpath(directory).iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
@@ -50,18 +67,25 @@ def migrations() -> list[Migration]:
     return found
 
 
-async def open_db(path: str | Path) -> aiosqlite.Connection:
-    """Open (creating if needed) and migrate the database at `path`."""
-    return await _prepare(_unopened(path), Path(path))
+async def open_db(target: str | Path) -> Connection:
+    """Open (creating if needed) and migrate the database `target` names: a SQLite file
+    (a path or `sqlite:///path`) or a PostgreSQL database (`postgresql://…`)."""
+    return await _prepare(_unopened(target), str(target))
 
 
-def _unopened(path: str | Path) -> aiosqlite.Connection:
-    """A connection to `path` that connects when it is first awaited (`_prepare`)."""
-    return aiosqlite.connect(path, isolation_level=None)
+def _unopened(target: str | Path) -> Connection:
+    """A connection to `target` that connects when it is first awaited (`_prepare`)."""
+    if is_postgres(str(target)):
+        return PgConnection(str(target))
+    return aiosqlite.connect(sqlite_path(str(target)), isolation_level=None)
 
 
-async def _prepare(conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connection:
+async def _prepare(conn: Connection, target: str) -> Connection:
     """Connect `conn` (made by `_unopened`), configure it and migrate the database."""
+    if isinstance(conn, PgConnection):
+        return await _prepare_pg(conn, target)
+    assert isinstance(conn, aiosqlite.Connection)
+    path = Path(sqlite_path(target))
     try:
         _private_files(path)
         await conn
@@ -83,14 +107,38 @@ async def _prepare(conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connecti
     return conn
 
 
+async def _prepare_pg(conn: PgConnection, url: str) -> Connection:
+    try:
+        await conn.open()
+    except ERRORS as exc:
+        raise StoreError(f"cannot open database {shown(url)}: {_first_line(exc)}") from None
+    try:
+        await _not_newer_than(await _pg_version(conn), shown(url), PG_MIGRATIONS)
+        await migrate_pg(conn)
+    except ERRORS as exc:
+        await conn.close()
+        raise StoreError(f"cannot use database {shown(url)}: {_first_line(exc)}") from None
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 async def _not_newer(conn: aiosqlite.Connection, path: Path) -> None:
+    await _not_newer_than(await _user_version(conn), str(path), "migrations")
+
+
+async def _not_newer_than(found: int, where: str, directory: str) -> None:
     """Refuse, before changing anything, a database a newer version migrated: this version
     does not know its tables (docs/operations.md, "Upgrades")."""
-    found = await _user_version(conn)
-    newest = migrations()[-1].version
+    newest = migrations(directory)[-1].version
     if found > newest:
         raise StoreError(
-            f"database {path} is from a newer version of facilities (schema version {found};"
+            f"database {where} is from a newer version of facilities (schema version {found};"
             f" this version knows up to {newest}): run the newer version, or restore a backup"
             " made by this one"
         )
@@ -108,18 +156,19 @@ class Store:
     reader (the HTTP API; WAL lets it read while ingest writes). Made with nothing opened,
     so that the service is wired before it runs; `open` connects them, `close` closes them."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.ingest = _unopened(path)
-        self.writer = SharedWriter(_unopened(path))
-        self.reader = _unopened(path)
+    def __init__(self, target: str | Path) -> None:
+        self.target = str(target)
+        self.postgres = is_postgres(self.target)
+        self.ingest = _unopened(target)
+        self.writer = SharedWriter(_unopened(target))
+        self.reader = _unopened(target)
 
     async def open(self) -> None:
         """Create and migrate the database (on the first connection), then open the others."""
         opened = []
         try:
             for conn in (self.ingest, self.writer.conn, self.reader):
-                opened.append(await _prepare(conn, self.path))
+                opened.append(await _prepare(conn, self.target))
         except BaseException:
             for conn in opened:
                 await conn.close()
@@ -176,6 +225,46 @@ def _has_code(text: str) -> bool:
     return any(line.strip(" \t;") for line in lines)
 
 
+async def _pg_version(conn: PgConnection) -> int:
+    async with conn.execute("SELECT to_regclass('facilities_schema') IS NOT NULL") as cursor:
+        row = await cursor.fetchone()
+    if not row or not row[0]:
+        return 0
+    async with conn.execute("SELECT version FROM facilities_schema") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate_pg(conn: PgConnection) -> int:
+    """Apply every PostgreSQL migration newer than the database's version; return the
+    version. Each in a transaction that holds an advisory lock while it looks at the
+    version again: another instance may be migrating the same database."""
+    current = await _pg_version(conn)
+    for migration in migrations(PG_MIGRATIONS):
+        if migration.version <= current:
+            continue
+        await conn.execute("BEGIN")
+        try:
+            await conn.execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS facilities_schema (version BIGINT NOT NULL)"
+            )
+            current = await _pg_version(conn)
+            if migration.version > current:
+                log.info("applying migration %s", migration.name)
+                await conn.run_script(migration.sql)
+                await conn.execute("DELETE FROM facilities_schema")
+                await conn.execute(
+                    "INSERT INTO facilities_schema (version) VALUES (?)", (migration.version,)
+                )
+                current = migration.version
+            await conn.commit()
+        except BaseException:
+            await asyncio.shield(conn.rollback())
+            raise
+    return current
+
+
 async def migrate(conn: aiosqlite.Connection) -> int:
     """Apply every migration newer than the database's user_version; return the version.
     Each in a transaction that holds the write lock before it looks at the version again:
@@ -204,12 +293,25 @@ class SharedWriter:
     """One connection that several tasks write through: one transaction at a time, so that
     one task's statements never land in (or commit, or roll back) another's transaction."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._lock = asyncio.Lock()
+        # A read between another task's statements would run inside its transaction: on
+        # SQLite harmless (WAL), on PostgreSQL refused once that transaction has failed.
+        self.postgres = isinstance(conn, PgConnection)
+
+    async def read(self, sql: str, params: Params) -> list[tuple[object, ...]]:
+        """The rows of `sql`, read on this connection outside any transaction of another
+        task's, in one call."""
+        if self.postgres:
+            async with self._lock:
+                rows = await self.conn.execute_fetchall(sql, params)
+        else:
+            rows = await self.conn.execute_fetchall(sql, params)
+        return [tuple(row) for row in rows]
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         async with self._lock:
             try:
                 await self.conn.execute("BEGIN IMMEDIATE")
@@ -223,6 +325,6 @@ class SharedWriter:
                 raise
 
 
-async def ping(conn: aiosqlite.Connection) -> None:
+async def ping(conn: Connection) -> None:
     """One trivial query: raises if the database does not answer (for /healthz)."""
     await conn.execute("SELECT 1")

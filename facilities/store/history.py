@@ -4,7 +4,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import aiosqlite
+from facilities.store.sql import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +62,7 @@ ORDER BY sent_at
 
 
 async def alerts_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     state: str | None = None,
     severity: str | None = None,
@@ -93,7 +93,7 @@ async def alerts_page(
     return alerts
 
 
-async def alert_by_id(conn: aiosqlite.Connection, alert_id: str) -> AlertRow | None:
+async def alert_by_id(conn: Connection, alert_id: str) -> AlertRow | None:
     found = await alerts_page(conn, alert_id=alert_id)
     return found[0] if found else None
 
@@ -110,7 +110,7 @@ class SessionRow:
 
 
 async def sessions_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -151,7 +151,7 @@ class StationSample:
 
 
 async def telemetry_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -209,7 +209,8 @@ class Bucket:
 _BUCKETS = """
 WITH readings AS (
     SELECT CAST(ts / :step AS INTEGER) AS bucket, port, 1 AS samples,
-           power_w IS NOT NULL AS power_n, power_w AS power_sum, power_w AS max_power_w,
+           CASE WHEN power_w IS NULL THEN 0 ELSE 1 END AS power_n, power_w AS power_sum,
+           power_w AS max_power_w,
            ts AS last_ts, seq AS last_seq, state AS last_state
     FROM port_samples
     WHERE station = :station AND ts >= :start AND ts < :end
@@ -230,7 +231,7 @@ FROM (
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING
            ) AS last_state
     FROM readings
-)
+) AS latest
 GROUP BY bucket, port
 HAVING (bucket, port) > (:after_bucket, :after_port)
 ORDER BY bucket, port
@@ -239,7 +240,7 @@ LIMIT :limit
 
 
 async def telemetry_buckets(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     *,
     start: float,
@@ -266,7 +267,7 @@ async def telemetry_buckets(
         return [Bucket(*row) for row in await cursor.fetchall()]
 
 
-async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+async def charge_durations(conn: Connection, *, since: float) -> dict[str, list[float]]:
     """Durations (seconds) of the sessions that ended full or unplugged since `since`, per
     station: what a free-time estimate is made of when a port reports no power."""
     found: dict[str, list[float]] = defaultdict(list)
@@ -280,7 +281,7 @@ async def charge_durations(conn: aiosqlite.Connection, *, since: float) -> dict[
     return found
 
 
-async def charge_energies(conn: aiosqlite.Connection, *, since: float) -> dict[str, list[float]]:
+async def charge_energies(conn: Connection, *, since: float) -> dict[str, list[float]]:
     """Energy (Wh) of the sessions that ended full or unplugged since `since`, per station:
     what a battery typically takes here (its charge's estimate is made of it)."""
     found: dict[str, list[float]] = defaultdict(list)

@@ -4,9 +4,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiosqlite
-
 from facilities.access import Person, Role, hash_token, new_person_id, new_token
+from facilities.store.sql import Connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +24,7 @@ class Listed:
 
 
 async def add_person(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     role: Role,
     name: str,
     *,
@@ -45,7 +44,7 @@ async def add_person(
     return Registered(Person(person_id, role, name, garages), token)
 
 
-async def remove_named(conn: aiosqlite.Connection, role: Role, name: str) -> int:
+async def remove_named(conn: Connection, role: Role, name: str) -> int:
     """Remove the people of `role` called `name`, with their garages (their requests' audit
     keeps their ids); how many; the caller commits."""
     await conn.execute(
@@ -59,7 +58,7 @@ async def remove_named(conn: aiosqlite.Connection, role: Role, name: str) -> int
     return cursor.rowcount
 
 
-async def revoke(conn: aiosqlite.Connection, person_id: str, role: Role, *, now: float) -> bool:
+async def revoke(conn: Connection, person_id: str, role: Role, *, now: float) -> bool:
     """Revoke a person's token; False when there is no such person (or already revoked)."""
     cursor = await conn.execute(
         "UPDATE people SET revoked_at = ? WHERE id = ? AND role = ? AND revoked_at IS NULL",
@@ -68,7 +67,7 @@ async def revoke(conn: aiosqlite.Connection, person_id: str, role: Role, *, now:
     return cursor.rowcount == 1
 
 
-async def by_token(conn: aiosqlite.Connection, token: str) -> Person | None:
+async def by_token(conn: Connection, token: str) -> Person | None:
     """The person a presented token belongs to, unless unknown or revoked."""
     async with conn.execute(
         "SELECT id, role, name FROM people WHERE token_hash = ? AND revoked_at IS NULL",
@@ -81,7 +80,7 @@ async def by_token(conn: aiosqlite.Connection, token: str) -> Person | None:
     return Person(person_id, Role(role), name, await _garages(conn, person_id))
 
 
-async def listing(conn: aiosqlite.Connection, role: Role) -> list[Listed]:
+async def listing(conn: Connection, role: Role) -> list[Listed]:
     async with conn.execute(
         "SELECT id, name, created_at, revoked_at FROM people WHERE role = ? ORDER BY created_at",
         (role.value,),
@@ -93,7 +92,7 @@ async def listing(conn: aiosqlite.Connection, role: Role) -> list[Listed]:
     ]
 
 
-async def names(conn: aiosqlite.Connection, person_ids: Iterable[str]) -> dict[str, str]:
+async def names(conn: Connection, person_ids: Iterable[str]) -> dict[str, str]:
     """The names of these people (revoked ones too: a name stays true of what they did);
     an id no longer in the table (removed) is left out."""
     wanted = json.dumps(sorted(set(person_ids)))
@@ -104,7 +103,7 @@ async def names(conn: aiosqlite.Connection, person_ids: Iterable[str]) -> dict[s
     return {str(person_id): str(name) for person_id, name in rows}
 
 
-async def _garages(conn: aiosqlite.Connection, person_id: str) -> frozenset[str]:
+async def _garages(conn: Connection, person_id: str) -> frozenset[str]:
     async with conn.execute(
         "SELECT garage FROM resident_garages WHERE person = ?", (person_id,)
     ) as cursor:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-import aiosqlite
+from facilities.store.sql import Connection
 
 _SELECT = (
     "SELECT id, received_at, device, topic, payload, coalesce(size, length(payload)),"
@@ -23,7 +23,7 @@ class QuarantineRow:
 
 
 async def quarantine_page(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     *,
     device: str | None,
     reason: str | None,

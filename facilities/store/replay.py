@@ -5,12 +5,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-import aiosqlite
 from pydantic import BaseModel, ValidationError
 
 from facilities.charging.payloads import PortReading, StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
+from facilities.store.sql import Connection
 from facilities.wire import Availability
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ TS_MARGIN_S = 86_400.0
 
 
 async def stored_since(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     since: Mapping[str, float],
     *,
     garages: Iterable[str],
@@ -54,12 +54,12 @@ def _valid(model: type[M], row: dict[str, Any]) -> M | None:
         return None
 
 
-async def _rows(conn: aiosqlite.Connection, sql: str, *params: object) -> list[tuple[Any, ...]]:
+async def _rows(conn: Connection, sql: str, *params: object) -> list[tuple[Any, ...]]:
     async with conn.execute(sql, params) as cursor:
         return [tuple(row) for row in await cursor.fetchall()]
 
 
-async def _station(conn: aiosqlite.Connection, station: str, after: float) -> list[Accepted]:
+async def _station(conn: Connection, station: str, after: float) -> list[Accepted]:
     from_ts = after - TS_MARGIN_S
     ports = await _port_readings(conn, station, from_ts, after)
     out = await _station_telemetry(conn, station, from_ts, after, ports)
@@ -81,7 +81,7 @@ async def _station(conn: aiosqlite.Connection, station: str, after: float) -> li
 
 
 async def _port_readings(
-    conn: aiosqlite.Connection, station: str, from_ts: float, after: float
+    conn: Connection, station: str, from_ts: float, after: float
 ) -> dict[tuple[float, int], list[PortReading]]:
     """The ports of each stored telemetry message, by its (ts, seq)."""
     ports: dict[tuple[float, int], list[PortReading]] = {}
@@ -112,7 +112,7 @@ async def _port_readings(
 
 
 async def _station_telemetry(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     station: str,
     from_ts: float,
     after: float,
@@ -144,7 +144,7 @@ async def _station_telemetry(
     return out
 
 
-async def _garage(conn: aiosqlite.Connection, garage: str, after: float) -> list[Accepted]:
+async def _garage(conn: Connection, garage: str, after: float) -> list[Accepted]:
     from_ts = after - TS_MARGIN_S
     out = []
     telemetry = Route(MessageKind.GARAGE_TELEMETRY, garage)
@@ -186,7 +186,7 @@ async def _garage(conn: aiosqlite.Connection, garage: str, after: float) -> list
 
 
 async def _availability(
-    conn: aiosqlite.Connection, device: str, after: float, *, garage: bool
+    conn: Connection, device: str, after: float, *, garage: bool
 ) -> list[Accepted]:
     kind = MessageKind.GARAGE_AVAILABILITY if garage else MessageKind.STATION_AVAILABILITY
     rows = await _rows(

@@ -19,10 +19,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 
-import aiosqlite
-
 from facilities.metrics import IngestMetrics
+from facilities.store import partitions
 from facilities.store.db import SharedWriter
+from facilities.store.sql import Connection
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ def _devices_sql(table: str, column: str) -> str:
 # or those of a clock running ahead) summed up per port and bucket, and added to what the
 # bucket already holds. The last reading is the one with the largest (ts, seq).
 _SUM_UP = """
-INSERT INTO port_buckets (station, start, port, samples, power_n, power_sum, max_power_w,
-                          last_ts, last_seq, last_state, updated_at)
+INSERT INTO port_buckets AS b (station, start, port, samples, power_n, power_sum,
+                               max_power_w, last_ts, last_seq, last_state, updated_at)
 SELECT :station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w), max(power_w),
        last_ts, last_seq, last_state, :now
 FROM (
@@ -134,21 +134,21 @@ FROM (
     WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received
     WINDOW w AS (PARTITION BY CAST(ts / :bucket_s AS INTEGER), port ORDER BY ts, seq
                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-)
+) AS readings
 WHERE true
-GROUP BY bucket, port
+GROUP BY bucket, port, last_ts, last_seq, last_state  -- the last three: one per bucket and port
 ON CONFLICT (station, start, port) DO UPDATE SET
-    samples = samples + excluded.samples,
-    power_n = power_n + excluded.power_n,
-    power_sum = coalesce(power_sum + excluded.power_sum, power_sum, excluded.power_sum),
-    max_power_w = coalesce(max(max_power_w, excluded.max_power_w), max_power_w,
+    samples = b.samples + excluded.samples,
+    power_n = b.power_n + excluded.power_n,
+    power_sum = coalesce(b.power_sum + excluded.power_sum, b.power_sum, excluded.power_sum),
+    max_power_w = coalesce(max(b.max_power_w, excluded.max_power_w), b.max_power_w,
                            excluded.max_power_w),
-    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                   THEN excluded.last_ts ELSE last_ts END,
-    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                      THEN excluded.last_state ELSE last_state END,
-    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)
-                    THEN excluded.last_seq ELSE last_seq END,
+    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                   THEN excluded.last_ts ELSE b.last_ts END,
+    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                      THEN excluded.last_state ELSE b.last_state END,
+    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
+                    THEN excluded.last_seq ELSE b.last_seq END,
     updated_at = excluded.updated_at
 """
 _RAW_RANGE = "WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received"
@@ -206,6 +206,8 @@ class Retention:
                 f" (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
             )
             await self._delete_all(swept, table, sql, (before,))
+        if self._writer.postgres:
+            await self._drop_partitions(swept, now)
         await self._sum_up_telemetry(swept, now)
         for rows, before in self.policy.by_device(now):
             for device in await self._devices(rows.table, rows.device):
@@ -218,6 +220,22 @@ class Retention:
                 swept.batches,
             )
         return swept
+
+    async def _drop_partitions(self, swept: Swept, now: float) -> None:
+        """PostgreSQL: the days ahead made, expired days dropped whole (partitions.py); the
+        row-by-row sweep after it finds only what a day's partition could not take."""
+        await partitions.make_days(self._writer, now)
+        dropped = await partitions.drop_expired(
+            self._writer,
+            now=now,
+            telemetry_before=now - self.policy.telemetry_days * DAY_S,
+            events_before=now - self.policy.event_days * DAY_S,
+            bucket_s=BUCKET_S,
+        )
+        swept.buckets += dropped.buckets
+        swept.batches += dropped.partitions
+        for table, rows in dropped.rows.items():
+            self._count(swept, table, rows)
 
     async def _delete_device_rows(
         self, swept: Swept, rows: _DeviceRows, device: str, before: float, now: float
@@ -332,10 +350,10 @@ class Retention:
     async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         """A read on the writer's connection outside any transaction of ours (WAL: it takes no
         lock), in one call, so that no other task's statement comes between its steps."""
-        return [tuple(row) for row in await self._writer.conn.execute_fetchall(sql, params)]
+        return await self._writer.read(sql, params)
 
     @contextlib.asynccontextmanager
-    async def _batch(self, swept: Swept) -> AsyncIterator[aiosqlite.Connection]:
+    async def _batch(self, swept: Swept) -> AsyncIterator[Connection]:
         """One transaction of the shared writer, its length (waiting included) kept."""
         started = time.perf_counter()
         try:

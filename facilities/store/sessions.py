@@ -2,12 +2,11 @@
 
 from collections.abc import Iterable
 
-import aiosqlite
-
 from facilities.charging.live import Session
+from facilities.store.sql import Connection
 
 
-async def save_sessions(conn: aiosqlite.Connection, sessions: Iterable[Session]) -> None:
+async def save_sessions(conn: Connection, sessions: Iterable[Session]) -> None:
     rows = [
         (
             s.station,

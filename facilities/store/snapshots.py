@@ -4,13 +4,13 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-import aiosqlite
 from pydantic import TypeAdapter
 
 from facilities.charging.live import StationLive
 from facilities.cutoffs import Cutoff, DesiredState
 from facilities.garage.state import GarageLive
 from facilities.store.rule_names import RuleNames
+from facilities.store.sql import Connection
 
 _STATION_STATE = TypeAdapter(StationLive)
 _GARAGE_STATE = TypeAdapter(GarageLive)
@@ -39,7 +39,7 @@ def live_state_row(
     return (live.garage, "garage", state, now.timestamp(), marks_json, counted_until)
 
 
-async def write_live_state(conn: aiosqlite.Connection, rows: list[LiveRow]) -> None:
+async def write_live_state(conn: Connection, rows: list[LiveRow]) -> None:
     if rows:
         await conn.executemany(
             "INSERT INTO live_state (device, kind, state, saved_at, marks, counted_until)"
@@ -61,7 +61,7 @@ class Saved(NamedTuple):
     counted_until: dict[str, float | None]
 
 
-async def load_live_state(conn: aiosqlite.Connection) -> Saved:
+async def load_live_state(conn: Connection) -> Saved:
     saved = Saved({}, {}, {}, {}, {})
     sql = "SELECT device, kind, state, saved_at, marks, counted_until FROM live_state"
     async with conn.execute(sql) as cursor:
@@ -79,7 +79,7 @@ async def load_live_state(conn: aiosqlite.Connection) -> Saved:
 
 
 async def save_cutoffs(
-    conn: aiosqlite.Connection,
+    conn: Connection,
     cutoffs: Iterable[Cutoff],
     *,
     devices: Collection[str] | None = None,
@@ -111,7 +111,7 @@ async def save_cutoffs(
     )
 
 
-async def load_cutoffs(conn: aiosqlite.Connection) -> DesiredState:
+async def load_cutoffs(conn: Connection) -> DesiredState:
     """The stored desired state; a cut-off naming a rule this version does not have is
     skipped and logged (`RuleNames`): its alert is not loaded either, so it would not be held."""
     sql = (

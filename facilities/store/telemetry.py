@@ -5,12 +5,12 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import aiosqlite
+from typing import cast
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Rejected
+from facilities.store.sql import Connection
 from facilities.wire import Availability
 
 # A quarantined message keeps this much of its payload, with the SHA-256 and length of all
@@ -46,8 +46,9 @@ _TABLES: dict[str, tuple[str, int] | tuple[str, int, str]] = {
         " VALUES ",
         6,
         " ON CONFLICT (device, hour_start, reason) DO UPDATE SET"
-        " messages = messages + excluded.messages, bytes = bytes + excluded.bytes,"
-        " last_at = max(last_at, excluded.last_at)",
+        " messages = quarantine_over_quota.messages + excluded.messages,"
+        " bytes = quarantine_over_quota.bytes + excluded.bytes,"
+        " last_at = max(quarantine_over_quota.last_at, excluded.last_at)",
     ),
 }
 # Rows per statement: SQLite allows 32,766 bound variables; 500 rows of 11 columns stay far
@@ -66,6 +67,8 @@ class BatchRows:
     """Rows of one batch, per table."""
 
     tables: dict[str, list[Row]] = field(default_factory=lambda: {k: [] for k in _TABLES})
+    # (device, hour, reason) → its row in tables["over_quota"]
+    over_quota_rows: dict[tuple[str, float, str], int] = field(default_factory=dict)
 
     def add(self, message: Accepted) -> None:
         """Add the rows of one accepted message (acks and availability are handled apart)."""
@@ -124,16 +127,21 @@ class BatchRows:
         )
 
     def add_over_quota(self, rejected: Rejected) -> None:
-        """A bad message past its device's quota: one more in the hour's count."""
-        self.tables["over_quota"].append(
-            (
-                rejected.device,
-                hour_start(rejected.received_at),
-                rejected.reason.value,
-                1,
-                len(rejected.raw),
-                rejected.received_at,
-            )
+        """A bad message past its device's quota: one more in the hour's count. One row per
+        (device, hour, reason) in a batch: one statement may not update a row twice
+        (PostgreSQL refuses it; SQLite applied them one after the other)."""
+        key = (rejected.device, hour_start(rejected.received_at), rejected.reason.value)
+        rows = self.tables["over_quota"]
+        at = self.over_quota_rows.setdefault(key, len(rows))
+        if at == len(rows):
+            rows.append((*key, 1, len(rejected.raw), rejected.received_at))
+            return
+        messages, size, last_at = cast(tuple[int, int, float], rows[at][3:])
+        rows[at] = (
+            *key,
+            messages + 1,
+            size + len(rejected.raw),
+            max(last_at, rejected.received_at),
         )
 
 
@@ -148,7 +156,7 @@ def quarantine_digest(raw: bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
-async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
+async def write_batch(conn: Connection, batch: BatchRows) -> int:
     """Insert the batch in one transaction; return how many messages were new (not dups)."""
     inserted = 0
     await conn.execute("BEGIN IMMEDIATE")
@@ -164,7 +172,7 @@ async def write_batch(conn: aiosqlite.Connection, batch: BatchRows) -> int:
     return inserted
 
 
-async def _insert_rows(conn: aiosqlite.Connection, table: str, rows: Sequence[Row]) -> int:
+async def _insert_rows(conn: Connection, table: str, rows: Sequence[Row]) -> int:
     # The chunks of one size go in one `executemany`: one hand-off to the driver's thread
     # (and one wake-up of the event loop) per size instead of per chunk, the statement still
     # stepped once per chunk (docs/performance.md, "One hand-off per statement size").
@@ -204,7 +212,7 @@ def _placeholders(columns: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
-async def last_availability(conn: aiosqlite.Connection) -> dict[str, str]:
+async def last_availability(conn: Connection) -> dict[str, str]:
     """The last recorded availability of each device, to store only changes after a restart."""
     sql = (
         "SELECT device, status FROM availability_changes WHERE id IN"
@@ -218,7 +226,7 @@ def _bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-async def quarantined_last_hour(conn: aiosqlite.Connection) -> dict[str, tuple[float, int]]:
+async def quarantined_last_hour(conn: Connection) -> dict[str, tuple[float, int]]:
     """Per device, the last hour it has quarantine rows in (its start, Unix seconds) and how
     many: what each device has used of its quota, also across a restart."""
     async with conn.execute(

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import itertools
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from facilities.store.telemetry import (
 )
 from simulators.client import DeviceClient
 from tests.api_support import Api, bearer
-from tests.support.db import query
+from tests.support.db import query, writing
 from tests.support.devices import DeviceFactory
 from tests.support.poll import wait_for
 
@@ -166,7 +165,7 @@ async def test_a_large_backlog_is_deleted_in_short_batches_while_ingest_goes_on(
     backlog = 10_000
 
     def fill() -> None:
-        with sqlite3.connect(db, timeout=10) as conn:
+        with writing(db, timeout=10) as conn:
             conn.executemany(
                 "INSERT INTO quarantine (received_at, topic, payload, reason, detail, digest,"
                 " device, size) VALUES (?, 't', x'00', 'malformed_json', 'd', ?, 'cs-04', 1)",
