@@ -40,7 +40,9 @@ def bridge_user(community: str) -> str:
     return f"bridge.{community}"
 
 
-def acl_text(site: Site, topics: Topics, *, community: str | None = None) -> str:
+def acl_text(
+    site: Site, topics: Topics, *, community: str | None = None, partitions: int = 0
+) -> str:
     """One block per user: devices write only under their own id; each reads its commands,
     its own `…/rejected` topic and the service's status, nothing else of others. Without
     `community`, the central broker's: the service, the devices of the communities that are
@@ -48,7 +50,8 @@ def acl_text(site: Site, topics: Topics, *, community: str | None = None) -> str
     community's own broker's: its devices only."""
     blocks = ["# Written by `facilities broker-config`. Regenerate after changing the site file."]
     if community is None:
-        blocks += ["", f"user {SERVICE_USER}", *service_acl(topics)]
+        for service in (SERVICE_USER, *partition_users(partitions)):
+            blocks += ["", f"user {service}", *service_acl(topics)]
     stations, garages = _devices(site, community)
     for station in stations:
         blocks += ["", f"user {station}", *_station_acl(topics, station)]
@@ -106,14 +109,24 @@ def service_acl(topics: Topics) -> tuple[str, ...]:
     )
 
 
-def users_of(site: Site, *, community: str | None = None) -> tuple[str, ...]:
-    """Every broker user the central broker needs: the service, then each station and garage
-    that is not in a bridged community, then each bridged community's bridge. With
-    `community`, every user of that community's own broker: its stations and garages."""
+def users_of(site: Site, *, community: str | None = None, partitions: int = 0) -> tuple[str, ...]:
+    """Every broker user the central broker needs: the service (and one for each of
+    `partitions`), then each station and garage that is not in a bridged community, then
+    each bridged community's bridge. With `community`, every user of that community's own
+    broker: its stations and garages."""
     stations, garages = _devices(site, community)
     if community is not None:
         return (*stations, *garages)
-    return (SERVICE_USER, *stations, *garages, *(bridge_user(c) for c in _bridged(site)))
+    services = (SERVICE_USER, *partition_users(partitions))
+    return (*services, *stations, *garages, *(bridge_user(c) for c in _bridged(site)))
+
+
+def partition_users(partitions: int) -> tuple[str, ...]:
+    """The service's users for `--partition K/N` of N = `partitions` (`facilities.0-of-2`):
+    the broker takes the client id, so the session, from the user (mosquitto.conf); owner
+    and standby of one partition share its user (docs/scaling.md). The dot keeps them apart
+    from device ids, which have none."""
+    return tuple(f"{SERVICE_USER}.{k}-of-{partitions}" for k in range(partitions))
 
 
 def _bridged(site: Site) -> tuple[str, ...]:
@@ -172,6 +185,7 @@ def write_broker_config(
     rotate: Collection[str] = (),
     group: str | None = None,
     community: str | None = None,
+    partitions: int = 0,
 ) -> BrokerFiles:
     """Bring `out/passwd` and `out/acl` in line with the site, safe to run on a live site:
     users already in the password file keep their hash line as it is, new users get a new
@@ -179,8 +193,9 @@ def write_broker_config(
     new password. The new passwords go to `out/credentials.new` (mode 0600) and are
     returned. With `group`, the password file and ACL are that group's to read (mode 0640;
     Mosquitto opens them after dropping root for its own user); without, mode 0600. With
-    `community`, the files of that community's own broker (docs/bridge.md)."""
-    users = users_of(site, community=community)
+    `community`, the files of that community's own broker (docs/bridge.md). `partitions`: a
+    service user for each partition of `facilities run --partition K/N` (docs/scaling.md)."""
+    users = users_of(site, community=community, partitions=partitions)
     unknown = sorted(set(rotate) - set(users))
     if unknown:
         raise UsageError(f"--rotate {', '.join(unknown)}: not the service nor a device of the site")
@@ -196,7 +211,7 @@ def write_broker_config(
     hashes = {user: hash_password(made[user]) if user in made else existing[user] for user in users}
     readable = 0o640 if gid is not None else 0o600
     _write_atomic(out / "passwd", "".join(f"{u}:{h}\n" for u, h in hashes.items()), readable, gid)
-    acl = acl_text(site, Topics(topic_prefix), community=community)
+    acl = acl_text(site, Topics(topic_prefix), community=community, partitions=partitions)
     _write_atomic(out / "acl", acl, readable, gid)
     credentials = None
     if made:

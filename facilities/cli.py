@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the files of this community's own broker, bridged to the central one: its "
         "devices only (docs/bridge.md); without it, the central broker's",
     )
+    broker.add_argument(
+        "--partitions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also a service user for each partition of `run --partition K/N` "
+        f"({SERVICE_USER}.0-of-N …; docs/scaling.md); default: none",
+    )
 
     for role, what in ((Role.RESIDENT, "residents"), (Role.STAFF, "staff")):
         _people_parser(commands, role, what)
@@ -224,6 +232,8 @@ def _broker_config(args: argparse.Namespace) -> int:
     from facilities.broker_config import credentials_toml, write_broker_config
 
     options = from_arguments(args, BrokerConfigSettings)
+    if args.partitions < 0:
+        raise UsageError(f"--partitions {args.partitions}: must be 0 or more")
     site = load_site(options.site)
     out = Path(args.out)
     done = write_broker_config(
@@ -233,6 +243,7 @@ def _broker_config(args: argparse.Namespace) -> int:
         rotate=args.rotate,
         group=options.broker_group or None,
         community=args.community,
+        partitions=args.partitions,
     )
     group = options.broker_group
     readable = f"group {group}, mode 0640" if group else "mode 0600"

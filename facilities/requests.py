@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from facilities import switch_on
 from facilities.access import Person, RateLimiter, Role
-from facilities.alerts import Alert
+from facilities.alerts import Alert, device_of
 from facilities.answers import (
     Answer,
     Ask,
@@ -61,8 +61,11 @@ class Requests:
         connected: Callable[[], bool],
         clock: Callable[[], float],
         audit: RequestAudit,
+        elsewhere: Callable[[str], str | None] = lambda _device: None,
     ) -> None:
         self.site = site
+        # `--partition`: the partition of a device another instance owns (it hears the acks)
+        self._elsewhere = elsewhere
         self.auth = auth
         self._audit = audit.record
         self._status = audit.status
@@ -142,6 +145,7 @@ class Requests:
         wait = self._opens.retry_after(person.id)
         if wait is not None:
             raise RateLimited(f"at most {self._opens.limit} opens a minute", retry_after_s=wait)
+        self._here(garage)
         if not self._connected():
             raise Unavailable("the service has no link to the broker")
         self._opens.hit(person.id)
@@ -157,6 +161,12 @@ class Requests:
         )
         return answer_of(result, "opened")
 
+    def _here(self, device: str) -> None:
+        """Commands go from the instance that owns the device: it alone hears the ack."""
+        partition = self._elsewhere(device)
+        if partition is not None:
+            raise Unavailable(f"{device} is served by the instance of partition {partition}")
+
     # -- staff -------------------------------------------------------------------------------
 
     async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Done:
@@ -167,6 +177,7 @@ class Requests:
             spec = self.site.stations.get(station)
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
+            self._here(station)
             if on:
                 blocking = self._unacknowledged(station, port)
                 if blocking:
@@ -226,6 +237,12 @@ class Requests:
         alert = self._live.acknowledge(alert_id, staff.id)
         if alert is not None:
             return alert
+        # an open alert another instance holds (`--partition`): its owner acknowledges it
+        copied = self._live.read(
+            lambda r: next((a for a in r.alerts.values() if a.id == alert_id), None)
+        )
+        if copied is not None:
+            self._here(device_of(copied.subject))
         state = await alert_store.state_of(self._reader, alert_id)
         if state is None:
             raise NotFound(f"no alert {alert_id}")

@@ -7,17 +7,20 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from facilities import heap
 from facilities.api.app import create_app
+from facilities.api.standby import create_standby_app
 from facilities.api.web.pages import listen_url
 from facilities.connections import Limits
 from facilities.errors import OperatorError
 from facilities.metrics import ApiMetrics
+from facilities.ownership import Ownership, ownership_of
 from facilities.service import Service, run
 from facilities.settings import Listen, Settings
 from facilities.site import Site
@@ -132,14 +135,76 @@ async def serve(settings: Settings, site: Site, *, started: asyncio.Event | None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     heap.settle()  # everything is imported and built: only messages come and go from here
+    partition = settings.partition
+    ownership = None if partition is None else ownership_of(partition, settings.db)
+    lost: list[str] = []
     try:
-        async with run(service):
-            await serve_http(service, sock, stop, started=started)
+        # stopped while standing by: nothing was opened
+        if ownership is None or await _own(service, ownership, sock, stop):
+            watch = None if ownership is None else _watch(ownership, stop, lost)
+            async with run(service), _task(watch, "partition-watch"):
+                await serve_http(service, sock, stop, started=started)
     finally:
+        if ownership is not None:
+            await ownership.release()  # after the link is closed: a successor resumes it
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         sock.close()
     log.info("stopped")
+    if lost:
+        raise OperatorError(lost[0])
+
+
+async def _watch(ownership: Ownership, stop: asyncio.Event, lost: list[str]) -> None:
+    """Stop the service if it no longer owns its partition (a standby may own it now)."""
+    await ownership.watch()
+    lost.append(f"lost {ownership.where}: stopped, another instance may own the partition")
+    log.error("%s", lost[0])
+    stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _task(work: Coroutine[Any, Any, None] | None, name: str) -> AsyncIterator[None]:
+    """`work` as a task for the length of the block, cancelled at its end."""
+    task = None if work is None else asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _own(
+    service: Service, ownership: Ownership, sock: socket.socket, stop: asyncio.Event
+) -> bool:
+    """Own the partition: at once if nobody does, else stand by, answering HTTP with
+    `standby`, until its owner is gone (True) or we are stopped (False)."""
+    partition = service.settings.partition
+    assert partition is not None  # only a partition has an owner
+    if await ownership.try_acquire():
+        log.info("owner of partition %s (%s)", partition, ownership.where)
+        return True
+    log.warning("standby for partition %s: waiting for %s", partition, ownership.where)
+    app = create_standby_app(partition)
+    config = _uvicorn_config(app, service.settings, service.metrics.api)
+    server = _Server(config)
+    # a copy of the socket: uvicorn closes what it served on; the service serves the original
+    http = asyncio.create_task(server.serve(sockets=[sock.dup()]), name="http-standby")
+    owned = asyncio.create_task(ownership.acquire(), name="partition-wait")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        await asyncio.wait({owned, stopping, http}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        owned.cancel()
+        stopping.cancel()
+        server.should_exit = True
+        await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
+    if not owned.done() or owned.cancelled():
+        return False
+    waited_s = owned.result()  # its error, if asking failed, is the service's
+    log.warning("took over partition %s after standing by %.1f s", partition, waited_s)
+    return True
 
 
 async def serve_http(

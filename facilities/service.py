@@ -4,6 +4,7 @@ stopping it in order (docs/architecture.md, "The composition")."""
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from facilities.health import HealthCheck
 from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.ingest import Ingest
+from facilities.mqtt.live_copies import LiveCopies
 from facilities.mqtt.session import BrokerLink
 from facilities.refusals import Refusals
 from facilities.requests import Requests
@@ -74,6 +76,7 @@ class Service:
     refusal_writer: RefusalWriter
     health: HealthCheck
     feed: LiveFeed
+    copies: LiveCopies | None = None  # with --partition: the instances' live copies
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -109,7 +112,13 @@ async def run(service: Service) -> AsyncIterator[Service]:
         if store.writer.postgres:  # today's telemetry partitions, before anything is written
             await partitions.make_days(store.writer, service.clock())
         await service.ingest.start()
-        await forget_removed_devices(service.site, store.writer, service.now())
+        partition = settings.partition
+        await forget_removed_devices(
+            service.site,
+            store.writer,
+            service.now(),
+            mine=None if partition is None else functools.partial(partition.owns, service.site),
+        )
         saved = await load_live_state(service.live, store.writer.conn)
         await replay_stored(
             service.live,
@@ -145,6 +154,8 @@ async def _tasks(service: Service) -> AsyncIterator[None]:
             tasks.create_task(service.health.watch(), name="ingest-watch"),
             tasks.create_task(service.retention.run(), name="retention"),
         ]
+        if service.copies is not None:
+            rest.append(tasks.create_task(service.copies.run(service.link), name="live-copies"))
         refusals = tasks.create_task(service.refusal_writer.run(), name="refusals-writer")
         try:
             yield

@@ -24,6 +24,7 @@ from facilities.options import (
     parse_log_level,
     positive,
 )
+from facilities.partition import Partition
 
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
 DEFAULT_DB = "./var/facilities.db"
@@ -196,6 +197,11 @@ class Settings(Options):
         " the shipped mosquitto.conf uses whatever is set",
     )
     topic_prefix: TopicPrefix = Field(DEFAULT_PREFIX, description="MQTT topic prefix")
+    partition: Annotated[Partition | None, Option("partition"), from_text(Partition.parse)] = Field(
+        as_text(""),
+        description="K/N: own only the garages and stations whose id hashes to K of N"
+        " (a standby for K waits while another instance owns it); empty: everything",
+    )
     opens_per_minute: Annotated[int, Option("opens-per-minute")] = Field(
         DEFAULT_OPENS_PER_MINUTE, description="gate opens a resident may ask for in any minute"
     )

@@ -25,14 +25,20 @@ log = logging.getLogger(__name__)
 REPLAY_OVERLAP_S = 10.0
 
 
-async def forget_removed_devices(site: Site, writer: SharedWriter, now: datetime) -> None:
+async def forget_removed_devices(
+    site: Site,
+    writer: SharedWriter,
+    now: datetime,
+    *,
+    mine: Callable[[str], bool] | None = None,
+) -> None:
     """Devices (or their ports, gates) removed from the site file: close their open alerts
     and drop their saved state, each device logged once (docs/operations.md, "Removing a
-    device")."""
+    device"). `mine` (`--partition`): only the devices it says are this instance's."""
     devices = {*site.stations, *site.garages}
     async with writer.transaction() as conn:
         forgotten = await alert_store.forget_removed(
-            conn, devices=devices, in_site=functools.partial(in_site, site), now=now
+            conn, devices=devices, in_site=functools.partial(in_site, site), now=now, mine=mine
         )
     for device, alerts in sorted(forgotten.items()):
         if device in devices:

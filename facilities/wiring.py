@@ -3,11 +3,12 @@
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Info
 from prometheus_client.core import Metric
 
 from facilities.access import RateLimiter
@@ -23,11 +24,14 @@ from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
-from facilities.mqtt.session import BrokerLink, BrokerUrl, session_client_id
+from facilities.mqtt.live_copies import LiveCopies
+from facilities.mqtt.session import BrokerLink, BrokerUrl, MessageHandler, session_client_id
 from facilities.mqtt.topics import Topics
+from facilities.partition import Partition, unit_of
 from facilities.refusals import Refusals
 from facilities.request_audit import REFUSAL_ROWS_PER_MINUTE, RequestAudit
 from facilities.requests import Requests
+from facilities.rules.copies import Copies
 from facilities.rules.engine import Engine
 from facilities.rules.live_state import ChangeStream, LiveState
 from facilities.rules.runner import RulesRunner
@@ -54,22 +58,43 @@ def build(
     client may fall behind before it is dropped."""
     steady = SteadyClock(clock, monotonic)
     now = functools.partial(_now, steady)
+    partition = settings.partition
+    # with --partition, the rules know only the devices this instance owns; the others are
+    # copies (docs/scaling.md, "Several instances")
+    mine = partition.owned(site) if partition else site
+    others = Copies(partition.owned(site, mine=False)) if partition else None
     core = _Core(
         settings,
         site,
         steady,
         now,
         monotonic,
-        _metrics(site),
+        _metrics(site, partition),
         Store(settings.db),
-        LiveState(Engine(site), clock=now, changes=ChangeStream()),
+        LiveState(Engine(mine), clock=now, changes=ChangeStream(), copies=others),
     )
     store, live = core.store, core.live
-    ingest, link = _broker_side(core)
+    owned = (*mine.stations, *mine.garages) if partition else None
+    copies = None
+    if partition is not None and owned is not None:
+        copies = LiveCopies(
+            live,
+            _topics(settings),
+            partition=partition,
+            site=site,
+            owned=owned,
+            monotonic=monotonic,
+        )
+        live.changes.subscribe(copies.changed)
+    ingest, link = _broker_side(core, copies)
     commands = CommandSender(link, store.writer, clock=steady, metrics=core.metrics.commands)
     # acks to the command sender that waits for them; everything else to the live state
     ingest.observers.append(functools.partial(_deliver, live, commands))
-    rules = RulesRunner(live, store.writer, link, commands, clock=now, monotonic=monotonic)
+    if copies is not None:
+        ingest.observers.append(copies.touched)
+    rules = RulesRunner(
+        live, store.writer, link, commands, clock=now, monotonic=monotonic, owned=owned
+    )
     refusals = Refusals(clock=steady, metrics=core.metrics.api)
     estimates = Estimates(store.reader, clock=steady)
     feed = _live_feed(core, link, estimates, live_queue)
@@ -86,7 +111,7 @@ def build(
         live=live,
         rules=rules,
         requests=_requests(core, commands, link, refusals),
-        retention=_retention(core),
+        retention=_retention(core, owned),
         estimates=estimates,
         refusals=refusals,
         refusal_writer=RefusalWriter(refusals, store.writer),
@@ -94,6 +119,7 @@ def build(
             ingest=ingest, link=link, rules=rules, db=store.ingest, monotonic=monotonic
         ),
         feed=feed,
+        copies=copies,
     )
 
 
@@ -111,10 +137,16 @@ class _Core:
     live: LiveState
 
 
-def _broker_side(core: _Core) -> tuple[Ingest, BrokerLink]:
-    """Ingest, and the broker link that hands it every message."""
-    settings = core.settings
-    topics = Topics(settings.topic_prefix)
+def _topics(settings: Settings) -> Topics:
+    partition = settings.partition
+    return Topics(settings.topic_prefix, partition=partition.slug if partition else "")
+
+
+def _broker_side(core: _Core, copies: LiveCopies | None) -> tuple[Ingest, BrokerLink]:
+    """Ingest, and the broker link that hands it every message (with `--partition`, those of
+    the devices this instance owns, and the other instances' copies to `copies`)."""
+    settings, partition = core.settings, core.settings.partition
+    topics = _topics(settings)
     ingest = Ingest(
         core.store.ingest,
         Decoder(core.site, topics),
@@ -123,14 +155,41 @@ def _broker_side(core: _Core) -> tuple[Ingest, BrokerLink]:
         quarantine_quota=settings.quarantine_per_device_hour,
     )
     url = BrokerUrl.parse(settings.broker, ca_file=settings.broker_ca)
+    client_id = session_client_id(url, settings.client_id)
+    if partition is None or copies is None:
+        link = BrokerLink(
+            url,
+            client_id=client_id,
+            topics=topics,
+            on_message=ingest.on_message,
+            subscriptions=topics.subscriptions(),
+        )
+        return ingest, link
+    mine = core.live.site  # the engine's: the devices this instance owns
     link = BrokerLink(
         url,
-        client_id=session_client_id(url, settings.client_id),
+        # a session per partition, which its standby resumes (the shipped mosquitto.conf
+        # takes the user name instead: a broker user per partition, docs/scaling.md)
+        client_id=client_id if settings.client_id else f"{client_id}-{partition.slug}",
         topics=topics,
-        on_message=ingest.on_message,
-        subscriptions=topics.subscriptions(),
+        on_message=functools.partial(
+            _route, f"{settings.topic_prefix}/service/", copies.on_message, ingest.on_message
+        ),
+        subscriptions=topics.device_subscriptions(mine.stations, mine.garages),
+        copies=[topics.live_copies(), topics.partition_statuses()],
     )
     return ingest, link
+
+
+def _route(
+    service: str, copies: MessageHandler, ingest: MessageHandler, topic: str, *rest: Any
+) -> None:
+    """A message of the partitioned link: the other instances' copies (under the service's
+    own topics) to `copies`, everything else (device topics) to ingest."""
+    if topic.startswith(service):
+        copies(topic, *rest)
+    else:
+        ingest(topic, *rest)
 
 
 def _requests(
@@ -160,10 +219,11 @@ def _requests(
         connected=lambda: link.connected,
         clock=core.clock,
         audit=audit,
+        elsewhere=functools.partial(_elsewhere, settings.partition, core.site),
     )
 
 
-def _retention(core: _Core) -> Retention:
+def _retention(core: _Core, owned: Collection[str] | None) -> Retention:
     settings = core.settings
     return Retention(
         core.store.writer,
@@ -176,13 +236,18 @@ def _retention(core: _Core) -> Retention:
         ),
         clock=core.clock,
         metrics=core.metrics.ingest,
+        devices=None if owned is None else frozenset(owned),
     )
 
 
-def _metrics(site: Site) -> Metrics:
+def _metrics(site: Site, partition: Partition | None) -> Metrics:
     registry = CollectorRegistry()
     # the site's devices: the only `device` labels of refusals (bounded: docs/observability.md)
     devices = (*site.stations, *site.garages)
+    if partition is not None:
+        Info("facilities_partition", "The partition this instance owns", registry=registry).info(
+            {"partition": str(partition)}
+        )
     return Metrics(
         registry,
         IngestMetrics(registry, devices=devices),
@@ -216,6 +281,13 @@ def _live_feed(core: _Core, link: BrokerLink, estimates: Estimates, queue: int) 
         )
     )
     return feed
+
+
+def _elsewhere(partition: Partition | None, site: Site, device: str) -> str | None:
+    """The partition of `device` when another instance owns it, else None."""
+    if partition is None or partition.owns(site, device):
+        return None
+    return f"{partition.of_key(unit_of(site, device))}/{partition.count}"
 
 
 def _now(clock: SteadyClock) -> datetime:

@@ -62,6 +62,7 @@ SAMPLES = {
     "connect-timeout": "7.5",
     "client-id": "facilities-2",
     "topic-prefix": "district",
+    "partition": "1/3",
     "opens-per-minute": "9",
     "public-url": "https://bikes.example.cn",
     "auth-failures-per-minute": "3",

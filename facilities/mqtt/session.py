@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facilities.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from facilities.mqtt.broker_url import BrokerUrl, session_client_id
@@ -33,6 +34,11 @@ from facilities.mqtt.topics import Topics
 __all__ = ["BrokerLink", "BrokerUrl", "Delivery", "MessageHandler", "session_client_id"]
 
 log = logging.getLogger(__name__)
+
+# Topic filters per SUBSCRIBE packet: a partition's instance subscribes to each of its devices
+# (`--partition`, docs/scaling.md), and 1,000 filters of ~35 bytes stay far below the shipped
+# mosquitto.conf's max_packet_size of 256 KB, which drops a connection that sends more.
+FILTERS_PER_SUBSCRIBE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +73,23 @@ class BrokerLink:
         topics: Topics,
         on_message: MessageHandler,
         subscriptions: Sequence[str] = (),
+        copies: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.client_id = client_id
         self.topics = topics
         self._subscriptions = list(subscriptions)
+        # QoS 0, not our own: retained copies of other instances' live state (their latest
+        # comes at each subscribe, nothing is queued for us while away, no ack to order)
+        self._copies = list(copies)
         self._on_message = on_message
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self.generation = 0
         self.connected = False
         self.subscribed = False
+        self._subacks_due = 0
+        self._refused = False
         self.reconnects = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost = asyncio.Event()
@@ -251,9 +263,17 @@ class BrokerLink:
             with self._lock:
                 self.generation += 1
                 self.connected = True
-            if self._subscriptions:
-                client.subscribe([(topic, 1) for topic in self._subscriptions])
-            else:
+            filters = [(topic, SubscribeOptions(qos=1)) for topic in self._subscriptions]
+            filters += [(t, SubscribeOptions(qos=0, noLocal=True)) for t in self._copies]
+            packets = [
+                filters[start : start + FILTERS_PER_SUBSCRIBE]
+                for start in range(0, len(filters), FILTERS_PER_SUBSCRIBE)
+            ]
+            with self._lock:
+                self._subacks_due, self._refused = len(packets), False
+            for packet in packets:
+                client.subscribe(packet)
+            if not packets:
                 self.subscribed = True
             client.publish(self.topics.service_status(), "online", qos=1, retain=True)
         self._call_soon(self._resolve_connack, code)
@@ -273,8 +293,11 @@ class BrokerLink:
     ) -> None:
         refused = [str(code) for code in codes if code.is_failure]
         if refused:
-            log.error("broker refused subscriptions %s: %s", self._subscriptions, refused)
-        self.subscribed = not refused
+            log.error("broker refused subscriptions %s: %s", self._subscriptions[:20], refused)
+        with self._lock:
+            self._subacks_due -= 1
+            self._refused = self._refused or bool(refused)
+            self.subscribed = self._subacks_due <= 0 and not self._refused
 
     def _handle_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         try:

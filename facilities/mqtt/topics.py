@@ -1,6 +1,7 @@
 """The one place that builds and parses topics (docs/protocol.md, "Topics")."""
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -53,13 +54,51 @@ _SUFFIXES: dict[MessageKind, tuple[str, tuple[str, ...]]] = {
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """Topic builder and parser for one prefix."""
+    """Topic builder and parser for one prefix; `partition` (`0-of-2`) for an instance that
+    owns one partition (docs/scaling.md, "Several instances")."""
 
     prefix: str = DEFAULT_PREFIX
+    partition: str = ""
 
     def subscriptions(self) -> list[str]:
         """What the service subscribes to: everything devices publish under the prefix."""
         return [f"{self.prefix}/charging/#", f"{self.prefix}/garage/#"]
+
+    def device_subscriptions(self, stations: Iterable[str], garages: Iterable[str]) -> list[str]:
+        """What a partition's instance subscribes to: everything these devices publish (a
+        garage's gates are under the garage's topic)."""
+        return [
+            *(f"{self.prefix}/charging/{s}/#" for s in stations),
+            *(f"{self.prefix}/garage/{g}/#" for g in garages),
+        ]
+
+    def live_copy(self, device: str) -> str:
+        """Retained copy of a device's live state, published by the instance that owns it
+        for the others (`facilities/service/live/cs-07`)."""
+        return f"{self.prefix}/service/live/{device}"
+
+    def live_copies(self) -> str:
+        """Every device's live copy."""
+        return f"{self.prefix}/service/live/+"
+
+    def partition_statuses(self) -> str:
+        """Every partition's instance's status (`service_status` with a partition)."""
+        return f"{self.prefix}/service/partition/+/status"
+
+    def status_partition(self, topic: str) -> str | None:
+        """The partition (`0-of-2`) of a partition's status topic, None for any other."""
+        head, tail = f"{self.prefix}/service/partition/", "/status"
+        if not (topic.startswith(head) and topic.endswith(tail)):
+            return None
+        return topic[len(head) : -len(tail)] or None
+
+    def live_copy_device(self, topic: str) -> str | None:
+        """The device of a live copy's topic, None for any other topic."""
+        head = f"{self.prefix}/service/live/"
+        if not topic.startswith(head):
+            return None
+        device = topic[len(head) :]
+        return device if _ID.fullmatch(device) else None
 
     def station(self, station: str, suffix: str) -> str:
         return f"{self.prefix}/charging/{station}/{suffix}"
@@ -92,7 +131,10 @@ class Topics:
         return self.of(Route(MessageKind.GARAGE_REJECTED, route.device))
 
     def service_status(self) -> str:
-        """Retained `online`/`offline` of the service itself (its Last Will says offline)."""
+        """Retained `online`/`offline` of the service itself (its Last Will says offline);
+        of one partition's instance, its own: `facilities/service/partition/0-of-2/status`."""
+        if self.partition:
+            return f"{self.prefix}/service/partition/{self.partition}/status"
         return f"{self.prefix}/service/status"
 
     def bridge_state(self, community: str) -> str:

@@ -5,19 +5,20 @@
 
 import asyncio
 import threading
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
-from facilities.alerts import Alert, AlertState, Change, Transition
+from facilities.alerts import Alert, AlertState, Change, Transition, device_of
 from facilities.charging.state import StationLive
 from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.messages import Accepted
 from facilities.rule_ids import RuleId
+from facilities.rules.copies import Copies, LiveCopy, encode
 from facilities.rules.engine import Engine, Observation
 from facilities.site import Site
 from facilities.store.snapshots import LiveRow, Mark, live_state_row
@@ -87,8 +88,11 @@ class LiveState:
         *,
         clock: Callable[[], datetime],
         changes: ChangeStream | None = None,
+        copies: Copies | None = None,
     ) -> None:
         self._engine = engine
+        # devices another instance owns (`--partition`): shown as their owner copies them
+        self._copies = copies
         self._clock = clock
         self.changes = changes if changes is not None else ChangeStream()
         self.site: Site = engine.site
@@ -259,21 +263,89 @@ class LiveState:
     # -- reads -------------------------------------------------------------------------------
 
     def read(self, view: Callable[[Reading], T]) -> T:
-        """`view` of the stations, garages, open alerts and desired state, taken under the
-        lock (keep it short: paho's thread waits meanwhile)."""
-        engine = self._engine
+        """`view` of the stations, garages, open alerts and desired state (with the copies of
+        devices another instance owns), taken under the lock (keep it short: paho's thread
+        waits meanwhile)."""
+        engine, copies = self._engine, self._copies
         with self._lock:
-            return view(Reading(engine.stations, engine.garages, engine.alerts, engine.desired))
+            if copies is None:
+                return view(Reading(engine.stations, engine.garages, engine.alerts, engine.desired))
+            return view(
+                Reading(
+                    ChainMap(engine.stations, copies.stations),
+                    ChainMap(engine.garages, copies.garages),
+                    ChainMap(engine.alerts, copies.alerts),
+                    [*engine.desired, *copies.cutoffs()],
+                )
+            )
 
     def station(self, station: str, view: Callable[[StationLive, Collection[Alert]], T]) -> T:
         """`view` of one station and the open alerts, under the lock."""
         with self._lock:
-            return view(self._engine.stations[station], self._engine.alerts.values())
+            live = self._engine.stations.get(station)
+            if live is None and self._copies is not None:
+                return view(self._copies.stations[station], self._every_alert())
+            return view(self._engine.stations[station], self._every_alert())
 
     def garage(self, garage: str, view: Callable[[GarageLive, Collection[Alert]], T]) -> T:
         """`view` of one garage and the open alerts, under the lock."""
         with self._lock:
-            return view(self._engine.garages[garage], self._engine.alerts.values())
+            live = self._engine.garages.get(garage)
+            if live is None and self._copies is not None:
+                return view(self._copies.garages[garage], self._every_alert())
+            return view(self._engine.garages[garage], self._every_alert())
+
+    def _every_alert(self) -> Collection[Alert]:
+        """Under the lock: the open alerts, the copied ones too."""
+        if self._copies is None:
+            return self._engine.alerts.values()
+        return [*self._engine.alerts.values(), *self._copies.alerts.values()]
+
+    # -- copies (`--partition`) --------------------------------------------------------------
+
+    def copy_of(self, device: str) -> bytes | None:
+        """What another instance needs to show `device` (one of ours), as it is now, encoded
+        under the lock (paho's thread changes the state in place)."""
+        with self._lock:
+            engine = self._engine
+            station, garage = engine.stations.get(device), engine.garages.get(device)
+            if station is None and garage is None:
+                return None
+            return encode(
+                LiveCopy(
+                    device,
+                    station=station,
+                    garage=garage,
+                    alerts=tuple(
+                        a for a in engine.alerts.values() if device_of(a.subject) == device
+                    ),
+                    cutoffs=tuple(engine.desired.of(device)),
+                )
+            )
+
+    def owner_gone(self, owned: Callable[[str], bool]) -> None:
+        """The instance that owns the devices `owned` says yes to is gone (paho's thread):
+        their copies are shown offline until it, or its standby, copies them again."""
+        if self._copies is None:
+            return
+        with self._lock:
+            devices = [d for d in (*self._copies.stations, *self._copies.garages) if owned(d)]
+            changed = self._copies.orphaned(devices)
+        if self._loop is not None and self.changes:
+            for device in changed:
+                self._loop.call_soon_threadsafe(self.changes.publish, DeviceChanged(device))
+
+    def copy_in(self, found: LiveCopy) -> None:
+        """Keep the copy of a device another instance owns (paho's thread); the live stream
+        hears of it as of any change."""
+        if self._copies is None:
+            return
+        with self._lock:
+            if found.device in self._engine.stations or found.device in self._engine.garages:
+                return  # ours (a copy retained from before the partitions changed)
+            kept = self._copies.put(found)
+        if kept and self._loop is not None and self.changes:
+            self._loop.call_soon_threadsafe(self.changes.publish, DeviceChanged(found.device))
 
     def open_alerts(self) -> list[Alert]:
         with self._lock:

@@ -6,7 +6,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime
 
 from facilities.alerts import Change, Transition, alert_payload
@@ -54,8 +54,11 @@ class RulesRunner:
         clock: Clock = utc_now,
         tick_s: float = TICK_S,
         monotonic: Callable[[], float] = time.monotonic,
+        owned: Collection[str] | None = None,
     ) -> None:
         self._live = live
+        # `--partition`: the outbox and the desired state stored are only these devices'
+        self._owned = owned
         self._db = db
         self._link = link
         self._commands = commands
@@ -114,6 +117,7 @@ class RulesRunner:
                 why_not=why_not,
                 waiting=self._rule_commands.waiting(),
                 at=self._clock().timestamp(),
+                devices=self._owned,
             )
         if resend or closed:
             log.warning("starting: %d commands sent again, %d closed", len(resend), closed)
@@ -280,7 +284,7 @@ class RulesRunner:
         version, rows = self._live.cutoffs()
         if version == self._saved_desired and not always:
             return version
-        await snapshots.save_cutoffs(conn, rows)
+        await snapshots.save_cutoffs(conn, rows, devices=self._owned)
         return version
 
     def _publish(self, transition: Transition) -> None:

@@ -117,15 +117,19 @@ async def forget_removed(
     devices: Collection[str],
     in_site: Callable[[str], bool],
     now: datetime,
+    mine: Callable[[str], bool] | None = None,
 ) -> dict[str, int]:
     """Close the open alerts whose subject is no longer in the site (`in_site`) and drop the
     saved live state of every device not in `devices` (removed from the site file): each
     alert is cleared, with the reason in its history. Return each device concerned, with
-    how many alerts it had open."""
+    how many alerts it had open. `mine`: only of the devices it says yes to (a partition's)."""
     async with conn.execute("SELECT id, subject FROM alerts WHERE state != 'cleared'") as cur:
         alerts = [(str(i), str(subject)) for i, subject in await cur.fetchall()]
     async with conn.execute("SELECT device FROM live_state") as cur:
         gone = [str(device) for (device,) in await cur.fetchall() if device not in devices]
+    if mine is not None:
+        alerts = [(i, subject) for i, subject in alerts if mine(device_of(subject))]
+        gone = [device for device in gone if mine(device)]
     forgotten = dict.fromkeys(gone, 0)
     closed = []
     for alert_id, subject in alerts:

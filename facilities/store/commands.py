@@ -92,14 +92,15 @@ async def finished(
     await conn.execute("DELETE FROM command_outbox WHERE id = ?", (command_id,))
 
 
-async def unfinished(conn: Connection) -> list[Queued]:
-    """The outbox, oldest first."""
+async def unfinished(conn: Connection, devices: Collection[str] | None = None) -> list[Queued]:
+    """The outbox, oldest first (`devices`: only theirs)."""
     sql = (
         "SELECT id, device, port, gate, action, reason, alert_id, cause FROM command_outbox"
         " ORDER BY queued_at, rowid"
     )
     async with conn.execute(sql) as cursor:
-        return [Queued(*row) async for row in cursor]
+        found = [Queued(*row) async for row in cursor]
+    return found if devices is None else [q for q in found if q.device in devices]
 
 
 async def abandon(conn: Connection, dropped: Iterable[Queued], *, reason: str, at: float) -> None:
@@ -133,14 +134,24 @@ async def abandon(conn: Connection, dropped: Iterable[Queued], *, reason: str, a
 
 
 async def close_pending(
-    conn: Connection, *, keep_ids: Collection[str], reason: str, at: float
+    conn: Connection,
+    *,
+    keep_ids: Collection[str],
+    reason: str,
+    at: float,
+    devices: Collection[str] | None = None,
 ) -> int:
-    """Close every `pending` row not in `keep_ids` (nothing waits for its ack any more)."""
-    cursor = await conn.execute(
+    """Close every `pending` row not in `keep_ids` (nothing waits for its ack any more);
+    with `devices` (a partition's), only theirs: the other instances wait for theirs."""
+    sql = (
         "UPDATE commands SET outcome = 'abandoned', error = ?, done_at = ?"
-        " WHERE outcome = 'pending' AND id NOT IN (SELECT value FROM json_each(?))",
-        (reason, at, json.dumps(list(keep_ids))),
+        " WHERE outcome = 'pending' AND id NOT IN (SELECT value FROM json_each(?))"
     )
+    params: tuple[object, ...] = (reason, at, json.dumps(list(keep_ids)))
+    if devices is not None:
+        sql += " AND device IN (SELECT value FROM json_each(?))"
+        params = (*params, json.dumps(sorted(devices)))
+    cursor = await conn.execute(sql, params)
     return cursor.rowcount
 
 
@@ -150,12 +161,14 @@ async def recover(
     why_not: Callable[[Queued], str | None],
     waiting: Collection[str],
     at: float,
+    devices: Collection[str] | None = None,
 ) -> tuple[list[Queued], int]:
     """At start: the outbox's commands to send again (`why_not` says None); the others are
     closed with its reason, and so is every other `pending` row but those in `waiting` (sent
-    since the start). Returns (to send again, rows closed)."""
+    since the start). `devices` (a partition's): only theirs. Returns (to send again, rows
+    closed)."""
     resend, dropped = [], 0
-    for queued in await unfinished(conn):
+    for queued in await unfinished(conn, devices):
         reason = why_not(queued)
         if reason is None:
             resend.append(queued)
@@ -167,5 +180,6 @@ async def recover(
         keep_ids={q.id for q in resend} | set(waiting),
         reason="the service stopped before the answer",
         at=at,
+        devices=devices,
     )
     return resend, dropped + closed

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 
 from facilities.metrics import IngestMetrics
@@ -180,8 +180,11 @@ class Retention:
         clock: Callable[[], float],
         metrics: IngestMetrics,
         batch_rows: int = BATCH_ROWS,
+        devices: Collection[str] | None = None,
     ) -> None:
         self._writer = writer
+        # `--partition`: the devices whose rows this instance sweeps (None: every device)
+        self._mine = devices
         self.policy = policy
         self._clock = clock
         self._metrics = metrics
@@ -348,7 +351,8 @@ class Retention:
         return oldest
 
     async def _devices(self, table: str, column: str) -> list[str]:
-        return [str(row[0]) for row in await self._read(_devices_sql(table, column), ())]
+        found = [str(row[0]) for row in await self._read(_devices_sql(table, column), ())]
+        return found if self._mine is None else [d for d in found if d in self._mine]
 
     async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         """A read on the writer's connection outside any transaction of ours (WAL: it takes no

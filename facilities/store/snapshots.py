@@ -1,6 +1,6 @@
 """Live-state snapshots (with the marks of what each device counted) and the desired state."""
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -78,9 +78,18 @@ async def load_live_state(conn: Connection) -> Saved:
     return saved
 
 
-async def save_cutoffs(conn: Connection, cutoffs: Iterable[Cutoff]) -> None:
-    """Replace the stored desired state (docs/rules.md, "Desired state"): a few rows."""
-    await conn.execute("DELETE FROM cutoffs")
+async def save_cutoffs(
+    conn: Connection,
+    cutoffs: Iterable[Cutoff],
+    *,
+    devices: Collection[str] | None = None,
+) -> None:
+    """Replace the stored desired state (docs/rules.md, "Desired state"): a few rows; with
+    `devices` (a partition's), only theirs: the other instances' rows are theirs to keep."""
+    if devices is None:
+        await conn.execute("DELETE FROM cutoffs")
+    else:
+        await conn.executemany("DELETE FROM cutoffs WHERE device = ?", [(d,) for d in devices])
     await conn.executemany(
         "INSERT INTO cutoffs (device, port, gate, whole_station, rule, alert_id, subject,"
         " since, held, confirmed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

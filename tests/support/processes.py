@@ -97,14 +97,19 @@ class ServiceProcess:
     ) -> "ServiceProcess":
         """Start it and wait until /healthz says 200 (asked every `interval_s`); AssertionError
         with the log's tail if it exits or is not healthy within `timeout_s`."""
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log)
+        self.launch()
         try:
             wait_until(self._healthy, timeout_s=timeout_s, interval_s=interval_s)
         except WaitTimeoutError:
             raise AssertionError(
                 f"service not healthy in {timeout_s} s: {self.log.read_text()[-2000:]}"
             ) from None
+        return self
+
+    def launch(self) -> "ServiceProcess":
+        """Start it, waiting for nothing (a standby is not healthy until it takes over)."""
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=log)
         return self
 
     def _healthy(self) -> bool:

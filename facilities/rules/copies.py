@@ -1,0 +1,86 @@
+"""Copies of the live state of devices another instance owns: shown, never judged
+(docs/scaling.md, "Several instances")."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter
+
+from facilities.alerts import Alert, device_of
+from facilities.charging.live import StationLive
+from facilities.cutoffs import Cutoff
+from facilities.garage.state import GarageLive
+from facilities.rules.site_fit import fitted_garages, fitted_stations
+from facilities.site import Site
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCopy:
+    """One device's live state as its owner sees it: its state, its open alerts and the
+    cut-offs held on it (what the API shows of a device, and nothing it does not)."""
+
+    device: str
+    station: StationLive | None = None
+    garage: GarageLive | None = None
+    alerts: tuple[Alert, ...] = ()
+    cutoffs: tuple[Cutoff, ...] = ()
+
+
+_COPY = TypeAdapter(LiveCopy)
+
+
+def encode(copy: LiveCopy) -> bytes:
+    return _COPY.dump_json(copy)
+
+
+def decode(payload: bytes) -> LiveCopy:
+    """A copy read back (ValueError if it is not one)."""
+    copy = _COPY.validate_json(payload)
+    if copy.station is not None:
+        copy.station.restored()
+    return copy
+
+
+class Copies:
+    """The last copy of each device of `site` (the devices this instance does not own), new
+    devices until their owner's first copy comes; kept under the live state's lock."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.stations = fitted_stations(site, {})
+        self.garages = fitted_garages(site, {})
+        self.alerts: dict[tuple[str, str], Alert] = {}
+        self._cutoffs: dict[str, tuple[Cutoff, ...]] = {}
+
+    def put(self, copy: LiveCopy) -> bool:
+        """Keep `copy` in place of the last one; False (kept nothing) for a device that is not
+        one of these (one this instance owns, or that the site no longer names)."""
+        device = copy.device
+        if copy.station is not None and device in self.site.stations:
+            self.stations[device] = copy.station
+        elif copy.garage is not None and device in self.site.garages:
+            self.garages[device] = copy.garage
+        else:
+            return False
+        for key in [k for k in self.alerts if device_of(k[1]) == device]:
+            del self.alerts[key]
+        self.alerts.update({a.key: a for a in copy.alerts if device_of(a.subject) == device})
+        self._cutoffs[device] = copy.cutoffs
+        return True
+
+    def orphaned(self, devices: Iterable[str]) -> list[str]:
+        """The owner of `devices` is gone (its Will said so): nobody watches them until it
+        is back, so none is shown online (its next copy says again what it is). Those that
+        were online, changed now."""
+        changed = []
+        for device in devices:
+            live: StationLive | GarageLive | None = self.stations.get(device)
+            if live is None:
+                live = self.garages.get(device)
+            if live is not None and live.online is not False:
+                live.online = False
+                changed.append(device)
+        return changed
+
+    def cutoffs(self) -> Iterable[Cutoff]:
+        return (c for held in self._cutoffs.values() for c in held)
