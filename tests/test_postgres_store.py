@@ -390,3 +390,37 @@ async def test_a_restarted_server_stops_neither_cut_offs_nor_ingest(
         )
         health = await service.health()
         assert health.ok, health.reasons
+
+
+async def test_two_instances_sweeping_at_once_make_and_drop_each_day_once(
+    empty_pg_url: str,
+) -> None:
+    """Several instances on one database (--partition) each sweep: a day is made once and
+    its readings summed up once, whoever comes first."""
+    now = 1_790_000_000.0
+    day = partitions.day_of(now - 20 * partitions.DAY_S)
+    stores = [Store(empty_pg_url), Store(empty_pg_url)]
+    for store in stores:
+        await store.open()
+    try:
+        made = await asyncio.gather(*(partitions.make_days(s.writer, day) for s in stores))
+        assert sum(made) == 20  # 5 tables x 4 days, each made by one of them
+        await write_batch(stores[0].ingest, _readings(day, received=day + 3600))
+        dropped = await asyncio.gather(
+            *(
+                partitions.drop_expired(
+                    s.writer,
+                    now=now,
+                    telemetry_before=now - 14 * partitions.DAY_S,
+                    events_before=now - 180 * partitions.DAY_S,
+                    bucket_s=300.0,
+                )
+                for s in stores
+            )
+        )
+        assert sorted(d.rows.get("port_samples", 0) for d in dropped) == [0, 576]
+        summed = "SELECT sum(samples) FROM port_buckets"
+        assert await stores[0].writer.read(summed, ()) == [(576,)]
+    finally:
+        for store in stores:
+            await store.close()

@@ -32,6 +32,9 @@ TELEMETRY_TABLES = ("station_samples", "port_samples", "garage_samples")
 EVENT_TABLES = ("charging_events", "gate_events")
 TABLES = TELEMETRY_TABLES + EVENT_TABLES
 _DAY_NAME = re.compile(r"_d(\d{8})$")
+# Held (pg_advisory_xact_lock) by the transaction that makes or drops a day: several instances
+# on one database (--partition, docs/scaling.md) each sweep, and a day is made or summed up once.
+_LOCK = 0x66616332  # "fac2"
 
 # A day of port readings summed up per station, port and 5-minute bucket, added to what the
 # buckets hold (retention.py's _SUM_UP, for every station of the day at once).
@@ -99,8 +102,7 @@ async def make_days(writer: SharedWriter, now: float) -> int:
         existing = set(await partitions_of(writer, table))
         for n in range(-DAYS_BEHIND, DAYS_AHEAD + 1):
             day = today + n * DAY_S
-            if day not in existing:
-                await _make_day(writer, table, day)
+            if day not in existing and await _make_day(writer, table, day):
                 made += 1
     return made
 
@@ -116,10 +118,13 @@ async def partitions_of(writer: SharedWriter, table: str) -> list[float]:
     return sorted(day for day in days if day is not None)
 
 
-async def _make_day(writer: SharedWriter, table: str, day: float) -> None:
+async def _make_day(writer: SharedWriter, table: str, day: float) -> bool:
+    """Make `table`'s partition of `day`; False if another instance made it meanwhile."""
     name, default = partition_name(table, day), f"{table}_default"
     bounds = f"FROM ({day!r}) TO ({day + DAY_S!r})"
     async with writer.transaction() as conn:
+        if await _exists_under_lock(conn, name):
+            return False
         async with conn.execute(
             f"SELECT 1 FROM {default} WHERE ts >= ? AND ts < ? LIMIT 1",  # noqa: S608
             (day, day + DAY_S),
@@ -127,7 +132,7 @@ async def _make_day(writer: SharedWriter, table: str, day: float) -> None:
             strays = await cursor.fetchone() is not None
         if not strays:
             await conn.execute(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES {bounds}")
-            return
+            return True
         # The default holds rows of this day (a clock that was off, or rows written before
         # the day was made): PostgreSQL refuses the new partition while they are there.
         await conn.execute(f"ALTER TABLE {table} DETACH PARTITION {default}")
@@ -142,6 +147,7 @@ async def _make_day(writer: SharedWriter, table: str, day: float) -> None:
         )
         await conn.execute(f"ALTER TABLE {table} ATTACH PARTITION {default} DEFAULT")
     log.info("moved %s's rows of %s from its default partition into %s", table, name, name)
+    return True
 
 
 async def drop_expired(
@@ -163,10 +169,12 @@ async def drop_expired(
             break
         tables = ["port_samples"] + (["station_samples"] if day in messages else [])
         pair = [partition_name(table, day) for table in tables]
-        if not await _all_received_before(writer, pair, telemetry_before):
-            continue
         started = time.perf_counter()
         async with writer.transaction() as conn:
+            if not await _exists_under_lock(conn, pair[0]):
+                continue  # another instance dropped it meanwhile
+            if not await _all_received_before(conn, pair, telemetry_before):
+                continue
             rows = {t: await _count(conn, p) for t, p in zip(tables, pair, strict=True)}
             summed = await conn.execute(
                 _SUM_UP_DAY.format(partition=pair[0]), {"bucket_s": bucket_s, "now": now}
@@ -187,24 +195,40 @@ async def drop_expired(
             if day + DAY_S > before:
                 break
             partition = partition_name(table, day)
-            if not await _all_received_before(writer, [partition], before):
-                continue
             async with writer.transaction() as conn:
+                if not await _exists_under_lock(conn, partition):
+                    continue
+                if not await _all_received_before(conn, [partition], before):
+                    continue
                 rows = {table: await _count(conn, partition)}
                 await conn.execute(f"DROP TABLE IF EXISTS {partition}")
             _add(dropped, rows)
     return dropped
 
 
-async def _all_received_before(writer: SharedWriter, partitions: list[str], before: float) -> bool:
+async def _all_received_before(conn: Connection, partitions: list[str], before: float) -> bool:
     for partition in partitions:
-        late = await writer.read(
+        async with conn.execute(
             f"SELECT 1 FROM {partition} WHERE received_at >= ? LIMIT 1",  # noqa: S608
             (before,),
-        )
-        if late:
-            return False
+        ) as cursor:
+            if await cursor.fetchone() is not None:
+                return False
     return True
+
+
+async def _exists_under_lock(conn: Connection, partition: str) -> bool:
+    """Take the partitions' lock for this transaction, then look whether `partition` is
+    there: what another instance did before the lock was granted is seen."""
+    await conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
+    # pg_class read by a query, not to_regclass: a statement's snapshot sees what committed
+    # while it waited; the relation cache may not have heard of it yet
+    async with conn.execute(
+        "SELECT count(*) FROM pg_class WHERE relname = ? AND relnamespace = 'public'::regnamespace",
+        (partition,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return bool(row[0])
 
 
 async def _count(conn: Connection, partition: str) -> int:
