@@ -73,11 +73,12 @@ async def test_a_standby_stops_at_once_and_leaves_the_owner_alone(
 
 
 @pytest.mark.slow
+@pytest.mark.both_stores  # ownership: a lock file beside SQLite's, an advisory lock on PostgreSQL
 async def test_the_standby_takes_over_after_a_sigkill_under_load(
-    tmp_path: Path, site: Site
+    tmp_path: Path, site: Site, store_target: str
 ) -> None:
     broker = start_broker(tmp_path / "broker", site)
-    db = tmp_path / "facilities.db"
+    db = store_target
     # one partition, two instances: the same broker user, so the same session
     owner, standby = (
         ServiceProcess(
@@ -122,9 +123,16 @@ async def test_the_standby_takes_over_after_a_sigkill_under_load(
 
         # a hazard after the kill is cut by the new owner
         cs02.publish_raw(telemetry(1, [reading(2, power_w=300.0, temp_c=65.0)]))
+        hazard_at = time.monotonic()
+        # Behind the backlog the broker queued for the session while nobody owned it: the
+        # new owner judges it once it has read what came before (docs/reliability.md). Not a
+        # latency bound (it is measured, not asserted): 30 s for a loaded test machine.
         await wait_for(
-            lambda: any(c.port == 2 for c in cs02.commands), what="cs-02/2 cut after the kill"
+            lambda: any(c.port == 2 for c in cs02.commands),
+            what="cs-02/2 cut after the kill",
+            timeout_s=30,
         )
+        print(f"hazard after the kill to its power_off: {time.monotonic() - hazard_at:.2f} s")
         publisher.join(120)
         assert publisher.acked == TOTAL
         await wait_for(lambda: _stored(db) >= TOTAL, what="every message stored", timeout_s=60)

@@ -108,11 +108,13 @@ def _metric(port: int, name: str) -> float:
 
 
 @pytest.fixture
-def pair(tmp_path: Path, site: Site) -> Iterator[tuple[PrivateBroker, list[ServiceProcess]]]:
+def pair(
+    tmp_path: Path, site: Site, store_target: str
+) -> Iterator[tuple[PrivateBroker, list[ServiceProcess]]]:
     """A private broker and two instances, 0/2 and 1/2, on one database, each its own
     broker user (the shipped mosquitto.conf makes the user the session)."""
     broker = start_broker(tmp_path / "broker", site)
-    db = tmp_path / "facilities.db"
+    db = store_target
     instances = [
         ServiceProcess(
             broker,
@@ -141,6 +143,7 @@ def _charging(n: int, **fields: object) -> dict[str, object]:
 
 
 @pytest.mark.slow
+@pytest.mark.both_stores
 async def test_two_partitions_store_once_cut_once_and_show_every_station(
     pair: tuple[PrivateBroker, list[ServiceProcess]], site: Site
 ) -> None:
@@ -180,7 +183,8 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
         assert all(n > 0 for n in ingested)
         assert sum(_metric(i.port, "facilities_messages_duplicate_total") for i in instances) == 0
         assert query(
-            db, "SELECT count(*) FROM (SELECT DISTINCT station, seq FROM station_samples)"
+            db,
+            "SELECT count(*) FROM (SELECT DISTINCT station, seq FROM station_samples) AS messages",
         ) == [(total,)]
 
         # an overheated port of cs-05 (partition 1): one power_off, sent by its owner
