@@ -59,7 +59,7 @@ class ServiceProcess:
     def __init__(
         self,
         broker: PrivateBroker,
-        db: Path,
+        db: Path | str,
         *,
         client_id: str,
         log: Path,
