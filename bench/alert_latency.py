@@ -9,6 +9,9 @@ injection stations clear alerts at once (`clear_after_s = 0`), so each port can 
 `--processes 2`: two `facilities run` processes on one database, each with half of the
 stations under its own topic prefix (as bench/partitions.py splits them): each gets half of
 the background and one of the two injection stations.
+
+`--store postgresql`: the service (or both) on a fresh database of a private PostgreSQL
+(bench/stores.py) instead of a SQLite file.
 """
 
 import argparse
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.rig import PREFIXES, ingested, start_broker, start_load, start_service  # noqa: E402
+from bench.stores import STORES, PostgresStore  # noqa: E402
 from facilities.mosquitto import PrivateBroker  # noqa: E402
 from facilities.mqtt.broker_url import BrokerUrl  # noqa: E402
 from facilities.mqtt.topics import DEFAULT_PREFIX, Topics  # noqa: E402
@@ -214,14 +218,19 @@ def main() -> int:
         default=1,
         help="service processes on one database, the stations split between them",
     )
+    parser.add_argument("--store", choices=STORES, default="sqlite", help="the database")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
+    postgres = PostgresStore() if args.store == "postgresql" else None
+    db = postgres.new_database("latency") if postgres is not None else None
     broker = start_broker(workdir, site)
-    services = [start_service(workdir, site, broker, instance=k) for k in range(args.processes)]
-    ports = [service.port for service in services]
     p99s: dict[float, float | None] = {}
+    services = []
     try:
+        for k in range(args.processes):
+            services.append(start_service(workdir, site, broker, instance=k, db=db))
+        ports = [service.port for service in services]
         injectors = [
             Injector(broker, station, PREFIXES[k % args.processes])
             for k, station in enumerate(INJECT)
@@ -232,7 +241,10 @@ def main() -> int:
         for service in services:
             if service.process is not None:
                 service.process.terminate()
+                service.process.wait(10)
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
     if len(p99s) > 1:
         print(_where_it_breaks(p99s))
     return 0

@@ -8,6 +8,9 @@ per message measures:
 The consumer is first `mosquitto_sub` (the baseline: receive and ack, nothing else), then the
 service (`facilities run`: validate, store, commit, then ack). Prints rates, their ratio and
 the service's peak RSS; `--profile` samples the service with py-spy during a flood.
+`--store sqlite postgresql` measures the service on each store in turn against the same raw
+figure (a private PostgreSQL, a fresh database per run, its server's CPU per message beside
+the service's: bench/stores.py); a store named twice is measured twice, alternating.
 """
 
 import argparse
@@ -29,6 +32,7 @@ from bench.ingest_service import (  # noqa: E402
     summarize_profile,
 )
 from bench.publisher import payload  # noqa: E402
+from bench.stores import STORES, Store, open_store  # noqa: E402
 from facilities.mqtt.topics import Topics  # noqa: E402
 from facilities.site import load_site  # noqa: E402
 from tests.support.processes import start_broker  # noqa: E402
@@ -128,9 +132,9 @@ class Bench:
         argv.remove("-c")
         subprocess.run(argv, check=True, timeout=60)
 
-    def new_service(self, tag: str, *, tree: Path | None = None) -> Service:
+    def new_service(self, tag: str, *, store: Store, tree: Path | None = None) -> Service:
         self.run_id += 1
-        return Service(self, f"bench-{tag}-{self.run_id}", tree=tree)
+        return Service(self, f"bench-{tag}-{self.run_id}", store=store, tree=tree)
 
     # -- raw baseline ----------------------------------------------------------------------
 
@@ -222,63 +226,95 @@ def main() -> int:
         help="also run the service from this checkout (its `facilities` package), in the same"
         " run, for a before/after table",
     )
+    parser.add_argument(
+        "--store",
+        nargs="+",
+        choices=STORES,
+        default=["sqlite"],
+        help="the service's database, each in turn against the same raw figure (a private"
+        " PostgreSQL for postgresql, a fresh database per run)",
+    )
     args = parser.parse_args()
     if shutil.which("mosquitto_sub") is None:
         print("bench: mosquitto_sub not found (apt-get install mosquitto-clients)")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="facilities-bench-"))
     bench = Bench(workdir, args.messages)
-    print(
-        f"{args.messages} QoS 1 messages per run; broker on port {bench.broker.port}; "
-        f"work dir {workdir}"
-    )
-    print(
-        f"{'ports':>5} {'bytes':>6} {'case':>8} {'raw msg/s':>10} {'service':>10} "
-        f"{'ratio':>6} {'CPU us/msg':>10} {'RSS MB':>7}"
-    )
+    stores: dict[str, Store] = {}
     try:
+        for name in args.store:
+            if name not in stores:
+                stores[name] = open_store(name, workdir)
+        print(
+            f"{args.messages} QoS 1 messages per run; broker on port {bench.broker.port}; "
+            f"work dir {workdir}"
+        )
+        print(
+            f"{'ports':>5} {'bytes':>6} {'case':>8} {'store':>10} {'raw msg/s':>10} "
+            f"{'service':>10} {'ratio':>6} {'CPU us/msg':>10} {'DB us/msg':>9} {'RSS MB':>7}"
+        )
         for ports in args.ports:
             profile = (
                 workdir / f"profile-{ports}.txt"
                 if args.profile and ports == max(args.ports)
                 else None
             )
-            _run_ports(bench, ports, cases=args.cases, profile=profile, before=args.before)
+            _run_ports(
+                bench,
+                ports,
+                cases=args.cases,
+                stores=[stores[name] for name in args.store],
+                profile=profile,
+                before=args.before,
+            )
     finally:
+        for store in stores.values():
+            store.stop()
         bench.broker.stop()
     return 0
 
 
 def _run_ports(
-    bench: Bench, ports: int, *, cases: list[str], profile: Path | None, before: Path | None
+    bench: Bench,
+    ports: int,
+    *,
+    cases: list[str],
+    stores: list[Store],
+    profile: Path | None,
+    before: Path | None,
 ) -> None:
-    """The flood and backlog rows of one message size (`ports` per message), and where the
-    time goes when `profile` is asked for. With `before`, that checkout's service is measured
-    first, against the same raw figure."""
+    """The flood and backlog rows of one message size (`ports` per message), one per store
+    in `stores`' order, and where the time goes when `profile` is asked for (on the first
+    store). With `before`, that checkout's service is measured first, against the same raw
+    figure."""
     size = len(payload(0, ports))
     backlog_profile = profile.with_suffix(".backlog.txt") if profile else None
     trees: list[tuple[str, Path | None]] = [("before", before)] if before else []
     trees.append(("", None))
+    runs = [(tag, tree, store, k == 0) for k, store in enumerate(stores) for tag, tree in trees]
     if "flood" in cases:
         raw = bench.raw_flood(ports)
         publish_rate = bench.last_publish_rate
-        for tag, tree in trees:
-            svc = service_flood(bench, ports, profile=profile if tree is None else None, tree=tree)
+        for tag, tree, store, first in runs:
+            spied = profile if tree is None and first else None
+            svc = service_flood(bench, ports, store=store, profile=spied, tree=tree)
             print(
-                f"{ports:>5} {size:>6} {'flood':>8} {raw:>10.0f} {svc.rate:>10.0f} "
-                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"{ports:>5} {size:>6} {'flood':>8} {store.name:>10} {raw:>10.0f} "
+                f"{svc.rate:>10.0f} {svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} "
+                f"{svc.server_column():>9} {svc.rss_mb:>7.0f}"
                 f"  {tag} (publisher alone: {publish_rate:.0f} msg/s)",
                 flush=True,
             )
     if "backlog" in cases:
         raw = bench.raw_backlog(ports)
         ceiling = paho_backlog(bench, ports)
-        for tag, tree in trees:
-            spied = backlog_profile if tree is None else None
-            svc, startup = service_backlog(bench, ports, tree=tree, profile=spied)
+        for tag, tree, store, first in runs:
+            spied = backlog_profile if tree is None and first else None
+            svc, startup = service_backlog(bench, ports, store=store, tree=tree, profile=spied)
             print(
-                f"{ports:>5} {size:>6} {'backlog':>8} {raw:>10.0f} {svc.rate:>10.0f} "
-                f"{svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} {svc.rss_mb:>7.0f}"
+                f"{ports:>5} {size:>6} {'backlog':>8} {store.name:>10} {raw:>10.0f} "
+                f"{svc.rate:>10.0f} {svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} "
+                f"{svc.server_column():>9} {svc.rss_mb:>7.0f}"
                 f"  {tag} (paho alone: {ceiling:.0f} msg/s = {ceiling / raw:.1%} of raw; "
                 f"service start-up {startup:.1f} s, not counted)",
                 flush=True,

@@ -4,7 +4,6 @@
 
 import collections
 import os
-import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Protocol
 import httpx
 
 from bench.rig import ROOT
+from bench.stores import Store
 from facilities.mosquitto import PrivateBroker, free_port
 from facilities.mqtt.topics import DEFAULT_PREFIX, Topics
 
@@ -33,7 +33,7 @@ class Bench(Protocol):
 
     def start_publisher(self, ports: int) -> "subprocess.Popen[str]": ...
 
-    def new_service(self, tag: str, *, tree: Path | None = None) -> "Service": ...
+    def new_service(self, tag: str, *, store: Store, tree: Path | None = None) -> "Service": ...
 
     def forget_session(self, client_id: str) -> None: ...
 
@@ -45,26 +45,35 @@ class Run:
     rate: float  # stored messages per second
     cpu_us: float  # user + system CPU of the service process per stored message
     rss_mb: float  # peak resident set (VmHWM)
+    # the database server's CPU per stored message over the same span (None: SQLite, which
+    # runs inside the service and so is in `cpu_us`)
+    server_cpu_us: float | None = None
+
+    def server_column(self) -> str:
+        return "-" if self.server_cpu_us is None else f"{self.server_cpu_us:.1f}"
 
 
 class Service:
-    """`facilities run` as a subprocess, with its own database, broker user and so persistent
-    session."""
+    """`facilities run` as a subprocess, with its own database (in `store`), broker user and
+    so persistent session."""
 
     def __init__(
         self,
         bench: Bench,
         client_id: str,
         *,
+        store: Store,
         tree: Path | None = None,
         prefix: str = DEFAULT_PREFIX,
-        db: Path | None = None,
+        db: str | None = None,
     ) -> None:
         self.bench = bench
         self.tree = tree  # another checkout's `facilities` to run (an A/B in one run)
         self.client_id = client_id
         self.prefix = prefix  # bench/partitions.py: each instance its own devices' topics
-        self.db = db or bench.workdir / f"{client_id}.db"
+        self.store = store
+        # a SQLite path or a PostgreSQL URL; bench/partitions.py gives its instances one
+        self.db = db or store.new_database(client_id)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         # another checkout reads its own example site (the file's form has grown since)
@@ -93,7 +102,7 @@ class Service:
                 "--broker",
                 broker.url(self.client_id),
                 "--db",
-                str(self.db),
+                self.db,
                 "--listen",
                 f"127.0.0.1:{self.port}",
             ],
@@ -119,15 +128,14 @@ class Service:
         self.bench.broker.service_url(self.client_id, Topics(self.prefix))
 
     def stored(self) -> int:
-        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT count(*) FROM station_samples").fetchone()[0])
+        return self.store.stored(self.db)
 
     def wait_stored(self, count: int, timeout_s: float = 300) -> float:
         deadline = time.perf_counter() + timeout_s
         while self.stored() < count:
             if time.perf_counter() > deadline:
                 raise RuntimeError(f"{self.client_id}: only {self.stored()} of {count} stored")
-            time.sleep(0.01)
+            time.sleep(self.store.poll_s)
         return time.perf_counter()
 
     def peak_rss_mb(self) -> float:
@@ -157,15 +165,21 @@ class Service:
 
 
 def service_flood(
-    bench: Bench, ports: int, *, profile: Path | None = None, tree: Path | None = None
+    bench: Bench,
+    ports: int,
+    *,
+    store: Store,
+    profile: Path | None = None,
+    tree: Path | None = None,
 ) -> Run:
-    service = bench.new_service(f"flood{ports}", tree=tree)
+    service = bench.new_service(f"flood{ports}", store=store, tree=tree)
     service.start()
     spy = _spy(service, profile) if profile is not None else None
-    started, cpu = time.perf_counter(), service.cpu_s()
+    started, cpu, server = time.perf_counter(), service.cpu_s(), store.server_cpu_s()
     publisher = bench.start_publisher(ports)
     done = service.wait_stored(bench.messages)
     cpu = service.cpu_s() - cpu
+    server_cpu = _spent(server, store.server_cpu_s())
     publisher.wait(60)
     rss = service.peak_rss_mb()
     if spy is not None:
@@ -173,7 +187,16 @@ def service_flood(
         spy.wait(30)
     service.stop()
     bench.forget_session(service.client_id)
-    return Run(bench.messages / (done - started), cpu / bench.messages * 1e6, rss)
+    return Run(
+        bench.messages / (done - started),
+        cpu / bench.messages * 1e6,
+        rss,
+        None if server_cpu is None else server_cpu / bench.messages * 1e6,
+    )
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def _spy(service: Service, profile: Path) -> "subprocess.Popen[bytes]":
@@ -200,20 +223,27 @@ def _spy(service: Service, profile: Path) -> "subprocess.Popen[bytes]":
 
 
 def service_backlog(
-    bench: Bench, ports: int, *, tree: Path | None = None, profile: Path | None = None
+    bench: Bench,
+    ports: int,
+    *,
+    store: Store,
+    tree: Path | None = None,
+    profile: Path | None = None,
 ) -> tuple[Run, float]:
     """Drain rate once the service is up (from its first commit to the last), its CPU per
-    message over the same span, and the seconds from launch to healthy."""
-    service = bench.new_service(f"backlog{ports}", tree=tree)
+    message over the same span (and its database server's), and the seconds from launch to
+    healthy."""
+    service = bench.new_service(f"backlog{ports}", store=store, tree=tree)
     service.start()  # creates the persistent session
     service.stop()
     bench.publish(ports)  # the service is down; devices keep publishing
     startup = service.start()
     spy = _spy(service, profile) if profile is not None else None
     first = service.wait_stored(1)
-    cpu, already = service.cpu_s(), service.stored()
+    cpu, server, already = service.cpu_s(), store.server_cpu_s(), service.stored()
     done = service.wait_stored(bench.messages)
     cpu = service.cpu_s() - cpu
+    server_cpu = _spent(server, store.server_cpu_s())
     rss = service.peak_rss_mb()
     if spy is not None:
         spy.send_signal(2)
@@ -221,7 +251,12 @@ def service_backlog(
     service.stop()
     bench.forget_session(service.client_id)
     drained = bench.messages - already
-    run = Run(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss)
+    run = Run(
+        drained / max(done - first, 1e-9),
+        cpu / max(drained, 1) * 1e6,
+        rss,
+        None if server_cpu is None else server_cpu / max(drained, 1) * 1e6,
+    )
     return run, startup
 
 

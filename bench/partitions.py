@@ -1,5 +1,5 @@
 """Scaling by processes, a prototype measured: two `facilities run` processes, each with its own
-MQTT session and half of the stations, writing to one SQLite file, against one process
+MQTT session and half of the stations, writing to one database, against one process
 with all of them, in the same run.
 
 Run on demand (`.venv/bin/python bench/partitions.py --help`); never in `make test`.
@@ -20,6 +20,10 @@ Cases (N messages of 10 ports unless told otherwise):
            publish to the last row.
 Both print the rate, CPU µs per stored message (the processes' user + system, summed) and the
 peak RSS of each process; one process with all N messages is measured first, same broker.
+
+`--store postgresql`: the processes share one fresh database of a private PostgreSQL per
+measurement (its URL as their `--db`), and the server's CPU per stored message is printed
+beside theirs (bench/stores.py); the default is one SQLite file.
 """
 
 import argparse
@@ -30,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -37,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.ingest import Bench  # noqa: E402
 from bench.ingest_service import Service  # noqa: E402
 from bench.rig import PREFIXES  # noqa: E402
+from bench.stores import STORES, Store, open_store  # noqa: E402
 
 STATIONS = 20
 PUBLISHER_USER = "bench-any-prefix"
@@ -45,12 +51,15 @@ PUBLISHER_USER = "bench-any-prefix"
 class Instances:
     """The processes of one measurement, sharing one database."""
 
-    def __init__(self, bench: Bench, tag: str, count: int) -> None:
+    def __init__(self, bench: Bench, store: Store, tag: str, count: int) -> None:
         bench.run_id += 1
-        db = bench.workdir / f"{tag}-{bench.run_id}.db"
+        db = store.new_database(f"{tag}-{bench.run_id}")
         self.bench = bench
+        self.store = store
         self.services = [
-            Service(bench, f"bench-{tag}-{bench.run_id}-{k}", prefix=PREFIXES[k], db=db)
+            Service(
+                bench, f"bench-{tag}-{bench.run_id}-{k}", store=store, prefix=PREFIXES[k], db=db
+            )
             for k in range(count)
         ]
 
@@ -77,6 +86,9 @@ class Instances:
 
     def cpu_s(self) -> float:
         return sum(s.cpu_s() for s in self.services)
+
+    def server_cpu_s(self) -> float | None:
+        return self.store.server_cpu_s()
 
     def rss(self) -> str:
         return " + ".join(f"{s.peak_rss_mb():.0f}" for s in self.services)
@@ -120,37 +132,50 @@ def publish_halves(
     return publishers
 
 
-def backlog(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:
-    instances = Instances(bench, f"backlog{ports}x{count}", count)
+class Measured(NamedTuple):
+    rate: float  # stored messages per second
+    cpu_us: float  # the processes' user + system CPU per stored message
+    server_us: float | None  # the database server's (None: SQLite, inside the processes)
+    rss: str  # each process's peak RSS, MB
+
+
+def _per_message(before: float | None, after: float | None, messages: int) -> float | None:
+    return None if before is None or after is None else (after - before) / max(messages, 1) * 1e6
+
+
+def backlog(bench: Bench, store: Store, count: int, ports: int) -> Measured:
+    instances = Instances(bench, store, f"backlog{ports}x{count}", count)
     instances.start()  # creates the sessions (and the database)
     for service in instances.services:
         service.stop()
     publish_halves(bench, count, bench.messages, ports, wait=True)
     instances.start()
     instances.wait_stored(1)
-    cpu, already = instances.cpu_s(), instances.stored()
+    cpu, server, already = instances.cpu_s(), instances.server_cpu_s(), instances.stored()
     first = time.perf_counter()
     done = instances.wait_stored(bench.messages)
     cpu = instances.cpu_s() - cpu
+    server_us = _per_message(server, instances.server_cpu_s(), bench.messages - already)
     rss = instances.rss()
     instances.stop()
     drained = bench.messages - already
-    return drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, rss
+    return Measured(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, server_us, rss)
 
 
-def flood(bench: Bench, count: int, ports: int) -> tuple[float, float, str]:
-    instances = Instances(bench, f"flood{ports}x{count}", count)
+def flood(bench: Bench, store: Store, count: int, ports: int) -> Measured:
+    instances = Instances(bench, store, f"flood{ports}x{count}", count)
     instances.start()
-    cpu = instances.cpu_s()
+    cpu, server = instances.cpu_s(), instances.server_cpu_s()
     started = time.perf_counter()
     publishers = publish_halves(bench, count, bench.messages, ports, wait=False)
     done = instances.wait_stored(bench.messages)
     cpu = instances.cpu_s() - cpu
+    server_us = _per_message(server, instances.server_cpu_s(), bench.messages)
     for publisher in publishers:
         publisher.communicate(timeout=60)
     rss = instances.rss()
     instances.stop()
-    return bench.messages / (done - started), cpu / bench.messages * 1e6, rss
+    return Measured(bench.messages / (done - started), cpu / bench.messages * 1e6, server_us, rss)
 
 
 def main() -> int:
@@ -160,22 +185,41 @@ def main() -> int:
     parser.add_argument(
         "--cases", nargs="+", choices=("flood", "backlog"), default=["backlog", "flood"]
     )
+    parser.add_argument(
+        "--store",
+        choices=STORES,
+        default="sqlite",
+        help="the database the processes share: a SQLite file, or a fresh database of a"
+        " private PostgreSQL per measurement",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-partitions-"))
     bench = Bench(workdir, args.messages)
-    bench.broker.add_user(PUBLISHER_USER, ("topic readwrite #",))
-    print(f"{args.messages} QoS 1 messages per run; broker on port {bench.broker.port}; {workdir}")
-    print(f"{'ports':>5} {'case':>8} {'processes':>9} {'msg/s':>8} {'CPU us/msg':>10}  RSS MB")
-    for ports in args.ports:
-        for case in args.cases:
-            measure = backlog if case == "backlog" else flood
-            for count in (1, 2, 1, 2):  # alternated: the machine's drift shows
-                rate, cpu_us, rss = measure(bench, count, ports)
-                print(
-                    f"{ports:>5} {case:>8} {count:>9} {rate:>8.0f} {cpu_us:>10.1f}  {rss}",
-                    flush=True,
-                )
-    bench.broker.stop()
+    store = open_store(args.store, workdir)
+    try:
+        bench.broker.add_user(PUBLISHER_USER, ("topic readwrite #",))
+        print(
+            f"{args.messages} QoS 1 messages per run; store {store.name}; broker on port "
+            f"{bench.broker.port}; {workdir}"
+        )
+        print(
+            f"{'ports':>5} {'case':>8} {'processes':>9} {'msg/s':>8} {'CPU us/msg':>10} "
+            f"{'DB us/msg':>9}  RSS MB"
+        )
+        for ports in args.ports:
+            for case in args.cases:
+                measure = backlog if case == "backlog" else flood
+                for count in (1, 2, 1, 2):  # alternated: the machine's drift shows
+                    run = measure(bench, store, count, ports)
+                    server = "-" if run.server_us is None else f"{run.server_us:.1f}"
+                    print(
+                        f"{ports:>5} {case:>8} {count:>9} {run.rate:>8.0f} {run.cpu_us:>10.1f} "
+                        f"{server:>9}  {run.rss}",
+                        flush=True,
+                    )
+    finally:
+        store.stop()
+        bench.broker.stop()
     print(json.dumps({"workdir": str(workdir)}))
     return 0
 

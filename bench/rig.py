@@ -39,16 +39,22 @@ PREFIXES = (DEFAULT_PREFIX, "facilities-b")
 
 
 def start_service(
-    workdir: Path, site: Path, broker: PrivateBroker, *, instance: int = 0
+    workdir: Path,
+    site: Path,
+    broker: PrivateBroker,
+    *,
+    instance: int = 0,
+    db: str | None = None,
 ) -> ServiceProcess:
     """`facilities run` against `broker`, healthy, logs in workdir: the service user, or for
-    `instance` 1 a user of its own under the second prefix, on the same database."""
+    `instance` 1 a user of its own under the second prefix, on the same database (`db`: a
+    PostgreSQL URL, else the SQLite file f.db in workdir)."""
     user = SERVICE_USER if instance == 0 else f"{SERVICE_USER}-{instance}"
     prefix = PREFIXES[instance]
     broker.service_url(user, Topics(prefix))
     return ServiceProcess(
         broker,
-        workdir / "f.db",
+        db or workdir / "f.db",
         client_id=user,
         log=workdir / ("service.log" if instance == 0 else f"service-{instance}.log"),
         site=site,
