@@ -280,7 +280,11 @@ class PgConnection:
 
     async def executemany(self, sql: str, parameters: Iterable[Params]) -> PgCursor:
         rows = [_values(params) or () for params in parameters]
-        async with (await self._ready()).cursor() as cursor:
+        # Bound on the server, unlike `execute`'s: the store's batches of INSERTs, whose
+        # columns give every parameter its type; prepared once their text repeats (client
+        # binding sent each 500-row INSERT as ~52 KB of SQL to parse and plan:
+        # docs/performance.md, "PostgreSQL as the store").
+        async with psycopg.AsyncCursor(await self._ready()) as cursor:
             await cursor.executemany(to_postgres(sql), rows)
             return PgCursor([], cursor.rowcount)
 
