@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup system system-tests npm-tools lint bench soak clean schemas dashboards messages
+.PHONY: demo test test-fast test-postgresql setup system system-tests npm-tools lint bench soak clean schemas dashboards messages
 
 demo: setup
 	$(BIN)/facilities demo
@@ -15,6 +15,10 @@ test: setup system-tests npm-tools lint
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
+
+# The whole suite on the tests' own PostgreSQL instead of SQLite (docs/postgresql.md, "Tests").
+test-postgresql: setup system-tests npm-tools
+	$(BIN)/pytest --store postgresql
 
 setup: system $(STAMP)
 

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # service ingests) before failing; 5 s is far above any batch commit measured here.
 BUSY_TIMEOUT_MS = 5000
 
+# Tries at start on a new file's "database is locked" (`_set_up`), the waits growing by this.
+_START_TRIES = 8
+_START_RETRY_S = 0.05
+
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 # The database holds residents' names, client addresses and token hashes: its files are the
@@ -95,9 +99,7 @@ async def _prepare(conn: Connection, target: str) -> Connection:
         raise StoreError(f"cannot open database {path}: {exc}") from None
     try:
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await _not_newer(conn, path)
-        await _configure(conn)
-        await migrate(conn)
+        await _set_up(conn, path)
     except aiosqlite.Error as exc:
         await conn.close()
         raise StoreError(f"cannot use database {path}: {exc}") from None
@@ -105,6 +107,23 @@ async def _prepare(conn: Connection, target: str) -> Connection:
         await conn.close()
         raise
     return conn
+
+
+async def _set_up(conn: aiosqlite.Connection, path: Path) -> None:
+    """Check, configure and migrate. On a new file several instances starting at once meet
+    in its first moments, before WAL is set, where SQLite answers a lock it would deadlock
+    on with "database is locked" at once instead of waiting the busy timeout: each tries
+    again, a few times, after the others' step."""
+    for attempt in range(_START_TRIES):
+        try:
+            await _not_newer(conn, path)
+            await _configure(conn)
+            await migrate(conn)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _START_TRIES - 1:
+                raise
+            await asyncio.sleep(_START_RETRY_S * (attempt + 1))
 
 
 async def _prepare_pg(conn: PgConnection, url: str) -> Connection:
