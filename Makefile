@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed
 demo: setup
 	$(BIN)/facilities demo
 
+# Two workers, each test file whole in one of them (each worker starts its own broker and
+# PostgreSQL): most tests wait on brokers and processes, so two share the two cores well.
 test: setup system-tests npm-tools lint
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --dist loadfile --durations=15
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
