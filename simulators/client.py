@@ -102,12 +102,15 @@ class DeviceClient:
         """Publish a wire model as JSON, QoS 1."""
         return self.publish_raw(topic, payload.model_dump_json(exclude_none=True))
 
-    def subscribe(self, topic: str, callback: Any, *, timeout_s: float = 5.0) -> None:
+    def subscribe(
+        self, topic: str, callback: Any, *, timeout_s: float = 5.0, retained: bool = True
+    ) -> None:
         """Subscribe with QoS 1 and wait for the SUBACK; `callback(topic, payload)` runs on
-        paho's thread."""
+        paho's thread. `retained=False`: not the messages the broker kept from before."""
 
         def on_message(_c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
-            callback(msg.topic, bytes(msg.payload))
+            if retained or not msg.retain:
+                callback(msg.topic, bytes(msg.payload))
 
         self._client.message_callback_add(topic, on_message)
         self._topics.append(topic)

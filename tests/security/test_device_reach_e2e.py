@@ -21,7 +21,8 @@ COMMANDS = ("facilities/charging/+/command", "facilities/garage/+/gate/+/command
 class Heard:
     """Every command and alert the broker delivers after it subscribed (a read-only user).
     Alerts that earlier tests' services left retained on the shared broker are not this
-    test's: only alerts updated since the subscription count."""
+    test's: only alerts published since the subscription and updated since it count (an
+    earlier test's clock may have run ahead)."""
 
     def __init__(self, device: DeviceFactory) -> None:
         self._since = datetime.now(UTC) - timedelta(seconds=1)
@@ -29,7 +30,7 @@ class Heard:
         self.messages: list[tuple[str, dict[str, Any]]] = []
         observer = device("observer")
         for topic in (*COMMANDS, "facilities/alerts/#"):
-            observer.subscribe(topic, self._on_message)
+            observer.subscribe(topic, self._on_message, retained=False)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if payload:
