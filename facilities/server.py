@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # docs/operations.md, "Running under systemd": SIGTERM exits within 5 s. Open HTTP streams
 # get 2 s; the last batch the rest.
 HTTP_GRACE_S = 2.0
+# At a stop, live streams get this long to send their `closing` event before uvicorn closes
+# their connections.
+STREAMS_GRACE_S = 1.0
 # uvicorn's default: a keep-alive connection idle this long between requests is closed.
 KEEP_ALIVE_S = 5
 # The WebSocket carries the live stream to the client; what a client sends is read and
@@ -240,10 +243,20 @@ async def serve_http(
         await asyncio.wait({http, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         service.feed.close()  # live streams end now instead of holding the shutdown
+        await _streams_ended(service)
         server.should_exit = True
         stopping.cancel()
         await asyncio.wait_for(http, HTTP_GRACE_S + 1.0)
         logging.getLogger("uvicorn.error").removeFilter(warnings)
+
+
+async def _streams_ended(service: Service) -> None:
+    """Give each live stream a moment to send its `closing` event: uvicorn's shutdown closes
+    a WebSocket at once (1012), and a client would miss why (seen in a loaded test run)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAMS_GRACE_S
+    while service.feed.subscribers and loop.time() < deadline:  # noqa: ASYNC110 (once, at a stop)
+        await asyncio.sleep(0.01)
 
 
 def _uvicorn_config(app: FastAPI, settings: Settings, metrics: ApiMetrics) -> uvicorn.Config:
