@@ -15,9 +15,6 @@ from tests.support.db import query, sqlite_only
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 API_PATHS = {
     "/api/communities",
     "/api/stations",

@@ -23,9 +23,6 @@ from tests.support.db import query
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.poll import wait_for
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 GATE_COMMANDS = "facilities/garage/+/gate/+/command"
 OPEN = "/api/garages/{}/gates/{}/open"
 

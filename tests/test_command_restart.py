@@ -37,9 +37,6 @@ from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 from tests.support.processes import ServiceProcess, run_cli
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 # Short enough that a silent station is given up on within seconds (3 tries of 1 s), long
 # enough that the test stops the service while the first try still waits for its ack.
 TIMEOUT_S = 1.0

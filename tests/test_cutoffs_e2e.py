@@ -34,9 +34,6 @@ from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 from tests.support.processes import ServiceProcess
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 # port_temp_max_c is 60 °C, its hysteresis band 54-60 °C. Steps between readings stay under
 # temperature_rise's 10 °C, so that only port_over_temperature speaks.
 HOT_C = 65.0

@@ -25,9 +25,6 @@ from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 from tests.support.processes import ServiceProcess, run_cli
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 REJECTED = "facilities/charging/{}/rejected"
 TELEMETRY = "facilities/charging/{}/telemetry"
 

@@ -23,9 +23,6 @@ from tests.support.db import query
 from tests.support.payloads import Body, reading, telemetry
 from tests.support.poll import wait_for
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 
 def _charging(port: int, **fields: object) -> Body:
     """A port charging at 300 W and 30 °C, unless told otherwise."""

@@ -12,9 +12,6 @@ from tests.support.db import query
 from tests.support.poll import wait_for
 from tests.test_api_gates import OPEN, Commands
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 
 @pytest.fixture
 def commands(broker: PrivateBroker) -> Iterator[Commands]:
