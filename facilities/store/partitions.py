@@ -36,22 +36,14 @@ _DAY_NAME = re.compile(r"_d(\d{8})$")
 # on one database (--partition, docs/scaling.md) each sweep, and a day is made or summed up once.
 _LOCK = 0x66616332  # "fac2"
 
-# A day of port readings summed up per station, port and 5-minute bucket, added to what the
-# buckets hold (retention.py's _SUM_UP, for every station of the day at once).
-_SUM_UP_DAY = """
+# Readings summed up per bucket are added to what a bucket already holds; its last reading is
+# the one with the largest (ts, seq). The head and tail of every such INSERT (retention.py's
+# per station, _SUM_UP_DAY's per day).
+INTO_BUCKETS = """
 INSERT INTO port_buckets AS b (station, start, port, samples, power_n, power_sum,
                                max_power_w, last_ts, last_seq, last_state, updated_at)
-SELECT station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w),
-       max(power_w), last_ts, last_seq, last_state, :now
-FROM (
-    SELECT station, CAST(ts / :bucket_s AS INTEGER) AS bucket, port, power_w,
-           last_value(ts) OVER w AS last_ts, last_value(seq) OVER w AS last_seq,
-           last_value(state) OVER w AS last_state
-    FROM {partition}
-    WINDOW w AS (PARTITION BY station, CAST(ts / :bucket_s AS INTEGER), port ORDER BY ts, seq
-                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-) AS readings
-GROUP BY station, bucket, port, last_ts, last_seq, last_state
+"""
+ADDED_TO_BUCKETS = """
 ON CONFLICT (station, start, port) DO UPDATE SET
     samples = b.samples + excluded.samples,
     power_n = b.power_n + excluded.power_n,
@@ -66,6 +58,26 @@ ON CONFLICT (station, start, port) DO UPDATE SET
                     THEN excluded.last_seq ELSE b.last_seq END,
     updated_at = excluded.updated_at
 """
+
+# A day of port readings summed up per station, port and 5-minute bucket (retention.py's
+# _SUM_UP, for every station of the day at once).
+_SUM_UP_DAY = (
+    INTO_BUCKETS  # noqa: S608 (constants)
+    + """
+SELECT station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w),
+       max(power_w), last_ts, last_seq, last_state, :now
+FROM (
+    SELECT station, CAST(ts / :bucket_s AS INTEGER) AS bucket, port, power_w,
+           last_value(ts) OVER w AS last_ts, last_value(seq) OVER w AS last_seq,
+           last_value(state) OVER w AS last_state
+    FROM {partition}
+    WINDOW w AS (PARTITION BY station, CAST(ts / :bucket_s AS INTEGER), port ORDER BY ts, seq
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+) AS readings
+GROUP BY station, bucket, port, last_ts, last_seq, last_state
+"""
+    + ADDED_TO_BUCKETS
+)
 
 
 def day_of(at: float) -> float:

@@ -122,9 +122,9 @@ def _devices_sql(table: str, column: str) -> str:
 # A station's port readings with device time in [lo, hi) (received before :received: all,
 # or those of a clock running ahead) summed up per port and bucket, and added to what the
 # bucket already holds. The last reading is the one with the largest (ts, seq).
-_SUM_UP = """
-INSERT INTO port_buckets AS b (station, start, port, samples, power_n, power_sum,
-                               max_power_w, last_ts, last_seq, last_state, updated_at)
+_SUM_UP = (
+    partitions.INTO_BUCKETS  # noqa: S608 (constants)
+    + """
 SELECT :station, bucket * :bucket_s, port, count(*), count(power_w), sum(power_w), max(power_w),
        last_ts, last_seq, last_state, :now
 FROM (
@@ -138,20 +138,9 @@ FROM (
 ) AS readings
 WHERE true
 GROUP BY bucket, port, last_ts, last_seq, last_state  -- the last three: one per bucket and port
-ON CONFLICT (station, start, port) DO UPDATE SET
-    samples = b.samples + excluded.samples,
-    power_n = b.power_n + excluded.power_n,
-    power_sum = coalesce(b.power_sum + excluded.power_sum, b.power_sum, excluded.power_sum),
-    max_power_w = coalesce(max(b.max_power_w, excluded.max_power_w), b.max_power_w,
-                           excluded.max_power_w),
-    last_ts = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
-                   THEN excluded.last_ts ELSE b.last_ts END,
-    last_state = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
-                      THEN excluded.last_state ELSE b.last_state END,
-    last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (b.last_ts, b.last_seq)
-                    THEN excluded.last_seq ELSE b.last_seq END,
-    updated_at = excluded.updated_at
 """
+    + partitions.ADDED_TO_BUCKETS
+)
 _RAW_RANGE = "WHERE station = :station AND ts >= :lo AND ts < :hi AND received_at < :received"
 _DROP_PORTS = f"DELETE FROM port_samples {_RAW_RANGE}"  # noqa: S608 (constants)
 _DROP_MESSAGES = f"DELETE FROM station_samples {_RAW_RANGE}"  # noqa: S608 (constants)
