@@ -20,10 +20,10 @@ from facilities.health import HealthCheck
 from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.ingest import Ingest
-from facilities.mqtt.live_copies import LiveCopies
 from facilities.mqtt.session import BrokerLink
 from facilities.refusals import Refusals
 from facilities.requests import Requests
+from facilities.rules.live_copies import LiveCopies
 from facilities.rules.live_state import LiveState
 from facilities.rules.runner import RulesRunner
 from facilities.settings import Settings

@@ -24,7 +24,6 @@ from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
-from facilities.mqtt.live_copies import LiveCopies
 from facilities.mqtt.session import BrokerLink, BrokerUrl, MessageHandler, session_client_id
 from facilities.mqtt.topics import Topics
 from facilities.partition import Partition, unit_of
@@ -33,6 +32,7 @@ from facilities.request_audit import REFUSAL_ROWS_PER_MINUTE, RequestAudit
 from facilities.requests import Requests
 from facilities.rules.copies import Copies
 from facilities.rules.engine import Engine
+from facilities.rules.live_copies import LiveCopies
 from facilities.rules.live_state import ChangeStream, LiveState
 from facilities.rules.runner import RulesRunner
 from facilities.service import Metrics, Service
