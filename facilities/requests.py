@@ -6,7 +6,7 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from facilities import switch_on
@@ -32,6 +32,8 @@ from facilities.errors import (
     Unavailable,
 )
 from facilities.mqtt.commands import CommandSender, Outcome, Target
+from facilities.owners import Asked, Owners
+from facilities.partition import Partition
 from facilities.request_audit import RequestAudit
 from facilities.rules.live_state import LiveState
 from facilities.site import Site
@@ -61,11 +63,14 @@ class Requests:
         connected: Callable[[], bool],
         clock: Callable[[], float],
         audit: RequestAudit,
-        elsewhere: Callable[[str], str | None] = lambda _device: None,
+        elsewhere: Callable[[str], Partition | None] = lambda _device: None,
+        owners: Owners | None = None,
     ) -> None:
         self.site = site
-        # `--partition`: the partition of a device another instance owns (it hears the acks)
+        # `--partition`: the partition of a device another instance owns, which carries out
+        # the requests for it (it alone hears the device's acks)
         self._elsewhere = elsewhere
+        self._owners = owners
         self.auth = auth
         self._audit = audit.record
         self._status = audit.status
@@ -84,6 +89,11 @@ class Requests:
     async def open_gate(self, ask: Ask, garage: str, gate: str) -> Done:
         """Authorise, rate-limit, replay or send `open`, audit (docs/api.md, "Opening a
         gate"); the token was checked before the request was read."""
+        owner = self._elsewhere(garage) if garage in self.site.garages else None
+        if owner is not None:
+            asked = Asked("gate_open", ask.person, garage, ask.client, ask.idempotency_key, gate)
+            timeout_s = self.site.garages[garage].thresholds.command_timeout_s
+            return _done(await self._ask_owner(owner, asked, within_s=timeout_s))
         target, person = f"{garage}/{gate}", ask.person
         try:
             spec = self.site.garages.get(garage)
@@ -145,7 +155,6 @@ class Requests:
         wait = self._opens.retry_after(person.id)
         if wait is not None:
             raise RateLimited(f"at most {self._opens.limit} opens a minute", retry_after_s=wait)
-        self._here(garage)
         if not self._connected():
             raise Unavailable("the service has no link to the broker")
         self._opens.hit(person.id)
@@ -161,15 +170,41 @@ class Requests:
         )
         return answer_of(result, "opened")
 
-    def _here(self, device: str) -> None:
-        """Commands go from the instance that owns the device: it alone hears the ack."""
-        partition = self._elsewhere(device)
-        if partition is not None:
-            raise Unavailable(f"{device} is served by the instance of partition {partition}")
+    async def _ask_owner(self, owner: Partition, asked: Asked, *, within_s: float) -> Done | Alert:
+        """Have the instance that owns the device carry out the request (it checks, audits
+        and answers it as if asked itself): docs/scaling.md, "Requests for another
+        instance's devices"."""
+        if self._owners is None:
+            raise Unavailable(f"{asked.device} is served by the instance of partition {owner}")
+        return await self._owners.ask(owner, asked, within_s=within_s)
+
+    async def carry_out(self, asked: Asked) -> Done | Alert:
+        """A request another instance took for one of this instance's devices."""
+        owner = self._elsewhere(asked.device)
+        if owner is not None:  # never passed on twice: the instances disagree on partitions
+            raise Unavailable(
+                f"{asked.device} is not served by the instance it was passed to either"
+                f" (it says partition {owner}): are the instances' --partition counts the same?"
+            )
+        match asked.kind:
+            case "gate_open":
+                return await self.open_gate(asked.ask, asked.device, asked.gate)
+            case "port_power":
+                return await self.power_port(asked.ask, asked.device, asked.port, on=asked.on)
+            case "acknowledge":
+                return await self.acknowledge(asked.person, asked.alert_id)
 
     # -- staff -------------------------------------------------------------------------------
 
     async def power_port(self, ask: Ask, station: str, port: int, *, on: bool) -> Done:
+        owner = self._elsewhere(station) if station in self.site.stations else None
+        if owner is not None:
+            asked = Asked(
+                "port_power", ask.person, station, ask.client, ask.idempotency_key, port=port, on=on
+            )
+            limits = self.site.stations[station].thresholds
+            within_s = limits.command_timeout_s * limits.command_tries
+            return _done(await self._ask_owner(owner, asked, within_s=within_s))
         target, person = f"{station}/{port}", ask.person
         try:
             if person.role is not Role.STAFF:
@@ -177,7 +212,6 @@ class Requests:
             spec = self.site.stations.get(station)
             if spec is None or not 1 <= port <= spec.ports:
                 raise NotFound(f"no port {target}")
-            self._here(station)
             if on:
                 blocking = self._unacknowledged(station, port)
                 if blocking:
@@ -212,22 +246,6 @@ class Requests:
         await self._audit("port_power", target, ask, answer, result.outcome.value, result.id)
         return done_or_raise(answer)
 
-    def switch_on_blockers(
-        self, station: str, ports: Collection[int]
-    ) -> dict[int, list[switch_on.Blocker]]:
-        """For each of `ports`, why `power_port(..., on=True)` would be refused now (409), by
-        the same guards and in their order; empty: it would be sent. For the staff console's
-        list of cut-offs (a station's rules evaluated once for all its ports)."""
-        alerts, cut_by = self._live.open_alerts(), self._live.cut_by(station)
-        firing = self._live.firing_cutoffs_of(station, ports)
-        offline = [] if self._live.reachable(station) else [switch_on.offline(station)]
-        return {
-            port: switch_on.unacknowledged(alerts, station, port, cut_by=cut_by.get(port, set()))
-            + switch_on.firing(firing[port])
-            + offline
-            for port in ports
-        }
-
     def _unacknowledged(self, station: str, port: int) -> list[switch_on.Blocker]:
         cut_by = self._live.cut_by(station).get(port, set())
         return switch_on.unacknowledged(self._live.open_alerts(), station, port, cut_by=cut_by)
@@ -241,12 +259,23 @@ class Requests:
         copied = self._live.read(
             lambda r: next((a for a in r.alerts.values() if a.id == alert_id), None)
         )
-        if copied is not None:
-            self._here(device_of(copied.subject))
+        owner = None if copied is None else self._elsewhere(device_of(copied.subject))
+        if copied is not None and owner is not None:
+            asked = Asked("acknowledge", staff, copied.device, alert_id=alert_id)
+            found = await self._ask_owner(owner, asked, within_s=0.0)
+            if not isinstance(found, Alert):
+                raise Unavailable(f"the instance of partition {owner} answered no alert")
+            return found
         state = await alert_store.state_of(self._reader, alert_id)
         if state is None:
             raise NotFound(f"no alert {alert_id}")
         raise Conflict(f"alert {alert_id} is {state}")
+
+
+def _done(found: Done | Alert) -> Done:
+    if not isinstance(found, Done):
+        raise Unavailable("the instance that owns the device answered no command")
+    return found
 
 
 def _reused_for(key: str, first: str | None, target: str) -> None:

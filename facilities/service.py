@@ -21,6 +21,7 @@ from facilities.metrics import ApiMetrics, CommandMetrics, IngestMetrics
 from facilities.mqtt.commands import CommandSender
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink
+from facilities.owners import Owners
 from facilities.refusals import Refusals
 from facilities.requests import Requests
 from facilities.rules.live_copies import LiveCopies
@@ -77,6 +78,7 @@ class Service:
     health: HealthCheck
     feed: LiveFeed
     copies: LiveCopies | None = None  # with --partition: the instances' live copies
+    owners: Owners | None = None  # with --partition: requests for the others' devices
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
@@ -156,6 +158,8 @@ async def _tasks(service: Service) -> AsyncIterator[None]:
         ]
         if service.copies is not None:
             rest.append(tasks.create_task(service.copies.run(service.link), name="live-copies"))
+        if service.owners is not None:
+            rest.append(tasks.create_task(service.owners.run(service.link), name="owners"))
         refusals = tasks.create_task(service.refusal_writer.run(), name="refusals-writer")
         try:
             yield

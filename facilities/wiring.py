@@ -26,6 +26,7 @@ from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest import Ingest
 from facilities.mqtt.session import BrokerLink, BrokerUrl, MessageHandler, session_client_id
 from facilities.mqtt.topics import Topics
+from facilities.owners import Owners
 from facilities.partition import Partition, unit_of
 from facilities.refusals import Refusals
 from facilities.request_audit import REFUSAL_ROWS_PER_MINUTE, RequestAudit
@@ -75,7 +76,7 @@ def build(
     )
     store, live = core.store, core.live
     owned = (*mine.stations, *mine.garages) if partition else None
-    copies = None
+    copies = owners = None
     if partition is not None and owned is not None:
         copies = LiveCopies(
             live,
@@ -86,7 +87,8 @@ def build(
             monotonic=monotonic,
         )
         live.changes.subscribe(copies.changed)
-    ingest, link = _broker_side(core, copies)
+        owners = Owners(_topics(settings), partition, running=copies.running)
+    ingest, link = _broker_side(core, copies, owners)
     commands = CommandSender(link, store.writer, clock=steady, metrics=core.metrics.commands)
     # acks to the command sender that waits for them; everything else to the live state
     ingest.observers.append(functools.partial(_deliver, live, commands))
@@ -98,6 +100,9 @@ def build(
     refusals = Refusals(clock=steady, metrics=core.metrics.api)
     estimates = Estimates(store.reader, clock=steady)
     feed = _live_feed(core, link, estimates, live_queue)
+    requests = _requests(core, commands, link, refusals, owners)
+    if owners is not None:
+        owners.serve = requests.carry_out
     return Service(
         settings=settings,
         site=site,
@@ -110,7 +115,7 @@ def build(
         commands=commands,
         live=live,
         rules=rules,
-        requests=_requests(core, commands, link, refusals),
+        requests=requests,
         retention=_retention(core, owned),
         estimates=estimates,
         refusals=refusals,
@@ -120,6 +125,7 @@ def build(
         ),
         feed=feed,
         copies=copies,
+        owners=owners,
     )
 
 
@@ -142,9 +148,12 @@ def _topics(settings: Settings) -> Topics:
     return Topics(settings.topic_prefix, partition=partition.slug if partition else "")
 
 
-def _broker_side(core: _Core, copies: LiveCopies | None) -> tuple[Ingest, BrokerLink]:
+def _broker_side(
+    core: _Core, copies: LiveCopies | None, owners: Owners | None
+) -> tuple[Ingest, BrokerLink]:
     """Ingest, and the broker link that hands it every message (with `--partition`, those of
-    the devices this instance owns, and the other instances' copies to `copies`)."""
+    the devices this instance owns; the other instances' copies to `copies`, their requests
+    and answers to `owners`)."""
     settings, partition = core.settings, core.settings.partition
     topics = _topics(settings)
     ingest = Ingest(
@@ -156,7 +165,7 @@ def _broker_side(core: _Core, copies: LiveCopies | None) -> tuple[Ingest, Broker
     )
     url = BrokerUrl.parse(settings.broker, ca_file=settings.broker_ca)
     client_id = session_client_id(url, settings.client_id)
-    if partition is None or copies is None:
+    if partition is None or copies is None or owners is None:
         link = BrokerLink(
             url,
             client_id=client_id,
@@ -173,10 +182,13 @@ def _broker_side(core: _Core, copies: LiveCopies | None) -> tuple[Ingest, Broker
         client_id=client_id if settings.client_id else f"{client_id}-{partition.slug}",
         topics=topics,
         on_message=functools.partial(
-            _route, f"{settings.topic_prefix}/service/", copies.on_message, ingest.on_message
+            _route,
+            f"{settings.topic_prefix}/service/",
+            functools.partial(_service, owners, copies),
+            ingest.on_message,
         ),
         subscriptions=topics.device_subscriptions(mine.stations, mine.garages),
-        copies=[topics.live_copies(), topics.partition_statuses()],
+        copies=[topics.live_copies(), topics.partition_statuses(), *owners.subscriptions],
     )
     return ingest, link
 
@@ -192,8 +204,19 @@ def _route(
         ingest(topic, *rest)
 
 
+def _service(owners: Owners, copies: LiveCopies, topic: str, *rest: Any) -> None:
+    """A message under the service's own topics: a request or an answer between the
+    instances to `owners`, a copy or a partition's status to `copies`."""
+    if not owners.on_message(topic, *rest):
+        copies.on_message(topic, *rest)
+
+
 def _requests(
-    core: _Core, commands: CommandSender, link: BrokerLink, refusals: Refusals
+    core: _Core,
+    commands: CommandSender,
+    link: BrokerLink,
+    refusals: Refusals,
+    owners: Owners | None,
 ) -> Requests:
     """What people ask of the service, with its limits from the settings."""
     settings, store = core.settings, core.store
@@ -220,6 +243,7 @@ def _requests(
         clock=core.clock,
         audit=audit,
         elsewhere=functools.partial(_elsewhere, settings.partition, core.site),
+        owners=owners,
     )
 
 
@@ -283,11 +307,11 @@ def _live_feed(core: _Core, link: BrokerLink, estimates: Estimates, queue: int) 
     return feed
 
 
-def _elsewhere(partition: Partition | None, site: Site, device: str) -> str | None:
+def _elsewhere(partition: Partition | None, site: Site, device: str) -> Partition | None:
     """The partition of `device` when another instance owns it, else None."""
     if partition is None or partition.owns(site, device):
         return None
-    return f"{partition.of_key(unit_of(site, device))}/{partition.count}"
+    return Partition(partition.of_key(unit_of(site, device)), partition.count)
 
 
 def _now(clock: SteadyClock) -> datetime:

@@ -2,6 +2,7 @@
 its garages (with their stations) and lone stations (docs/scaling.md, "Several instances")."""
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,6 +137,13 @@ def pair(
         broker.stop()
 
 
+def _person(printed: str) -> str:
+    """The id `facilities staff add` / `residents add` printed (`# staff s-1a2b3c4d (Wang)…`)."""
+    found = re.search(r"^# \w+ (\S+) ", printed, re.MULTILINE)
+    assert found is not None, printed
+    return found[1]
+
+
 def _charging(n: int, **fields: object) -> dict[str, object]:
     return reading(
         n, **{"voltage_v": 230.0, "power_w": 300.0, "energy_wh": 20.0, "temp_c": 30.0, **fields}
@@ -236,27 +244,90 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
         assert shown["cs-06"]["ports_free"] == 9  # owned by 1, shown by 0
         assert shown["cs-03"]["ports_free"] == 9  # owned by 0
 
-        # a command goes from the owner, which alone hears the device's ack
+        # either instance takes a request for any device: a command goes from the device's
+        # owner (which alone hears its ack), asked by the other when the request came there
         added = run_cli("staff", "add", "--db", str(db), "--name", "Wang")
-        token = added.stdout.strip().splitlines()[-1]
-        answers = []
+        token, staff = added.stdout.strip().splitlines()[-1], _person(added.stdout)
+
+        # the staff list of cut-offs is the district's from either instance, each port with
+        # what its owner's guards say of switching it on
+        def cut_offs(port: int) -> list[tuple[object, ...]]:
+            body = httpx.get(
+                f"http://127.0.0.1:{port}/api/cutoffs",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            ).json()
+            return sorted(
+                (
+                    c["device"],
+                    c["port"],
+                    c["rule"],
+                    tuple((b["reason"], b["rule"]) for b in c["switch_on_blocked"]),
+                )
+                for c in body["items"]
+                if c["kind"] == "port_off"
+            )
+
+        await wait_for(
+            lambda: cut_offs(instances[0].port) == cut_offs(instances[1].port),
+            what="the same cut-offs from both instances",
+        )
+        listed = cut_offs(instances[0].port)
+        assert (
+            "cs-05",
+            3,
+            "port_over_temperature",
+            (("unacknowledged", "port_over_temperature"),),
+        ) in listed
+        assert {row[0] for row in listed} == {"cs-05", "cs-01", "cs-02"}
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-            for instance in instances:
-                url = f"http://127.0.0.1:{instance.port}/api/stations/cs-06/ports/2/power"
-                answers.append(await http.post(url, json={"on": False}, timeout=10))
-        assert answers[0].status_code == 503
-        assert answers[0].json()["detail"] == "cs-06 is served by the instance of partition 1/2"
-        assert answers[1].status_code == 200, answers[1].text
-        # and an alert is acknowledged by the instance that holds it
+            for n, instance in enumerate(instances, 1):
+                url = f"http://127.0.0.1:{instance.port}/api/stations/cs-06/ports/{n}/power"
+                answer = await http.post(url, json={"on": False}, timeout=15)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["status"] == "done"
+        assert sorted((c.action.value, c.port) for c in stations["cs-06"].commands) == [
+            ("power_off", 1),
+            ("power_off", 2),
+        ]
+        # audited once each, by the owner, with the asker's client address
+        assert sorted(query(db, "SELECT target, person, status, outcome FROM api_requests")) == [
+            ("cs-06/1", staff, 200, "acked"),
+            ("cs-06/2", staff, 200, "acked"),
+        ]
+        # a refusal is the owner's, passed on as it was given: switching on a port the rules
+        # hold off until the alert is acknowledged (cs-05/3 is partition 1's)
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            url = f"http://127.0.0.1:{instances[0].port}/api/stations/cs-05/ports/3/power"
+            refused = await http.post(url, json={"on": True}, timeout=15)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"] == "conflict"
+        assert "acknowledge port_over_temperature (cs-05/3)" in refused.json()["detail"]
+        # an alert is acknowledged by the instance that holds it, asked by either
         [(alert_id,)] = query(db, "SELECT id FROM alerts WHERE subject = 'cs-05/3'")
-        acks = []
         async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
-            for instance in instances:
-                url = f"http://127.0.0.1:{instance.port}/api/alerts/{alert_id}/ack"
-                acks.append(await http.post(url, timeout=10))
-        assert acks[0].status_code == 503
-        assert acks[0].json()["detail"] == "cs-05 is served by the instance of partition 1/2"
-        assert acks[1].status_code == 200, acks[1].text
+            url = f"http://127.0.0.1:{instances[0].port}/api/alerts/{alert_id}/ack"
+            acked = await http.post(url, timeout=15)
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["acknowledged_by"] == staff
+        await wait_for(
+            lambda: (
+                query(db, "SELECT acknowledged_by FROM alerts WHERE id = ?", alert_id) == [(staff,)]
+            ),
+            what="the acknowledgement stored",
+        )
+        # a resident of a garage partition 1 owns opens its gate through instance 0
+        resident = run_cli("residents", "add", "--db", str(db), "--name", "Li", "--garage", "g-cq8")
+        key = {"Idempotency-Key": "tap-1"}
+        gate = devices.garage("g-cq8")
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {resident.stdout.strip().splitlines()[-1]}"}
+        ) as http:
+            url = f"http://127.0.0.1:{instances[0].port}/api/garages/g-cq8/gates/main/open"
+            opened = [await http.post(url, headers=key, timeout=15) for _ in range(2)]
+        assert [o.status_code for o in opened] == [200, 200], opened[0].text
+        assert opened[1].headers.get("Idempotent-Replayed") == "true"
+        assert [c.action.value for c in gate.commands] == ["open"]
     finally:
         devices.close()
     for instance in instances:
@@ -313,6 +384,19 @@ async def test_the_devices_of_a_dead_partition_are_shown_offline_until_it_is_bac
             lambda: online(instances[0].port) == {"cs-03": True, "cs-06": False},
             what="cs-06 shown offline",
         )
+        # nobody to carry out a request for cs-06: refused at once, not after a wait
+        added = run_cli("staff", "add", "--db", str(instances[0].db), "--name", "Wang")
+        token = added.stdout.strip().splitlines()[-1]
+        started = time.monotonic()
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+            refused = await http.post(
+                f"http://127.0.0.1:{instances[0].port}/api/stations/cs-06/ports/1/power",
+                json={"on": False},
+                timeout=15,
+            )
+        assert refused.status_code == 503, refused.text
+        assert "partition 1/2, which is not running" in refused.json()["detail"]
+        assert time.monotonic() - started < 2
         instances[1].start()  # its copies come again
         await wait_for(
             lambda: online(instances[0].port) == {"cs-03": True, "cs-06": True},

@@ -92,6 +92,16 @@ class Topics:
             return None
         return topic[len(head) : -len(tail)] or None
 
+    def asks(self, partition: str) -> str:
+        """Where the other instances ask a partition's instance (`0-of-2`) to carry out a
+        request for one of its devices (`facilities/service/partition/0-of-2/ask`)."""
+        return f"{self.prefix}/service/partition/{partition}/ask"
+
+    def answers(self, instance: str) -> str:
+        """Where an instance hears the answers to what it asked the others: its own topic,
+        by an id it draws at start (`facilities/service/answer/5f0c…`)."""
+        return f"{self.prefix}/service/answer/{instance}"
+
     def live_copy_device(self, topic: str) -> str | None:
         """The device of a live copy's topic, None for any other topic."""
         head = f"{self.prefix}/service/live/"

@@ -12,6 +12,7 @@ from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rules.site_fit import fitted_garages, fitted_stations
 from facilities.site import Site
+from facilities.switch_on import Blocker, Hold, offline
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class LiveCopy:
     garage: GarageLive | None = None
     alerts: tuple[Alert, ...] = ()
     cutoffs: tuple[Cutoff, ...] = ()
+    # each port cut off, with why switching it on would be refused now (the owner's guards)
+    held_off: tuple[tuple[int, tuple[Blocker, ...]], ...] = ()
 
 
 _COPY = TypeAdapter(LiveCopy)
@@ -51,6 +54,7 @@ class Copies:
         self.garages = fitted_garages(site, {})
         self.alerts: dict[tuple[str, str], Alert] = {}
         self._cutoffs: dict[str, tuple[Cutoff, ...]] = {}
+        self._held_off: dict[str, dict[int, tuple[Blocker, ...]]] = {}
 
     def put(self, copy: LiveCopy) -> bool:
         """Keep `copy` in place of the last one; False (kept nothing) for a device that is not
@@ -66,6 +70,7 @@ class Copies:
             del self.alerts[key]
         self.alerts.update({a.key: a for a in copy.alerts if device_of(a.subject) == device})
         self._cutoffs[device] = copy.cutoffs
+        self._held_off[device] = dict(copy.held_off)
         return True
 
     def orphaned(self, devices: Iterable[str]) -> list[str]:
@@ -84,3 +89,17 @@ class Copies:
 
     def cutoffs(self) -> Iterable[Cutoff]:
         return (c for held in self._cutoffs.values() for c in held)
+
+    def blockers(self, station: str, ports: Iterable[int]) -> dict[int, list[Blocker]]:
+        """Why switching each port on would be refused, as the owner last copied it; a
+        station shown offline (its owner gone too) is offline whatever the copy says."""
+        held = self._held_off.get(station, {})
+        live = self.stations.get(station)
+        gone = [offline(station)] if live is not None and live.online is False else []
+        return {
+            port: [
+                *(b for b in held.get(port, ()) if b.hold is not Hold.OFFLINE),
+                *(gone if gone else [b for b in held.get(port, ()) if b.hold is Hold.OFFLINE]),
+            ]
+            for port in ports
+        }

@@ -110,6 +110,10 @@ class LiveCopies:
             # a copy retained from before its owner went: shown offline all the same
             self._live.owner_gone(lambda d: d == device)
 
+    def running(self, index: int) -> bool:
+        """Whether partition `index`'s instance is running, as far as its status says."""
+        return index not in self._gone
+
     def _status(self, slug: str, payload: bytes) -> None:
         """Partition `slug` (`1-of-2`) said `online` or `offline` (its Last Will, or a clean
         stop). Offline, no instance watches its devices: their copies are shown offline until

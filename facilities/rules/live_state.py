@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
+from facilities import switch_on
 from facilities.alerts import Alert, AlertState, Change, Transition, device_of
 from facilities.charging.state import StationLive
 from facilities.counted import MARKS_SAVED_S, Counted
@@ -236,12 +237,41 @@ class LiveState:
 
     def cut_by(self, station: str) -> dict[int, set[str]]:
         """Port → the alerts whose cut-offs list it (a garage's smoke for a station inside)."""
-        found: dict[int, set[str]] = {}
         with self._lock:
-            for c in self._engine.desired.of(station):
-                if c.port is not None:
-                    found.setdefault(c.port, set()).add(c.alert_id)
+            return self._cut_by(station)
+
+    def _cut_by(self, station: str) -> dict[int, set[str]]:
+        found: dict[int, set[str]] = {}
+        for c in self._engine.desired.of(station):
+            if c.port is not None:
+                found.setdefault(c.port, set()).add(c.alert_id)
         return found
+
+    def switch_on_blockers(
+        self, station: str, ports: Collection[int]
+    ) -> dict[int, list[switch_on.Blocker]]:
+        """For each of `ports`, why switching it on would be refused now, by the power
+        request's guards in their order (docs/rules.md, "Desired state"); empty: it would be
+        sent. For the staff console's list of cut-offs: a station's rules evaluated once for
+        all its ports. A station another instance owns: as its owner last copied it."""
+        with self._lock:
+            if station in self._engine.stations:
+                return self._blockers(station, ports)
+            if self._copies is not None:
+                return self._copies.blockers(station, ports)
+            return {port: [] for port in ports}
+
+    def _blockers(self, station: str, ports: Collection[int]) -> dict[int, list[switch_on.Blocker]]:
+        engine, now = self._engine, self._clock()
+        alerts, cut_by = engine.alerts.values(), self._cut_by(station)
+        firing = engine.firing_cutoffs_of(station, ports, now)
+        offline = [] if engine.reachable(station, now) else [switch_on.offline(station)]
+        return {
+            port: switch_on.unacknowledged(alerts, station, port, cut_by=cut_by.get(port, set()))
+            + switch_on.firing(firing[port])
+            + offline
+            for port in ports
+        }
 
     def firing_cutoffs(self, station: str, port: int) -> list[tuple[RuleId, str]]:
         """The rules that would cut this port now (see `Engine.firing_cutoffs`)."""
@@ -311,6 +341,8 @@ class LiveState:
             station, garage = engine.stations.get(device), engine.garages.get(device)
             if station is None and garage is None:
                 return None
+            cutoffs = engine.desired.of(device)
+            cut = {c.port for c in cutoffs if c.port is not None and c.gate is None}
             return encode(
                 LiveCopy(
                     device,
@@ -319,7 +351,13 @@ class LiveState:
                     alerts=tuple(
                         a for a in engine.alerts.values() if device_of(a.subject) == device
                     ),
-                    cutoffs=tuple(engine.desired.of(device)),
+                    cutoffs=tuple(cutoffs),
+                    held_off=tuple(
+                        (port, tuple(found))
+                        for port, found in self._blockers(device, sorted(cut)).items()
+                    )
+                    if station is not None
+                    else (),
                 )
             )
 
@@ -355,6 +393,14 @@ class LiveState:
         """The desired state's version (it moves on every change) and its cut-offs."""
         with self._lock:
             return self._engine.desired.version, list(self._engine.desired)
+
+    def every_cutoff(self) -> list[Cutoff]:
+        """The cut-offs held on every device: this instance's, and those another instance
+        holds as it last copied them (`--partition`)."""
+        with self._lock:
+            if self._copies is None:
+                return list(self._engine.desired)
+            return [*self._engine.desired, *self._copies.cutoffs()]
 
     def devices(self) -> list[str]:
         return [*self._engine.stations, *self._engine.garages]

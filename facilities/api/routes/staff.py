@@ -169,8 +169,8 @@ async def power(
     responses=STAFF_REFUSALS,
     summary="Ports the service switched off and gates it holds open: why, since when",
 )
-async def cutoffs(live: LiveDep, requests: RequestsDep, _staff: StaffDep) -> models.Cutoffs:
-    return views.cutoffs(live.cutoffs()[1], requests.switch_on_blockers)
+async def cutoffs(live: LiveDep, _staff: StaffDep) -> models.Cutoffs:
+    return views.cutoffs(live.every_cutoff(), live.switch_on_blockers)
 
 
 # the history routes, after these (the order of the API docs)
