@@ -18,7 +18,8 @@ test: setup system-tests npm-tools lint
 test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
-# The whole suite on the tests' own PostgreSQL instead of SQLite (docs/postgresql.md, "Tests").
+# The tests on the tests' own PostgreSQL only (make test runs those that use the database on
+# both stores: docs/postgresql.md, "Tests").
 test-postgresql: setup system-tests npm-tools
 	$(BIN)/pytest --store postgresql
 

@@ -40,27 +40,29 @@ STORES = ("sqlite", "postgresql")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--store",
-        choices=STORES,
-        default=os.environ.get("FACILITIES_TEST_STORE", "sqlite"),
-        help="the store the service's tests run on (default: sqlite; tests marked"
-        " both_stores run on both whatever this says)",
+        choices=(*STORES, "both"),
+        default=os.environ.get("FACILITIES_TEST_STORE", "both"),
+        help="the store the tests that use one run on (default: both, each such test once on"
+        " SQLite and once on the session's own PostgreSQL)",
     )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test marked `both_stores` that uses the store runs once on SQLite, once on
-    PostgreSQL (docs/postgresql.md, "Tests")."""
-    if "store_target" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_stores"
-    ):
-        metafunc.parametrize("store_target", STORES, indirect=True)
+    """Every test that uses the store (`store_target`) runs on each store `--store` names:
+    by default once on SQLite, once on PostgreSQL (docs/postgresql.md, "Tests")."""
+    if "store_target" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--store")
+        stores = STORES if chosen == "both" else (chosen,)
+        if metafunc.definition.get_closest_marker("sqlite_only"):
+            stores = ("sqlite",)  # about SQLite's own file: its lock (the marker says why)
+        metafunc.parametrize("store_target", stores, indirect=True)
 
 
 @pytest.fixture
 def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The service's database: a fresh SQLite file, or a fresh database on the session's
-    own PostgreSQL (`--store postgresql`, or a test marked both_stores)."""
-    backend = getattr(request, "param", None) or request.config.getoption("--store")
+    own PostgreSQL."""
+    backend = request.param
     if backend == "postgresql":
         url: str = request.getfixturevalue("pg_url")
         return url

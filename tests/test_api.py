@@ -11,7 +11,7 @@ import pytest
 from facilities import admin
 from facilities.access import Role
 from tests.api_support import Api, bearer
-from tests.support.db import query, sqlite_only
+from tests.support.db import query
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
 
@@ -391,12 +391,12 @@ async def test_a_token_added_while_running_works_at_once(api: Api) -> None:
     assert (await api.http.get("/api/me", headers=bearer(token))).status_code == 401
 
 
+@pytest.mark.sqlite_only("the write lock of the database file")
 async def test_healthz_is_503_while_the_database_does_not_answer(api: Api, device) -> None:
     """Another process holds the write lock: the batch in hand waits (busy_timeout 5 s), the
     database stops answering, /healthz says so; the lock goes, everything is stored."""
     import sqlite3
 
-    sqlite_only(api.service.settings.db, "the write lock of the database file")
     db = api.service.settings.db
     assert (await api.http.get("/healthz")).status_code == 200
     # Taken in a thread: the service runs on this test's event loop, and a transaction it has

@@ -88,12 +88,12 @@ def link(tmp_path: Path) -> Iterator[Link]:
 
 
 @pytest.fixture
-async def central(link: Link, tmp_path: Path) -> AsyncIterator[Service]:
+async def central(link: Link, store_target: str) -> AsyncIterator[Service]:
     """The service, on the central broker only."""
     settings = Settings(
         site=link.site_path,
         broker=link.centre.service_url(f"facilities-test-{uuid.uuid4().hex[:8]}"),
-        db=tmp_path / "facilities.db",
+        db=store_target,
         connect_timeout_s=5.0,
     )
     running = build(settings, link.site)

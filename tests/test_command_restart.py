@@ -32,6 +32,7 @@ from simulators.charging import PortModel, StationModel
 from simulators.client import DeviceClient
 from simulators.devices import Behaviour, SimulatedStation
 from tests.support.db import query
+from tests.support.devices import clear_retained_status
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
@@ -54,6 +55,13 @@ def quick_site_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_retained_availability(broker: PrivateBroker, site: Site) -> None:
+    """An `offline` an earlier test's device left retained on the session broker would make
+    the restarted service hold its commands for a station it takes to be offline."""
+    clear_retained_status(broker, site)
+
+
 @pytest.fixture
 def station(stations: Callable[..., SimulatedStation]) -> SimulatedStation:
     """cs-16, silent until a test tells it to obey."""
@@ -74,8 +82,9 @@ async def test_a_power_off_in_flight_is_sent_again_after_a_restart(
     quick_site_file: Path,
     stop: str,
     answers: bool,
+    store_target: str,
 ) -> None:
-    db = tmp_path / "facilities.db"
+    db = store_target
     client_id = f"restart-{uuid.uuid4().hex[:6]}"
     first = ServiceProcess(
         broker, db, client_id=client_id, log=tmp_path / "1.log", site=quick_site_file
@@ -210,11 +219,15 @@ async def test_actions_not_sent_at_shutdown_are_kept_and_sent_at_the_next_start(
 
 @pytest.mark.slow
 async def test_a_staff_command_waiting_when_the_service_dies_is_closed_not_sent_again(
-    tmp_path: Path, broker: PrivateBroker, station: SimulatedStation, quick_site_file: Path
+    tmp_path: Path,
+    broker: PrivateBroker,
+    station: SimulatedStation,
+    quick_site_file: Path,
+    store_target: str,
 ) -> None:
     """A late power_on is worse than none: a person's command is never sent again by a
     restart; its row is closed with the reason (the person got no answer)."""
-    db = tmp_path / "facilities.db"
+    db = store_target
     added = run_cli("staff", "add", "--db", str(db), "--name", "值班 孙")
     assert added.returncode == 0, added.stderr
     token = added.stdout.strip().splitlines()[-1]

@@ -70,7 +70,6 @@ async def _until(condition: Callable[[], bool], what: str, timeout_s: float = 60
 
 
 @pytest.mark.slow
-@pytest.mark.both_stores
 async def test_20000_messages_survive_two_sigkills_exactly_once(
     tmp_path: Path, site: Site, store_target: str
 ) -> None:
@@ -107,10 +106,10 @@ async def test_20000_messages_survive_two_sigkills_exactly_once(
 
 @pytest.mark.slow
 async def test_sigterm_under_load_commits_acks_and_exits_within_5_s(
-    tmp_path: Path, site: Site
+    tmp_path: Path, site: Site, store_target: str
 ) -> None:
     broker = start_broker(tmp_path / "broker", site)
-    db = tmp_path / "facilities.db"
+    db = store_target
     service = ServiceProcess(broker, db, client_id="term", log=tmp_path / "service.log")
     try:
         service.start()
@@ -135,13 +134,13 @@ async def test_sigterm_under_load_commits_acks_and_exits_within_5_s(
 
 
 async def test_broker_restart_health_503_then_reconnect_and_resume(
-    tmp_path: Path, site: Site
+    tmp_path: Path, site: Site, store_target: str
 ) -> None:
     broker = start_broker(tmp_path / "broker", site)
     settings = Settings(
         site=EXAMPLE_SITE,
         broker=broker.url(),
-        db=tmp_path / "f.db",
+        db=store_target,
         connect_timeout_s=5.0,
     )
     service = build(settings, site)

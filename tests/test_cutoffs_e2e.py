@@ -494,10 +494,10 @@ async def test_staff_power_to_a_station_known_offline_is_refused_and_not_queued(
 
 @pytest.mark.slow
 async def test_a_sigkilled_service_still_cuts_a_rebooted_station_again(
-    tmp_path: Path, broker: PrivateBroker, site: Site
+    tmp_path: Path, broker: PrivateBroker, site: Site, store_target: str
 ) -> None:
     clear_retained_status(broker, site)
-    db = tmp_path / "facilities.db"
+    db = store_target
     client = DeviceClient(BrokerUrl.parse(broker.url("cs-11")), client_id="cs-11").connect()
     station = SimulatedStation(
         client, StationModel("cs-11", [PortModel(n) for n in range(1, 11)]), Topics()

@@ -20,7 +20,7 @@ from facilities.store.db import BUSY_TIMEOUT_MS
 from simulators.client import DeviceClient
 from tests.api_support import Api
 from tests.support import payloads
-from tests.support.db import query, sqlite_only
+from tests.support.db import query
 from tests.support.devices import DeviceFactory, Devices
 from tests.support.poll import wait_for, wait_until
 from tests.support.processes import ServiceProcess
@@ -38,13 +38,15 @@ def _count(db: Path, sql: str, *params: object) -> int:
     return int(query(db, sql, *params)[0][0])
 
 
+@pytest.mark.sqlite_only(
+    "the write lock of the database file (PostgreSQL: tests/test_postgres_store.py, tests/test_write_faults.py)"
+)
 @pytest.mark.slow
 async def test_a_lock_held_past_the_busy_timeout_stops_neither_cut_offs_nor_ingest(
     api: Api, device: DeviceFactory, devices: Devices
 ) -> None:
     service = api.service
     db = service.settings.db
-    sqlite_only(db, "the write lock of the database file (PostgreSQL: test_postgres_store.py)")
     commands: dict[str, tuple[float, bytes]] = {}
     devices.client("observer").subscribe(
         "facilities/charging/+/command",

@@ -73,7 +73,6 @@ async def test_a_standby_stops_at_once_and_leaves_the_owner_alone(
 
 
 @pytest.mark.slow
-@pytest.mark.both_stores  # ownership: a lock file beside SQLite's, an advisory lock on PostgreSQL
 async def test_the_standby_takes_over_after_a_sigkill_under_load(
     tmp_path: Path, site: Site, store_target: str
 ) -> None:

@@ -5,10 +5,11 @@ import asyncio
 import json
 import sqlite3
 
+import pytest
+
 from facilities.rules.runner import TICK_LATE_S
 from tests.api_support import Api
 from tests.support.clock import MovableClock
-from tests.support.db import sqlite_only
 from tests.support.devices import DeviceFactory
 from tests.support.payloads import port, telemetry
 from tests.support.poll import wait_for
@@ -28,12 +29,12 @@ async def _health_until(api: Api, *needed: str, timeout_s: float = 10.0) -> tupl
     )
 
 
+@pytest.mark.sqlite_only("the write lock of the database file")
 async def test_healthz_is_503_while_the_writers_are_stuck_and_200_after(
     api: Api, clock: MovableClock, device: DeviceFactory
 ) -> None:
     """Another process holds the database's write lock: a hazard's alert cannot be stored
     and telemetry waits. Within the 5 s busy timeout (released before), /healthz names both."""
-    sqlite_only(api.service.settings.db, "the write lock of the database file")
     db = api.service.settings.db
     assert (await api.http.get("/healthz")).status_code == 200
     station = device("cs-09")

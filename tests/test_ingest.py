@@ -19,9 +19,6 @@ from tests.support.devices import DeviceFactory
 from tests.support.payloads import port
 from tests.support.poll import wait_for
 
-# the store's promises, on SQLite and on PostgreSQL (docs/postgresql.md, "Tests")
-pytestmark = pytest.mark.both_stores
-
 
 def telemetry(seq: int, *, ts: float | None = None, power_w: float = 300.0) -> str:
     ports = [

@@ -21,11 +21,12 @@ from facilities.service import run
 from facilities.settings import Settings
 from facilities.site import Site
 from facilities.store.db import open_db
+from facilities.store.sql import is_postgres
 from facilities.wiring import build
 from simulators.client import DeviceClient
 from tests.support import payloads
 from tests.support.clock import MovableClock
-from tests.support.db import query
+from tests.support.db import query, writing
 from tests.support.devices import DeviceFactory
 from tests.support.paths import EXAMPLE_SITE
 from tests.support.payloads import reading
@@ -38,12 +39,12 @@ def telemetry(seq: int, *, port: int = 1, ts: float | None = None) -> str:
     return json.dumps(payloads.telemetry(seq, [hot], ts=ts, temp_c=30.0))
 
 
-def _seqs(db: Path, station: str) -> list[int]:
+def _seqs(db: str | Path, station: str) -> list[int]:
     rows = query(db, "SELECT seq FROM station_samples WHERE station = ? ORDER BY seq", station)
     return [int(str(row[0])) for row in rows]
 
 
-def _quarantine(db: Path, topic: str) -> list[tuple[str, str]]:
+def _quarantine(db: str | Path, topic: str) -> list[tuple[str, str]]:
     rows = query(db, "SELECT reason, detail FROM quarantine WHERE topic = ? ORDER BY id", topic)
     return [(str(reason), str(detail)) for reason, detail in rows]
 
@@ -115,9 +116,9 @@ async def test_qos0_retained_online_and_telemetry_are_stored_without_reconnects(
 
 @pytest.mark.slow
 async def test_out_of_range_numbers_and_ports_are_quarantined_and_the_service_stays_up(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory, store_target: str
 ) -> None:
-    db = tmp_path / "facilities.db"
+    db = store_target
     service = ServiceProcess(
         broker, db, client_id=f"range-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )
@@ -174,18 +175,29 @@ async def test_out_of_range_numbers_and_ports_are_quarantined_and_the_service_st
 
 @pytest.mark.slow
 async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory, store_target: str
 ) -> None:
     """Whatever the validation misses, the writer quarantines the one message it cannot
     store and keeps the batch around it. The store here refuses one sample for real, as a
     constraint would."""
-    db = tmp_path / "facilities.db"
-    conn = await open_db(db)
-    await conn.executescript(
-        "CREATE TRIGGER refuse_13 BEFORE INSERT ON station_samples WHEN NEW.seq = 13"
-        " BEGIN SELECT RAISE(ABORT, 'seq 13 refused by the store'); END;"
-    )
-    await conn.close()
+    db = store_target
+    await (await open_db(db)).close()  # migrated
+    with writing(db) as conn:
+        if is_postgres(db):  # a check that fails, as PostgreSQL's constraints do
+            conn.execute(
+                "CREATE FUNCTION refuse_13() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                " IF NEW.seq = 13 THEN RAISE EXCEPTION 'seq 13 refused by the store'"
+                " USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER refuse_13 BEFORE INSERT ON station_samples"
+                " FOR EACH ROW EXECUTE FUNCTION refuse_13()"
+            )
+        else:
+            conn.execute(
+                "CREATE TRIGGER refuse_13 BEFORE INSERT ON station_samples WHEN NEW.seq = 13"
+                " BEGIN SELECT RAISE(ABORT, 'seq 13 refused by the store'); END;"
+            )
     service = ServiceProcess(
         broker, db, client_id=f"refuse-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )
@@ -230,11 +242,11 @@ async def test_a_row_the_database_refuses_is_quarantined_and_the_rest_is_stored(
 
 @pytest.mark.slow
 async def test_bad_input_redelivered_after_a_kill_is_quarantined_once(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory, store_target: str
 ) -> None:
     """A retained bad availability (`booting`) comes again at every start of the service;
     so does a QoS 1 message that was committed but not acknowledged when it was killed."""
-    db = tmp_path / "facilities.db"
+    db = store_target
     service = ServiceProcess(
         broker, db, client_id=f"once-{uuid.uuid4().hex[:6]}", log=tmp_path / "svc.log"
     )

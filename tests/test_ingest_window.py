@@ -10,6 +10,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from facilities.mqtt.ingest import WINDOW
 from facilities.mqtt.link_options import RECEIVE_MAXIMUM
 from facilities.service import Service, run
@@ -17,7 +19,7 @@ from facilities.settings import Settings
 from facilities.site import Site
 from facilities.wiring import build
 from tests.support import payloads
-from tests.support.db import query, sqlite_only
+from tests.support.db import query
 from tests.support.devices import DeviceFactory, Devices
 from tests.support.poll import wait_for
 
@@ -62,6 +64,7 @@ async def test_a_backlog_is_taken_a_window_at_a_time(
     assert 0 < held <= WINDOW
 
 
+@pytest.mark.sqlite_only("the write lock of the database file")
 async def test_a_cut_off_is_sent_while_another_process_holds_the_database(
     service: Service, device: DeviceFactory, devices: Devices
 ) -> None:
@@ -69,7 +72,6 @@ async def test_a_cut_off_is_sent_while_another_process_holds_the_database(
     another connection (within the service's busy timeout, 5 s), an overheated port behind
     1,500 ordinary messages is switched off at once, and everything is stored once the lock
     is given back."""
-    sqlite_only(service.settings.db, "the write lock of the database file")
     commands: list[bytes] = []
     devices.client("observer").subscribe(
         "facilities/charging/cs-07/command", lambda _topic, payload: commands.append(payload)

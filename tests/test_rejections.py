@@ -250,11 +250,11 @@ def _metric(service: ServiceProcess, sample: str) -> float:
 
 @pytest.mark.slow
 async def test_facilities_run_tells_a_station_up_to_its_quota_and_staff_list_the_rest(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory, store_target: str
 ) -> None:
     """The whole path through `facilities run`: a station that floods bad telemetry hears
     its quota's worth of refusals, and staff find every kept one over HTTP."""
-    db = tmp_path / "facilities.db"
+    db = store_target
     added = run_cli("staff", "add", "--db", str(db), "--name", "物业 陈经理")
     assert added.returncode == 0, added.stderr
     token = added.stdout.strip().splitlines()[-1]

@@ -41,9 +41,9 @@ def _ports(service: ServiceProcess, station: str) -> list[int]:
 
 
 async def test_a_station_removed_from_the_site_is_closed_not_a_crash_loop(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory, store_target: str
 ) -> None:
-    db = tmp_path / "facilities.db"
+    db = store_target
     name = f"shrink-{uuid.uuid4().hex[:6]}"
     first = ServiceProcess(broker, db, client_id=name, log=tmp_path / "first.log")
     first.start()

@@ -21,12 +21,12 @@ pytestmark = pytest.mark.slow
 STATION = "cs-11"
 
 
-def _saved_at(db: Path) -> float:
+def _saved_at(db: str | Path) -> float:
     rows = query(db, "SELECT saved_at FROM live_state WHERE device = ?", STATION)
     return float(rows[0][0]) if rows else 0.0  # type: ignore[arg-type]
 
 
-def _saved_state(db: Path) -> str:
+def _saved_state(db: str | Path) -> str:
     rows = query(db, "SELECT state FROM live_state WHERE device = ?", STATION)
     return str(rows[0][0]) if rows else ""
 
@@ -50,11 +50,9 @@ def _send(client: DeviceClient, kind: str, body: dict[str, object]) -> None:
     )
 
 
-def _service(tmp_path: Path, broker: PrivateBroker) -> ServiceProcess:
+def _service(tmp_path: Path, broker: PrivateBroker, db: str) -> ServiceProcess:
     name = f"replay-{uuid.uuid4().hex[:6]}"
-    return ServiceProcess(
-        broker, tmp_path / "facilities.db", client_id=name, log=tmp_path / "service.log"
-    )
+    return ServiceProcess(broker, db, client_id=name, log=tmp_path / "service.log")
 
 
 async def _port_1_free_and_saved(service: ServiceProcess, client: DeviceClient) -> None:
@@ -65,7 +63,7 @@ async def _port_1_free_and_saved(service: ServiceProcess, client: DeviceClient) 
     await _right_after_a_snapshot(service.db)
 
 
-async def _right_after_a_snapshot(db: Path) -> None:
+async def _right_after_a_snapshot(db: str | Path) -> None:
     """Return just after the service saved its live state (every 5 s): the next snapshot is
     seconds away, so what follows is acknowledged but not in the saved state."""
     before = _saved_at(db)
@@ -73,11 +71,14 @@ async def _right_after_a_snapshot(db: Path) -> None:
 
 
 async def test_a_port_state_acknowledged_just_before_a_crash_is_not_forgotten(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path,
+    broker: PrivateBroker,
+    device: DeviceFactory,
+    store_target: str,
 ) -> None:
     """A charger plugged in changes no alert, so only the next snapshot (5 s) would save it:
     acknowledged and then SIGKILLed before that, it comes back from the replay."""
-    service = _service(tmp_path, broker).start()
+    service = _service(tmp_path, broker, store_target).start()
     db = service.db
     client = device(STATION)
     try:
@@ -98,11 +99,14 @@ async def test_a_port_state_acknowledged_just_before_a_crash_is_not_forgotten(
 
 
 async def test_a_fault_acknowledged_just_before_a_crash_is_not_forgotten(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path,
+    broker: PrivateBroker,
+    device: DeviceFactory,
+    store_target: str,
 ) -> None:
     """A fault raises its alert: the device's state is saved with it (and what came after is
     replayed), so after a SIGKILL the fault is still there and the alert does not clear."""
-    service = _service(tmp_path, broker).start()
+    service = _service(tmp_path, broker, store_target).start()
     db = service.db
     client = device(STATION)
     try:
@@ -137,11 +141,14 @@ async def test_a_fault_acknowledged_just_before_a_crash_is_not_forgotten(
 
 
 async def test_a_sample_counted_before_a_crash_is_not_counted_again(
-    tmp_path: Path, broker: PrivateBroker, device: DeviceFactory
+    tmp_path: Path,
+    broker: PrivateBroker,
+    device: DeviceFactory,
+    store_target: str,
 ) -> None:
     """One 1,200 W sample (over the port's 1,000 W once: no overload yet) is in the saved
     state; after a SIGKILL the same message comes again (a redelivery): still one sample."""
-    service = _service(tmp_path, broker).start()
+    service = _service(tmp_path, broker, store_target).start()
     db = service.db
     client = device(STATION)
     try:

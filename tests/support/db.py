@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Protocol
 
 import psycopg
-import pytest
 
 from facilities.store.sql import is_postgres, sqlite_path, to_postgres
 
@@ -54,9 +53,3 @@ def writing(db: str | Path, *, timeout: float = 10.0) -> Iterator[_Writable]:
         return
     with sqlite3.connect(sqlite_path(str(db)), timeout=timeout) as lite:
         yield lite
-
-
-def sqlite_only(db: str | Path, why: str) -> None:
-    """Skip the test on PostgreSQL (`--store postgresql`): it needs `why`, SQLite's own."""
-    if is_postgres(str(db)):
-        pytest.skip(f"SQLite only: {why}")
