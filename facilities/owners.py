@@ -10,7 +10,10 @@ another instance's devices")."""
 
 import asyncio
 import logging
+import math
+import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,12 +41,18 @@ from facilities.partition import Partition
 
 log = logging.getLogger(__name__)
 
-# An ask its owner has not taken within this long is dropped by the broker (MQTT 5 Message
-# Expiry): a gate must not open late, when a standby resumes its owner's session.
+# An ask its owner has not taken within this long is not carried out: the broker drops it
+# (MQTT 5 Message Expiry) and the owner refuses one that comes later (its `not_after`), so a
+# gate never opens after the person was told it could not be asked.
 ASK_EXPIRY_S = 5
-# How long an answer may take beyond the request's own time (its command's tries): the two
-# trips over the broker and the owner's queue.
-ANSWER_MARGIN_S = 5.0
+# How long an answer may take beyond the ask's expiry and the request's own time (its
+# command's tries): the owner's audit and the trip back.
+ANSWER_MARGIN_S = 3.0
+# An answer topic is one of `Topics.answers`, with the 16 hex digits an instance draws.
+_ANSWER_ID = re.compile(r"[0-9a-f]{16}")
+# The longest wait a rate limit may ask for (a minute's window, and more): a bound on a
+# figure that comes over the broker.
+RETRY_AFTER_MAX_S = 3600.0
 
 Kind = Literal["gate_open", "port_power", "acknowledge"]
 
@@ -84,6 +93,7 @@ class _Question:
     id: str
     reply_to: str
     asked: Asked
+    not_after: float  # wall clock (s since the epoch): later, it is refused, not carried out
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,12 @@ _REFUSALS: dict[str, type[Refusal]] = {
 Serve = Callable[[Asked], Awaitable[Done | Alert]]
 
 
+class NotAnswered(Unavailable):
+    """The owner could not be asked, or did not answer in time: refused by the instance that
+    took the request (which audits it), not by the owner. Not answering may still mean it was
+    carried out: the same `Idempotency-Key` tells."""
+
+
 class Owners:
     """Asks the owners of other partitions' devices, and carries out what the other
     instances ask of this one (`serve`, given once the requests are built)."""
@@ -128,14 +144,17 @@ class Owners:
         partition: Partition,
         *,
         running: Callable[[int], bool] = lambda _index: True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._link: BrokerLink | None = None
+        self._clock = clock
         self._topics = topics
         self._running = running  # whether partition K's instance says it is online
         # answers come to this instance alone: a topic of its own, drawn at each start
         self._reply_to = topics.answers(secrets.token_hex(8))
         self._asks = topics.asks(partition.slug)
         self._waiting: dict[str, asyncio.Future[_Answer]] = {}
+        self._seen: dict[str, float] = {}  # asks taken, until they are past their expiry
         self._serving: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.serve: Serve | None = None
@@ -155,25 +174,31 @@ class Owners:
         raised. 503 when there is no owner to ask or it does not answer in time."""
         link = self._link
         if link is None or not link.connected:
-            raise Unavailable("the service has no link to the broker")
+            raise NotAnswered("the service has no link to the broker")
         if not self._running(owner.index):
-            raise Unavailable(
+            raise NotAnswered(
                 f"{asked.device} is served by the instance of partition {owner}, which is not"
                 " running (its standby has not taken over yet)"
             )
-        question = _Question(secrets.token_hex(8), self._reply_to, asked)
+        not_after = self._clock() + ASK_EXPIRY_S
+        question = _Question(secrets.token_hex(8), self._reply_to, asked, not_after)
         waiting: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
         self._waiting[question.id] = waiting
         self.asked += 1
+        wait_s = ASK_EXPIRY_S + within_s + ANSWER_MARGIN_S
         try:
+            # QoS 0: never sent again after a reconnect, when the person has had an answer
             link.publish(
-                self._topics.asks(owner.slug), _QUESTION.dump_json(question), expiry_s=ASK_EXPIRY_S
+                self._topics.asks(owner.slug),
+                _QUESTION.dump_json(question),
+                expiry_s=ASK_EXPIRY_S,
+                qos=0,
             )
-            answer = await asyncio.wait_for(waiting, within_s + ANSWER_MARGIN_S)
+            answer = await asyncio.wait_for(waiting, wait_s)
         except TimeoutError:
-            raise Unavailable(
+            raise NotAnswered(
                 f"{asked.device} is served by the instance of partition {owner}, which did not"
-                f" answer within {within_s + ANSWER_MARGIN_S:g} s"
+                f" answer within {wait_s:g} s"
             ) from None
         finally:
             self._waiting.pop(question.id, None)
@@ -234,14 +259,33 @@ class Owners:
         self._serving.add(task)
         task.add_done_callback(self._serving.discard)
 
+    def _first_time(self, question: _Question) -> bool:
+        """Whether `question` is new (not one taken already: a copy the broker sent again)."""
+        now = self._clock()
+        for seen in [k for k, until in self._seen.items() if until < now - ASK_EXPIRY_S]:
+            del self._seen[seen]
+        if question.id in self._seen:
+            return False
+        self._seen[question.id] = question.not_after
+        return True
+
     async def _carry_out(self, question: _Question) -> None:
-        if not question.reply_to.startswith(self._topics.answers("")):
+        head = self._topics.answers("")
+        reply_to = question.reply_to
+        if not (reply_to.startswith(head) and _ANSWER_ID.fullmatch(reply_to[len(head) :])):
             self._unreadable(self._asks)
+            return
+        if not self._first_time(question):
             return
         self.served += 1
         try:
             if self.serve is None:
                 raise Unavailable("the instance that owns the device is starting")
+            if self._clock() > question.not_after:
+                raise Unavailable(
+                    f"the request for {question.asked.device} reached the instance that owns it"
+                    " too late: not carried out"
+                )
             found = await self.serve(question.asked)
             if isinstance(found, Done):
                 answer = _Answer(question.id, done=found)
@@ -254,7 +298,7 @@ class Owners:
             failed = Unavailable("the instance that owns the device failed to carry it out")
             answer = _Answer(question.id, refused=refused_of(failed))
         if self._link is not None:
-            self._link.publish(question.reply_to, _ANSWER.dump_json(answer), expiry_s=ASK_EXPIRY_S)
+            self._link.publish(reply_to, _ANSWER.dump_json(answer), expiry_s=ASK_EXPIRY_S, qos=0)
 
     def _unreadable(self, topic: str) -> None:
         self.unreadable += 1
@@ -279,7 +323,9 @@ def refusal_of(refused: Refused) -> Refusal:
     refusal: Refusal
     if kind is RateLimited:  # its detail ends with when to retry, which it adds again
         said = refused.detail.rsplit("; retry in ", 1)[0]
-        refusal = RateLimited(said, retry_after_s=refused.retry_after_s)
+        wait = refused.retry_after_s
+        wait = min(max(wait, 1.0), RETRY_AFTER_MAX_S) if math.isfinite(wait) else 60.0
+        refusal = RateLimited(said, retry_after_s=wait)
     elif kind is DeviceRefused or kind is DeviceTimedOut:
         refusal = kind(refused.detail, command_id=refused.command_id)
     else:

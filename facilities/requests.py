@@ -32,7 +32,7 @@ from facilities.errors import (
     Unavailable,
 )
 from facilities.mqtt.commands import CommandSender, Outcome, Target
-from facilities.owners import Asked, Owners
+from facilities.owners import Asked, NotAnswered, Owners
 from facilities.partition import Partition
 from facilities.request_audit import RequestAudit
 from facilities.rules.live_state import LiveState
@@ -174,9 +174,15 @@ class Requests:
         """Have the instance that owns the device carry out the request (it checks, audits
         and answers it as if asked itself): docs/scaling.md, "Requests for another
         instance's devices"."""
-        if self._owners is None:
-            raise Unavailable(f"{asked.device} is served by the instance of partition {owner}")
-        return await self._owners.ask(owner, asked, within_s=within_s)
+        try:
+            if self._owners is None:
+                raise NotAnswered(f"{asked.device} is served by the instance of partition {owner}")
+            return await self._owners.ask(owner, asked, within_s=within_s)
+        except NotAnswered as refusal:  # the owner audits what it answered; this, nobody else
+            if asked.kind != "acknowledge":
+                target = f"{asked.device}/{asked.gate or asked.port}"
+                await self._audit(asked.kind, target, asked.ask, refusal, refusal.error)
+            raise
 
     async def carry_out(self, asked: Asked) -> Done | Alert:
         """A request another instance took for one of this instance's devices."""
@@ -192,6 +198,8 @@ class Requests:
             case "port_power":
                 return await self.power_port(asked.ask, asked.device, asked.port, on=asked.on)
             case "acknowledge":
+                if asked.person.role is not Role.STAFF:
+                    raise NotAllowed("staff only")
                 return await self.acknowledge(asked.person, asked.alert_id)
 
     # -- staff -------------------------------------------------------------------------------

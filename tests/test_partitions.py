@@ -1,6 +1,7 @@
 """`facilities run --partition K/N`: two instances on one site and one database, each owning
 its garages (with their stations) and lone stations (docs/scaling.md, "Several instances")."""
 
+import asyncio
 import json
 import re
 import time
@@ -18,6 +19,7 @@ from facilities.mqtt.session import BrokerLink, BrokerUrl
 from facilities.mqtt.topics import Topics
 from facilities.partition import Partition, unit_of
 from facilities.site import Site
+from simulators.client import DeviceClient
 from tests.support.db import query
 from tests.support.devices import Devices
 from tests.support.payloads import port, reading, telemetry
@@ -151,7 +153,6 @@ def _charging(n: int, **fields: object) -> dict[str, object]:
 
 
 @pytest.mark.slow
-@pytest.mark.both_stores
 async def test_two_partitions_store_once_cut_once_and_show_every_station(
     pair: tuple[PrivateBroker, list[ServiceProcess]], site: Site
 ) -> None:
@@ -257,8 +258,9 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=5,
             ).json()
-            return sorted(
+            return [
                 (
+                    c["since"],
                     c["device"],
                     c["port"],
                     c["rule"],
@@ -266,13 +268,16 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
                 )
                 for c in body["items"]
                 if c["kind"] == "port_off"
-            )
+            ]
 
+        # the same list, in the same order (oldest first), from either instance
         await wait_for(
             lambda: cut_offs(instances[0].port) == cut_offs(instances[1].port),
             what="the same cut-offs from both instances",
         )
         listed = cut_offs(instances[0].port)
+        assert listed == sorted(listed, key=lambda row: str(row[0]))
+        listed = [row[1:] for row in listed]
         assert (
             "cs-05",
             3,
@@ -397,6 +402,14 @@ async def test_the_devices_of_a_dead_partition_are_shown_offline_until_it_is_bac
         assert refused.status_code == 503, refused.text
         assert "partition 1/2, which is not running" in refused.json()["detail"]
         assert time.monotonic() - started < 2
+        # audited by the instance that refused it (no owner heard of it)
+        await wait_for(
+            lambda: (
+                query(instances[0].db, "SELECT target, status, outcome FROM api_requests")
+                == [("cs-06/1", 503, "unavailable")]
+            ),
+            what="the refusal audited",
+        )
         instances[1].start()  # its copies come again
         await wait_for(
             lambda: online(instances[0].port) == {"cs-03": True, "cs-06": True},
@@ -404,3 +417,83 @@ async def test_the_devices_of_a_dead_partition_are_shown_offline_until_it_is_bac
         )
     finally:
         devices.close()
+
+
+def _ask(qid: str, reply_to: str, not_after: float) -> str:
+    """An ask as one instance sends it to another (docs/scaling.md, "Requests for another
+    instance's devices"): a resident of g-cq8 opening its main gate."""
+    person = {"id": "r-test", "role": "resident", "name": "Li", "garages": ["g-cq8"]}
+    asked = {"kind": "gate_open", "person": person, "device": "g-cq8", "gate": "main"}
+    return json.dumps({"id": qid, "reply_to": reply_to, "asked": asked, "not_after": not_after})
+
+
+@pytest.mark.slow
+async def test_an_ask_sent_twice_opens_once_and_one_past_its_time_opens_nothing(
+    pair: tuple[PrivateBroker, list[ServiceProcess]],
+) -> None:
+    """A copy of an ask the broker delivers again is not carried out again, and an ask that
+    reaches the owner after its time (the asker has answered the person by then) is refused:
+    a gate never opens twice, or late."""
+    broker, instances = pair
+    devices = Devices(broker)
+    try:
+        gate = devices.garage("g-cq8")  # partition 1's
+        peer = DeviceClient(
+            BrokerUrl.parse(broker.service_url("facilities-peer")), client_id="facilities-peer"
+        ).connect()
+        devices.clients.append(peer)
+        reply_to = f"facilities/service/answer/{uuid.uuid4().hex[:16]}"
+        answers: list[dict[str, object]] = []
+        peer.subscribe(reply_to, lambda _t, p: answers.append(json.loads(p)))
+        await wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{instances[1].port}/healthz").status_code == 200,
+            what="partition 1 up",
+        )
+        ask = "facilities/service/partition/1-of-2/ask"
+        twice = _ask("a" * 16, reply_to, time.time() + 5)
+        for _ in range(2):
+            peer.publish_raw(ask, twice).wait_for_publish(5)
+        peer.publish_raw(ask, _ask("b" * 16, reply_to, time.time() - 1)).wait_for_publish(5)
+        await wait_for(lambda: len(answers) >= 2, what="two answers")
+        by_id = {str(a["id"]): a for a in answers}
+        assert set(by_id) == {"a" * 16, "b" * 16}
+        assert by_id["a" * 16]["done"] is not None
+        late = by_id["b" * 16]["refused"]
+        assert isinstance(late, dict) and late["error"] == "unavailable"
+        assert "too late" in str(late["detail"])
+        await asyncio.sleep(0.5)  # what a second carry-out would have sent, given time
+        assert [c.action.value for c in gate.commands] == ["open"]
+        assert len(answers) == 2
+    finally:
+        devices.close()
+
+
+@pytest.mark.slow
+async def test_a_request_for_a_partition_never_started_is_refused_at_once(
+    tmp_path: Path, site: Site, store_target: str
+) -> None:
+    broker = start_broker(tmp_path / "broker", site)
+    only = ServiceProcess(
+        broker,
+        store_target,
+        client_id="facilities-part-0",
+        log=tmp_path / "service.log",
+        extra=("--partition", "0/2"),
+    )
+    try:
+        only.start()
+        added = run_cli("staff", "add", "--db", store_target, "--name", "Wang")
+        started = time.monotonic()
+        async with httpx.AsyncClient() as http:
+            refused = await http.post(
+                f"http://127.0.0.1:{only.port}/api/stations/cs-06/ports/1/power",
+                json={"on": False},
+                headers={"Authorization": f"Bearer {added.stdout.strip().splitlines()[-1]}"},
+                timeout=15,
+            )
+        assert refused.status_code == 503, refused.text
+        assert "partition 1/2, which is not running" in refused.json()["detail"]
+        assert time.monotonic() - started < 2
+    finally:
+        only.kill()
+        broker.stop()

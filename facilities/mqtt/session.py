@@ -244,15 +244,17 @@ class BrokerLink:
         *,
         retain: bool = False,
         expiry_s: float | None = None,
+        qos: int = 1,
     ) -> None:
-        """Publish with QoS 1; paho keeps it in its queue across a reconnect. With `expiry_s`,
-        the broker discards the message if it cannot deliver it within that many seconds
-        (MQTT 5 §3.3.2.3.3, Message Expiry Interval)."""
+        """Publish with QoS 1; paho keeps it in its queue across a reconnect (QoS 0: at most
+        once, never sent again). With `expiry_s`, the broker discards the message if it
+        cannot deliver it within that many seconds (MQTT 5 §3.3.2.3.3, Message Expiry
+        Interval)."""
         properties = None
         if expiry_s is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.MessageExpiryInterval = max(1, int(expiry_s))
-        self._client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        self._client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     # -- paho callbacks (network thread) -----------------------------------------------------
 

@@ -12,7 +12,7 @@ from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
 from facilities.rules.site_fit import fitted_garages, fitted_stations
 from facilities.site import Site
-from facilities.switch_on import Blocker, Hold, offline
+from facilities.switch_on import Blocker, Hold, offline, unacknowledged
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +92,22 @@ class Copies:
 
     def blockers(self, station: str, ports: Iterable[int]) -> dict[int, list[Blocker]]:
         """Why switching each port on would be refused, as the owner last copied it; a
-        station shown offline (its owner gone too) is offline whatever the copy says."""
+        station shown offline (its owner gone too) is offline whatever the copy says. A port
+        the copy says nothing of (a copy of an older version's): its unacknowledged alerts,
+        from the copy's alerts and cut-offs (the rules that fire are the owner's to know)."""
         held = self._held_off.get(station, {})
         live = self.stations.get(station)
         gone = [offline(station)] if live is not None and live.online is False else []
-        return {
-            port: [
-                *(b for b in held.get(port, ()) if b.hold is not Hold.OFFLINE),
-                *(gone if gone else [b for b in held.get(port, ()) if b.hold is Hold.OFFLINE]),
-            ]
-            for port in ports
-        }
+        found = {}
+        for port in ports:
+            if port in held:
+                said = [b for b in held[port] if b.hold is not Hold.OFFLINE]
+                shown = gone or [b for b in held[port] if b.hold is Hold.OFFLINE]
+            else:
+                cut_by = {
+                    c.alert_id for c in self._cutoffs.get(station, ()) if c.port in (port, None)
+                }
+                alerts = self.alerts.values()
+                said, shown = unacknowledged(alerts, station, port, cut_by=cut_by), gone
+            found[port] = [*said, *shown]
+        return found

@@ -60,6 +60,7 @@ class LiveCopies:
         self._lock = threading.Lock()
         self._touched: set[str] = set()
         self._gone: set[int] = set()  # other partitions whose instance said offline
+        self._online: set[int] = set()  # those whose instance said online at least once
         self._urgent: set[str] = set()
         self._copied_at: dict[str, float] = {}
         self.published = 0
@@ -111,8 +112,9 @@ class LiveCopies:
             self._live.owner_gone(lambda d: d == device)
 
     def running(self, index: int) -> bool:
-        """Whether partition `index`'s instance is running, as far as its status says."""
-        return index not in self._gone
+        """Whether partition `index`'s instance is running: it said `online` (with the same
+        number of partitions) and has not said `offline` since."""
+        return index in self._online and index not in self._gone
 
     def _status(self, slug: str, payload: bytes) -> None:
         """Partition `slug` (`1-of-2`) said `online` or `offline` (its Last Will, or a clean
@@ -126,6 +128,7 @@ class LiveCopies:
             return
         if payload != b"offline":
             self._gone.discard(other.index)
+            self._online.add(other.index)
             return
         if other.index not in self._gone:
             log.warning(

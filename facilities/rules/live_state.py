@@ -400,7 +400,8 @@ class LiveState:
         with self._lock:
             if self._copies is None:
                 return list(self._engine.desired)
-            return [*self._engine.desired, *self._copies.cutoffs()]
+            every = [*self._engine.desired, *self._copies.cutoffs()]
+        return sorted(every, key=lambda c: (c.since, c.key))  # oldest first, as each is
 
     def devices(self) -> list[str]:
         return [*self._engine.stations, *self._engine.garages]
