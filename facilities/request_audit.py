@@ -1,21 +1,31 @@
 """Gate opens and port power requests audited, allowed or refused, with the status the client
 is answered (from api/errors.py, given by the composition) and what came of it."""
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 from facilities.access import RateLimiter
-from facilities.answers import Answer, Ask, Done
+from facilities.answers import Answer, Ask, Done, within
 from facilities.errors import Refusal
 from facilities.metrics import ApiMetrics
 from facilities.refusals import Refusals
 from facilities.store import audit
 from facilities.store.db import SharedWriter
+from facilities.write_faults import WriteFaults, database_fault
+
+log = logging.getLogger(__name__)
 
 # A token holder's refusals (403, 404, 409, 429, …) written as a row each in any minute;
 # past it they are counted per minute like refusals without a token. A resident who taps a
 # gate they may not open a few times is in the audit request by request; a script with a
 # leaked token is a row a minute (measured before: 10 loops wrote 1,121 rows in 10 s).
 REFUSAL_ROWS_PER_MINUTE = 10
+# How long a request waits for its audit row to be written before it is answered all the same.
+WRITE_WAIT_S = 1.0
+# Audited requests kept in memory while the database cannot take them (written by the
+# refusals writer once it can): ~300 bytes each. Past it, counted and logged, not kept.
+UNWRITTEN_KEPT = 10_000
 
 # How a request's refusals are grouped in the audit: by its route, as refusals without a token.
 _ROUTES = {
@@ -44,6 +54,10 @@ class RequestAudit:
         self._refusals = refusals
         self._refusal_rows = refusal_rows
         self._metrics = metrics
+        self._unwritten: list[audit.Request] = []
+        self._writing: set[asyncio.Task[None]] = set()
+        self.not_kept = 0
+        self.faults = WriteFaults("request audit")
 
     def status(self, answer: Answer | Refusal) -> int:
         """The HTTP status the client is answered."""
@@ -82,5 +96,33 @@ class RequestAudit:
                 self._refusals.refused(ask.client, route, request.status, outcome, person=person)
                 return
             self._refusal_rows.hit(person)
-        async with self._writer.transaction() as conn:
-            await audit.record(conn, request)
+        writing = asyncio.create_task(self._write(request))
+        self._writing.add(writing)
+        writing.add_done_callback(self._writing.discard)
+        await within(writing, WRITE_WAIT_S)  # then answered; the row is written when it can be
+
+    async def _write(self, request: audit.Request) -> None:
+        try:
+            async with self._writer.transaction() as conn:
+                await audit.record(conn, request)
+        except Exception as exc:
+            if not database_fault(exc):
+                raise
+            # what was done is answered all the same: the row is written when it can be
+            self.faults.failed(exc, "an audited request")
+            if len(self._unwritten) < UNWRITTEN_KEPT:
+                self._unwritten.append(request)
+            else:
+                self.not_kept += 1
+                if self.not_kept == 1:
+                    log.error(
+                        "%d audited requests wait for the database: more are not kept",
+                        UNWRITTEN_KEPT,
+                    )
+        else:
+            self.faults.succeeded()
+
+    def take_unwritten(self) -> list[audit.Request]:
+        """The audited requests the database could not take when they came, to write now."""
+        taken, self._unwritten = self._unwritten, []
+        return taken

@@ -21,6 +21,7 @@ from facilities.answers import (
     given_again,
     kept,
     outcome_of,
+    within,
 )
 from facilities.auth import Authenticator
 from facilities.errors import (
@@ -42,8 +43,15 @@ from facilities.store import audit
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
 from facilities.wire import CommandAction
+from facilities.write_faults import database_fault
 
 log = logging.getLogger(__name__)
+
+# How long a request waits for its own writes (the audit row, the answer kept for its key)
+# before it is answered all the same: they are written when the database can take them.
+WRITE_WAIT_S = 1.0
+# Between tries of storing a key's answer while the database cannot take it: about a minute.
+REMEMBER_RETRIES_S = (0.5, 1.0, 2.0, 4.0, *(8.0,) * 6)
 
 
 class Requests:
@@ -130,7 +138,9 @@ class Requests:
             return await asyncio.shield(first[1]), True
         # Registered before the first await: a second tap arriving meanwhile waits for this one.
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._in_flight[(person.id, key)] = (target, future)
+        in_flight = (person.id, key)
+        self._in_flight[in_flight] = (target, future)
+        storing: asyncio.Task[None] | None = None
         try:
             remembered = await audit.remembered(self._reader, person.id, key, now=self._clock())
             if remembered is not None:
@@ -139,17 +149,44 @@ class Requests:
                 future.set_result(answer)
                 return answer, True
             answer = await self._send_open(person, garage, gate)
-            async with self._writer.transaction() as conn:
-                given = audit.Remembered(target, self._status(answer), kept(answer))
-                await audit.remember(conn, person.id, key, given, now=self._clock())
             future.set_result(answer)
+            # The key is answered from memory until its answer is stored: a database that
+            # cannot take it now (docs/reliability.md) neither holds the resident's answer
+            # up nor lets a repeat of the key open the gate again meanwhile.
+            given = audit.Remembered(target, self._status(answer), kept(answer))
+            storing = asyncio.create_task(self._remember(person, key, given))
+            storing.add_done_callback(lambda _done: self._in_flight.pop(in_flight, None))
+            await within(storing, WRITE_WAIT_S)
         except BaseException as exc:
-            future.set_exception(exc if isinstance(exc, Exception) else Unavailable("cancelled"))
-            future.exception()  # retrieved: a lone request must not log "never retrieved"
+            if not future.done():
+                failed = exc if isinstance(exc, Exception) else Unavailable("cancelled")
+                future.set_exception(failed)
+                future.exception()  # retrieved: a lone request must not log "never retrieved"
             raise
         finally:
-            del self._in_flight[(person.id, key)]
+            if storing is None:
+                del self._in_flight[in_flight]
         return answer, False
+
+    async def _remember(self, person: Person, key: str, given: audit.Remembered) -> None:
+        """Store the answer for the key, trying again while the database cannot take it."""
+        for wait_s in (*REMEMBER_RETRIES_S, None):
+            try:
+                async with self._writer.transaction() as conn:
+                    await audit.remember(conn, person.id, key, given, now=self._clock())
+                return
+            except Exception as exc:
+                if not database_fault(exc):
+                    raise
+                if wait_s is None:
+                    log.warning(
+                        "the answer to %s's Idempotency-Key was not stored (%s): a repeat of"
+                        " the key sends again",
+                        person.id,
+                        exc,
+                    )
+                    return
+                await asyncio.sleep(wait_s)
 
     async def _send_open(self, person: Person, garage: str, gate: str) -> Answer:
         wait = self._opens.retry_after(person.id)

@@ -100,7 +100,15 @@ def build(
     refusals = Refusals(clock=steady, metrics=core.metrics.api)
     estimates = Estimates(store.reader, clock=steady)
     feed = _live_feed(core, link, estimates, live_queue)
-    requests = _requests(core, commands, link, refusals, owners)
+    audit = RequestAudit(
+        store.writer,
+        clock=core.clock,
+        http_status=http_status,
+        refusals=refusals,
+        refusal_rows=RateLimiter(REFUSAL_ROWS_PER_MINUTE, clock=core.monotonic),
+        metrics=core.metrics.api,
+    )
+    requests = _requests(core, commands, link, audit, owners)
     if owners is not None:
         owners.serve = requests.carry_out
     return Service(
@@ -119,7 +127,7 @@ def build(
         retention=_retention(core, owned),
         estimates=estimates,
         refusals=refusals,
-        refusal_writer=RefusalWriter(refusals, store.writer),
+        refusal_writer=RefusalWriter(refusals, store.writer, requests=audit.take_unwritten),
         health=HealthCheck(
             ingest=ingest, link=link, rules=rules, db=store.ingest, monotonic=monotonic
         ),
@@ -215,20 +223,12 @@ def _requests(
     core: _Core,
     commands: CommandSender,
     link: BrokerLink,
-    refusals: Refusals,
+    audit: RequestAudit,
     owners: Owners | None,
 ) -> Requests:
     """What people ask of the service, with its limits from the settings."""
     settings, store = core.settings, core.store
     limit = functools.partial(RateLimiter, clock=core.monotonic)
-    audit = RequestAudit(
-        store.writer,
-        clock=core.clock,
-        http_status=http_status,
-        refusals=refusals,
-        refusal_rows=limit(REFUSAL_ROWS_PER_MINUTE),
-        metrics=core.metrics.api,
-    )
     return Requests(
         core.site,
         auth=Authenticator(

@@ -4,6 +4,7 @@
 import asyncio
 import json
 import math
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator
@@ -325,3 +326,50 @@ def test_the_command_line_adds_and_revokes_people(tmp_path) -> None:
     staff = run_cli("staff", "add", "--db", str(db), "--name", "物业 陈经理")
     assert staff.returncode == 0
     assert query(db, "SELECT role FROM people WHERE name = '物业 陈经理'") == [("staff",)]
+
+
+@pytest.mark.slow
+@pytest.mark.sqlite_only("the write lock of the database file")
+async def test_a_gate_opens_and_is_answered_while_another_process_holds_the_database(
+    api: Api, gates, resident: tuple[str, str]
+) -> None:
+    """The database cannot be written past its busy timeout (another process holds its write
+    lock): the gate opens all the same, the resident is told so (not a 500), and the audit
+    row is written once the lock is let go (docs/reliability.md)."""
+    person, token = resident
+    garage = gates("g-cq4")
+    db = api.service.settings.db
+    # taken in a thread: the service runs on this test's event loop (tests/test_health.py)
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+        import time
+
+        t0 = time.monotonic()
+        answer = await api.http.post(
+            OPEN.format("g-cq4", "north"), headers={**bearer(token), "Idempotency-Key": "tap-1"}
+        )
+        print("ANSWERED", time.monotonic() - t0)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "opened"
+        assert [c.id for c in garage.commands] == [answer.json()["command_id"]]
+        assert query(db, "SELECT count(*) FROM api_requests") == [(0,)]
+        # the key is answered from memory until its answer can be stored: no second open
+        again = await api.http.post(
+            OPEN.format("g-cq4", "north"), headers={**bearer(token), "Idempotency-Key": "tap-1"}
+        )
+        assert again.status_code == 200, again.text
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert len(garage.commands) == 1
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    await wait_for(
+        lambda: (
+            query(db, "SELECT target, person, status, outcome FROM api_requests ORDER BY id")
+            == [("g-cq4/north", person, 200, "opened"), ("g-cq4/north", person, 200, "replayed")]
+        ),
+        timeout_s=30,
+        what="the audit row written after the lock",
+    )
+    print("AUDITED", time.monotonic() - t0)

@@ -22,6 +22,7 @@ from facilities.errors import (
     Unauthenticated,
     Unavailable,
 )
+from facilities.write_faults import database_fault, fault_of
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,9 @@ def _headers(refusal: Refusal) -> dict[str, str]:
     return {}
 
 
+# A database that cannot answer (locked, restarting): when a client may ask again.
+DATABASE_RETRY_S = 5
+
 # Set on the answer given again for a repeated Idempotency-Key (docs/api.md).
 REPLAYED = "Idempotent-Replayed"
 
@@ -137,6 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if database_fault(exc):  # locked past its busy timeout, gone, full: not the client's
+            log.warning("a request the database could not answer: %s", exc)
+            detail = f"the database cannot be used now ({fault_of(exc)}): try again shortly"
+            headers = {"Retry-After": str(DATABASE_RETRY_S)}
+            return JSONResponse(_body("unavailable", detail), status_code=503, headers=headers)
         log.exception("unexpected error")
         return JSONResponse(_body("internal", type(exc).__name__), status_code=500)
 

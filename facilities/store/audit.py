@@ -5,7 +5,7 @@
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,12 +186,22 @@ REFUSALS_EVERY_S = 5.0
 
 
 class RefusalWriter:
-    """Stores what `Refusals` counted: every few seconds, and once more at a stop."""
+    """Stores what `Refusals` counted, and the audited requests the database could not take
+    when they were answered: every few seconds, and once more at a stop."""
 
-    def __init__(self, refusals: Refusals, writer: SharedWriter) -> None:
+    def __init__(
+        self,
+        refusals: Refusals,
+        writer: SharedWriter,
+        *,
+        requests: Callable[[], list[Request]] = list,
+    ) -> None:
         self._refusals = refusals
         self._writer = writer
+        # audited requests the database could not take when they were answered
+        self._requests = requests
         self._unwritten: list[Refused] = []  # the database could not take them: again next
+        self._unwritten_requests: list[Request] = []
         self.faults = WriteFaults("refusals writer")
 
     async def run(self) -> None:
@@ -203,15 +213,21 @@ class RefusalWriter:
         """Write the refusals counted since the last write, in one transaction; kept for the
         next when the database cannot take them (locked, full)."""
         refused, self._unwritten = self._unwritten + self._refusals.take(), []
-        if not refused:
+        requests, self._unwritten_requests = self._unwritten_requests + self._requests(), []
+        if not refused and not requests:
             return
         try:
             async with self._writer.transaction() as conn:
-                await record_refusals(conn, refused)
+                if refused:
+                    await record_refusals(conn, refused)
+                for request in requests:
+                    await record(conn, request)
         except Exception as exc:
             if not database_fault(exc):
                 raise
-            self._unwritten = refused
-            self.faults.failed(exc, f"{len(refused)} counts of refused requests")
+            self._unwritten, self._unwritten_requests = refused, requests
+            self.faults.failed(
+                exc, f"{len(refused)} counts of refused requests, {len(requests)} audited requests"
+            )
         else:
             self.faults.succeeded()
