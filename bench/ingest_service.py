@@ -6,6 +6,7 @@ import collections
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,11 +67,13 @@ class Service:
         tree: Path | None = None,
         prefix: str = DEFAULT_PREFIX,
         db: str | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.bench = bench
         self.tree = tree  # another checkout's `facilities` to run (an A/B in one run)
         self.client_id = client_id
         self.prefix = prefix  # bench/partitions.py: each instance its own devices' topics
+        self.extra = tuple(extra)  # more options of `facilities run` (`--partition K/N`)
         self.store = store
         # a SQLite path or a PostgreSQL URL; bench/partitions.py gives its instances one
         self.db = db or store.new_database(client_id)
@@ -105,6 +108,7 @@ class Service:
                 self.db,
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                *self.extra,
             ],
             stdout=log,
             stderr=log,

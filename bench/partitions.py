@@ -1,17 +1,17 @@
-"""Scaling by processes, a prototype measured: two `facilities run` processes, each with its own
-MQTT session and half of the stations, writing to one database, against one process
-with all of them, in the same run.
+"""Scaling by processes: two `facilities run` processes, each with its own MQTT session and
+part of the stations, writing to one database, against one process with all of them, in the
+same run.
 
 Run on demand (`.venv/bin/python bench/partitions.py --help`); never in `make test`.
 
-How the devices are split: stations cs-01..cs-10 publish under one topic prefix and
-cs-11..cs-20 under another, and each process is started with one prefix (`--topic-prefix`):
-the broker delivers each process its half and nothing else, which is what subscribing to half
-of the devices' topics would do, with no change to the service. Each process still has the
-whole site file (the other half's stations are known and silent: nothing in these seconds
-turns silence into an alert). What the service would need for real (its own devices' alerts,
-cutoffs, outbox and retention, a view of every device from each instance) is not here:
-docs/performance.md, "Two processes, one database".
+How the devices are split (`--split`):
+  partition  (the default) each process is `facilities run --partition K/2`: it subscribes to
+             its own stations' topics (the example district splits 11 / 9 by CRC-32), and
+             publishes live copies of them for the other (docs/scaling.md): what a deployment
+             runs;
+  prefix     the prototype measured before `--partition` existed: stations cs-01..cs-10
+             publish under one topic prefix and cs-11..cs-20 under another, each process has
+             one prefix (`--topic-prefix`) and the whole site file; no copies.
 
 Cases (N messages of 10 ports unless told otherwise):
   backlog  both sessions exist, both processes are down while N messages are published (half
@@ -51,14 +51,19 @@ PUBLISHER_USER = "bench-any-prefix"
 class Instances:
     """The processes of one measurement, sharing one database."""
 
-    def __init__(self, bench: Bench, store: Store, tag: str, count: int) -> None:
+    def __init__(self, bench: Bench, store: Store, tag: str, count: int, split: str) -> None:
         bench.run_id += 1
         db = store.new_database(f"{tag}-{bench.run_id}")
         self.bench = bench
         self.store = store
         self.services = [
             Service(
-                bench, f"bench-{tag}-{bench.run_id}-{k}", store=store, prefix=PREFIXES[k], db=db
+                bench,
+                f"bench-{tag}-{bench.run_id}-{k}",
+                store=store,
+                prefix=PREFIXES[k] if split == "prefix" else PREFIXES[0],
+                db=db,
+                extra=("--partition", f"{k}/{count}") if split == "partition" and count > 1 else (),
             )
             for k in range(count)
         ]
@@ -95,10 +100,11 @@ class Instances:
 
 
 def publish_halves(
-    bench: Bench, count: int, messages: int, ports: int, *, wait: bool
+    bench: Bench, count: int, messages: int, ports: int, *, wait: bool, split: str
 ) -> list["subprocess.Popen[str]"]:
-    """`messages` split over `count` publishers, one per prefix, each its share of the
-    stations; started at once; with `wait`, returned once every PUBACK is in."""
+    """`messages` split over `count` publishers, each its share of the stations (under its
+    own prefix when the split is by prefix); started at once; with `wait`, returned once
+    every PUBACK is in."""
     share = STATIONS // count
     publishers = [
         subprocess.Popen(
@@ -115,7 +121,7 @@ def publish_halves(
                 "--ports",
                 str(ports),
                 "--prefix",
-                PREFIXES[k],
+                PREFIXES[k] if split == "prefix" else PREFIXES[0],
                 "--stations",
                 str(share),
                 "--first-station",
@@ -143,12 +149,12 @@ def _per_message(before: float | None, after: float | None, messages: int) -> fl
     return None if before is None or after is None else (after - before) / max(messages, 1) * 1e6
 
 
-def backlog(bench: Bench, store: Store, count: int, ports: int) -> Measured:
-    instances = Instances(bench, store, f"backlog{ports}x{count}", count)
+def backlog(bench: Bench, store: Store, count: int, ports: int, split: str) -> Measured:
+    instances = Instances(bench, store, f"backlog{ports}x{count}", count, split)
     instances.start()  # creates the sessions (and the database)
     for service in instances.services:
         service.stop()
-    publish_halves(bench, count, bench.messages, ports, wait=True)
+    publish_halves(bench, count, bench.messages, ports, wait=True, split=split)
     instances.start()
     instances.wait_stored(1)
     cpu, server, already = instances.cpu_s(), instances.server_cpu_s(), instances.stored()
@@ -162,12 +168,12 @@ def backlog(bench: Bench, store: Store, count: int, ports: int) -> Measured:
     return Measured(drained / max(done - first, 1e-9), cpu / max(drained, 1) * 1e6, server_us, rss)
 
 
-def flood(bench: Bench, store: Store, count: int, ports: int) -> Measured:
-    instances = Instances(bench, store, f"flood{ports}x{count}", count)
+def flood(bench: Bench, store: Store, count: int, ports: int, split: str) -> Measured:
+    instances = Instances(bench, store, f"flood{ports}x{count}", count, split)
     instances.start()
     cpu, server = instances.cpu_s(), instances.server_cpu_s()
     started = time.perf_counter()
-    publishers = publish_halves(bench, count, bench.messages, ports, wait=False)
+    publishers = publish_halves(bench, count, bench.messages, ports, wait=False, split=split)
     done = instances.wait_stored(bench.messages)
     cpu = instances.cpu_s() - cpu
     server_us = _per_message(server, instances.server_cpu_s(), bench.messages)
@@ -192,6 +198,13 @@ def main() -> int:
         help="the database the processes share: a SQLite file, or a fresh database of a"
         " private PostgreSQL per measurement",
     )
+    parser.add_argument(
+        "--split",
+        choices=("partition", "prefix"),
+        default="partition",
+        help="how two processes share the stations: `facilities run --partition K/2` (with live"
+        " copies), or the earlier prototype's topic prefixes",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-partitions-"))
     bench = Bench(workdir, args.messages)
@@ -199,7 +212,8 @@ def main() -> int:
     try:
         bench.broker.add_user(PUBLISHER_USER, ("topic readwrite #",))
         print(
-            f"{args.messages} QoS 1 messages per run; store {store.name}; broker on port "
+            f"{args.messages} QoS 1 messages per run; store {store.name}; split by {args.split};"
+            f" broker on port "
             f"{bench.broker.port}; {workdir}"
         )
         print(
@@ -210,7 +224,7 @@ def main() -> int:
             for case in args.cases:
                 measure = backlog if case == "backlog" else flood
                 for count in (1, 2, 1, 2):  # alternated: the machine's drift shows
-                    run = measure(bench, store, count, ports)
+                    run = measure(bench, store, count, ports, args.split)
                     server = "-" if run.server_us is None else f"{run.server_us:.1f}"
                     print(
                         f"{ports:>5} {case:>8} {count:>9} {run.rate:>8.0f} {run.cpu_us:>10.1f} "
