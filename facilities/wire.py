@@ -59,7 +59,8 @@ class WireModel(BaseModel):
 
     def extra_field_count(self) -> int:
         """Number of fields this payload carried that the protocol does not define."""
-        return len(self.model_extra or {})
+        # the dict behind `model_extra`, read directly: once per port of every message
+        return len(self.__pydantic_extra__ or ())
 
 
 class Availability(StrEnum):

@@ -69,7 +69,11 @@ class StationTelemetry(WireModel):
         return ports
 
     def extra_field_count(self) -> int:
-        return super().extra_field_count() + sum(p.extra_field_count() for p in self.ports)
+        extra = super().extra_field_count()
+        for reading in self.ports:
+            if reading.__pydantic_extra__:
+                extra += len(reading.__pydantic_extra__)
+        return extra
 
 
 class StationEvent(WireModel):
