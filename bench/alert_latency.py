@@ -6,9 +6,9 @@ Run on demand: `.venv/bin/python bench/alert_latency.py [--injections 200] [--ra
 Starts a private broker (shipped config) and `facilities run` with a site file whose two
 injection stations clear alerts at once (`clear_after_s = 0`), so each port can trip again.
 
-`--processes 2`: two `facilities run` processes on one database, each with half of the
-stations under its own topic prefix (as bench/partitions.py splits them): each gets half of
-the background and one of the two injection stations.
+`--processes 2`: two `facilities run` processes on one database, each `--partition K/2` of
+the stations (`--split prefix`: the earlier prototype, half of the stations under each of two
+topic prefixes, one injection station each); the background is published by two loads.
 
 `--store postgresql`: the service (or both) on a fresh database of a private PostgreSQL
 (bench/stores.py) instead of a SQLite file.
@@ -153,6 +153,7 @@ def _measure(
     *,
     rate: float,
     injections: int,
+    split: str,
 ) -> float | None:
     """One background rate: print what was sent, stored and measured; return the p99 in ms
     (None when no injection got its power_off). The background is shared by the services
@@ -166,7 +167,7 @@ def _measure(
             rate=rate / count,
             seconds=seconds,
             stations=LOAD[k::count],
-            prefix=PREFIXES[k],
+            prefix=PREFIXES[k] if split == "prefix" else PREFIXES[0],
         )
         for k in range(count)
     ]
@@ -219,6 +220,12 @@ def main() -> int:
         help="service processes on one database, the stations split between them",
     )
     parser.add_argument("--store", choices=STORES, default="sqlite", help="the database")
+    parser.add_argument(
+        "--split",
+        choices=("partition", "prefix"),
+        default="partition",
+        help="how two processes share the stations (see above)",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="facilities-latency-"))
     site = bench_site(workdir)
@@ -228,15 +235,21 @@ def main() -> int:
     p99s: dict[float, float | None] = {}
     services = []
     try:
+        partitioned = args.split == "partition" and args.processes > 1
         for k in range(args.processes):
-            services.append(start_service(workdir, site, broker, instance=k, db=db))
+            partition = f"{k}/{args.processes}" if partitioned else ""
+            services.append(
+                start_service(workdir, site, broker, instance=k, db=db, partition=partition)
+            )
         ports = [service.port for service in services]
         injectors = [
-            Injector(broker, station, PREFIXES[k % args.processes])
+            Injector(broker, station, PREFIXES[0 if partitioned else k % args.processes])
             for k, station in enumerate(INJECT)
         ]
         for rate in args.rate:
-            p99s[rate] = _measure(broker, ports, injectors, rate=rate, injections=args.injections)
+            p99s[rate] = _measure(
+                broker, ports, injectors, rate=rate, injections=args.injections, split=args.split
+            )
     finally:
         for service in services:
             if service.process is not None:

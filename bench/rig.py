@@ -45,13 +45,19 @@ def start_service(
     *,
     instance: int = 0,
     db: str | None = None,
+    partition: str = "",
 ) -> ServiceProcess:
     """`facilities run` against `broker`, healthy, logs in workdir: the service user, or for
-    `instance` 1 a user of its own under the second prefix, on the same database (`db`: a
-    PostgreSQL URL, else the SQLite file f.db in workdir)."""
+    `instance` 1 a user of its own, on the same database (`db`: a PostgreSQL URL, else the
+    SQLite file f.db in workdir). With `partition` (`1/2`) it is `--partition` that one, under
+    the one prefix; without, instance 1 has the second prefix (the earlier prototype)."""
     user = SERVICE_USER if instance == 0 else f"{SERVICE_USER}-{instance}"
-    prefix = PREFIXES[instance]
+    prefix = PREFIXES[0] if partition else PREFIXES[instance]
     broker.service_url(user, Topics(prefix))
+    if partition:
+        extra: tuple[str, ...] = ("--partition", partition)
+    else:
+        extra = () if instance == 0 else ("--topic-prefix", prefix)
     return ServiceProcess(
         broker,
         db or workdir / "f.db",
@@ -60,7 +66,7 @@ def start_service(
         site=site,
         log_level="ERROR",
         connect_timeout_s=DEFAULT_CONNECT_TIMEOUT_S,
-        extra=() if instance == 0 else ("--topic-prefix", prefix),
+        extra=extra,
     ).start(timeout_s=START_TIMEOUT_S)
 
 
