@@ -31,7 +31,11 @@ class AlertMetrics:
 
     def changed(self, change: LiveChange) -> None:
         """Device changes are the live stream's business, not a metric."""
-        if isinstance(change, AlertChanged) and change.transition.change is Change.RAISED:
+        if (
+            isinstance(change, AlertChanged)
+            and change.transition.change is Change.RAISED
+            and not change.copied  # counted by the instance that raised it
+        ):
             alert = change.transition.alert
             self.raised.labels(alert.rule, alert.severity.value).inc()
 

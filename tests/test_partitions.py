@@ -139,6 +139,16 @@ def pair(
         broker.stop()
 
 
+async def _server_sent(response: httpx.Response, into: list[tuple[str, dict[str, object]]]) -> None:
+    """The events of a live stream (`/api/events`), as (kind, data), until cancelled."""
+    kind = None
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: ") and kind:
+            into.append((kind, json.loads(line.removeprefix("data: "))))
+
+
 def _person(printed: str) -> str:
     """The id `facilities staff add` / `residents add` printed (`# staff s-1a2b3c4d (Wang)…`)."""
     found = re.search(r"^# \w+ (\S+) ", printed, re.MULTILINE)
@@ -196,15 +206,42 @@ async def test_two_partitions_store_once_cut_once_and_show_every_station(
             "SELECT count(*) FROM (SELECT DISTINCT station, seq FROM station_samples) AS messages",
         ) == [(total,)]
 
-        # an overheated port of cs-05 (partition 1): one power_off, sent by its owner
-        stations["cs-05"].publish_raw(telemetry(21, [_charging(3, temp_c=65.0)]))
-        await wait_for(
-            lambda: (
-                query(db, "SELECT action, port, outcome FROM commands WHERE device = 'cs-05'")
-                == [("power_off", 3, "acked")]
-            ),
-            what="cs-05/3 cut and acked",
-        )
+        # an overheated port of cs-05 (partition 1): one power_off, sent by its owner; the
+        # live stream of instance 0, which does not own it, hears of the alert and the port
+        heard: list[tuple[str, dict[str, object]]] = []
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            http.stream("GET", f"http://127.0.0.1:{instances[0].port}/api/events") as stream,
+        ):
+            listening = asyncio.create_task(_server_sent(stream, heard))
+            try:
+                stations["cs-05"].publish_raw(telemetry(21, [_charging(3, temp_c=65.0)]))
+                await wait_for(
+                    lambda: (
+                        query(
+                            db, "SELECT action, port, outcome FROM commands WHERE device = 'cs-05'"
+                        )
+                        == [("power_off", 3, "acked")]
+                    ),
+                    what="cs-05/3 cut and acked",
+                )
+                await wait_for(
+                    lambda: any(
+                        kind == "alert"
+                        and data["subject"] == "cs-05/3"
+                        and data["rule"] == "port_over_temperature"
+                        for kind, data in heard
+                    ),
+                    what="the alert on instance 0's stream",
+                )
+                await wait_for(
+                    lambda: any(
+                        kind == "station" and data["id"] == "cs-05" for kind, data in heard
+                    ),
+                    what="cs-05 on instance 0's stream",
+                )
+            finally:
+                listening.cancel()
         # smoke in g-cq4 (partition 0): both stations inside cut by their owner
         garage = devices.client("g-cq4", client_id="g-cq4")
         garage.publish_raw(

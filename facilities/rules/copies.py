@@ -1,12 +1,13 @@
 """Copies of the live state of devices another instance owns: shown, never judged
 (docs/scaling.md, "Several instances")."""
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from facilities.alerts import Alert, device_of
+from facilities.alerts import Alert, AlertState, Change, Transition, device_of
 from facilities.charging.live import StationLive
 from facilities.cutoffs import Cutoff
 from facilities.garage.state import GarageLive
@@ -56,22 +57,27 @@ class Copies:
         self._cutoffs: dict[str, tuple[Cutoff, ...]] = {}
         self._held_off: dict[str, dict[int, tuple[Blocker, ...]]] = {}
 
-    def put(self, copy: LiveCopy) -> bool:
-        """Keep `copy` in place of the last one; False (kept nothing) for a device that is not
-        one of these (one this instance owns, or that the site no longer names)."""
+    def put(self, copy: LiveCopy, now: datetime) -> list[Transition] | None:
+        """Keep `copy` in place of the last one, and say how its alerts changed since (for the
+        live stream); None (kept nothing) for a device that is not one of these (one this
+        instance owns, or that the site no longer names)."""
         device = copy.device
         if copy.station is not None and device in self.site.stations:
             self.stations[device] = copy.station
         elif copy.garage is not None and device in self.site.garages:
             self.garages[device] = copy.garage
         else:
-            return False
-        for key in [k for k in self.alerts if device_of(k[1]) == device]:
+            return None
+        before = {k: a for k, a in self.alerts.items() if device_of(k[1]) == device}
+        for key in before:
             del self.alerts[key]
-        self.alerts.update({a.key: a for a in copy.alerts if device_of(a.subject) == device})
+        after: dict[tuple[str, str], Alert] = {
+            a.key: a for a in copy.alerts if device_of(a.subject) == device
+        }
+        self.alerts.update(after)
         self._cutoffs[device] = copy.cutoffs
         self._held_off[device] = dict(copy.held_off)
-        return True
+        return alert_changes(before, after, now)
 
     def orphaned(self, devices: Iterable[str]) -> list[str]:
         """The owner of `devices` is gone (its Will said so): nobody watches them until it
@@ -111,3 +117,30 @@ class Copies:
                 said, shown = unacknowledged(alerts, station, port, cut_by=cut_by), gone
             found[port] = [*said, *shown]
         return found
+
+
+def alert_changes(
+    before: Mapping[tuple[str, str], Alert], after: Mapping[tuple[str, str], Alert], now: datetime
+) -> list[Transition]:
+    """How a device's open alerts changed from one copy to the next, as its owner's
+    transitions said it: cleared (shown cleared at `now`, when the copy came), then raised,
+    acknowledged, escalated or updated."""
+    cleared = [
+        Transition(Change.CLEARED, replace(old, state=AlertState.CLEARED, cleared_at=now))
+        for key, old in before.items()
+        if key not in after or after[key].id != old.id
+    ]
+    found = []
+    for key, alert in after.items():
+        old = before.get(key)
+        if old is None or old.id != alert.id:
+            found.append(Transition(Change.RAISED, alert))
+        elif alert == old:
+            continue
+        elif alert.acknowledged_by is not None and old.acknowledged_by is None:
+            found.append(Transition(Change.ACKNOWLEDGED, alert))
+        elif alert.severity is not old.severity:
+            found.append(Transition(Change.ESCALATED, alert))
+        else:
+            found.append(Transition(Change.UPDATED, alert))
+    return [*cleared, *found]

@@ -46,9 +46,11 @@ class DeviceChanged:
 
 @dataclass(frozen=True, slots=True)
 class AlertChanged:
-    """An alert was raised, escalated, acknowledged or cleared, and is stored."""
+    """An alert was raised, escalated, acknowledged or cleared, and is stored; `copied`: an
+    alert another instance holds, as its copy told (shown, not counted again here)."""
 
     transition: Transition
+    copied: bool = False
 
 
 LiveChange = DeviceChanged | AlertChanged
@@ -381,9 +383,13 @@ class LiveState:
         with self._lock:
             if found.device in self._engine.stations or found.device in self._engine.garages:
                 return  # ours (a copy retained from before the partitions changed)
-            kept = self._copies.put(found)
-        if kept and self._loop is not None and self.changes:
-            self._loop.call_soon_threadsafe(self.changes.publish, DeviceChanged(found.device))
+            changed = self._copies.put(found, self._clock())
+        if changed is None or self._loop is None or not self.changes:
+            return
+        for transition in changed:  # the live stream tells of them as of this instance's
+            change = AlertChanged(transition, copied=True)
+            self._loop.call_soon_threadsafe(self.changes.publish, change)
+        self._loop.call_soon_threadsafe(self.changes.publish, DeviceChanged(found.device))
 
     def open_alerts(self) -> list[Alert]:
         with self._lock:
