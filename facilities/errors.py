@@ -117,3 +117,17 @@ class DeviceTimedOut(Refusal):
     def __init__(self, detail: str, *, command_id: str) -> None:
         super().__init__(detail)
         self.command_id = command_id
+
+
+def refusal_named(error: str) -> type[Refusal]:
+    """The kind of refusal whose short name is `error` (`conflict` → Conflict); Unavailable
+    for a name this version does not know."""
+    # a kind is found before its subclasses, which keep its name (`NotAnswered` is an
+    # `unavailable` told by the instance that was asked, facilities/owners.py)
+    kinds: list[type[Refusal]] = [Refusal]
+    found: dict[str, type[Refusal]] = {}
+    while kinds:
+        kind = kinds.pop()
+        found.setdefault(kind.error, kind)
+        kinds.extend(kind.__subclasses__())
+    return found.get(error, Unavailable)

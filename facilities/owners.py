@@ -24,16 +24,12 @@ from facilities.access import Person
 from facilities.alerts import Alert
 from facilities.answers import Ask, Done
 from facilities.errors import (
-    Conflict,
     DeviceRefused,
     DeviceTimedOut,
-    InvalidRequest,
-    NotAllowed,
-    NotFound,
     RateLimited,
     Refusal,
-    Unauthenticated,
     Unavailable,
+    refusal_named,
 )
 from facilities.mqtt.session import BrokerLink, Delivery
 from facilities.mqtt.topics import Topics
@@ -106,23 +102,6 @@ class _Answer:
 
 _QUESTION = TypeAdapter(_Question)
 _ANSWER = TypeAdapter(_Answer)
-
-# Every refusal a request can come to, by the short name it travels under.
-_REFUSALS: dict[str, type[Refusal]] = {
-    kind.error: kind
-    for kind in (
-        Refusal,
-        InvalidRequest,
-        Unauthenticated,
-        NotAllowed,
-        NotFound,
-        Conflict,
-        RateLimited,
-        Unavailable,
-        DeviceRefused,
-        DeviceTimedOut,
-    )
-}
 
 # What carries out a request asked of this instance: a gate's or a port's answer, or an alert.
 Serve = Callable[[Asked], Awaitable[Done | Alert]]
@@ -319,7 +298,7 @@ def refused_of(refusal: Refusal) -> Refused:
 
 def refusal_of(refused: Refused) -> Refusal:
     """The refusal the owner answered, to raise as if this instance had refused."""
-    kind = _REFUSALS.get(refused.error, Unavailable)
+    kind = refusal_named(refused.error)
     refusal: Refusal
     if kind is RateLimited:  # its detail ends with when to retry, which it adds again
         said = refused.detail.rsplit("; retry in ", 1)[0]
