@@ -17,6 +17,8 @@ _FAILURES: tuple[type[Exception], ...] = (TimeoutError, *ERRORS, ValueError)
 # this often.
 INGEST_STUCK_S = 3.0
 INGEST_WATCH_EVERY_S = 0.5
+# The database's answer to the ping is awaited this long.
+PING_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -48,6 +50,10 @@ class HealthCheck:
         self._running = False
         # the ingest writer's heartbeat: when it last had nothing waiting or committed more
         self._ingest_beat = (monotonic(), 0)
+        # The ping in flight, which a timeout stops waiting for but never cancels: it runs on
+        # the ingest's connection, on PostgreSQL between the statements of a batch's
+        # transaction, and a statement cancelled in the server aborts that transaction.
+        self._ping: asyncio.Task[None] | None = None
 
     async def watch(self) -> None:
         """Sample the ingest writer's progress while the service runs."""
@@ -58,6 +64,8 @@ class HealthCheck:
                 await asyncio.sleep(INGEST_WATCH_EVERY_S)
         finally:
             self._running = False
+            if self._ping is not None:  # the ingest writer has stopped before this task
+                self._ping.cancel()
 
     def _ingest_progress(self) -> float:
         """Seconds the ingest writer has had messages waiting without committing any."""
@@ -86,9 +94,18 @@ class HealthCheck:
             reasons.append(f"broker link down ({link.last_error or 'not connected'})")
         elif not link.subscribed:
             reasons.append("not subscribed to the broker yet")
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.create_task(ping(self._db), name="health-ping")
+            self._ping.add_done_callback(_retrieved)
         try:
-            async with asyncio.timeout(1.0):
-                await ping(self._db)
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await asyncio.shield(self._ping)
         except _FAILURES as exc:
             reasons.append(f"database not answering ({exc or 'timeout'})")
         return Health(ok=not reasons, reasons=reasons)
+
+
+def _retrieved(task: "asyncio.Task[None]") -> None:
+    """A ping that ended after its /healthz answer: its failure was reported as a timeout."""
+    if not task.cancelled():
+        task.exception()

@@ -293,10 +293,25 @@ class PgConnection:
         await (await self._ready()).execute(sql.encode())
 
     async def commit(self) -> None:
+        """COMMIT; raise if the transaction failed instead. PostgreSQL answers the COMMIT of a
+        transaction that a statement failed in (another task's on this connection: the
+        /healthz ping cancelled by its timeout) with ROLLBACK, not an error: taken as done,
+        the batch it held would be acknowledged and never stored."""
         conn = await self._ready()
         self._begun = False
-        if conn.info.transaction_status != TransactionStatus.IDLE:
-            await conn.execute("COMMIT")
+        status = conn.info.transaction_status
+        if status == TransactionStatus.IDLE:
+            return
+        if status == TransactionStatus.INERROR:
+            await conn.execute("ROLLBACK")
+            raise psycopg.errors.InFailedSqlTransaction(
+                "the transaction failed before its COMMIT: rolled back"
+            )
+        cursor = await conn.execute("COMMIT")
+        if cursor.statusmessage != "COMMIT":
+            raise psycopg.errors.InFailedSqlTransaction(
+                f"COMMIT answered {cursor.statusmessage!r}: the transaction was rolled back"
+            )
 
     async def rollback(self) -> None:
         self._begun = False
