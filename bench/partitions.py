@@ -45,7 +45,9 @@ from bench.rig import PREFIXES  # noqa: E402
 from bench.stores import STORES, Store, open_store  # noqa: E402
 
 STATIONS = 20
-PUBLISHER_USER = "bench-any-prefix"
+# One broker user per publisher: the broker takes a client's id from its user name, so two
+# publishers of one user would take the connection from each other (and send again).
+PUBLISHER_USERS = ("bench-any-prefix-0", "bench-any-prefix-1")
 
 
 class Instances:
@@ -114,8 +116,8 @@ def publish_halves(
                 "--port",
                 str(bench.broker.port),
                 "--user",
-                PUBLISHER_USER,
-                f"--password={bench.broker.credentials[PUBLISHER_USER]}",
+                PUBLISHER_USERS[k],
+                f"--password={bench.broker.credentials[PUBLISHER_USERS[k]]}",
                 "--messages",
                 str(messages // count),
                 "--ports",
@@ -135,6 +137,8 @@ def publish_halves(
     if wait:
         for publisher in publishers:
             publisher.communicate(timeout=300)
+            if publisher.returncode != 0:
+                raise RuntimeError(f"a publisher exited {publisher.returncode}")
     return publishers
 
 
@@ -210,7 +214,8 @@ def main() -> int:
     bench = Bench(workdir, args.messages)
     store = open_store(args.store, workdir)
     try:
-        bench.broker.add_user(PUBLISHER_USER, ("topic readwrite #",))
+        for user in PUBLISHER_USERS:
+            bench.broker.add_user(user, ("topic readwrite #",))
         print(
             f"{args.messages} QoS 1 messages per run; store {store.name}; split by {args.split};"
             f" broker on port "
