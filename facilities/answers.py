@@ -1,8 +1,6 @@
 """A request as it is asked (`Ask`) and what it comes to: done, or a device's refusal or
 silence, raised to the client after the audit (and for a gate, kept for its key)."""
 
-import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +63,6 @@ def given_again(body: dict[str, Any]) -> Answer:
     if body.get("error") == DeviceTimedOut.error:
         return DeviceTimedOut(str(body["detail"]), command_id=command_id)
     return Done(command_id, str(body["status"]))
-
-
-async def within(task: "asyncio.Task[None]", seconds: float) -> None:
-    """Wait for `task` at most `seconds`; it goes on after that, and what it raises within
-    them is raised here."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(task), seconds)
 
 
 def done_or_raise(answer: Answer) -> Done:

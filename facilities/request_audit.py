@@ -2,11 +2,12 @@
 is answered (from api/errors.py, given by the composition) and what came of it."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
 from facilities.access import RateLimiter
-from facilities.answers import Answer, Ask, Done, within
+from facilities.answers import Answer, Ask, Done
 from facilities.errors import Refusal
 from facilities.metrics import ApiMetrics
 from facilities.refusals import Refusals
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 # gate they may not open a few times is in the audit request by request; a script with a
 # leaked token is a row a minute (measured before: 10 loops wrote 1,121 rows in 10 s).
 REFUSAL_ROWS_PER_MINUTE = 10
-# How long a request waits for its audit row to be written before it is answered all the same.
+# How long a request waits for its own writes (its audit row, the answer kept for its key)
+# before it is answered all the same: they are written when the database can take them.
 WRITE_WAIT_S = 1.0
 # Audited requests kept in memory while the database cannot take them (written by the
 # refusals writer once it can): ~300 bytes each. Past it, counted and logged, not kept.
@@ -32,6 +34,13 @@ _ROUTES = {
     "gate_open": "POST /api/garages/{garage}/gates/{gate}/open",
     "port_power": "POST /api/stations/{station_id}/ports/{port}/power",
 }
+
+
+async def within(task: "asyncio.Task[None]", seconds: float) -> None:
+    """Wait for `task` at most `seconds`; it goes on after that, and what it raises within
+    them is raised here."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), seconds)
 
 
 class RequestAudit:

@@ -21,7 +21,6 @@ from facilities.answers import (
     given_again,
     kept,
     outcome_of,
-    within,
 )
 from facilities.auth import Authenticator
 from facilities.errors import (
@@ -35,7 +34,7 @@ from facilities.errors import (
 from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.owners import Asked, NotAnswered, Owners
 from facilities.partition import Partition
-from facilities.request_audit import RequestAudit
+from facilities.request_audit import WRITE_WAIT_S, RequestAudit, within
 from facilities.rules.live_state import LiveState
 from facilities.site import Site
 from facilities.store import alerts as alert_store
@@ -47,9 +46,6 @@ from facilities.write_faults import database_fault
 
 log = logging.getLogger(__name__)
 
-# How long a request waits for its own writes (the audit row, the answer kept for its key)
-# before it is answered all the same: they are written when the database can take them.
-WRITE_WAIT_S = 1.0
 # Between tries of storing a key's answer while the database cannot take it: about a minute.
 REMEMBER_RETRIES_S = (0.5, 1.0, 2.0, 4.0, *(8.0,) * 6)
 

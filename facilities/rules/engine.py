@@ -255,6 +255,10 @@ class Engine:
             ):
                 self._due.append(action)
 
+    def alerts_of(self, device: str) -> list[Alert]:
+        """The open alerts of `device` (its own and its ports' or gates')."""
+        return [self.alerts[key] for key in self._keys_of.get(device, ())]
+
     def _keep(self, key: tuple[str, str], alert: Alert) -> None:
         self.alerts[key] = alert
         self._keys_of.setdefault(alert.device, {})[key] = None

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 from facilities import switch_on
-from facilities.alerts import Alert, AlertState, Change, Transition, device_of
+from facilities.alerts import Alert, AlertState, Change, Transition
 from facilities.charging.state import StationLive
 from facilities.counted import MARKS_SAVED_S, Counted
 from facilities.cutoffs import Cutoff
@@ -350,9 +350,7 @@ class LiveState:
                     device,
                     station=station,
                     garage=garage,
-                    alerts=tuple(
-                        a for a in engine.alerts.values() if device_of(a.subject) == device
-                    ),
+                    alerts=tuple(engine.alerts_of(device)),
                     cutoffs=tuple(cutoffs),
                     held_off=tuple(
                         (port, tuple(found))
