@@ -26,8 +26,8 @@ REFUSAL_ROWS_PER_MINUTE = 10
 # before it is answered all the same: they are written when the database can take them.
 WRITE_WAIT_S = 1.0
 # Audited requests kept in memory while the database cannot take them (written by the
-# refusals writer once it can): ~300 bytes each. Past it, counted and logged, not kept.
-UNWRITTEN_KEPT = 10_000
+# refusals writer once it can): the same bound as the writer's.
+UNWRITTEN_KEPT = audit.REQUESTS_KEPT
 
 # How a request's refusals are grouped in the audit: by its route, as refusals without a token.
 _ROUTES = {

@@ -76,6 +76,7 @@ class Requests:
         self._elsewhere = elsewhere
         self._owners = owners
         self.auth = auth
+        self.audit = audit
         self._audit = audit.record
         self._status = audit.status
         self._commands = commands
@@ -145,7 +146,6 @@ class Requests:
                 future.set_result(answer)
                 return answer, True
             answer = await self._send_open(person, garage, gate)
-            future.set_result(answer)
             # The key is answered from memory until its answer is stored: a database that
             # cannot take it now (docs/reliability.md) neither holds the resident's answer
             # up nor lets a repeat of the key open the gate again meanwhile.
@@ -153,6 +153,8 @@ class Requests:
             storing = asyncio.create_task(self._remember(person, key, given))
             storing.add_done_callback(lambda _done: self._in_flight.pop(in_flight, None))
             await within(storing, WRITE_WAIT_S)
+            # a repeat waiting for it is answered now, after this one: audited in that order
+            future.set_result(answer)
         except BaseException as exc:
             if not future.done():
                 failed = exc if isinstance(exc, Exception) else Unavailable("cancelled")

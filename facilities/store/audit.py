@@ -5,6 +5,7 @@
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from facilities.refusals import Refusals, Refused
 from facilities.store.db import SharedWriter
 from facilities.store.sql import Connection
 from facilities.write_faults import WriteFaults, database_fault
+
+log = logging.getLogger(__name__)
 
 # docs/api.md, "Opening a gate": a repeated request with the same key within 24 h gets
 # the first answer again.
@@ -183,6 +186,9 @@ async def audit_page(
 # Refusals of requests without a valid token are written this often, in one transaction
 # (docs/api.md, "Refusals"): a flood costs a few rows every few seconds, never a commit each.
 REFUSALS_EVERY_S = 5.0
+# Audited requests kept while the database cannot take them (~300 bytes each): past it, the
+# oldest are kept and the rest dropped, with an error logged.
+REQUESTS_KEPT = 10_000
 
 
 class RefusalWriter:
@@ -224,8 +230,21 @@ class RefusalWriter:
                     await record(conn, request)
         except Exception as exc:
             if not database_fault(exc):
-                raise
-            self._unwritten, self._unwritten_requests = refused, requests
+                # a row the database refuses (a request's target it cannot store) must not
+                # stop the service: this write's rows are dropped, loudly
+                log.exception(
+                    "%d counts of refused requests and %d audited requests not stored",
+                    len(refused),
+                    len(requests),
+                )
+                return
+            self._unwritten = refused
+            self._unwritten_requests = requests[:REQUESTS_KEPT]
+            if len(requests) > REQUESTS_KEPT:
+                log.error(
+                    "%d audited requests not kept: the database cannot take them",
+                    len(requests) - REQUESTS_KEPT,
+                )
             self.faults.failed(
                 exc, f"{len(refused)} counts of refused requests, {len(requests)} audited requests"
             )
