@@ -19,6 +19,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from facilities.errors import BrokerAuthError, BrokerError, BrokerTlsError
 from facilities.mqtt.broker_url import BrokerUrl, session_client_id
+from facilities.mqtt.buffered import BufferedClient
 from facilities.mqtt.link_options import (
     AUTH_FAILURES,
     CONNACK_TIMEOUT_S,
@@ -96,7 +97,7 @@ class BrokerLink:
         self._closed = asyncio.Event()
         self._closing = False
         self.last_error = "not connected yet"
-        self._client = paho.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             # MQTT 5 for message expiry on commands (a gate must never act on a late open).
@@ -231,10 +232,15 @@ class BrokerLink:
             generation, connected = self.generation, self.connected
         if not connected:
             return 0
+        mids = []
         for item in items:
             if item.qos > 0 and item.generation == generation:
-                self._client.ack(item.mid, item.qos)
+                if item.qos == 1:
+                    mids.append(item.mid)
+                else:
+                    self._client.ack(item.mid, item.qos)
                 sent += 1
+        self._client.ack_many(mids)
         return sent
 
     def publish(

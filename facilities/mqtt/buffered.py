@@ -1,0 +1,93 @@
+"""paho's client reading its socket many packets at a time.
+
+paho 2 reads each packet with at least three `recv` calls (the command byte, each byte of
+the remaining length, the rest) and goes back to `select` after every packet it handles
+(its `loop_read` reads one packet unless QoS 2 messages are in flight). Under a backlog
+that is four system calls and a pass of its loop per message, a fifth of the service's
+CPU for one-port telemetry (docs/performance.md, "paho's receive path"). Here the socket
+is read up to 64 KiB at a time and the packets already read are handled before paho goes
+back to `select`. paho's own protocol handling is untouched: only where its bytes come
+from changes.
+"""
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+
+# One read from the socket: a backlog of ten-port messages (~1.4 KB each) is ~45 of them.
+READ_SIZE = 65536
+# Packets handled from what was read before paho's loop runs again (its keepalive and
+# writes): bounded, so that acks and pings go out during a long backlog.
+PACKETS_PER_PASS = 200
+PUBACK = PacketTypes.PUBACK << 4
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: success
+
+
+class BufferedSocket:
+    """A connected socket (plain, TLS or paho's WebSocket wrapper) read `READ_SIZE` bytes at
+    a time; paho asks for a few bytes and gets them from what was read. `pending()` tells
+    paho that bytes are waiting, so that it does not wait in `select` for them (as it does
+    for a TLS socket's own buffer)."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        """Up to `size` bytes: from what was read, or from one read of the socket."""
+        left = len(self._buffer) - self._at
+        if left <= 0:
+            data: bytes = self._sock.recv(max(size, READ_SIZE))
+            if len(data) <= size:
+                return data  # b"" (closed) included
+            self._buffer, self._at = data, 0
+            left = len(data)
+        take = min(size, left)
+        chunk = self._buffer[self._at : self._at + take]
+        self._at += take
+        if self._at >= len(self._buffer):
+            self._buffer, self._at = b"", 0
+        return chunk
+
+    def pending(self) -> int:
+        """Bytes read and not yet handed to paho (and a TLS socket's own)."""
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buffer) - self._at + (inner() if inner is not None else 0)
+
+    def fileno(self) -> int:
+        return int(self._sock.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        # send, setblocking, close, setsockopt, do_handshake, ...: the socket's own
+        return getattr(self._sock, name)
+
+
+class BufferedClient(paho.Client):
+    """paho's client over a `BufferedSocket`, handling every packet already read before it
+    goes back to `select` (at most `PACKETS_PER_PASS` at a time)."""
+
+    def _create_socket(self) -> Any:
+        return BufferedSocket(super()._create_socket())
+
+    def ack_many(self, mids: Sequence[int]) -> None:
+        """PUBACK each of `mids` (QoS 1, manual acks) as one write: paho's `ack` queues a
+        packet, wakes its loop and sends it by itself, for each message."""
+        if mids:
+            blob = b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
+            self._packet_queue(PUBACK, blob, 0, 0)
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        rc = super().loop_read(max_packets)
+        for _ in range(PACKETS_PER_PASS):
+            sock = self._sock
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
+                break
+            if sock.pending() <= 0:
+                break
+            rc = super().loop_read(max_packets)
+        return rc
