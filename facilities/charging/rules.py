@@ -63,7 +63,10 @@ def _sustained(
 def port_overload(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """A port over its rated power in `overload_samples` samples in a row: power it off."""
     verdicts = []
+    low = spec.thresholds.hysteresis * spec.port_max_w
     for port in live.ports.values():
+        if not port.powers or port.powers[-1] < low:
+            continue  # as `_sustained` finds, without naming the port: the common case
         verdicts += _sustained(
             RuleId.PORT_OVERLOAD,
             port_subject(spec.id, port.port),
@@ -110,7 +113,10 @@ def port_over_temperature(live: StationLive, spec: Station, now: datetime) -> li
     """A socket at or over `port_temp_max_c`: power the port off."""
     t = spec.thresholds
     verdicts = []
+    low = t.hysteresis * t.port_temp_max_c
     for port in live.ports.values():
+        if port.temp_c is None or port.temp_c < low:
+            continue  # as `over` finds, without naming the port: the common case
         verdicts += over(
             RuleId.PORT_OVER_TEMPERATURE,
             port_subject(spec.id, port.port),
@@ -156,12 +162,14 @@ def temperature_rise(live: StationLive, spec: Station, now: datetime) -> list[Ve
     """A port or the cabinet warming by `temp_rise_c` within `temp_rise_window_s`."""
     t = spec.thresholds
     verdicts = []
+    low = t.hysteresis * t.temp_rise_c
     for port in live.ports.values():
-        if port.temps:
+        rise = _rise(port.temps)
+        if port.temps and rise >= low:  # else `over` finds nothing: the common case
             verdicts += over(
                 RuleId.TEMPERATURE_RISE,
                 port_subject(spec.id, port.port),
-                _rise(port.temps),
+                rise,
                 t.temp_rise_c,
                 severity=Severity.CRITICAL,
                 hysteresis=t.hysteresis,
@@ -204,7 +212,9 @@ def smoke(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
 def device_fault(live: StationLive, spec: Station, now: datetime) -> list[Verdict]:
     """An open `fault` event (until `fault_cleared`); critical for dangerous codes."""
     faults = [(spec.id, live.fault_code)] + [
-        (port_subject(spec.id, p.port), p.fault_code) for p in live.ports.values()
+        (port_subject(spec.id, p.port), p.fault_code)
+        for p in live.ports.values()
+        if p.fault_code is not None
     ]
     return [
         Verdict(

@@ -29,7 +29,7 @@ def port_reports(
     """Cut-offs of the station due again after this message: all it has not confirmed
     when it is back from offline, and those its ports' reported states contradict."""
     due = desired.unconfirmed(device) if back else []
-    if isinstance(payload, StationTelemetry):
+    if isinstance(payload, StationTelemetry) and desired.of(device):  # most hold none
         for reading in payload.ports:
             due += desired.port_reported(device, reading.port, reading.state)
     return due
