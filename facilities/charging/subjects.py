@@ -5,7 +5,6 @@ import functools
 from facilities.verdicts import Action, ActionKind
 
 
-@functools.cache
 @functools.cache  # the rules name every port of a station on each of its messages
 def port_subject(station: str, port: int) -> str:
     """A port's subject: `cs-07/3`."""

@@ -87,7 +87,7 @@ class BufferedClient(paho.Client):
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not isinstance(sock, BufferedSocket):
                 break
-            if sock.pending() <= 0:
-                break
+            if sock.pending() <= 0 or self.want_write():
+                break  # what is queued to send (acks, cut-offs) goes out first
             rc = super().loop_read(max_packets)
         return rc
