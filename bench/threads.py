@@ -81,8 +81,11 @@ def drain(bench: Bench, ports: int, *, profile: Path | None) -> None:
         spy = None
         if profile is not None:
             spy = subprocess.Popen(
-                [str(PY_SPY), "record", "--pid", str(service.pid), "--gil", "--rate", "400"]
-                + ["--format", "raw", "--output", str(profile), "--nonblocking"],
+                [
+                    *(str(PY_SPY), "record", "--pid", str(service.pid), "--gil"),
+                    *("--rate", "400", "--format", "raw", "--output", str(profile)),
+                    "--nonblocking",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -93,9 +96,8 @@ def drain(bench: Bench, ports: int, *, profile: Path | None) -> None:
             spy.wait(30)
         service.stop()
         drained = bench.messages - already
-        print(
-            f"\n{ports} ports: {drained} messages drained at {drained / (done - first):,.0f} msg/s"
-        )
+        rate = drained / (done - first)
+        print(f"\n{ports} ports: {drained} messages drained at {rate:,.0f} msg/s")
         print(f"  {'thread':<44} {'user us/msg':>11} {'sys us/msg':>10}")
         total_user = total_sys = 0.0
         for tid in sorted(after, key=lambda t: -sum(after[t]) + sum(before.get(t, (0, 0)))):
