@@ -223,6 +223,8 @@ class Engine:
     def _resends(self, due: list[Action], transitions: list[Transition]) -> list[Resend]:
         """What to send again (`upkeep.resends`), with what a verdict held again before."""
         due, self._due = due + self._due, []
+        if not due:
+            return []  # nothing due again: most messages
         out = upkeep.resends(self.desired, self.alerts.values(), due, transitions)
         for resend in out:
             upkeep.hint_end_reasons(self.stations, resend.alert.rule, (resend.action,))
@@ -298,6 +300,8 @@ class Engine:
     ) -> list[Transition]:
         """Judge what the rules reported, and count as clear every open alert of `device`
         whose rule was evaluated and did not report its subject."""
+        if not verdicts and device not in self._keys_of:
+            return []  # nothing reported, nothing open: most messages
         reported = {(v.rule, v.subject) for v in verdicts}
         for key in list(self._keys_of.get(device, ())):
             alert = self.alerts[key]
