@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from facilities.mqtt.ingest import WINDOW
+from facilities.mqtt.ingest import CEILING, WINDOW, WINDOW_WAIT_MAX_S
 from facilities.mqtt.link_options import RECEIVE_MAXIMUM
 from facilities.service import Service, run
 from facilities.settings import Settings
@@ -33,7 +33,7 @@ def _stored(db: Path) -> int:
 
 
 async def test_a_backlog_is_taken_a_window_at_a_time(
-    settings: Settings, site: Site, device: DeviceFactory
+    settings: Settings, site: Site, device: DeviceFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = build(settings, site)
     async with run(first):  # the session exists: the broker queues for it from now on
@@ -59,9 +59,14 @@ async def test_a_backlog_is_taken_a_window_at_a_time(
         )
     # How far the broker overruns depends on how fast paho reads against the writer: 6,491
     # held before the window on a quiet machine, 445 with the machine busy. Printed, not
-    # asserted: whether the window filled is timing, that it was never passed is not.
+    # asserted: whether the window filled is timing, that it was never passed is not, unless
+    # the writer took over WINDOW_WAIT_MAX_S to make room (a loaded machine, PostgreSQL):
+    # then the window is let go, said in the log, and only the ceiling holds.
     print(f"most messages held unacknowledged at once: {held}; waited {waited} s for room")
-    assert 0 < held <= WINDOW
+    let_go = any("reading on past the window" in r.getMessage() for r in caplog.records)
+    assert 0 < held <= (CEILING if let_go else WINDOW)
+    if let_go:
+        assert waited is not None and waited >= WINDOW_WAIT_MAX_S
 
 
 @pytest.mark.sqlite_only("the write lock of the database file")

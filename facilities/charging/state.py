@@ -75,7 +75,7 @@ def apply_telemetry(
         session = _apply_port(live.station, port, reading, at, thresholds, evidence, window)
         if session is not None:
             ended.append(session)
-    live.total_powers.append(sum(p.power_w or 0.0 for p in live.ports.values()))
+    live.total_powers.append(sum([p.power_w or 0.0 for p in live.ports.values()]))
     return ended
 
 
@@ -141,15 +141,17 @@ def _apply_port(
     power = reading.power_w or 0.0
     port.powers.append(power)
     if port.session_started is not None:
-        port.session_peak_w = max(port.session_peak_w, power)
+        if power > port.session_peak_w:
+            port.session_peak_w = power
         if reading.energy_wh is not None:
             port.session_energy_wh = reading.energy_wh
-    plugged = port.state in (PortState.CHARGING, PortState.FULL)
+    state = port.state
+    plugged = state is PortState.CHARGING or state is PortState.FULL
     port.low_power_since = (
         (port.low_power_since or at) if plugged and power < t.charge_complete_w else None
     )
     unloaded = (
-        port.state is PortState.CHARGING
+        state is PortState.CHARGING
         and power < t.no_load_w
         and (reading.energy_wh or 0.0) < t.no_load_wh
     )

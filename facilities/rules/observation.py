@@ -58,7 +58,7 @@ def device_time(ts: float, received_at: float, skew_s: float) -> datetime | None
 
 def station_look(live: charging.StationLive) -> tuple[object, ...]:
     """What a resident sees of a station: online, faults, each port's state."""
-    ports = tuple((n, p.state, p.fault_code, p.since is None) for n, p in live.ports.items())
+    ports = tuple([(n, p.state, p.fault_code, p.since is None) for n, p in live.ports.items()])
     return live.online, live.fault_code, ports
 
 
