@@ -178,6 +178,7 @@ class Retention:
         self._clock = clock
         self._metrics = metrics
         self._batch_rows = batch_rows
+        self._sweeping = asyncio.Lock()
 
     async def run(self) -> None:
         """Sweep at start and then every EVERY_S, until cancelled. A database that cannot be
@@ -192,7 +193,13 @@ class Retention:
             await asyncio.sleep(EVERY_S)
 
     async def sweep(self) -> Swept:
-        """Delete every row past its retention now, in batches of about `batch_rows`."""
+        """Delete every row past its retention now, in batches of about `batch_rows`; one
+        sweep at a time (the one at start may still run when another is asked for: each
+        would delete part of the other's rows, and both would count short)."""
+        async with self._sweeping:
+            return await self._sweep()
+
+    async def _sweep(self) -> Swept:
         swept = Swept(batch_rows=self._batch_rows)
         now = self._clock()
         for table, (column, before) in self.policy.cutoffs(now).items():
