@@ -69,6 +69,8 @@ async def api(settings: Settings, quick_site: Site, clock: MovableClock) -> Asyn
     app = create_app(service.http)
     async with run(service), LifespanManager(app, startup_timeout=20, shutdown_timeout=20):
         await wait_for(lambda: service.link.subscribed, what="subscription")
+        # a test's own sweep must not share its rows with the one at start
+        await wait_for(lambda: service.retention.sweeps >= 1, what="the sweep at start")
         transport = httpx.ASGITransport(app=app, client=(CLIENT_ADDRESS, 40000))
         async with httpx.AsyncClient(
             transport=transport, base_url="http://facilities.test"

@@ -179,6 +179,7 @@ class Retention:
         self._metrics = metrics
         self._batch_rows = batch_rows
         self._sweeping = asyncio.Lock()
+        self.sweeps = 0  # finished: the one at start, then one every EVERY_S (and asked-for)
 
     async def run(self) -> None:
         """Sweep at start and then every EVERY_S, until cancelled. A database that cannot be
@@ -197,7 +198,9 @@ class Retention:
         sweep at a time (the one at start may still run when another is asked for: each
         would delete part of the other's rows, and both would count short)."""
         async with self._sweeping:
-            return await self._sweep()
+            swept = await self._sweep()
+            self.sweeps += 1
+            return swept
 
     async def _sweep(self) -> Swept:
         swept = Swept(batch_rows=self._batch_rows)
