@@ -5,7 +5,7 @@ import functools
 from facilities.verdicts import Action, ActionKind
 
 
-@functools.cache  # the rules name every port of a station on each of its messages
+@functools.cache  # named by the rules for every port near a limit, on each message
 def port_subject(station: str, port: int) -> str:
     """A port's subject: `cs-07/3`."""
     return f"{station}/{port}"

@@ -40,6 +40,8 @@ class BufferedSocket:
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
+        # a TLS socket's own decrypted bytes (None for a plain one): looked up once, not per call
+        self._inner_pending = getattr(sock, "pending", None)
         self._buffer = b""
         self._at = 0
 
@@ -61,7 +63,7 @@ class BufferedSocket:
 
     def pending(self) -> int:
         """Bytes read and not yet handed to paho (and a TLS socket's own)."""
-        inner = getattr(self._sock, "pending", None)
+        inner = self._inner_pending
         return len(self._buffer) - self._at + (inner() if inner is not None else 0)
 
     def fileno(self) -> int:
