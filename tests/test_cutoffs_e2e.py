@@ -2,7 +2,9 @@
 (a person's power-on, a station's reboot, a gate closing during smoke), commands wait for a
 device known offline, and staff see every port the service switched off until it is back on."""
 
+import asyncio
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -199,6 +201,54 @@ async def test_a_station_that_reboots_while_the_hazard_is_open_is_cut_again(
             api.service.live.read(lambda e: e.stations["cs-09"].ports[1].state.value) == "disabled"
         ),
         what="the port reported disabled again",
+    )
+
+
+@pytest.mark.sqlite_only("the write lock of the database file")
+async def test_a_reboot_reported_while_the_cuts_outcome_is_being_written_is_cut_again(
+    api: Api, stations
+) -> None:
+    """The station acks the cut, reports the port off, and reboots at once: its report of
+    the port on comes while the service is still writing the first command's outcome (here
+    held up by another process holding the database's write lock; under load, any slow
+    write). The cut-off is asserted again at once, not dropped as a repeat of the command
+    whose ack already came."""
+    cs = stations("cs-09")
+    db = api.service.settings.db
+    # taken in a thread: the service runs on this test's event loop (tests/test_health.py)
+    locker = sqlite3.connect(db, isolation_level=None, timeout=30, check_same_thread=False)
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")
+        cs.model.ports[0].temp_c = HOT_C  # what it reports after the command
+        cs.publish_raw(telemetry(1, [port(1, "charging", temp_c=HOT_C)]))
+        await wait_for(lambda: len(_offs(cs, 1)) == 1, what="the first cut")
+        await wait_for(
+            lambda: (
+                api.service.live.read(lambda e: e.stations["cs-09"].ports[1].state.value)
+                == "disabled"
+            ),
+            what="the port reported disabled",
+        )
+        cs.model.power_on(None)
+        cs.model.ports[0].temp_c = COOL_C
+        cs.publish_raw(telemetry(0, [port(1, "idle", temp_c=COOL_C)]))
+        await wait_for(lambda: len(_offs(cs, 1)) == 2, what="power_off again after the reboot")
+    finally:
+        await asyncio.to_thread(locker.execute, "ROLLBACK")
+        locker.close()
+    await wait_for(
+        lambda: (
+            api.service.live.read(lambda e: e.stations["cs-09"].ports[1].state.value) == "disabled"
+        ),
+        what="the port reported disabled again",
+    )
+    await wait_for(
+        lambda: (
+            query(db, "SELECT outcome FROM commands WHERE reason = 'port_over_temperature'")
+            == [("acked",), ("acked",)]
+        ),
+        timeout_s=30,
+        what="both cuts acked in the audit once the lock is let go",
     )
 
 

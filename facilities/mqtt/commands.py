@@ -33,6 +33,8 @@ EXPIRES_MARGIN_S = 1.0
 # row is written, after every audit row asked for before it, once the database can.
 AUDIT_WAIT_S = 1.0
 
+OnAck = Callable[[CommandAck], None]
+
 
 class Outcome(StrEnum):
     ACKED = "acked"
@@ -101,7 +103,8 @@ class CommandSender:
         self._timeout_s = timeout_s
         self._tries = tries
         self._clock = clock
-        self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck]]] = {}
+        # id → (target, the ack's future, told of the ack at once): the commands awaiting an ack
+        self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck], OnAck | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.faults = WriteFaults("command audit")
         self._last_audit: asyncio.Task[None] | None = None
@@ -120,6 +123,7 @@ class CommandSender:
         tries: int | None = None,
         command_id: str | None = None,
         cause: str | None = None,
+        on_ack: OnAck | None = None,
     ) -> Result:
         """Send, await the ack (timeout, retries), store the outcome; never raises for a
         device that is silent or refuses. The command is published before it is audited:
@@ -127,7 +131,9 @@ class CommandSender:
         little after the service stops waiting for the last try's ack, and goes out with the
         MQTT 5 Message Expiry Interval that ends then: a device that was away never acts on
         it late. `command_id`: a command sent again after a restart keeps its id. `cause`:
-        the device message that made a rule ask for it, for the audit."""
+        the device message that made a rule ask for it, for the audit. `on_ack`: called
+        with the ack as it is heard, in the order of the device's messages, before this
+        returns (which waits for the outcome's audit row)."""
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
         wait_s = timeout_s or self._timeout_s
@@ -144,7 +150,7 @@ class CommandSender:
             expires=self._clock() + wait_s * max_tries + EXPIRES_MARGIN_S,
         )
         future: asyncio.Future[CommandAck] = self._loop.create_future()
-        self._pending[order.id] = (target, future)
+        self._pending[order.id] = (target, future, on_ack)
         try:
             attempt, ack = await self._until_acked(
                 order, future, wait_s=wait_s, max_tries=max_tries
@@ -233,12 +239,16 @@ class CommandSender:
         pending = self._pending.get(ack.id)
         if pending is None:
             return  # a late ack after the last try, or not ours
-        target, future = pending
+        target, future, on_ack = pending
         if (target.device, target.gate) != (device, gate):
             log.warning("ack for %s came from %s: ignored", ack.id, device)
             return
         if not future.done():
             future.set_result(ack)
+            if on_ack is not None:
+                # now, not when `send` resumes: a message the device sent after its ack is
+                # acted on after this (paho's thread hands both over in the device's order)
+                on_ack(ack)
 
     def _topic(self, target: Target) -> str:
         topics = self._link.topics

@@ -13,7 +13,7 @@ from facilities.mqtt.commands import CommandSender, Outcome, Target
 from facilities.rules.live_state import LiveState
 from facilities.store.commands import Queued
 from facilities.verdicts import Action, ActionKind
-from facilities.wire import CommandAction
+from facilities.wire import CommandAck, CommandAction
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ class RuleCommands:
         self._tasks: asyncio.TaskGroup | None = None
         # The rules' commands started and not finished: kept in the outbox at a stop.
         self._inflight: dict[str, Queued] = {}
-        self._sending: Counter[Action] = Counter()  # the rules' commands awaiting their ack
+        # the rules' commands awaiting their ack: from their start until the ack is heard (not
+        # until their outcome is written) or their tries run out
+        self._awaiting: Counter[Action] = Counter()
         self._quiet_until: dict[Action, datetime] = {}  # failed: not re-asserted before
 
     def bind(self, tasks: asyncio.TaskGroup | None) -> None:
@@ -67,7 +69,7 @@ class RuleCommands:
         sent when the device is back. `again`: a cut-off re-asserted, not while the same
         command awaits its ack, nor for a while after it failed. `cause`: the device message
         that made it due, kept in the audit (None: the server's clock)."""
-        if again and self._sending[action]:
+        if again and self._awaiting[action]:
             return None  # a first cut may repeat another alert's: each is audited with its alert
         now = self._clock()
         if again and now < self._quiet_until.get(action, now):
@@ -81,10 +83,9 @@ class RuleCommands:
         if self._tasks is None:
             raise RuntimeError("the rules runner is not running")
         self._inflight[queued.id] = queued
-        self._sending[wanted] += 1
+        self._awaiting[wanted] += 1
         name = f"command-{queued.action}-{queued.device}"
-        task = self._tasks.create_task(self._command(queued, wanted), name=name)
-        task.add_done_callback(lambda _task: self._sending.subtract((wanted,)))
+        self._tasks.create_task(self._command(queued, wanted), name=name)
         return queued
 
     async def _command(self, queued: Queued, wanted: Action) -> None:
@@ -92,20 +93,38 @@ class RuleCommands:
         site = self._live.site
         spec = site.stations.get(target.device) or site.garages.get(target.device)
         thresholds = spec.thresholds if spec else site.thresholds
-        result = await self._commands.send(
-            target,
-            CommandAction(queued.action),
-            reason=queued.reason,
-            alert_id=queued.alert_id,
-            timeout_s=thresholds.command_timeout_s,
-            tries=thresholds.command_tries,
-            command_id=queued.id,
-            cause=queued.cause,
-        )
+        awaiting = True
+
+        def answered(ack: CommandAck) -> None:
+            # As the ack is heard, before its outcome is written: a report the device sent
+            # after it (a reboot, the port on again) is judged against a command answered,
+            # and its cut-off is asserted again rather than taken for this one's repeat.
+            nonlocal awaiting
+            awaiting = False
+            self._awaiting[wanted] -= 1
+            if ack.ok:
+                self._quiet_until.pop(wanted, None)
+                self._live.confirm(wanted)
+            else:
+                self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
+
+        try:
+            result = await self._commands.send(
+                target,
+                CommandAction(queued.action),
+                reason=queued.reason,
+                alert_id=queued.alert_id,
+                timeout_s=thresholds.command_timeout_s,
+                tries=thresholds.command_tries,
+                command_id=queued.id,
+                cause=queued.cause,
+                on_ack=answered,
+            )
+        finally:
+            if awaiting:  # no ack: its tries ran out, or the runner stopped
+                self._awaiting[wanted] -= 1
         del self._inflight[queued.id]  # not when cancelled: a stop keeps it in the outbox
         if result.outcome is Outcome.ACKED:
-            self._quiet_until.pop(wanted, None)
-            self._live.confirm(wanted)
             return
         self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
         # not carried out (no ack after its tries, or refused): raise `command_failed`, or
