@@ -117,6 +117,17 @@ async def test_server_sent_events_carry_state_changes_and_alerts(live: Live, dev
             reader.cancel()
 
 
+async def test_a_stream_is_subscribed_before_its_client_sees_it_open(live: Live) -> None:
+    """A browser's EventSource is open once the headers come: a change right after must be
+    heard, so the subscription is made before the headers go out, each time."""
+    async with httpx.AsyncClient(base_url=live.base, timeout=10) as http:
+        for opened in range(1, 6):
+            async with http.stream("GET", "/api/events") as response:
+                assert response.status_code == 200
+                assert live.feed.subscribers == 1, f"stream {opened}: headers before subscribing"
+            await wait_for(lambda: live.feed.subscribers == 0, what="unsubscribed on close")
+
+
 async def test_a_garage_s_smoke_warning_follows_its_alert_not_only_its_messages(
     settings: Settings, site: Site, device
 ) -> None:

@@ -207,8 +207,10 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     warning = chinese.find_element(By.CLASS_NAME, "smoke-warning")
     assert not warning.is_displayed()
     smoke = {"seq": 990_002, "ts": time.time(), "occupancy": 40, "smoke": True}
+    started = time.monotonic()
     rogue.publish_raw("facilities/garage/g-cq4/telemetry", json.dumps(smoke))
     _until(warning.is_displayed, "the smoke warning", timeout_s=WITHIN_S)
+    smoke_after = time.monotonic() - started
     assert warning.text == "检测到烟雾，请勿进入！车库门已全部打开"
     _shot(chinese, "garage-smoke-zh")
     chinese.get(f"{base}/")
@@ -224,3 +226,4 @@ def test_the_status_pages_and_the_staff_console_in_a_browser(
     _until(stale.is_displayed, "the stale-data banner", timeout_s=30)
     _shot(phone, "station-connection-lost")
     print(f"fault shown {shown_after * 1000:.0f} ms after it was published")
+    print(f"smoke warning shown {smoke_after * 1000:.0f} ms after it was published")

@@ -11,6 +11,10 @@
   const updated = document.getElementById("updated");
   let lastHeard = Date.now();
   let lost = false;
+  // Per station or garage id, how many live events for it were applied: a fetched state
+  // that an event overtook while it was on its way is older than the page, and is dropped.
+  const applied = {};
+  function bump(id) { applied[id] = (applied[id] || 0) + 1; }
 
   // Times in the district's clock and the page's language, as the server prints them.
   function localTime(iso) {
@@ -21,7 +25,7 @@
   function heard() {
     lastHeard = Date.now();
     if (updated) updated.textContent = updated.dataset.label + " " + localTime(new Date().toISOString());
-    if (lost) { lost = false; stale.hidden = true; refresh(); }
+    if (lost) { lost = false; stale.hidden = true; }
   }
   function setText(root, selector, value) {
     const el = root.querySelector(selector);
@@ -72,16 +76,23 @@
     }
   }
 
-  // After a lost connection, events were missed: fetch the state again.
+  // Each time the stream opens, events may have been missed (since the page was drawn, or
+  // while the connection was lost): fetch the state again. The stream is subscribed before
+  // it opens, so whatever changes after the fetch comes as an event.
   function refresh() {
-    let url = null;
-    if (page === "station") url = "/api/stations/" + encodeURIComponent(itemId);
-    else if (page === "garage") url = "/api/garages/" + encodeURIComponent(itemId);
+    const before = Object.assign({}, applied);
+    function unlessOvertaken(apply) {
+      return function (item) { if ((applied[item.id] || 0) === (before[item.id] || 0)) apply(item); };
+    }
+    const station = unlessOvertaken(applyStation);
+    const garage = unlessOvertaken(applyGarage);
     if (page === "index") {
-      fetch("/api/stations").then(r => r.json()).then(list => list.forEach(applyStation));
-      fetch("/api/garages").then(r => r.json()).then(list => list.forEach(applyGarage));
-    } else if (url) {
-      fetch(url).then(r => r.json()).then(page === "station" ? applyStation : applyGarage);
+      fetch("/api/stations").then(r => r.json()).then(list => list.forEach(station));
+      fetch("/api/garages").then(r => r.json()).then(list => list.forEach(garage));
+    } else if (page === "station") {
+      fetch("/api/stations/" + encodeURIComponent(itemId)).then(r => r.json()).then(station);
+    } else if (page === "garage") {
+      fetch("/api/garages/" + encodeURIComponent(itemId)).then(r => r.json()).then(garage);
     }
   }
 
@@ -90,10 +101,20 @@
   }
 
   const source = new EventSource("/api/events");
-  source.addEventListener("open", heard);
+  source.addEventListener("open", function () { heard(); refresh(); });
   source.addEventListener("heartbeat", heard);
-  source.addEventListener("station", function (e) { heard(); applyStation(JSON.parse(e.data)); });
-  source.addEventListener("garage", function (e) { heard(); applyGarage(JSON.parse(e.data)); });
+  source.addEventListener("station", function (e) {
+    heard();
+    const s = JSON.parse(e.data);
+    bump(s.id);
+    applyStation(s);
+  });
+  source.addEventListener("garage", function (e) {
+    heard();
+    const g = JSON.parse(e.data);
+    bump(g.id);
+    applyGarage(g);
+  });
   source.addEventListener("alert", heard);
   source.addEventListener("error", showLost);
   setInterval(function () { if (Date.now() - lastHeard > STALE_MS) showLost(); }, 2000);
