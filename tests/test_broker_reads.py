@@ -3,9 +3,15 @@ write (facilities/mqtt/buffered.py; docs/performance.md, "paho's receive path"):
 hands over must be exactly what was published, in order, and the acks exactly the ones
 asked for, through the session's real Mosquitto."""
 
+import contextlib
 import socket
 import threading
 import uuid
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from facilities.mosquitto import PrivateBroker
 from facilities.mqtt.buffered import READ_SIZE, BufferedSocket
@@ -64,6 +70,98 @@ def test_what_is_read_and_not_handed_out_is_pending() -> None:
             pass  # nothing read and nothing sent: as the socket itself says
         else:
             raise AssertionError("a read with nothing sent must not return data")
+
+
+def _remaining_length(n: int) -> bytes:
+    out = b""
+    while True:
+        digit, n = n % 128, n // 128
+        out += bytes([digit | (128 if n else 0)])
+        if not n:
+            return out
+
+
+def _filled(data: bytes) -> BufferedSocket:
+    """A buffered socket that has read `data` (one read) and handed none of it out."""
+    left, right = socket.socketpair()
+    with right:
+        right.sendall(data)
+    buffered = BufferedSocket(left)
+    assert buffered.recv(0) == b""  # reads the socket into the buffer, hands out nothing
+    assert buffered.pending() == len(data)
+    return buffered
+
+
+def test_packets_read_whole_are_taken_and_one_on_its_way_is_left() -> None:
+    """Remaining lengths of one to three bytes, at their edges: each packet read whole is
+    taken (first byte, body); the last, cut, is left for paho to read piece by piece."""
+    bodies = [b"", b"a" * 127, b"b" * 128, b"c" * 16_383, b"d" * 16_384]
+    packets = [bytes([0x30 + n]) + _remaining_length(len(b)) + b for n, b in enumerate(bodies)]
+    for cut in (1, 2, 3, 500):  # inside the fixed header, and inside the body
+        buffered = _filled(b"".join(packets) + packets[-1][:cut])
+        with contextlib.closing(buffered):
+            taken = [buffered.take_packet() for _ in bodies]
+            assert taken == [(0x30 + n, b) for n, b in enumerate(bodies)]
+            assert buffered.take_packet() is None
+            assert buffered.pending() == cut  # nothing of it taken
+            assert buffered.recv(cut) == packets[-1][:cut]
+
+
+def test_a_malformed_remaining_length_is_left_to_paho() -> None:
+    buffered = _filled(b"\x30\xff\xff\xff\xff\x01" + b"x" * 10)
+    with contextlib.closing(buffered):
+        assert buffered.take_packet() is None
+        assert buffered.pending() == 16  # paho reads it and says the packet is malformed
+
+
+async def test_publishes_with_properties_at_qos_0_and_retained_arrive_as_published(
+    broker: PrivateBroker,
+) -> None:
+    """Devices send QoS 1 without MQTT 5 properties, which the link takes apart itself; any
+    other PUBLISH is paho's to parse: each arrives with its payload and QoS, in order."""
+    client_id = f"kinds-{uuid.uuid4().hex[:6]}"
+    got: list[tuple[str, bytes, int]] = []
+    link = BrokerLink(
+        BrokerUrl.parse(broker.service_url(client_id)),
+        client_id=client_id,
+        topics=Topics(),
+        on_message=lambda topic, raw, delivery: got.append((topic, raw, delivery.qos)),
+        subscriptions=[TOPIC],
+    )
+    url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
+    device = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=url.username,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    device.username_pw_set(url.username, url.password)
+    device.connect(url.host, url.port)
+    device.loop_start()
+    try:
+        retained = device.publish(TOPIC, b"retained", qos=1, retain=True)
+        retained.wait_for_publish(5)
+        await link.connect(timeout_s=5)
+        await wait_for(lambda: link.subscribed, what="the subscription")
+        with_properties = Properties(PacketTypes.PUBLISH)
+        with_properties.UserProperty = ("vendor", "acme")
+        with_properties.ContentType = "application/json"
+        with_properties.MessageExpiryInterval = 60
+        sent = [
+            (b"with properties", 1, with_properties),
+            (b"at most once", 0, None),
+            (b"plain", 1, None),
+            (b"", 1, None),
+            (b"\x00\x01 binary \xff", 1, with_properties),
+        ]
+        for payload, qos, properties in sent:
+            device.publish(TOPIC, payload, qos=qos, properties=properties).wait_for_publish(5)
+        await wait_for(lambda: len(got) == len(sent) + 1, what="every message")
+        assert got == [(TOPIC, b"retained", 1)] + [(TOPIC, p, q) for p, q, _ in sent]
+    finally:
+        device.publish(TOPIC, b"", qos=1, retain=True).wait_for_publish(5)
+        device.loop_stop()
+        device.disconnect()
+        await link.close()
 
 
 async def test_a_backlog_arrives_whole_in_order_and_only_the_acked_part_is_kept_away(

@@ -6,10 +6,14 @@ the remaining length, the rest) and goes back to `select` after every packet it 
 that is four system calls and a pass of its loop per message, a fifth of the service's
 CPU for one-port telemetry (docs/performance.md, "paho's receive path"). Here the socket
 is read up to 64 KiB at a time and the packets already read are handled before paho goes
-back to `select`. paho's own protocol handling is untouched: only where its bytes come
-from changes. It leans on three of paho 2.2's internals (`_create_socket`, `_sock`,
-`_packet_queue`): pyproject.toml holds paho to 2.2.x, and tests/test_broker_reads*.py run
-through a real broker, plain and over TLS.
+back to `select`; a packet read whole is handed to paho at once rather than through its
+reads of a few bytes each. paho's protocol handling is its own but for one case: a QoS 1
+PUBLISH without MQTT 5 properties (what devices send) is taken apart here, without the
+`Properties` object and the three copies paho makes of each (docs/performance.md, "A
+PUBLISH taken apart once"). It leans on paho 2.2's internals (`_create_socket`, `_sock`,
+`_packet_queue`, `_packet_read`, `_in_packet`, `_handle_publish`, `_handle_on_message`):
+pyproject.toml holds paho to 2.2.x, and tests/test_broker_reads*.py run through a real
+broker, plain and over TLS, with and without properties.
 """
 
 import struct
@@ -17,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 
 # One read from the socket: a backlog of ten-port messages (~1.4 KB each) is ~45 of them.
@@ -61,6 +65,29 @@ class BufferedSocket:
             self._buffer, self._at = b"", 0
         return chunk
 
+    def take_packet(self) -> tuple[int, bytes] | None:
+        """The next MQTT packet, if all of it was read: (first byte, the rest after the
+        remaining length). None when it is not all here (paho then reads it piece by piece,
+        from what was read and from the socket) or its remaining length is malformed."""
+        buffer, at = self._buffer, self._at
+        end = len(buffer)
+        length, multiplier, i = 0, 1, at + 1
+        while True:
+            if i >= end or i > at + 4:
+                return None
+            byte = buffer[i]
+            length += (byte & 127) * multiplier
+            multiplier *= 128
+            i += 1
+            if not byte & 128:
+                break
+        if i + length > end:
+            return None
+        self._at = i + length
+        if self._at >= end:
+            self._buffer, self._at = b"", 0
+        return buffer[at], buffer[i : i + length]
+
     def pending(self) -> int:
         """Bytes read and not yet handed to paho (and a TLS socket's own)."""
         inner = self._inner_pending
@@ -87,6 +114,48 @@ class BufferedClient(paho.Client):
         if mids:
             blob = b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids])
             self._packet_queue(PUBACK, blob, 0, 0)
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # A packet read whole goes to paho as if paho had read it (three `recv` calls or more
+        # and a lock for each piece otherwise); paho's own reads take any other.
+        sock = self._sock
+        if self._in_packet["command"] == 0 and isinstance(sock, BufferedSocket):
+            whole = sock.take_packet()
+            if whole is not None:
+                command, body = whole
+                self._in_packet = {
+                    "command": command,
+                    "have_remaining": 1,
+                    "remaining_count": [],
+                    "remaining_mult": 1,
+                    "remaining_length": len(body),
+                    "packet": bytearray(body),
+                    "to_process": 0,
+                    "pos": 0,
+                }
+        return super()._packet_read()
+
+    def _handle_publish(self) -> MQTTErrorCode:
+        # The service's common case, a QoS 1 PUBLISH without MQTT 5 properties (devices send
+        # none), taken apart here: paho's own parsing copies the packet three times and builds
+        # a `Properties` object for each message (a third of its cost per message). The
+        # message handed on is paho's, with `properties` None; anything else is paho's.
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        if header & 0x06 != 0x02 or self._protocol != MQTTProtocolVersion.MQTTv5:
+            return super()._handle_publish()
+        at = 2 + ((packet[0] << 8) | packet[1])  # after the topic
+        if len(packet) < at + 3 or packet[at + 2] != 0:
+            return super()._handle_publish()  # properties (or too short: paho says what)
+        message = paho.MQTTMessage((packet[at] << 8) | packet[at + 1], bytes(packet[2:at]))
+        message.qos = 1
+        message.dup = bool(header & 0x08)
+        message.retain = bool(header & 0x01)
+        message.payload = bytes(packet[at + 3 :])
+        message.timestamp = paho.time_func()
+        self._handle_on_message(message)
+        if self._manual_ack:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return self._send_puback(message.mid)
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
