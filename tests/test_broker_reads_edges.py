@@ -12,6 +12,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from facilities.mosquitto import PrivateBroker, free_port
 from facilities.mqtt.session import BrokerLink, BrokerUrl, Delivery
 from facilities.mqtt.topics import Topics
@@ -270,3 +272,70 @@ async def test_acks_leave_while_a_read_backlog_is_handled(
     assert second.ack([d for _, d in got[1:]]) == len(payloads)
     await second.close()
     assert waited < 0.5, f"the PUBACK waited {waited:.2f} s for the pass to end"
+
+
+class _BrokenBroker:
+    """A TCP server that answers each CONNECT with a CONNACK (MQTT 5, success) and, on the
+    first connection only, then sends `bad`: what only a broken broker or a corrupted stream
+    would send. Counts the connections it took."""
+
+    def __init__(self, bad: bytes) -> None:
+        self.bad = bad
+        self.port = free_port()
+        self.connections = 0
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server.settimeout(0.2)
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            self._open.append(conn)
+            self.connections += 1
+            conn.recv(65536)  # the CONNECT
+            conn.sendall(b"\x20\x03\x00\x00\x00")
+            if self.connections == 1:
+                conn.sendall(self.bad)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self._open:
+            _drop(conn)
+        self._server.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"\x32\x00", b"\x32\x01\x00", b"\x00\x00\x30\x00"],
+    ids=["publish-without-topic-length", "publish-cut-in-topic-length", "packet-type-0"],
+)
+async def test_a_malformed_packet_from_the_broker_ends_the_connection_not_the_reader(
+    bad: bytes,
+) -> None:
+    """paho refuses a malformed packet and disconnects; the link then reconnects. Handled
+    by the link's own parsing, it must do the same, not end paho's thread (which would leave
+    the link saying it is connected while nothing is read any more)."""
+    broken = _BrokenBroker(bad)
+    link = BrokerLink(
+        BrokerUrl.parse(f"mqtt://service:secret@127.0.0.1:{broken.port}"),
+        client_id="service",
+        topics=Topics(),
+        on_message=lambda _topic, _raw, _delivery: None,
+        subscriptions=[],
+    )
+    try:
+        await link.connect(timeout_s=5)
+        keeping = asyncio.create_task(link.run())
+        await wait_for(lambda: link.reconnects >= 1, timeout_s=15, what="a reconnect")
+        assert broken.connections >= 2
+        await link.close()
+        await asyncio.wait_for(keeping, 5)
+    finally:
+        broken.close()

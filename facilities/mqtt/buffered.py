@@ -72,6 +72,8 @@ class BufferedSocket:
         from what was read and from the socket) or its remaining length is malformed."""
         buffer, at = self._buffer, self._at
         end = len(buffer)
+        if at >= end or not buffer[at] & 0xF0:
+            return None  # nothing here, or packet type 0 (reserved): paho refuses it itself
         length, multiplier, i = 0, 1, at + 1
         while True:
             if i >= end or i > at + 4:
@@ -144,6 +146,8 @@ class BufferedClient(paho.Client):
         header, packet = self._in_packet["command"], self._in_packet["packet"]
         if header & 0x06 != 0x02 or self._protocol != MQTTProtocolVersion.MQTTv5:
             return super()._handle_publish()
+        if len(packet) < 2:
+            return super()._handle_publish()  # paho says it is malformed and disconnects
         at = 2 + ((packet[0] << 8) | packet[1])  # after the topic
         if len(packet) < at + 3 or packet[at + 2] != 0:
             return super()._handle_publish()  # properties (or too short: paho says what)

@@ -103,6 +103,8 @@ class CommandSender:
         self._timeout_s = timeout_s
         self._tries = tries
         self._clock = clock
+        # Told of every ack as paho's thread hears it: (device, command id).
+        self.heard: Callable[[str, str], None] | None = None
         # id → (target, the ack's future, told of the ack at once): the commands awaiting an ack
         self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck], OnAck | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,7 +233,10 @@ class CommandSender:
         return set(self._pending)
 
     def on_ack(self, device: str, gate: str | None, ack: CommandAck) -> None:
-        """An ack heard on the broker (paho's thread): resolve the waiting command."""
+        """An ack heard on the broker (paho's thread): told to `heard` at once, in the order
+        of the device's messages; the waiting command resolved on the event loop."""
+        if self.heard is not None:
+            self.heard(device, ack.id)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve, device, gate, ack)
 
@@ -335,4 +340,5 @@ async def _ack_within(future: asyncio.Future[CommandAck], wait_s: float) -> Comm
     try:
         return await asyncio.wait_for(asyncio.shield(future), wait_s)
     except TimeoutError:
-        return None
+        # the ack may have come in the same turn of the loop as the timeout
+        return future.result() if future.done() and not future.cancelled() else None

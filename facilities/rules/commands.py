@@ -3,8 +3,8 @@ or failed in the live state; re-asserted quietly; kept in the outbox at a stop."
 
 import asyncio
 import logging
+import threading
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -41,9 +41,13 @@ class RuleCommands:
         self._tasks: asyncio.TaskGroup | None = None
         # The rules' commands started and not finished: kept in the outbox at a stop.
         self._inflight: dict[str, Queued] = {}
-        # the rules' commands awaiting their ack: from their start until the ack is heard (not
-        # until their outcome is written) or their tries run out
-        self._awaiting: Counter[Action] = Counter()
+        # The rules' commands awaiting their ack, by id: from their start until paho's thread
+        # hears the ack (not until the outcome is written), their tries run out, or they end.
+        # Read by the live state on paho's thread: under a lock of its own.
+        self._awaiting: dict[str, Action] = {}
+        self._awaiting_lock = threading.Lock()
+        live.awaits = self.awaits
+        commands.heard = self._heard
         self._quiet_until: dict[Action, datetime] = {}  # failed: not re-asserted before
 
     def bind(self, tasks: asyncio.TaskGroup | None) -> None:
@@ -52,6 +56,23 @@ class RuleCommands:
 
     def inflight(self) -> list[Queued]:
         return list(self._inflight.values())
+
+    def awaits(self, action: Action) -> bool:
+        """Whether a command for `action` awaits its device's ack (any thread)."""
+        with self._awaiting_lock:
+            return action in self._awaiting.values()
+
+    def _heard(self, device: str, command_id: str) -> None:
+        """An ack heard, on paho's thread, in the order of the device's messages: what the
+        device reports after it is judged against a command answered."""
+        with self._awaiting_lock:
+            wanted = self._awaiting.get(command_id)
+            if wanted is not None and wanted.device == device:
+                del self._awaiting[command_id]
+
+    def _settled(self, command_id: str) -> None:
+        with self._awaiting_lock:
+            self._awaiting.pop(command_id, None)
 
     def waiting(self) -> set[str]:
         """Ids of the commands that await an ack now (any sender's)."""
@@ -69,7 +90,7 @@ class RuleCommands:
         sent when the device is back. `again`: a cut-off re-asserted, not while the same
         command awaits its ack, nor for a while after it failed. `cause`: the device message
         that made it due, kept in the audit (None: the server's clock)."""
-        if again and self._awaiting[action]:
+        if again and self.awaits(action):
             return None  # a first cut may repeat another alert's: each is audited with its alert
         now = self._clock()
         if again and now < self._quiet_until.get(action, now):
@@ -83,9 +104,12 @@ class RuleCommands:
         if self._tasks is None:
             raise RuntimeError("the rules runner is not running")
         self._inflight[queued.id] = queued
-        self._awaiting[wanted] += 1
+        with self._awaiting_lock:
+            self._awaiting[queued.id] = wanted
         name = f"command-{queued.action}-{queued.device}"
-        self._tasks.create_task(self._command(queued, wanted), name=name)
+        task = self._tasks.create_task(self._command(queued, wanted), name=name)
+        # however it ends, even cancelled before it ran
+        task.add_done_callback(lambda _task: self._settled(queued.id))
         return queued
 
     async def _command(self, queued: Queued, wanted: Action) -> None:
@@ -93,36 +117,29 @@ class RuleCommands:
         site = self._live.site
         spec = site.stations.get(target.device) or site.garages.get(target.device)
         thresholds = spec.thresholds if spec else site.thresholds
-        awaiting = True
 
         def answered(ack: CommandAck) -> None:
-            # As the ack is heard, before its outcome is written: a report the device sent
-            # after it (a reboot, the port on again) is judged against a command answered,
-            # and its cut-off is asserted again rather than taken for this one's repeat.
-            nonlocal awaiting
-            awaiting = False
-            self._awaiting[wanted] -= 1
+            # On the event loop as the ack resolves the command, before its outcome is
+            # written (paho's thread already took it out of `_awaiting`: `_heard`).
+            self._settled(queued.id)
             if ack.ok:
                 self._quiet_until.pop(wanted, None)
                 self._live.confirm(wanted)
             else:
                 self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
 
-        try:
-            result = await self._commands.send(
-                target,
-                CommandAction(queued.action),
-                reason=queued.reason,
-                alert_id=queued.alert_id,
-                timeout_s=thresholds.command_timeout_s,
-                tries=thresholds.command_tries,
-                command_id=queued.id,
-                cause=queued.cause,
-                on_ack=answered,
-            )
-        finally:
-            if awaiting:  # no ack: its tries ran out, or the runner stopped
-                self._awaiting[wanted] -= 1
+        result = await self._commands.send(
+            target,
+            CommandAction(queued.action),
+            reason=queued.reason,
+            alert_id=queued.alert_id,
+            timeout_s=thresholds.command_timeout_s,
+            tries=thresholds.command_tries,
+            command_id=queued.id,
+            cause=queued.cause,
+            on_ack=answered,
+        )
+        self._settled(queued.id)  # no ack came: its tries ran out
         del self._inflight[queued.id]  # not when cancelled: a stop keeps it in the outbox
         if result.outcome is Outcome.ACKED:
             return

