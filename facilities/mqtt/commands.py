@@ -103,8 +103,8 @@ class CommandSender:
         self._timeout_s = timeout_s
         self._tries = tries
         self._clock = clock
-        # Told of every ack as paho's thread hears it: (device, command id).
-        self.heard: Callable[[str, str], None] | None = None
+        # Told of every ack as paho's thread hears it: (device, gate, ack).
+        self.heard: Callable[[str, str | None, CommandAck], None] | None = None
         # id → (target, the ack's future, told of the ack at once): the commands awaiting an ack
         self._pending: dict[str, tuple[Target, asyncio.Future[CommandAck], OnAck | None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,7 +236,7 @@ class CommandSender:
         """An ack heard on the broker (paho's thread): told to `heard` at once, in the order
         of the device's messages; the waiting command resolved on the event loop."""
         if self.heard is not None:
-            self.heard(device, ack.id)
+            self.heard(device, gate, ack)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._resolve, device, gate, ack)
 

@@ -62,13 +62,17 @@ class RuleCommands:
         with self._awaiting_lock:
             return action in self._awaiting.values()
 
-    def _heard(self, device: str, command_id: str) -> None:
+    def _heard(self, device: str, gate: str | None, ack: CommandAck) -> None:
         """An ack heard, on paho's thread, in the order of the device's messages: what the
-        device reports after it is judged against a command answered."""
+        device reports after it is judged against a command carried out. A refusal stays
+        awaiting until the event loop has set its quiet time (`answered`)."""
+        if not ack.ok:
+            return
         with self._awaiting_lock:
-            wanted = self._awaiting.get(command_id)
-            if wanted is not None and wanted.device == device:
-                del self._awaiting[command_id]
+            wanted = self._awaiting.get(ack.id)
+            if wanted is not None and (wanted.device, wanted.gate) == (device, gate):
+                del self._awaiting[ack.id]
+                self._quiet_until.pop(wanted, None)
 
     def _settled(self, command_id: str) -> None:
         with self._awaiting_lock:
@@ -120,13 +124,13 @@ class RuleCommands:
 
         def answered(ack: CommandAck) -> None:
             # On the event loop as the ack resolves the command, before its outcome is
-            # written (paho's thread already took it out of `_awaiting`: `_heard`).
-            self._settled(queued.id)
+            # written (paho's thread already took an ok one out of `_awaiting`: `_heard`).
             if ack.ok:
                 self._quiet_until.pop(wanted, None)
                 self._live.confirm(wanted)
-            else:
+            else:  # quiet first, then no longer awaiting: nothing is sent in between
                 self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
+            self._settled(queued.id)
 
         result = await self._commands.send(
             target,
