@@ -144,10 +144,9 @@ class BufferedClient(paho.Client):
         # a `Properties` object for each message (a third of its cost per message). The
         # message handed on is paho's, with `properties` None; anything else is paho's.
         header, packet = self._in_packet["command"], self._in_packet["packet"]
-        if header & 0x06 != 0x02 or self._protocol != MQTTProtocolVersion.MQTTv5:
+        qos_1_v5 = header & 0x06 == 0x02 and self._protocol == MQTTProtocolVersion.MQTTv5
+        if not qos_1_v5 or len(packet) < 2:  # too short: paho says it is malformed
             return super()._handle_publish()
-        if len(packet) < 2:
-            return super()._handle_publish()  # paho says it is malformed and disconnects
         at = 2 + ((packet[0] << 8) | packet[1])  # after the topic
         if len(packet) < at + 3 or packet[at + 2] != 0:
             return super()._handle_publish()  # properties (or too short: paho says what)

@@ -124,9 +124,9 @@ class RuleCommands:
 
         def answered(ack: CommandAck) -> None:
             # On the event loop as the ack resolves the command, before its outcome is
-            # written (paho's thread already took an ok one out of `_awaiting`: `_heard`).
+            # written (paho's thread already took an ok one out of `_awaiting` and ended its
+            # quiet time: `_heard`).
             if ack.ok:
-                self._quiet_until.pop(wanted, None)
                 self._live.confirm(wanted)
             else:  # quiet first, then no longer awaiting: nothing is sent in between
                 self._quiet_until[wanted] = self._clock() + timedelta(seconds=RESEND_QUIET_S)
