@@ -89,13 +89,16 @@ async def test_telemetry_events_and_gates_are_stored(
         ("g-hc3", "north", "entry", "card:04A1B2C3")
     ]
     # counted once the commit returns to ingest, which may be after another reader sees it
+    kinds = ("station_telemetry", "station_event", "garage_telemetry", "gate_event")
     await wait_for(
-        lambda: (
-            counter(service, "facilities_messages_ingested_total", {"kind": "station_telemetry"})
-            == 1
+        lambda: all(
+            counter(service, "facilities_messages_ingested_total", {"kind": kind}) == 1
+            for kind in kinds
         ),
-        what="the telemetry counted",
+        what="each kind counted",
     )
+    gate = {"garage": "g-hc3", "gate": "north", "type": "entry"}
+    assert counter(service, "facilities_gate_events_total", gate) == 1
 
 
 async def test_a_redelivered_duplicate_is_stored_once(
@@ -203,10 +206,11 @@ async def test_unknown_fields_are_counted(service: Service, device: DeviceFactor
     station = device("cs-05")
     payload = json.loads(telemetry(1))
     payload["firmware"] = "v2.3"
+    payload["ports"][0]["socket"] = "type-a"  # a port's unknown fields count too
     station.publish_raw("facilities/charging/cs-05/telemetry", json.dumps(payload))
     await wait_for(lambda: service.ingest.committed >= 1, what="1 message")
     labels = {"kind": "station_telemetry"}
-    assert counter(service, "facilities_unknown_fields_total", labels) == 1
+    assert counter(service, "facilities_unknown_fields_total", labels) == 2
 
 
 async def test_availability_changes_are_recorded_once_each(

@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from facilities.garage.payloads import GateEvent
 from facilities.messages import Accepted, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
@@ -28,6 +27,7 @@ from facilities.mqtt.rejections import Publisher, RejectionNotices
 from facilities.mqtt.salvage import DATA_ERRORS, store_by_halves
 from facilities.mqtt.session import Delivery
 from facilities.store.sql import ERRORS, Connection
+from facilities.store.telemetry import MessageRows, message_rows
 from facilities.write_faults import WriteFaults
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,26 @@ _LOG_PER_REASON_PER_MINUTE = 10
 # batch is kept, unacknowledged, and written again (docs/reliability.md, "A database that
 # cannot be written").
 _WRITE_ERRORS: tuple[type[Exception], ...] = (*ERRORS, *DATA_ERRORS)
+
+
+def _as_rows(message: Accepted, topic: str, raw: bytes) -> Accepted | MessageRows | Rejected:
+    """What ingest keeps of an accepted message until its batch commits, once the rules have
+    seen it: its rows (the payload's model objects are let go at once; store/telemetry.py
+    MessageRows), or the message itself when it has none (acks, availability). A message
+    whose rows cannot be made is quarantined rather than lost or left to stop paho's thread."""
+    try:
+        rows = message_rows(message)
+    except Exception as exc:
+        log.exception("cannot make the rows of %s", topic)
+        return Rejected(
+            topic,
+            raw,
+            RejectReason.SCHEMA_MISMATCH,
+            repr(exc),
+            message.received_at,
+            message.route.device,
+        )
+    return message if rows is None else rows
 
 
 class Link(Publisher, Protocol):
@@ -133,14 +153,16 @@ class Ingest:
         except Exception as exc:  # a decoder bug must not lose the message or stop ingest
             log.exception("decoder failed on %s", topic)
             message = Rejected(topic, raw, RejectReason.SCHEMA_MISMATCH, repr(exc), now)
+        kept: Accepted | MessageRows | Rejected | None = message
         if isinstance(message, Accepted):
             for observer in self.observers:
                 try:
                     observer(message)
                 except Exception:  # storing the message goes on; the failure is loud
                     log.exception("rules failed on %s", topic)
+            kept = _as_rows(message, topic, raw)
         with self._lock:
-            self._inbox.append(Pending(message, topic, raw, delivery, now, arrived))
+            self._inbox.append(Pending(kept, topic, raw, delivery, now, arrived))
             size = len(self._inbox)
             self._in_hand += 1
             self.peak_in_hand = max(self.peak_in_hand, self._in_hand)
@@ -307,14 +329,13 @@ class Ingest:
         m = self._metrics
         for item in items:
             message = item.message
-            if isinstance(message, Accepted):
+            if isinstance(message, Accepted | MessageRows):
                 kind = message.route.kind
                 kinds[kind.value] += 1
                 extra[kind.value] += message.extra_fields
-                if isinstance(message.payload, GateEvent) and message.route.gate is not None:
-                    gate_events[
-                        (message.route.device, message.route.gate, message.payload.type)
-                    ] += 1
+                event = message.gate_event if isinstance(message, MessageRows) else None
+                if event is not None and message.route.gate is not None:
+                    gate_events[(message.route.device, message.route.gate, event)] += 1
                 rows += kind not in ACK_KINDS and kind not in AVAILABILITY_KINDS
             elif isinstance(message, Rejected):
                 labels = (message.reason.value, m.device_label(message.device))

@@ -13,6 +13,7 @@ from facilities.mqtt.session import Delivery
 from facilities.store.sql import Connection
 from facilities.store.telemetry import (
     BatchRows,
+    MessageRows,
     hour_start,
     last_availability,
     quarantined_last_hour,
@@ -36,7 +37,9 @@ ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 class Pending:
     """A delivery waiting for its batch's commit, then its ack."""
 
-    message: Accepted | Rejected | None  # None: our own command heard back, only acked
+    # An accepted device message is kept as its rows once the rules have seen it (acks and
+    # availability as they are); None: our own command heard back, only acked.
+    message: Accepted | MessageRows | Rejected | None
     topic: str
     raw: bytes  # kept to quarantine the message if the store refuses it
     delivery: Delivery
@@ -77,7 +80,9 @@ class BatchWriter:
         known = dict(self._availability)
         rows = BatchRows()
         for item in items:
-            if isinstance(item.message, Accepted):
+            if isinstance(item.message, MessageRows):
+                rows.add_rows(item.message)
+            elif isinstance(item.message, Accepted):
                 self._add(rows, item.message)
             elif isinstance(item.message, Rejected):
                 if item.kept:
@@ -94,7 +99,8 @@ class BatchWriter:
         """A message the store refused alone: quarantined as `store_failed`."""
         # backslashreplace: the error may quote text that cannot be stored as it is
         detail = f"{type(exc).__name__}: {exc}".encode("utf-8", "backslashreplace").decode()
-        device = item.message.route.device if isinstance(item.message, Accepted) else ""
+        message = item.message
+        device = message.route.device if isinstance(message, Accepted | MessageRows) else ""
         rejected = Rejected(
             item.topic,
             item.raw,

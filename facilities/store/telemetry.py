@@ -9,7 +9,7 @@ from typing import cast
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
-from facilities.messages import Accepted, MessageKind, Rejected
+from facilities.messages import Accepted, MessageKind, Rejected, Route
 from facilities.store.sql import Connection
 from facilities.wire import Availability
 
@@ -62,22 +62,32 @@ _MESSAGE_TABLES = ("station", "event", "garage", "gate", "quarantine")
 Row = tuple[object, ...]
 
 
-@dataclass(slots=True)
-class BatchRows:
-    """Rows of one batch, per table."""
+@dataclass(frozen=True, slots=True)
+class MessageRows:
+    """An accepted device message as the rows it is stored as, with what ingest counts of it.
 
-    tables: dict[str, list[Row]] = field(default_factory=lambda: {k: [] for k in _TABLES})
-    # (device, hour, reason) → its row in tables["over_quota"]
-    over_quota_rows: dict[tuple[str, float, str], int] = field(default_factory=dict)
+    Ingest keeps a message in this form from the moment the rules have seen it until its batch
+    commits: a ten-port telemetry message is ~35 model objects that the collector would walk
+    while they wait, and 12 tuples of plain values that it stops looking at once it has seen
+    them (docs/performance.md, "A message kept as its rows")."""
 
-    def add(self, message: Accepted) -> None:
-        """Add the rows of one accepted message (acks and availability are handled apart)."""
-        p, device, at = message.payload, message.route.device, message.received_at
-        if isinstance(p, StationTelemetry):
-            self.tables["station"].append(
-                (device, p.ts, p.seq, at, p.temp_c, p.leakage_ma, _bool(p.smoke))
-            )
-            self.tables["port"].extend(
+    route: Route
+    table: str  # station, event, garage or gate
+    row: Row
+    ports: tuple[Row, ...] = ()  # a telemetry message's port rows
+    extra_fields: int = 0  # fields the protocol does not name (counted, not stored)
+    gate_event: str | None = None  # a gate event's type (counted per gate)
+
+
+def message_rows(message: Accepted) -> MessageRows | None:
+    """The rows of an accepted message; None for acks and availability, which have none of
+    their own (the command sender matches acks; availability is recorded when it changes)."""
+    p, route, at = message.payload, message.route, message.received_at
+    device, extra = route.device, message.extra_fields
+    if isinstance(p, StationTelemetry):
+        station = (device, p.ts, p.seq, at, p.temp_c, p.leakage_ma, _bool(p.smoke))
+        ports = tuple(
+            [
                 (
                     device,
                     p.ts,
@@ -92,17 +102,39 @@ class BatchRows:
                     r.temp_c,
                 )
                 for r in p.ports
-            )
-        elif isinstance(p, StationEvent):
-            self.tables["event"].append((device, p.ts, p.seq, at, p.port, p.type.value, p.code))
-        elif isinstance(p, GarageTelemetry):
-            self.tables["garage"].append(
-                (device, p.ts, p.seq, at, p.occupancy, p.temp_c, _bool(p.smoke))
-            )
-        elif isinstance(p, GateEvent):
-            self.tables["gate"].append(
-                (device, message.route.gate, p.ts, p.seq, at, p.type.value, p.credential)
-            )
+            ]
+        )
+        return MessageRows(route, "station", station, ports, extra)
+    if isinstance(p, StationEvent):
+        event = (device, p.ts, p.seq, at, p.port, p.type.value, p.code)
+        return MessageRows(route, "event", event, extra_fields=extra)
+    if isinstance(p, GarageTelemetry):
+        garage = (device, p.ts, p.seq, at, p.occupancy, p.temp_c, _bool(p.smoke))
+        return MessageRows(route, "garage", garage, extra_fields=extra)
+    if isinstance(p, GateEvent):
+        gate = (device, route.gate, p.ts, p.seq, at, p.type.value, p.credential)
+        return MessageRows(route, "gate", gate, extra_fields=extra, gate_event=p.type.value)
+    return None
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """Rows of one batch, per table."""
+
+    tables: dict[str, list[Row]] = field(default_factory=lambda: {k: [] for k in _TABLES})
+    # (device, hour, reason) → its row in tables["over_quota"]
+    over_quota_rows: dict[tuple[str, float, str], int] = field(default_factory=dict)
+
+    def add(self, message: Accepted) -> None:
+        """Add the rows of one accepted message (acks and availability are handled apart)."""
+        rows = message_rows(message)
+        if rows is not None:
+            self.add_rows(rows)
+
+    def add_rows(self, rows: "MessageRows") -> None:
+        self.tables[rows.table].append(rows.row)
+        if rows.ports:
+            self.tables["port"].extend(rows.ports)
 
     def add_availability(self, message: Accepted) -> None:
         assert isinstance(message.payload, Availability)
