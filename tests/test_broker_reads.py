@@ -6,6 +6,7 @@ asked for, through the session's real Mosquitto."""
 import contextlib
 import socket
 import threading
+import time
 import uuid
 
 import paho.mqtt.client as paho
@@ -14,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from facilities.mosquitto import PrivateBroker
-from facilities.mqtt.buffered import READ_SIZE, BufferedSocket
+from facilities.mqtt.buffered import READ_SIZE, BufferedClient, BufferedSocket
 from facilities.mqtt.session import BrokerLink, BrokerUrl, Delivery
 from facilities.mqtt.topics import Topics
 from tests.support.devices import DeviceFactory
@@ -212,3 +213,60 @@ async def test_a_backlog_arrives_whole_in_order_and_only_the_acked_part_is_kept_
     assert [raw for raw, _ in got] == [*again, b"marker"]  # exactly the ones not acked
     assert third.ack([delivery for _, delivery in got]) == len(again) + 1
     await third.close()
+
+
+def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBroker) -> None:
+    """The link's client calls `on_message` itself when no callback was added per filter
+    (paho's matching makes garbage for each message); one added per filter still gets its
+    topics, and `on_message` the rest, as paho promises."""
+    listener = BrokerUrl.parse(broker.service_url(f"filters-{uuid.uuid4().hex[:6]}"))
+    client = BufferedClient(
+        CallbackAPIVersion.VERSION2,
+        client_id=listener.username,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.username_pw_set(listener.username, listener.password)
+    heard: list[tuple[str, str]] = []
+    subscribed = threading.Event()
+    client.on_message = lambda _c, _u, msg: heard.append(("on_message", msg.topic))
+    client.on_subscribe = lambda *_args: subscribed.set()
+    other = "facilities/charging/cs-11/telemetry"
+    device_url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
+    device = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=device_url.username,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    device.username_pw_set(device_url.username, device_url.password)
+    client.connect(listener.host, listener.port)
+    client.loop_start()
+    device.connect(device_url.host, device_url.port)
+    device.loop_start()
+    try:
+        client.subscribe([(TOPIC, 1), (other, 1)])
+        assert subscribed.wait(5)
+
+        def send_both(expected: int) -> None:
+            for topic in (TOPIC, other):
+                device.publish(topic, b"{}", qos=1).wait_for_publish(5)
+            deadline = time.monotonic() + 5
+            while len(heard) < expected and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        send_both(2)
+        client.message_callback_add(TOPIC, lambda _c, _u, msg: heard.append(("filter", msg.topic)))
+        send_both(4)
+        client.message_callback_remove(TOPIC)
+        send_both(6)
+        assert heard == [
+            ("on_message", TOPIC),
+            ("on_message", other),
+            ("filter", TOPIC),
+            ("on_message", other),
+            ("on_message", TOPIC),
+            ("on_message", other),
+        ]
+    finally:
+        for each in (device, client):
+            each.loop_stop()
+            each.disconnect()

@@ -11,7 +11,8 @@ reads of a few bytes each. paho's protocol handling is its own but for one case:
 PUBLISH without MQTT 5 properties (what devices send) is taken apart here, without the
 `Properties` object and the three copies paho makes of each (docs/performance.md, "A
 PUBLISH taken apart once"). It leans on paho 2.2's internals (`_create_socket`, `_sock`,
-`_packet_queue`, `_packet_read`, `_in_packet`, `_handle_publish`, `_handle_on_message`):
+`_packet_queue`, `_packet_read`, `_in_packet`, `_handle_publish`, `_handle_on_message`,
+`_on_message_filtered`):
 pyproject.toml holds paho to 2.2.x, and tests/test_broker_reads*.py run through a real
 broker, plain and over TLS, with and without properties.
 """
@@ -160,6 +161,27 @@ class BufferedClient(paho.Client):
         if self._manual_ack:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return self._send_puback(message.mid)
+
+    def _handle_on_message(self, message: paho.MQTTMessage) -> None:
+        # paho matches every message's topic against the callbacks added per filter, even when
+        # none were: its matcher builds a recursive closure per message, a reference cycle
+        # that only the collector frees (~6 objects a message). Without per-filter callbacks
+        # (the service adds none), `on_message` is called as paho would call it.
+        with self._callback_mutex:
+            filtered = bool(self._on_message_filtered._root._children)
+            on_message = self.on_message
+        if filtered:
+            super()._handle_on_message(message)
+            return
+        if on_message is None:
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
