@@ -216,9 +216,10 @@ async def test_a_backlog_arrives_whole_in_order_and_only_the_acked_part_is_kept_
 
 
 def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBroker) -> None:
-    """The link's client calls `on_message` itself when no callback was added per filter
-    (paho's matching makes garbage for each message); one added per filter still gets its
-    topics, and `on_message` the rest, as paho promises."""
+    """The link's client hands a device's PUBLISH to `on_delivery` itself, and calls
+    `on_message` itself for others, while no callback was added per filter (paho's matching
+    makes garbage for each message); one added per filter still gets its topics, and
+    `on_message` the rest, as paho promises."""
     listener = BrokerUrl.parse(broker.service_url(f"filters-{uuid.uuid4().hex[:6]}"))
     client = BufferedClient(
         CallbackAPIVersion.VERSION2,
@@ -229,6 +230,7 @@ def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBrok
     heard: list[tuple[str, str]] = []
     subscribed = threading.Event()
     client.on_message = lambda _c, _u, msg: heard.append(("on_message", msg.topic))
+    client.on_delivery = lambda topic, _payload, _mid: heard.append(("on_delivery", topic))
     client.on_subscribe = lambda *_args: subscribed.set()
     other = "facilities/charging/cs-11/telemetry"
     device_url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
@@ -258,12 +260,17 @@ def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBrok
         send_both(4)
         client.message_callback_remove(TOPIC)
         send_both(6)
+        device.publish(other, b"{}", qos=0).wait_for_publish(5)  # paho's own, to on_message
+        deadline = time.monotonic() + 5
+        while len(heard) < 7 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert heard == [
-            ("on_message", TOPIC),
-            ("on_message", other),
+            ("on_delivery", TOPIC),
+            ("on_delivery", other),
             ("filter", TOPIC),
             ("on_message", other),
-            ("on_message", TOPIC),
+            ("on_delivery", TOPIC),
+            ("on_delivery", other),
             ("on_message", other),
         ]
     finally:

@@ -8,17 +8,19 @@ CPU for one-port telemetry (docs/performance.md, "paho's receive path"). Here th
 is read up to 64 KiB at a time and the packets already read are handled before paho goes
 back to `select`; a packet read whole is handed to paho at once rather than through its
 reads of a few bytes each. paho's protocol handling is its own but for one case: a QoS 1
-PUBLISH without MQTT 5 properties (what devices send) is taken apart here, without the
-`Properties` object and the three copies paho makes of each (docs/performance.md, "A
-PUBLISH taken apart once"). It leans on paho 2.2's internals (`_create_socket`, `_sock`,
-`_packet_queue`, `_packet_read`, `_in_packet`, `_handle_publish`, `_handle_on_message`,
-`_on_message_filtered`):
-pyproject.toml holds paho to 2.2.x, and tests/test_broker_reads*.py run through a real
-broker, plain and over TLS, with and without properties.
+PUBLISH without MQTT 5 properties (what devices send) is taken apart here and handed to
+`on_delivery` as its topic, payload and packet id, without the `Properties` object and the
+three copies paho makes of each, nor its `MQTTMessage` (docs/performance.md, "A PUBLISH
+taken apart once" and "A message kept as its rows"). It leans on paho 2.2's internals
+(`_create_socket`, `_sock`, `_packet_queue`, `_packet_read`, `_in_packet`, `_handle_publish`,
+`_handle_on_message`, `_on_message_filtered`, `_callback_mutex`, `_in_callback_mutex`,
+`_msgtime_mutex`, `_last_bytes_received`, `_manual_ack`, `_send_puback`): pyproject.toml
+holds paho to 2.2.x, and tests/test_broker_reads*.py run through a real broker, plain and
+over TLS, with and without properties.
 """
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -35,6 +37,7 @@ READ_SIZE = 65536
 # re-asserted right after its ack was dropped), not the pass; 10 is kept, and measured.
 PACKETS_PER_PASS = 10
 PUBACK = PacketTypes.PUBACK << 4
+PUBLISH_QOS_1 = PacketTypes.PUBLISH << 4 | 0x02  # the fixed header, but for DUP and RETAIN
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: success
 
 
@@ -109,6 +112,10 @@ class BufferedClient(paho.Client):
     """paho's client over a `BufferedSocket`, handling every packet already read before it
     goes back to `select` (at most `PACKETS_PER_PASS` at a time)."""
 
+    # Called with (topic, payload, packet id) for a QoS 1 PUBLISH without properties, when
+    # set; every other message goes to paho's `on_message` (`_deliver_publish`).
+    on_delivery: Callable[[str, bytes, int], None] | None = None
+
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
 
@@ -120,13 +127,19 @@ class BufferedClient(paho.Client):
             self._packet_queue(PUBACK, blob, 0, 0)
 
     def _packet_read(self) -> MQTTErrorCode:
-        # A packet read whole goes to paho as if paho had read it (three `recv` calls or more
-        # and a lock for each piece otherwise); paho's own reads take any other.
+        # A packet read whole is delivered from here when it is a device's PUBLISH (below), or
+        # goes to paho as if paho had read it (three `recv` calls or more and a lock for each
+        # piece otherwise); paho's own reads take any other.
         sock = self._sock
         if self._in_packet["command"] == 0 and isinstance(sock, BufferedSocket):
             whole = sock.take_packet()
             if whole is not None:
                 command, body = whole
+                rc = self._deliver_publish(command, body)
+                if rc is not None:
+                    with self._msgtime_mutex:
+                        self._last_bytes_received = paho.time_func()
+                    return rc
                 self._in_packet = {
                     "command": command,
                     "have_remaining": 1,
@@ -140,27 +153,47 @@ class BufferedClient(paho.Client):
         return super()._packet_read()
 
     def _handle_publish(self) -> MQTTErrorCode:
-        # The service's common case, a QoS 1 PUBLISH without MQTT 5 properties (devices send
-        # none), taken apart here: paho's own parsing copies the packet three times and builds
-        # a `Properties` object for each message (a third of its cost per message). The
-        # message handed on is paho's, with `properties` None; anything else is paho's.
+        # a PUBLISH paho read piece by piece (it arrived cut across reads)
         header, packet = self._in_packet["command"], self._in_packet["packet"]
-        qos_1_v5 = header & 0x06 == 0x02 and self._protocol == MQTTProtocolVersion.MQTTv5
-        if not qos_1_v5 or len(packet) < 2:  # too short: paho says it is malformed
-            return super()._handle_publish()
+        rc = self._deliver_publish(header, bytes(packet))
+        return super()._handle_publish() if rc is None else rc
+
+    def _deliver_publish(self, header: int, packet: bytes) -> MQTTErrorCode | None:
+        """The service's common case, a QoS 1 PUBLISH without MQTT 5 properties (devices send
+        none), taken apart here and handed to `on_delivery` as (topic, payload, packet id):
+        paho's own parsing copies the packet three times and builds a `Properties` object,
+        and its `MQTTMessage` a `Condition` and a lock, for each message. None for anything
+        else (another packet, QoS, properties, a topic that is not UTF-8, callbacks added per
+        filter, no `on_delivery`): paho's own handling, to `on_message`."""
+        deliver = self.on_delivery
+        if (
+            deliver is None
+            or header & 0xF6 != PUBLISH_QOS_1
+            or self._protocol != MQTTProtocolVersion.MQTTv5
+            or len(packet) < 2
+        ):
+            return None
         at = 2 + ((packet[0] << 8) | packet[1])  # after the topic
-        if len(packet) < at + 3 or packet[at + 2] != 0:
-            return super()._handle_publish()  # properties (or too short: paho says what)
-        message = paho.MQTTMessage((packet[at] << 8) | packet[at + 1], bytes(packet[2:at]))
-        message.qos = 1
-        message.dup = bool(header & 0x08)
-        message.retain = bool(header & 0x01)
-        message.payload = bytes(packet[at + 3 :])
-        message.timestamp = paho.time_func()
-        self._handle_on_message(message)
+        if at == 2 or len(packet) < at + 3 or packet[at + 2] != 0:
+            return None  # no topic (an alias), properties, or too short: paho says what
+        try:
+            topic = packet[2:at].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        with self._callback_mutex:
+            if self._on_message_filtered._root._children:
+                return None
+        mid = (packet[at] << 8) | packet[at + 1]
+        with self._in_callback_mutex:
+            try:
+                deliver(topic, packet[at + 3 :], mid)
+            except Exception as err:
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_delivery: %s", err)
+                if not self.suppress_exceptions:
+                    raise
         if self._manual_ack:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
-        return self._send_puback(message.mid)
+        return self._send_puback(mid)
 
     def _handle_on_message(self, message: paho.MQTTMessage) -> None:
         # paho matches every message's topic against the callbacks added per filter, even when

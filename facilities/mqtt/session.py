@@ -114,6 +114,7 @@ class BrokerLink:
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_subscribe = self._handle_subscribe
         self._client.on_message = self._handle_message
+        self._client.on_delivery = self._handle_delivery
 
     # -- connection --------------------------------------------------------------------------
 
@@ -314,6 +315,10 @@ class BrokerLink:
             topic = msg._topic.decode("utf-8", "replace")
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
         self._on_message(topic, payload, Delivery(msg.mid, msg.qos, self.generation))
+
+    def _handle_delivery(self, topic: str, payload: bytes, mid: int) -> None:
+        # a device's QoS 1 PUBLISH, taken apart by the client itself (buffered.py)
+        self._on_message(topic, payload, Delivery(mid, 1, self.generation))
 
     def _call_soon(self, callback: Callable[..., object], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():
