@@ -102,9 +102,9 @@ class Decoder:
         else:
             return None
         count = self._site.stations[route.device].ports
+        if not ports or max(ports) <= count:
+            return None  # every message of a well-configured site
         beyond = sorted({port for port in ports if port > count})
-        if not beyond:
-            return None
         listed = ", ".join(str(port) for port in beyond[:5])
         return f"port {listed}: {route.device} has {count} ports"
 

@@ -94,7 +94,7 @@ def message_rows(message: Accepted) -> MessageRows | None:
                     p.seq,
                     r.port,
                     at,
-                    r.state.value,
+                    r.state._value_,  # the plain attribute: `.value` is a descriptor call
                     r.voltage_v,
                     r.current_a,
                     r.power_w,
