@@ -115,6 +115,20 @@ def test_a_malformed_remaining_length_is_left_to_paho() -> None:
         assert buffered.pending() == 16  # paho reads it and says the packet is malformed
 
 
+def _device(broker: PrivateBroker) -> paho.Client:
+    """A device of its own user, MQTT 5, connected, its network loop started."""
+    url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
+    device = paho.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=url.username,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    device.username_pw_set(url.username, url.password)
+    device.connect(url.host, url.port)
+    device.loop_start()
+    return device
+
+
 async def test_publishes_with_properties_at_qos_0_and_retained_arrive_as_published(
     broker: PrivateBroker,
 ) -> None:
@@ -129,15 +143,7 @@ async def test_publishes_with_properties_at_qos_0_and_retained_arrive_as_publish
         on_message=lambda topic, raw, delivery: got.append((topic, raw, delivery.qos)),
         subscriptions=[TOPIC],
     )
-    url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
-    device = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=url.username,
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    device.username_pw_set(url.username, url.password)
-    device.connect(url.host, url.port)
-    device.loop_start()
+    device = _device(broker)
     try:
         retained = device.publish(TOPIC, b"retained", qos=1, retain=True)
         retained.wait_for_publish(5)
@@ -233,17 +239,9 @@ def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBrok
     client.on_delivery = lambda topic, _payload, _mid: heard.append(("on_delivery", topic))
     client.on_subscribe = lambda *_args: subscribed.set()
     other = "facilities/charging/cs-11/telemetry"
-    device_url = BrokerUrl.parse(broker.url(broker.new_user_like("rogue")))
-    device = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=device_url.username,
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    device.username_pw_set(device_url.username, device_url.password)
     client.connect(listener.host, listener.port)
     client.loop_start()
-    device.connect(device_url.host, device_url.port)
-    device.loop_start()
+    device = _device(broker)
     try:
         client.subscribe([(TOPIC, 1), (other, 1)])
         assert subscribed.wait(5)
