@@ -246,22 +246,22 @@ def test_callbacks_added_per_filter_still_get_their_messages(broker: PrivateBrok
         client.subscribe([(TOPIC, 1), (other, 1)])
         assert subscribed.wait(5)
 
-        def send_both(expected: int) -> None:
-            for topic in (TOPIC, other):
-                device.publish(topic, b"{}", qos=1).wait_for_publish(5)
-            deadline = time.monotonic() + 5
+        def send(*sent: tuple[str, int]) -> None:
+            """Publish each (topic, QoS) and wait until the client has heard each."""
+            expected = len(heard) + len(sent)
+            for topic, qos in sent:
+                device.publish(topic, b"{}", qos=qos).wait_for_publish(5)
+            deadline = time.monotonic() + 5  # paho's threads: polled, not awaited
             while len(heard) < expected and time.monotonic() < deadline:
                 time.sleep(0.01)
 
-        send_both(2)
+        both = ((TOPIC, 1), (other, 1))
+        send(*both)
         client.message_callback_add(TOPIC, lambda _c, _u, msg: heard.append(("filter", msg.topic)))
-        send_both(4)
+        send(*both)
         client.message_callback_remove(TOPIC)
-        send_both(6)
-        device.publish(other, b"{}", qos=0).wait_for_publish(5)  # paho's own, to on_message
-        deadline = time.monotonic() + 5
-        while len(heard) < 7 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        send(*both)
+        send((other, 0))  # QoS 0: paho's own handling, to on_message
         assert heard == [
             ("on_delivery", TOPIC),
             ("on_delivery", other),

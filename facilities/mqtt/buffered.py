@@ -180,17 +180,10 @@ class BufferedClient(paho.Client):
             topic = packet[2:at].decode("utf-8")
         except UnicodeDecodeError:
             return None
-        with self._callback_mutex:
-            if self._on_message_filtered._root._children:
-                return None
+        if self._filters_added():
+            return None
         mid = (packet[at] << 8) | packet[at + 1]
-        with self._in_callback_mutex:
-            try:
-                deliver(topic, packet[at + 3 :], mid)
-            except Exception as err:
-                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_delivery: %s", err)
-                if not self.suppress_exceptions:
-                    raise
+        self._call_back("on_delivery", deliver, topic, packet[at + 3 :], mid)
         if self._manual_ack:
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return self._send_puback(mid)
@@ -200,19 +193,27 @@ class BufferedClient(paho.Client):
         # none were: its matcher builds a recursive closure per message, a reference cycle
         # that only the collector frees (~6 objects a message). Without per-filter callbacks
         # (the service adds none), `on_message` is called as paho would call it.
-        with self._callback_mutex:
-            filtered = bool(self._on_message_filtered._root._children)
-            on_message = self.on_message
-        if filtered:
+        if self._filters_added():
             super()._handle_on_message(message)
             return
-        if on_message is None:
-            return
+        with self._callback_mutex:
+            on_message = self.on_message
+        if on_message is not None:
+            self._call_back("on_message", on_message, self, self._userdata, message)
+
+    def _filters_added(self) -> bool:
+        """Whether callbacks were added per filter (`message_callback_add`)."""
+        with self._callback_mutex:
+            return bool(self._on_message_filtered._root._children)
+
+    def _call_back(self, name: str, callback: Callable[..., object], *args: object) -> None:
+        """Call a user callback as paho does: inside its callback lock, an exception logged
+        and raised unless `suppress_exceptions`."""
         with self._in_callback_mutex:
             try:
-                on_message(self, self._userdata, message)
+                callback(*args)
             except Exception as err:
-                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in %s: %s", name, err)
                 if not self.suppress_exceptions:
                     raise
 

@@ -131,7 +131,8 @@ class BatchRows:
         if rows is not None:
             self.add_rows(rows)
 
-    def add_rows(self, rows: "MessageRows") -> None:
+    def add_rows(self, rows: MessageRows) -> None:
+        """Add the rows of one accepted message, made already (`message_rows`)."""
         self.tables[rows.table].append(rows.row)
         if rows.ports:
             self.tables["port"].extend(rows.ports)
