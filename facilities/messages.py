@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.garage.payloads import GarageTelemetry, GateEvent
@@ -57,9 +58,11 @@ class RejectReason(StrEnum):
     STORE_FAILED = "store_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A valid message from a known device."""
+class Accepted(NamedTuple):
+    """A valid message from a known device. A named tuple, not a frozen dataclass: one is made
+    per message on paho's thread, and a frozen dataclass sets each field through
+    `object.__setattr__` (three times the cost; docs/performance.md, "Tuples on the hot
+    path")."""
 
     route: Route
     payload: DevicePayload | Availability

@@ -3,10 +3,9 @@
 # The ingest's writer side (ingest.py receives and acknowledges): what a batch holds, which
 # availability changes it records, and which bad messages get a row of their own.
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.mqtt.session import Delivery
@@ -33,9 +32,9 @@ AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.GA
 ACK_KINDS = frozenset({MessageKind.STATION_ACK, MessageKind.GATE_ACK})
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A delivery waiting for its batch's commit, then its ack."""
+class Pending(NamedTuple):
+    """A delivery waiting for its batch's commit, then its ack (one per message on paho's
+    thread: a named tuple, docs/performance.md, "Tuples on the hot path")."""
 
     # An accepted device message is kept as its rows once the rules have seen it (acks and
     # availability as they are); None: our own command heard back, only acked.
@@ -68,7 +67,7 @@ class BatchWriter:
         """Each rejection marked kept or not: decided once per message, before the write,
         so that a batch stored by halves keeps it."""
         return [
-            dataclasses.replace(item, kept=self.within_quota(item.message))
+            item._replace(kept=self.within_quota(item.message))
             if isinstance(item.message, Rejected)
             else item
             for item in items
@@ -109,7 +108,7 @@ class BatchWriter:
             item.received_at,
             device,
         )
-        return dataclasses.replace(item, message=rejected, kept=self.within_quota(rejected))
+        return item._replace(message=rejected, kept=self.within_quota(rejected))
 
     def within_quota(self, rejected: Rejected) -> bool:
         """Whether a bad message gets a quarantine row: at most `quarantine_quota` a device

@@ -7,8 +7,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -42,11 +41,12 @@ log = logging.getLogger(__name__)
 FILTERS_PER_SUBSCRIBE = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(NamedTuple):
     """How a message reached us: what acknowledging it takes. `mid` is the packet id; only
     QoS 1 and 2 have one (paho reports 0 for QoS 0, and a PUBACK for it is a protocol error
-    for which Mosquitto drops the connection). `generation` is the connection it came on."""
+    for which Mosquitto drops the connection). `generation` is the connection it came on.
+    One per message on paho's thread: a named tuple (docs/performance.md, "Tuples on the hot
+    path")."""
 
     mid: int
     qos: int
