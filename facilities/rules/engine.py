@@ -2,7 +2,8 @@
 
 # What a message caused is `observation.py`'s; the desired state's upkeep is `upkeep.py`.
 
-from collections.abc import Collection
+import functools
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -31,6 +32,7 @@ from facilities.rules.observation import (
     device_time,
     garage_look,
     message_cause,
+    reported_look,
     station_look,
 )
 from facilities.rules.site_fit import fitted_garages, fitted_stations, in_site
@@ -98,8 +100,9 @@ class Engine:
         if live is None:
             return Observation()
         spec = self.site.stations[device]
-        before = station_look(live)
         was_reachable = self.reachable(device, at)
+        look = _look_of(live, payload)
+        before = look()
         if isinstance(payload, StationTelemetry):
             sessions = charging.apply_telemetry(
                 live,
@@ -117,7 +120,7 @@ class Engine:
             sessions = []
         else:
             return Observation()
-        changed = device if station_look(live) != before else None
+        changed = device if look() != before else None
         transitions = self._station(device, at, evidence=True)
         due = upkeep.port_reports(self.desired, device, payload, back=not was_reachable)
         return Observation(transitions, sessions, changed, self._resends(due, transitions))
@@ -325,3 +328,11 @@ class Engine:
             upkeep.hint_end_reasons(self.stations, transition.alert.rule, transition.actions)
             transitions.append(transition)
         return transitions
+
+
+def _look_of(live: charging.StationLive, payload: object) -> Callable[[], tuple[object, ...]]:
+    """What a resident sees of the station that `payload` can change: compared before and
+    after it, to tell whether it changed."""
+    if isinstance(payload, StationTelemetry):
+        return functools.partial(reported_look, live, [r.port for r in payload.ports])
+    return functools.partial(station_look, live)

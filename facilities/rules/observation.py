@@ -62,6 +62,20 @@ def station_look(live: charging.StationLive) -> tuple[object, ...]:
     return live.online, live.fault_code, ports
 
 
+def reported_look(live: charging.StationLive, ports: list[int]) -> tuple[object, ...]:
+    """What telemetry can change of `station_look`: online, and the state of the ports it
+    reports (it sets no fault and touches no other port). Compared before and after a
+    telemetry message, it differs exactly when `station_look` does, without building the
+    look of every port of the station for each message (docs/performance.md, "Tuples on
+    the hot path")."""
+    got = live.ports.get
+    return live.online, [_reported(got(n)) for n in ports]
+
+
+def _reported(port: charging.PortLive | None) -> tuple[object, bool] | None:
+    return None if port is None else (port.state, port.since is None)
+
+
 def garage_look(live: garage.GarageLive) -> tuple[object, ...]:
     """What a resident sees of a garage: online, occupancy, smoke, each gate."""
     gates = tuple((g, gate.open, gate.last_event_at) for g, gate in live.gates.items())

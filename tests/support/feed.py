@@ -9,7 +9,7 @@ from facilities.charging.payloads import StationEvent, StationTelemetry
 from facilities.charging.state import Session
 from facilities.garage.payloads import GarageTelemetry, GateEvent
 from facilities.messages import Accepted, MessageKind, Route
-from facilities.rules.engine import Engine
+from facilities.rules.engine import Engine, Observation
 from facilities.wire import Availability
 from tests.support.payloads import event, message, reading, telemetry
 
@@ -27,10 +27,12 @@ class Feed:
         self.engine = engine
         self.seq = 0
         self.sessions: list[Session] = []
+        self.last: Observation | None = None  # what the last message caused
 
     def _send(self, route: Route, payload: Any, t: float) -> list[Transition]:
         self.seq += 1
         observation = self.engine.observe(Accepted(route, payload, at(t).timestamp()))
+        self.last = observation
         self.sessions += observation.sessions
         return observation.transitions
 
