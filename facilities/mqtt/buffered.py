@@ -115,6 +115,21 @@ class BufferedClient(paho.Client):
     # Called with (topic, payload, packet id) for a QoS 1 PUBLISH without properties, when
     # set; every other message goes to paho's `on_message` (`_deliver_publish`).
     on_delivery: Callable[[str, bytes, int], None] | None = None
+    # Whether callbacks were added per filter: noted as they are added and removed, not asked
+    # of paho's matcher under its lock for every message.
+    _filtered = False
+
+    def message_callback_add(self, sub: str, callback: paho.CallbackOnMessage) -> None:
+        super().message_callback_add(sub, callback)
+        self._note_filters()
+
+    def message_callback_remove(self, sub: str) -> None:
+        super().message_callback_remove(sub)
+        self._note_filters()
+
+    def _note_filters(self) -> None:
+        with self._callback_mutex:
+            self._filtered = bool(self._on_message_filtered._root._children)
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
@@ -203,8 +218,7 @@ class BufferedClient(paho.Client):
 
     def _filters_added(self) -> bool:
         """Whether callbacks were added per filter (`message_callback_add`)."""
-        with self._callback_mutex:
-            return bool(self._on_message_filtered._root._children)
+        return self._filtered
 
     def _call_back(self, name: str, callback: Callable[..., object], *args: object) -> None:
         """Call a user callback as paho does: inside its callback lock, an exception logged
