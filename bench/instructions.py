@@ -124,7 +124,9 @@ def main() -> int:
     for ports in args.ports:
         for name, tree in trees:
             counted = per_message(ports, tree)
-            print(f"{ports:>5} {name:>7} {counted:>13,.0f} {wall_us(ports, tree):>8.1f}", flush=True)
+            print(
+                f"{ports:>5} {name:>7} {counted:>13,.0f} {wall_us(ports, tree):>8.1f}", flush=True
+            )
     return 0
 
 
