@@ -1,9 +1,9 @@
 """A station's change is told when what a resident sees of it changed, and only then.
 
-The engine compares only what a telemetry message can change (online, the ports it reports)
-rather than the whole station's look: for any sequence of messages, including late ones,
-ports heard of for the first time, faults and availability, its `changed` must be what
-comparing the whole look before and after says."""
+The engine skips comparing the station's look before and after a telemetry message that is
+sure to change nothing of it (online, every port it reports known and in the state reported):
+for any sequence of messages, including late ones, repeated ones, ports heard of for the first
+time, faults and availability, its `changed` must be what comparing the whole look says."""
 
 from typing import Any
 

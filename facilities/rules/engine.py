@@ -2,8 +2,7 @@
 
 # What a message caused is `observation.py`'s; the desired state's upkeep is `upkeep.py`.
 
-import functools
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -31,8 +30,8 @@ from facilities.rules.observation import (
     Resend,
     device_time,
     garage_look,
+    looks_the_same_after,
     message_cause,
-    reported_look,
     station_look,
 )
 from facilities.rules.site_fit import fitted_garages, fitted_stations, in_site
@@ -101,8 +100,10 @@ class Engine:
             return Observation()
         spec = self.site.stations[device]
         was_reachable = self.reachable(device, at)
-        look = _look_of(live, payload)
-        before = look()
+        # what a resident sees, compared before and after unless it is sure to stay as it is
+        before = None
+        if not isinstance(payload, StationTelemetry) or not looks_the_same_after(live, payload):
+            before = station_look(live)
         if isinstance(payload, StationTelemetry):
             sessions = charging.apply_telemetry(
                 live,
@@ -120,7 +121,7 @@ class Engine:
             sessions = []
         else:
             return Observation()
-        changed = device if look() != before else None
+        changed = device if before is not None and station_look(live) != before else None
         transitions = self._station(device, at, evidence=True)
         due = upkeep.port_reports(self.desired, device, payload, back=not was_reachable)
         return Observation(transitions, sessions, changed, self._resends(due, transitions))
@@ -329,10 +330,3 @@ class Engine:
             transitions.append(transition)
         return transitions
 
-
-def _look_of(live: charging.StationLive, payload: object) -> Callable[[], tuple[object, ...]]:
-    """What a resident sees of the station that `payload` can change: compared before and
-    after it, to tell whether it changed."""
-    if isinstance(payload, StationTelemetry):
-        return functools.partial(reported_look, live, [r.port for r in payload.ports])
-    return functools.partial(station_look, live)
