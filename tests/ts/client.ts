@@ -149,7 +149,9 @@ async function stream(): Promise<void> {
   }
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
-  while (events.filter((e) => e.startsWith("event")).length < 1) {
+  // until the heartbeat: alerts raised by the calls above (their commands time out) may come
+  // first, when the stream opens before they are raised
+  while (!events.some((e) => e.startsWith("event heartbeat"))) {
     const { value, done } = await reader.read();
     if (done) break;
     text += value;
