@@ -120,16 +120,17 @@ class BufferedClient(paho.Client):
     _filtered = False
 
     def message_callback_add(self, sub: str, callback: paho.CallbackOnMessage) -> None:
-        super().message_callback_add(sub, callback)
-        self._note_filters()
+        with self._callback_mutex:  # a lock paho takes again inside: added and noted at once
+            super().message_callback_add(sub, callback)
+            self._note_filters()
 
     def message_callback_remove(self, sub: str) -> None:
-        super().message_callback_remove(sub)
-        self._note_filters()
+        with self._callback_mutex:
+            super().message_callback_remove(sub)
+            self._note_filters()
 
     def _note_filters(self) -> None:
-        with self._callback_mutex:
-            self._filtered = bool(self._on_message_filtered._root._children)
+        self._filtered = bool(self._on_message_filtered._root._children)
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())

@@ -329,4 +329,3 @@ class Engine:
             upkeep.hint_end_reasons(self.stations, transition.alert.rule, transition.actions)
             transitions.append(transition)
         return transitions
-
