@@ -48,6 +48,7 @@ $(STAMP): pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy facilities simulators
 
 # Payload JSON Schemas and the AsyncAPI document for integrators (docs/schemas); a test
