@@ -185,13 +185,16 @@ def accepts(port: int, user: str, password: str) -> bool:
         length += bytes([digit | (0x80 if size else 0)])
         if not size:
             break
-    with socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S) as sock:
-        sock.sendall(b"\x10" + length + body)
-        connack = b""
-        while len(connack) < 4 and (chunk := sock.recv(4 - len(connack))):
-            connack += chunk
-        # CONNACK: 0x20, length 2, flags, return code (0: accepted)
-        if connack[:1] == b"\x20" and connack[3:4] == b"\x00":
-            sock.sendall(b"\xe0\x00")
-            return True
-        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S) as sock:
+            sock.sendall(b"\x10" + length + body)
+            connack = b""
+            while len(connack) < 4 and (chunk := sock.recv(4 - len(connack))):
+                connack += chunk
+            # CONNACK: 0x20, length 2, flags, return code (0: accepted)
+            if connack[:1] == b"\x20" and connack[3:4] == b"\x00":
+                sock.sendall(b"\xe0\x00")
+                return True
+            return False
+    except (ConnectionResetError, BrokenPipeError):
+        return False  # dropped while answering (a reload in hand): not let in, yet

@@ -7,8 +7,10 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import tempfile
+import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,3 +237,25 @@ def test_a_device_cannot_be_named_as_the_service_user(out: Path, tmp_path: Path,
     checked = run_cli("check-site", str(site))
     assert checked.returncode != 0, checked.stdout
     assert "the service's broker user" in checked.stderr, checked.stderr
+
+
+def test_a_broker_that_resets_the_connection_while_asked_has_not_let_the_user_in() -> None:
+    """Asking whether a new user is let in (after a reload) is a poll: a broker that drops
+    the connection mid-answer (seen under load, right after a SIGHUP) says "not yet", not an
+    error that fails whatever was starting (two tests' set-ups failed so in CI)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+
+        def reset() -> None:
+            peer, _ = server.accept()
+            peer.recv(1024)
+            # close with SO_LINGER 0: a reset instead of a CONNACK
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+
+        answering = threading.Thread(target=reset)
+        answering.start()
+        try:
+            assert accepts(port, "cs-01", "a password") is False
+        finally:
+            answering.join(5)
