@@ -32,6 +32,7 @@ def feed(ports: int, messages: int) -> float:
     the wall-clock seconds the feeding took. Imports from whatever `facilities` is first on
     the path (this checkout, or the one `--before` names)."""
     from bench.publisher import payload
+    from facilities import heap
     from facilities.mqtt.session import Delivery
     from facilities.mqtt.topics import Topics
     from facilities.settings import Settings
@@ -43,6 +44,7 @@ def feed(ports: int, messages: int) -> float:
     topics = [Topics().station(station, "telemetry") for station in site.stations]
     # as many made in every run (only the feeding differs between the two counts)
     bodies = [payload(seq, ports) for seq in range(MORE)][:messages]
+    heap.settle()  # the collector as `facilities run` leaves it once started (server.py)
     on_message = service.ingest.on_message
     started = time.perf_counter()
     for seq, body in enumerate(bodies):

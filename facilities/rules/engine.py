@@ -101,9 +101,8 @@ class Engine:
         spec = self.site.stations[device]
         was_reachable = self.reachable(device, at)
         # what a resident sees, compared before and after unless it is sure to stay as it is
-        before = None
-        if not isinstance(payload, StationTelemetry) or not looks_the_same_after(live, payload):
-            before = station_look(live)
+        same = isinstance(payload, StationTelemetry) and looks_the_same_after(live, payload)
+        before = None if same else station_look(live)
         if isinstance(payload, StationTelemetry):
             sessions = charging.apply_telemetry(
                 live,
