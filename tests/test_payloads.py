@@ -130,6 +130,50 @@ def test_bad_payloads_are_rejected_with_their_reason(
     assert result.detail
 
 
+def test_a_topic_decodes_the_same_the_first_time_and_after(decoder: Decoder) -> None:
+    """The decoder works out a device topic on its first message and keeps that: every
+    later message on it is judged as the first was, good or bad, and an unknown device or
+    topic is refused every time without anything kept for it (a device inventing topics
+    cannot grow the service's memory)."""
+    cases = [
+        (TELEMETRY, json.dumps(GOOD), Accepted),
+        (TELEMETRY, _port(port=11), RejectReason.UNKNOWN_PORT),
+        (TELEMETRY, "not json", RejectReason.MALFORMED_JSON),
+        ("facilities/charging/cs-01/availability", "online", Accepted),
+        ("facilities/charging/cs-01/availability", "maybe", RejectReason.SCHEMA_MISMATCH),
+        (
+            "facilities/charging/cs-01/event",
+            '{"seq": 1, "ts": 1.0, "type": "unplug", "port": 11}',
+            RejectReason.UNKNOWN_PORT,
+        ),
+        ("facilities/charging/cs-01/command", "{}", None),
+    ]
+    for _ in range(3):
+        for topic, payload, expected in cases:
+            result = _decode(decoder, topic, payload)
+            if expected is None or expected is Accepted:
+                assert result is None if expected is None else isinstance(result, Accepted)
+            else:
+                assert isinstance(result, Rejected) and result.reason is expected, (topic, result)
+    for n in range(500):
+        unknown = _decode(decoder, f"facilities/charging/cs-x{n}/telemetry", json.dumps(GOOD))
+        assert isinstance(unknown, Rejected) and unknown.reason is RejectReason.UNKNOWN_DEVICE
+        bogus = _decode(decoder, f"elsewhere/{n}", "{}")
+        assert isinstance(bogus, Rejected) and bogus.reason is RejectReason.UNKNOWN_TOPIC
+    assert decoder.topics_known == 3  # cs-01's telemetry, availability and event
+
+
+def test_a_port_listed_twice_is_refused_before_a_port_past_the_count(decoder: Decoder) -> None:
+    """Both are wrong; the duplicate is the schema's rule and is told first, as it was when
+    the model checked it."""
+    reading = GOOD["ports"][0]  # type: ignore[index]
+    twice = {**GOOD, "ports": [reading, reading, {**reading, "port": 11}]}
+    result = _decode(decoder, TELEMETRY, json.dumps(twice))
+    assert isinstance(result, Rejected)
+    assert result.reason is RejectReason.SCHEMA_MISMATCH
+    assert result.detail == "ports: a port is listed more than once"
+
+
 def test_the_largest_values_in_range_are_accepted(decoder: Decoder) -> None:
     """The bounds refuse nonsense, not a broken sensor's saturated reading: those still act."""
     payload = _with(seq=2**63 - 1, ts=2.0**32, temp_c=6553.5, leakage_ma=1e9)

@@ -1,5 +1,7 @@
 """Topic + payload bytes → an accepted message or a rejection with its reason. No I/O."""
 
+from typing import NamedTuple
+
 from pydantic import ValidationError
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
@@ -29,20 +31,80 @@ _AVAILABILITY_KINDS = frozenset({MessageKind.STATION_AVAILABILITY, MessageKind.G
 _DETAIL_CHARS = 300  # enough for the first few validation errors, short enough to log
 
 
+class _Plan(NamedTuple):
+    """What a known device's topic decodes to, worked out on its first message: a topic
+    names its device and kind, and the site does not change while the service runs."""
+
+    route: Route
+    model: type[WireModel] | None  # None: availability, `online` or `offline`
+    ports: int  # a station's port count (a port past it is refused); 0 for a garage
+
+
 class Decoder:
     """Decodes what the broker delivers, against the site's devices."""
 
     def __init__(self, site: Site, topics: Topics) -> None:
         self._site = site
         self._topics = topics
+        # Per topic of a device in the site, at most a few per device: the topic's parse and
+        # the site's lookups are made once, not for every message (docs/performance.md,
+        # "Each topic worked out once"). Unknown topics and devices are never kept.
+        self._plans: dict[str, _Plan] = {}
 
     @property
     def topics(self) -> Topics:
         """The topics it decodes: those the service answers on, too."""
         return self._topics
 
+    @property
+    def topics_known(self) -> int:
+        """Device topics worked out so far (at most a few per device of the site)."""
+        return len(self._plans)
+
     def decode(self, topic: str, raw: bytes, received_at: float) -> Accepted | Rejected | None:
         """Accepted or Rejected; None for the service's own commands heard back."""
+        plan = self._plans.get(topic)
+        if plan is None:
+            found = self._plan(topic, raw, received_at)
+            if not isinstance(found, _Plan):
+                return found
+            plan = found
+        route, model = plan.route, plan.model
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            return Rejected(
+                topic,
+                raw,
+                RejectReason.TOO_LARGE,
+                f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}",
+                received_at,
+                route.device,
+            )
+        if model is None:
+            try:
+                return Accepted(route, Availability(raw.decode("ascii")), received_at)
+            except (UnicodeDecodeError, ValueError):
+                return Rejected(
+                    topic,
+                    raw,
+                    RejectReason.SCHEMA_MISMATCH,
+                    "availability must be `online` or `offline`",
+                    received_at,
+                    route.device,
+                )
+        try:
+            payload = model.model_validate_json(raw)
+        except ValidationError as exc:
+            reason, detail = _classify(exc)
+            return Rejected(topic, raw, reason, detail, received_at, route.device)
+        assert isinstance(payload, DevicePayload)  # _MODELS only holds device payload models
+        refused = _refused_ports(payload, plan.ports, route.device)
+        if refused is not None:
+            return Rejected(topic, raw, *refused, received_at, route.device)
+        return Accepted(route, payload, received_at, payload.extra_field_count())
+
+    def _plan(self, topic: str, raw: bytes, received_at: float) -> _Plan | Rejected | None:
+        """The plan of a topic heard for the first time, kept when it names a device of the
+        site; else why it is refused, or None for the service's own commands."""
         route = self._topics.parse(topic)
         if route is None:
             return Rejected(
@@ -58,55 +120,10 @@ class Decoder:
                 f"{route.device} is not in the site file",
                 received_at,
             )
-        if len(raw) > MAX_PAYLOAD_BYTES:
-            return Rejected(
-                topic,
-                raw,
-                RejectReason.TOO_LARGE,
-                f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}",
-                received_at,
-                route.device,
-            )
-        if route.kind in _AVAILABILITY_KINDS:
-            try:
-                return Accepted(route, Availability(raw.decode("ascii")), received_at)
-            except (UnicodeDecodeError, ValueError):
-                return Rejected(
-                    topic,
-                    raw,
-                    RejectReason.SCHEMA_MISMATCH,
-                    "availability must be `online` or `offline`",
-                    received_at,
-                    route.device,
-                )
-        try:
-            payload = _MODELS[route.kind].model_validate_json(raw)
-        except ValidationError as exc:
-            reason, detail = _classify(exc)
-            return Rejected(topic, raw, reason, detail, received_at, route.device)
-        assert isinstance(payload, DevicePayload)  # _MODELS only holds device payload models
-        beyond = self._port_beyond(route, payload)
-        if beyond is not None:
-            return Rejected(
-                topic, raw, RejectReason.UNKNOWN_PORT, beyond, received_at, route.device
-            )
-        return Accepted(route, payload, received_at, payload.extra_field_count())
-
-    def _port_beyond(self, route: Route, payload: DevicePayload) -> str | None:
-        """Why a port number is past the station's port count, or None: the live state keeps
-        one entry per port it hears of, so an unknown port must never reach it."""
-        if isinstance(payload, StationTelemetry):
-            ports = [reading.port for reading in payload.ports]
-        elif isinstance(payload, StationEvent) and payload.port is not None:
-            ports = [payload.port]
-        else:
-            return None
-        count = self._site.stations[route.device].ports
-        if not ports or max(ports) <= count:
-            return None  # every message of a well-configured site
-        beyond = sorted({port for port in ports if port > count})
-        listed = ", ".join(str(port) for port in beyond[:5])
-        return f"port {listed}: {route.device} has {count} ports"
+        station = self._site.stations.get(route.device) if route.kind in STATION_KINDS else None
+        model = None if route.kind in _AVAILABILITY_KINDS else _MODELS[route.kind]
+        plan = self._plans[topic] = _Plan(route, model, station.ports if station else 0)
+        return plan
 
     def _known(self, route: Route) -> bool:
         if route.kind in STATION_KINDS:
@@ -114,6 +131,28 @@ class Decoder:
         if route.gate is not None:
             return self._site.has_gate(route.device, route.gate)
         return route.device in self._site.garages
+
+
+def _refused_ports(
+    payload: DevicePayload, count: int, device: str
+) -> tuple[RejectReason, str] | None:
+    """Why a message's ports are refused, or None. A telemetry message lists each port at
+    most once (two readings of one port: the rules would judge one and the store keep the
+    other), and no port past the station's port count: the live state keeps one entry per
+    port it hears of, so an unknown port must never reach it (docs/protocol.md)."""
+    if isinstance(payload, StationTelemetry):
+        ports = [reading.port for reading in payload.ports]
+        if len(set(ports)) != len(ports):
+            return RejectReason.SCHEMA_MISMATCH, "ports: a port is listed more than once"
+    elif isinstance(payload, StationEvent) and payload.port is not None:
+        ports = [payload.port]
+    else:
+        return None
+    if not ports or max(ports) <= count:
+        return None  # every message of a well-configured site
+    beyond = sorted({port for port in ports if port > count})
+    listed = ", ".join(str(port) for port in beyond[:5])
+    return RejectReason.UNKNOWN_PORT, f"port {listed}: {device} has {count} ports"
 
 
 def _classify(exc: ValidationError) -> tuple[RejectReason, str]:
