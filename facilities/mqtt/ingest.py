@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from facilities.messages import Accepted, Rejected, RejectReason
+from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.metrics import IngestMetrics
 from facilities.mqtt.decode import Decoder
 from facilities.mqtt.ingest_batch import (
@@ -47,6 +47,9 @@ WINDOW = RECEIVE_MAXIMUM
 # writer has caught up to half of it, and only the ceiling (~150 MB more) still holds.
 WINDOW_WAIT_MAX_S = 0.25
 CEILING = 10 * RECEIVE_MAXIMUM
+# What a batch's counts read a message's kind from (a tuple: `Accepted | MessageRows` in the
+# loop made a union object per message).
+_ROUTED = (Accepted, MessageRows)
 _LOG_PAYLOAD_CHARS = 120
 _LOG_PER_REASON_PER_MINUTE = 10
 
@@ -320,8 +323,8 @@ class Ingest:
 
     def _count(self, items: Sequence[Pending], inserted: int) -> None:
         # Counted per kind first: one metric update per kind and batch, not per message.
-        kinds: Counter[str] = Counter()
-        extra: Counter[str] = Counter()
+        kinds: Counter[MessageKind] = Counter()
+        extra: Counter[MessageKind] = Counter()
         gate_events: Counter[tuple[str, str, str]] = Counter()
         rejected: Counter[tuple[str, str]] = Counter()  # (reason, device label)
         over_quota: Counter[tuple[str, str]] = Counter()
@@ -329,10 +332,11 @@ class Ingest:
         m = self._metrics
         for item in items:
             message = item.message
-            if isinstance(message, Accepted | MessageRows):
+            if isinstance(message, _ROUTED):
                 kind = message.route.kind
-                kinds[kind.value] += 1
-                extra[kind.value] += message.extra_fields
+                kinds[kind] += 1
+                if message.extra_fields:
+                    extra[kind] += message.extra_fields
                 event = message.gate_event if isinstance(message, MessageRows) else None
                 if event is not None and message.route.gate is not None:
                     gate_events[(message.route.device, message.route.gate, event)] += 1
@@ -347,11 +351,10 @@ class Ingest:
                 rows += item.kept
         m.batch_size.observe(len(items))
         m.duplicates.inc(rows - inserted)
-        for name, count in kinds.items():
-            m.ingested.labels(name).inc(count)
-        for name, count in extra.items():
-            if count:
-                m.unknown_fields.labels(name).inc(count)
+        for kind, count in kinds.items():
+            m.ingested.labels(kind.value).inc(count)
+        for kind, count in extra.items():
+            m.unknown_fields.labels(kind.value).inc(count)
         for (garage, gate, event), count in gate_events.items():
             m.gate_events.labels(garage, gate, event).inc(count)
         for labels, count in rejected.items():

@@ -5,6 +5,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import NamedTuple, cast
 
 from facilities.charging.payloads import StationEvent, StationTelemetry
@@ -214,7 +215,7 @@ async def _insert_rows(conn: Connection, table: str, rows: Sequence[Row]) -> int
     for size, count in chunk_counts(len(rows)):
         chunks = []
         for _ in range(count):
-            chunks.append([value for row in rows[start : start + size] for value in row])
+            chunks.append(list(chain.from_iterable(rows[start : start + size])))
             start += size
         cursor = await conn.executemany(
             prefix + _placeholders(columns, size) + "".join(suffix), chunks
