@@ -11,16 +11,20 @@ the service's peak RSS; `--profile` samples the service with py-spy during a flo
 `--store sqlite postgresql` measures the service on each store in turn against the same raw
 figure (a private PostgreSQL, a fresh database per run, its server's CPU per message beside
 the service's: bench/stores.py); a store named twice is measured twice, alternating.
+`--repeat N` runs the whole set N times (raw and paho alone again each time) and ends with
+each row's median: on a shared 2-core machine one run's rates move by a fifth or more.
 """
 
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +44,19 @@ from tests.support.processes import start_broker  # noqa: E402
 SITE = ROOT / "site.example.toml"
 TOPICS = Topics()
 BENCH_USER = (f"topic readwrite {TOPICS.everything()}",)
+
+
+class Measured(NamedTuple):
+    """One row of the table: the service (of `tree`, "" for this one) against raw, same run."""
+
+    ports: int
+    case: str
+    store: str
+    tree: str
+    raw: float
+    rate: float
+    cpu_us: float
+    rss_mb: float
 
 
 class Bench:
@@ -227,6 +244,13 @@ def main() -> int:
         " run, for a before/after table",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run everything N times and end with each row's median",
+    )
+    parser.add_argument(
         "--store",
         nargs="+",
         choices=STORES,
@@ -253,20 +277,26 @@ def main() -> int:
             f"{'ports':>5} {'bytes':>6} {'case':>8} {'store':>10} {'raw msg/s':>10} "
             f"{'service':>10} {'ratio':>6} {'CPU us/msg':>10} {'DB us/msg':>9} {'RSS MB':>7}"
         )
-        for ports in args.ports:
-            profile = (
-                workdir / f"profile-{ports}.txt"
-                if args.profile and ports == max(args.ports)
-                else None
-            )
-            _run_ports(
-                bench,
-                ports,
-                cases=args.cases,
-                stores=[stores[name] for name in args.store],
-                profile=profile,
-                before=args.before,
-            )
+        measured: list[Measured] = []
+        for turn in range(args.repeat):
+            if args.repeat > 1:
+                print(f"-- run {turn + 1} of {args.repeat}", flush=True)
+            for ports in args.ports:
+                profile = (
+                    workdir / f"profile-{ports}.txt"
+                    if args.profile and ports == max(args.ports) and turn == 0
+                    else None
+                )
+                measured += _run_ports(
+                    bench,
+                    ports,
+                    cases=args.cases,
+                    stores=[stores[name] for name in args.store],
+                    profile=profile,
+                    before=args.before,
+                )
+        if args.repeat > 1:
+            _print_medians(measured)
     finally:
         for store in stores.values():
             store.stop()
@@ -282,7 +312,7 @@ def _run_ports(
     stores: list[Store],
     profile: Path | None,
     before: Path | None,
-) -> None:
+) -> list[Measured]:
     """The flood and backlog rows of one message size (`ports` per message), one per store
     in `stores`' order, and where the time goes when `profile` is asked for (on the first
     store). With `before`, that checkout's service is measured first, against the same raw
@@ -292,12 +322,16 @@ def _run_ports(
     trees: list[tuple[str, Path | None]] = [("before", before)] if before else []
     trees.append(("", None))
     runs = [(tag, tree, store, k == 0) for k, store in enumerate(stores) for tag, tree in trees]
+    measured = []
     if "flood" in cases:
         raw = bench.raw_flood(ports)
         publish_rate = bench.last_publish_rate
         for tag, tree, store, first in runs:
             spied = profile if tree is None and first else None
             svc = service_flood(bench, ports, store=store, profile=spied, tree=tree)
+            measured.append(
+                Measured(ports, "flood", store.name, tag, raw, svc.rate, svc.cpu_us, svc.rss_mb)
+            )
             print(
                 f"{ports:>5} {size:>6} {'flood':>8} {store.name:>10} {raw:>10.0f} "
                 f"{svc.rate:>10.0f} {svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} "
@@ -311,6 +345,9 @@ def _run_ports(
         for tag, tree, store, first in runs:
             spied = backlog_profile if tree is None and first else None
             svc, startup = service_backlog(bench, ports, store=store, tree=tree, profile=spied)
+            measured.append(
+                Measured(ports, "backlog", store.name, tag, raw, svc.rate, svc.cpu_us, svc.rss_mb)
+            )
             print(
                 f"{ports:>5} {size:>6} {'backlog':>8} {store.name:>10} {raw:>10.0f} "
                 f"{svc.rate:>10.0f} {svc.rate / raw:>6.1%} {svc.cpu_us:>10.1f} "
@@ -325,6 +362,30 @@ def _run_ports(
             for share, frame in summarize_profile(path):
                 print(f"  {share:6.1%}  {frame}")
             print()
+    return measured
+
+
+def _print_medians(measured: list[Measured]) -> None:
+    """Per row (ports, case, store, tree): the median of each figure over the runs, and the
+    range of the ratio to raw (each run's ratio against its own raw figure)."""
+    rows: dict[tuple[int, str, str, str], list[Measured]] = {}
+    for m in measured:
+        rows.setdefault((m.ports, m.case, m.store, m.tree), []).append(m)
+    print(f"\nmedians of {max(len(runs) for runs in rows.values())} runs")
+    print(
+        f"{'ports':>5} {'case':>8} {'store':>10} {'raw msg/s':>10} {'service':>10} {'ratio':>6}"
+        f" {'ratio range':>13} {'CPU us/msg':>10} {'RSS MB':>7}"
+    )
+    for (ports, case, store, tree), runs in rows.items():
+        ratios = [m.rate / m.raw for m in runs]
+        print(
+            f"{ports:>5} {case:>8} {store:>10} {statistics.median(m.raw for m in runs):>10.0f}"
+            f" {statistics.median(m.rate for m in runs):>10.0f} {statistics.median(ratios):>6.1%}"
+            f" {min(ratios):>6.1%}-{max(ratios):<6.1%} "
+            f"{statistics.median(m.cpu_us for m in runs):>10.1f}"
+            f" {max(m.rss_mb for m in runs):>7.0f}  {tree}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
