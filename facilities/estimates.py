@@ -45,13 +45,14 @@ def charge_done_at(
     trickle_w: float,
     longest: timedelta,
 ) -> datetime | None:
-    """When `port`'s charge is expected to be done (None unless it is charging): the typical
+    """When `port`'s charge is expected to be done (None unless it is shown charging: not
+    while a fault event of the port is open, when residents see it as `fault`): the typical
     energy less what the port has delivered this session, at the power it draws now (at least
     TAIL_SHARE of the typical energy left); a port drawing under `trickle_w` (the charger
     topping up) is about done. Without power or energy readings: the session's start plus
     the typical length. Never closer than MIN_ESTIMATE, never past the session's start plus
     `longest` (the rules' longest session)."""
-    if port.state is not PortState.CHARGING:
+    if port.state is not PortState.CHARGING or port.fault_code is not None:
         return None
     power, energy = port.power_w, port.energy_wh
     if power is not None and power > 0 and energy is not None:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from tests.api_support import Api
 from tests.support.db import query
-from tests.support.payloads import port, telemetry
+from tests.support.payloads import event, port, telemetry
 from tests.support.poll import wait_for
 
 SLACK = timedelta(seconds=30)  # the request's own moment against the test's
@@ -86,3 +86,35 @@ async def test_each_charging_port_has_its_own_estimate(api: Api, device) -> None
     assert 'class="estimate-note"' in page
     shown = re.findall(r'<span class="detail"[^>]*>([^<]*charged by about [^<]*)</span>', page)
     assert len(set(shown)) == 5, shown
+
+
+async def test_a_port_shown_in_fault_has_no_estimate(api: Api, device) -> None:
+    """A resident is given a time only for a port shown `charging` (docs/api.md): a port whose
+    fault event is open is shown `fault`, though it last reported charging, and gets none
+    until the fault is cleared."""
+    cs05 = device("cs-05")
+    db = api.service.settings.db
+    charging = [port(1, "charging", power_w=250.0, energy_wh=300.0)]
+    cs05.publish_raw("facilities/charging/cs-05/telemetry", json.dumps(telemetry(1, charging)))
+    await wait_for(
+        lambda: query(db, "SELECT 1 FROM station_samples WHERE station = 'cs-05'") != [],
+        what="cs-05's telemetry",
+    )
+    _, ahead = await _done_at(api, "cs-05")
+    assert set(ahead) == {1}
+
+    def events() -> int:
+        return len(query(db, "SELECT 1 FROM charging_events WHERE station = 'cs-05'"))
+
+    fault = event(2, "fault", port=1, code="relay_stuck")
+    cs05.publish_raw("facilities/charging/cs-05/event", json.dumps(fault))
+    await wait_for(lambda: events() == 1, what="the fault event")
+    body = (await api.http.get("/api/stations/cs-05")).json()
+    assert body["ports"][0]["state"] == "fault"
+    assert body["ports"][0]["free_estimate_at"] is None
+
+    cleared = event(3, "fault_cleared", port=1)
+    cs05.publish_raw("facilities/charging/cs-05/event", json.dumps(cleared))
+    await wait_for(lambda: events() == 2, what="the fault cleared")
+    _, ahead = await _done_at(api, "cs-05")
+    assert set(ahead) == {1}
