@@ -34,8 +34,11 @@ READ_SIZE = 65536
 # loop (cut-off commands, the API) is not kept waiting for the lock behind a long pass
 # without a system call. 200 were tried first, and whole test runs then timed out waiting for
 # commands under load; two of those were later found to be a race in the rules (a cut-off
-# re-asserted right after its ack was dropped), not the pass; 10 is kept, and measured.
-PACKETS_PER_PASS = 10
+# re-asserted right after its ack was dropped), not the pass. 10 were kept until 2026-12-06;
+# 30 took 2-5 µs less CPU per four-port message in a drain, with the safety latency measured
+# again (docs/performance.md, "Longer passes over what was read"). A pass still ends as soon
+# as something is queued to send (acks, cut-offs: `loop_read` below).
+PACKETS_PER_PASS = 30
 PUBACK = PacketTypes.PUBACK << 4
 PUBLISH_QOS_1 = PacketTypes.PUBLISH << 4 | 0x02  # the fixed header, but for DUP and RETAIN
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id: success
