@@ -88,7 +88,8 @@ class Port(Out):
     temp_c: float | None
     since: datetime | None = Field(description="when the current state began")
     free_estimate_at: datetime | None = Field(
-        description="while charging: an estimate of when its charge will be done, from the"
+        description="while its state is charging (none while a fault is open): an estimate of"
+        " when its charge will be done, from the"
         " port's energy so far and power now (docs/api.md); the bike may stay plugged in longer"
     )
 

@@ -36,8 +36,9 @@ READ_SIZE = 65536
 # commands under load; two of those were later found to be a race in the rules (a cut-off
 # re-asserted right after its ack was dropped), not the pass. 10 were kept until 2026-12-06;
 # 30 took 2-5 µs less CPU per four-port message in a drain, with the safety latency measured
-# again (docs/performance.md, "Longer passes over what was read"). A pass still ends as soon
-# as something is queued to send (acks, cut-offs: `loop_read` below).
+# again (docs/performance.md, "Longer passes over what was read"). A pass still stops once
+# something is queued to send (acks, cut-offs), checked after each of paho's reads, which
+# take one packet (more while the service's own QoS 1 messages are in flight): `loop_read`.
 PACKETS_PER_PASS = 30
 PUBACK = PacketTypes.PUBACK << 4
 PUBLISH_QOS_1 = PacketTypes.PUBLISH << 4 | 0x02  # the fixed header, but for DUP and RETAIN
