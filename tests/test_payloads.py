@@ -151,8 +151,10 @@ def test_a_topic_decodes_the_same_the_first_time_and_after(decoder: Decoder) -> 
     for _ in range(3):
         for topic, payload, expected in cases:
             result = _decode(decoder, topic, payload)
-            if expected is None or expected is Accepted:
-                assert result is None if expected is None else isinstance(result, Accepted)
+            if expected is None:
+                assert result is None, (topic, result)
+            elif expected is Accepted:
+                assert isinstance(result, Accepted), (topic, result)
             else:
                 assert isinstance(result, Rejected) and result.reason is expected, (topic, result)
     for n in range(500):

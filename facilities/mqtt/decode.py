@@ -120,9 +120,9 @@ class Decoder:
                 f"{route.device} is not in the site file",
                 received_at,
             )
-        station = self._site.stations.get(route.device) if route.kind in STATION_KINDS else None
+        ports = self._site.stations[route.device].ports if route.kind in STATION_KINDS else 0
         model = None if route.kind in _AVAILABILITY_KINDS else _MODELS[route.kind]
-        plan = self._plans[topic] = _Plan(route, model, station.ports if station else 0)
+        plan = self._plans[topic] = _Plan(route, model, ports)
         return plan
 
     def _known(self, route: Route) -> bool:
