@@ -186,6 +186,20 @@ def test_session_too_long_after_eight_hours(feed: Feed) -> None:
     ]
 
 
+def test_a_charge_that_goes_on_through_a_port_fault_is_still_timed(feed: Feed) -> None:
+    """A port fault ends the port's session (docs/rules.md, "Charging sessions"); a port that
+    keeps reporting `charging` is in a new one from its next report, so `session_too_long`
+    still cuts it (it never did: charging to charging is no change of state, and a session
+    only started on one)."""
+    feed.port("cs-14", 0, 1, power_w=300.0)
+    feed.event("cs-14", 10, type="fault", port=1, code="relay_stuck")
+    feed.event("cs-14", 20, type="fault_cleared", port=1)
+    feed.port("cs-14", 30, 1, power_w=300.0)
+    assert raised(feed.tick(28830), "session_too_long") == []
+    fired = raised(feed.tick(28831), "session_too_long")
+    assert [(t.alert.subject, t.actions) for t in fired] == [("cs-14/1", (port_off("cs-14", 1),))]
+
+
 @pytest.mark.parametrize(
     ("code", "severity"),
     [

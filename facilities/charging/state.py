@@ -131,9 +131,13 @@ def _apply_port(
     window: timedelta,
 ) -> Session | None:
     ended = None
+    # A port reported charging is in a session: it starts when the port enters `charging`,
+    # and again at the next report when a fault event ended it while the port kept charging
+    # (charging to charging is no change of state; without a session, `session_too_long`
+    # could never cut it).
+    if reading.state is PortState.CHARGING and port.session_started is None:
+        start_session(port, at)
     if reading.state is not port.state or port.since is None:
-        if reading.state is PortState.CHARGING and port.session_started is None:
-            start_session(port, at)
         default_reason = _STATE_END_REASON.get(reading.state)
         if default_reason is not None:
             reason = default_reason if reading.state is PortState.FAULT else None
