@@ -12,7 +12,7 @@ from facilities.charging.payloads import PortState, StationEvent, StationTelemet
 from facilities.garage.payloads import GarageTelemetry
 from facilities.messages import Accepted, MessageKind, Rejected, RejectReason
 from facilities.mqtt.decode import Decoder
-from facilities.mqtt.topics import Topics
+from facilities.mqtt.topics import Topics, _parse
 from facilities.schemas import render_schemas
 from facilities.store.db import open_db
 from facilities.store.telemetry import BatchRows, write_batch
@@ -163,6 +163,19 @@ def test_a_topic_decodes_the_same_the_first_time_and_after(decoder: Decoder) -> 
         bogus = _decode(decoder, f"elsewhere/{n}", "{}")
         assert isinstance(bogus, Rejected) and bogus.reason is RejectReason.UNKNOWN_TOPIC
     assert decoder.topics_known == 3  # cs-01's telemetry, availability and event
+
+
+def test_a_topic_too_long_to_be_a_device_s_is_refused_and_not_kept(decoder: Decoder) -> None:
+    """The longest device topic is a gate's command ack with two 32-character ids: it is
+    still parsed; longer ones are refused without being kept with the parsed topics (5,000
+    of 65,000 characters held ~250 MB there)."""
+    longest = "facilities/garage/" + "g" * 32 + "/gate/" + "n" * 32 + "/command/ack"
+    assert Topics().parse(longest) is not None
+    kept = _parse.cache_info().currsize
+    for n in range(50):
+        result = _decode(decoder, f"facilities/charging/cs-01/{n}{'x' * 60_000}", "{}")
+        assert isinstance(result, Rejected) and result.reason is RejectReason.UNKNOWN_TOPIC
+    assert _parse.cache_info().currsize == kept
 
 
 def test_a_port_listed_twice_is_refused_before_a_port_past_the_count(decoder: Decoder) -> None:

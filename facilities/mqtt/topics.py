@@ -11,6 +11,10 @@ from facilities.site import ID_PATTERN
 
 _ID = re.compile(ID_PATTERN)
 DEFAULT_PREFIX = "facilities"
+# The longest a device topic can be after its prefix: a gate's command ack, with two ids of
+# at most 32 characters (ID_PATTERN). Anything longer is no protocol topic, and is refused
+# without being kept among the parsed topics (a 64 KB topic name would hold 64 KB there).
+_LONGEST_AFTER_PREFIX = len("/garage//gate//command/ack") + 2 * 32
 
 
 # Topics the service itself publishes: it hears them back (MQTT 3.1.1 has no no-local
@@ -171,6 +175,8 @@ class Topics:
 
     def parse(self, topic: str) -> Route | None:
         """The route of a device topic, or None when the topic is not one of docs/protocol.md's."""
+        if len(topic) > len(self.prefix) + _LONGEST_AFTER_PREFIX:
+            return None
         return _parse(self.prefix, topic)
 
 
